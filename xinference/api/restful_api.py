@@ -1,0 +1,213 @@
+"""The REST gateway: OpenAI ``/v1`` routes and Xinference's model-management routes.
+
+:func:`create_app` builds the FastAPI app for a supervisor address. Per request the app asks
+the supervisor for the model's ModelActor ref and then talks to the model process directly.
+Errors are JSON with both Xinference's ``detail`` and OpenAI's ``error`` object.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any, AsyncIterator, Dict, Optional
+
+import xoscar as xo
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sse_starlette.sse import EventSourceResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__
+from ..core.errors import ModelUnavailableError, XinferenceError
+from .schemas import (
+    CreateChatCompletionRequest,
+    CreateCompletionRequest,
+    LaunchModelRequest,
+    RegisterModelRequest,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def error_body(status: int, message: str, error_type: str, param: Optional[str] = None):
+    """``{"detail": msg, "error": {"message", "type", "param", "code"}}``: readable by
+    Xinference clients (``detail``) and OpenAI clients (``error``)."""
+    return {"detail": message,
+            "error": {"message": message, "type": error_type, "param": param, "code": status}}
+
+
+def error_response(status: int, message: str, error_type: str = "invalid_request_error",
+                   param: Optional[str] = None) -> JSONResponse:
+    return JSONResponse(error_body(status, message, error_type, param), status_code=status)
+
+
+def _connection_error(e: BaseException) -> bool:
+    from xoscar.errors import ActorNotExist, ServerClosed
+
+    return isinstance(e, (ServerClosed, ActorNotExist, ConnectionError, EOFError))
+
+
+def exception_to_response(e: BaseException) -> JSONResponse:
+    """Map an exception (possibly raised in another process) to an error response."""
+    if isinstance(e, XinferenceError):
+        return error_response(e.status_code, e.message, e.error_type)
+    if _connection_error(e):
+        return error_response(503, f"The model process is unavailable: {e}",
+                              "service_unavailable")
+    logger.exception("Unhandled error", exc_info=e)
+    return error_response(500, f"{type(e).__name__}: {e}", "internal_error")
+
+
+class RESTfulAPI:
+    """Routes bound to one supervisor."""
+
+    def __init__(self, supervisor_address: str):
+        self._supervisor_address = supervisor_address
+        self._supervisor_ref = None
+        self._started = time.time()
+
+    async def supervisor(self):
+        if self._supervisor_ref is None:
+            self._supervisor_ref = await xo.actor_ref(
+                address=self._supervisor_address, uid="supervisor"
+            )
+        return self._supervisor_ref
+
+    async def _model(self, model_uid: str):
+        return await (await self.supervisor()).get_model(model_uid)
+
+    # ---- model management --------------------------------------------------------------
+    async def status(self):
+        return {"status": "ok", "version": __version__,
+                "uptime": time.time() - self._started}
+
+    async def address(self):
+        return self._supervisor_address
+
+    async def list_models(self):
+        models = await (await self.supervisor()).list_models()
+        return {"object": "list", "data": [
+            dict(desc, id=uid, object="model", created=desc.get("created"),
+                 owned_by="xinference")
+            for uid, desc in models.items()
+        ]}
+
+    async def describe_model(self, model_uid: str):
+        return await (await self.supervisor()).describe_model(model_uid)
+
+    async def launch_model(self, body: LaunchModelRequest):
+        kwargs = body.model_dump(exclude_none=True)
+        uid = await (await self.supervisor()).launch_builtin_model(**kwargs)
+        return {"model_uid": uid}
+
+    async def terminate_model(self, model_uid: str):
+        await (await self.supervisor()).terminate_model(model_uid)
+        return {"id": model_uid, "object": "model", "deleted": True}
+
+    async def list_model_registrations(self, model_type: str, detailed: bool = False):
+        return await (await self.supervisor()).list_model_registrations(model_type, detailed)
+
+    async def get_model_registration(self, model_type: str, model_name: str):
+        return await (await self.supervisor()).get_model_registration(model_type, model_name)
+
+    async def register_model(self, model_type: str, body: RegisterModelRequest):
+        name = await (await self.supervisor()).register_model(
+            model_type, body.model, body.persist
+        )
+        return {"model_name": name, "model_type": model_type, "persist": body.persist}
+
+    async def unregister_model(self, model_type: str, model_name: str):
+        await (await self.supervisor()).unregister_model(model_type, model_name)
+        return {"model_name": model_name, "deleted": True}
+
+    async def query_engines(self, model_name: str):
+        return await (await self.supervisor()).query_engines_by_model_name(model_name)
+
+    # ---- inference ---------------------------------------------------------------------
+    async def _infer(self, method: str, model_uid: str, payload, config: Dict[str, Any]):
+        ref = await self._model(model_uid)
+        try:
+            result = await getattr(ref, method)(payload, config)
+        except BaseException as e:
+            if _connection_error(e):
+                raise ModelUnavailableError(
+                    f"The process of model {model_uid!r} is unavailable ({type(e).__name__}); "
+                    "terminate it and launch it again."
+                ) from e
+            raise
+        if not config.get("stream"):
+            return result
+        return EventSourceResponse(self._sse(result), sep="\n", ping=15)
+
+    async def _sse(self, chunks: AsyncIterator) -> AsyncIterator[str]:
+        try:
+            async for chunk in chunks:
+                yield json.dumps(chunk, ensure_ascii=False)
+        except Exception as e:  # the stream has started: report in-band, then end it
+            resp = exception_to_response(e)
+            yield resp.body.decode()
+        yield "[DONE]"
+
+    async def create_completion(self, body: CreateCompletionRequest):
+        return await self._infer("generate", body.model, body.prompt, body.generate_config())
+
+    async def create_chat_completion(self, body: CreateChatCompletionRequest):
+        return await self._infer("chat", body.model, body.messages, body.generate_config())
+
+    def router(self) -> APIRouter:
+        r = APIRouter()
+        r.add_api_route("/status", self.status, methods=["GET"])
+        r.add_api_route("/v1/address", self.address, methods=["GET"])
+        r.add_api_route("/v1/models", self.list_models, methods=["GET"])
+        r.add_api_route("/v1/models", self.launch_model, methods=["POST"])
+        r.add_api_route("/v1/models/{model_uid}", self.describe_model, methods=["GET"])
+        r.add_api_route("/v1/models/{model_uid}", self.terminate_model, methods=["DELETE"])
+        r.add_api_route("/v1/completions", self.create_completion, methods=["POST"])
+        r.add_api_route("/v1/chat/completions", self.create_chat_completion, methods=["POST"])
+        r.add_api_route("/v1/model_registrations/{model_type}",
+                        self.list_model_registrations, methods=["GET"])
+        r.add_api_route("/v1/model_registrations/{model_type}",
+                        self.register_model, methods=["POST"])
+        r.add_api_route("/v1/model_registrations/{model_type}/{model_name}",
+                        self.get_model_registration, methods=["GET"])
+        r.add_api_route("/v1/model_registrations/{model_type}/{model_name}",
+                        self.unregister_model, methods=["DELETE"])
+        r.add_api_route("/v1/engines/{model_name}", self.query_engines, methods=["GET"])
+        return r
+
+
+def create_app(supervisor_address: str) -> FastAPI:
+    """The FastAPI app serving the supervisor at ``supervisor_address`` (xoscar address)."""
+    app = FastAPI(title="Xinference", version=__version__)
+    api = RESTfulAPI(supervisor_address)
+    app.state.api = api
+    app.include_router(api.router())
+
+    @app.exception_handler(Exception)
+    async def _any_error(request: Request, exc: Exception):
+        return exception_to_response(exc)
+
+    @app.exception_handler(XinferenceError)
+    async def _xinference_error(request: Request, exc: XinferenceError):
+        return exception_to_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return error_response(400, "Request body is not valid JSON")
+        parts = []
+        for e in errors:
+            loc = [str(x) for x in e.get("loc", ()) if x != "body"]
+            parts.append(f"{'.'.join(loc) or 'body'}: {e.get('msg')}")
+        param = ".".join(str(x) for x in errors[0].get("loc", ()) if x != "body") or None
+        return error_response(422, "; ".join(parts), param=param)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        return error_response(exc.status_code, str(exc.detail),
+                              "not_found_error" if exc.status_code == 404 else "invalid_request_error")
+
+    return app

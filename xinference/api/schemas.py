@@ -1,0 +1,82 @@
+"""Request bodies of the REST API, in one place.
+
+Field names follow the OpenAI API (Completions, Chat Completions) and Xinference's model
+management API. Sampling fields are optional and passed to the engine as
+``generate_config``; unknown fields are kept (``extra="allow"``) so engine-specific options
+(``top_k``, ``repeat_penalty``, ``chat_template_kwargs`` ...) reach the engine.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Request fields that are not generation parameters.
+NON_GENERATE_FIELDS = {"model", "prompt", "messages", "user", "n"}
+
+
+class _Extra(BaseModel):
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+
+class LaunchModelRequest(_Extra):
+    """``POST /v1/models``. Extra fields are engine kwargs (``n_ctx``, ``enable_thinking``...)."""
+
+    model_uid: Optional[str] = None
+    model_name: str
+    model_type: str = "LLM"
+    model_engine: Optional[str] = None
+    model_format: Optional[str] = None
+    model_size_in_billions: Optional[Union[int, float, str]] = None
+    quantization: Optional[str] = None
+    replica: int = 1
+    n_gpu: Optional[Union[int, str]] = "auto"
+    request_limits: Optional[int] = None
+    worker_ip: Optional[str] = None
+    gpu_idx: Optional[Union[int, List[int]]] = None
+    model_path: Optional[str] = None
+
+
+class _GenerateFields(_Extra):
+    model: str
+    max_tokens: Optional[int] = None
+    temperature: Optional[float] = None
+    top_p: Optional[float] = None
+    top_k: Optional[int] = None
+    stop: Optional[Union[str, List[str]]] = None
+    seed: Optional[int] = None
+    stream: bool = False
+    stream_options: Optional[Dict[str, Any]] = None
+    frequency_penalty: Optional[float] = None
+    presence_penalty: Optional[float] = None
+    repeat_penalty: Optional[float] = None
+    n: int = Field(1, ge=1, le=1, description="only 1 is supported")
+
+    def generate_config(self) -> Dict[str, Any]:
+        """Everything but the model, the input and unset fields."""
+        return {k: v for k, v in self.model_dump(exclude_none=True).items()
+                if k not in NON_GENERATE_FIELDS}
+
+
+class CreateCompletionRequest(_GenerateFields):
+    """``POST /v1/completions`` (OpenAI Completions API)."""
+
+    prompt: str
+
+
+class CreateChatCompletionRequest(_GenerateFields):
+    """``POST /v1/chat/completions`` (OpenAI Chat Completions API). ``enable_thinking`` and
+    ``chat_template_kwargs`` are Xinference's extensions, passed to the chat template."""
+
+    messages: List[Dict[str, Any]]
+    enable_thinking: Optional[bool] = None
+    chat_template_kwargs: Optional[Dict[str, Any]] = None
+    tools: Optional[List[Dict[str, Any]]] = None
+
+
+class RegisterModelRequest(BaseModel):
+    """``POST /v1/model_registrations/{model_type}``: ``model`` is the JSON as a string."""
+
+    model: Union[str, Dict[str, Any]]
+    persist: bool = False

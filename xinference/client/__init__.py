@@ -1,0 +1,19 @@
+"""Python SDK: ``from xinference.client import Client, RESTfulClient`` (the same class)."""
+
+from .restful_client import (
+    Client,
+    RESTfulChatModelHandle,
+    RESTfulClient,
+    RESTfulClientError,
+    RESTfulGenerateModelHandle,
+    RESTfulModelHandle,
+)
+
+__all__ = [
+    "Client",
+    "RESTfulClient",
+    "RESTfulClientError",
+    "RESTfulModelHandle",
+    "RESTfulGenerateModelHandle",
+    "RESTfulChatModelHandle",
+]

@@ -1,0 +1,232 @@
+"""``RESTfulClient`` (alias ``Client``): the Python SDK over the REST API, with ``requests``.
+
+Method names and arguments follow Xinference's documented client so user code runs
+unchanged::
+
+    client = RESTfulClient("http://127.0.0.1:9997")
+    uid = client.launch_model(model_name="smollm2-instruct", model_engine="llama.cpp")
+    model = client.get_model(uid)
+    model.chat(messages=[{"role": "user", "content": "Hi"}], generate_config={"max_tokens": 32})
+
+A server error raises :class:`RESTfulClientError` carrying the server's message and status.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, Iterator, List, Optional, Union
+
+import requests
+
+
+class RESTfulClientError(RuntimeError):
+    """The server answered with an error; ``status_code`` and ``detail`` are the server's."""
+
+    def __init__(self, action: str, status_code: int, detail: str):
+        super().__init__(f"Failed to {action}, status {status_code}, detail: {detail}")
+        self.status_code = status_code
+        self.detail = detail
+
+
+def _raise_for(action: str, resp: requests.Response) -> None:
+    if resp.status_code < 400:
+        return
+    try:
+        body = resp.json()
+        detail = body.get("detail") or (body.get("error") or {}).get("message") or resp.text
+    except ValueError:
+        detail = resp.text
+    raise RESTfulClientError(action, resp.status_code, str(detail))
+
+
+def _iter_sse(action: str, resp: requests.Response) -> Iterator[Dict[str, Any]]:
+    """Chunks of a ``text/event-stream`` response, until ``data: [DONE]``."""
+    try:
+        for line in resp.iter_lines(decode_unicode=True):
+            if not line or not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                return
+            chunk = json.loads(data)
+            if isinstance(chunk, dict) and "error" in chunk and "choices" not in chunk:
+                err = chunk["error"] or {}
+                raise RESTfulClientError(action, int(err.get("code") or 500),
+                                         str(err.get("message") or chunk.get("detail")))
+            yield chunk
+    finally:
+        resp.close()
+
+
+class _Base:
+    def __init__(self, base_url: str, session: requests.Session, timeout: Optional[float]):
+        self._base_url = base_url.rstrip("/")
+        self._session = session
+        self._timeout = timeout
+
+    def _request(self, action: str, method: str, path: str, stream: bool = False, **kw):
+        resp = self._session.request(method, self._base_url + path, stream=stream,
+                                     timeout=self._timeout, **kw)
+        _raise_for(action, resp)
+        return resp
+
+
+class RESTfulModelHandle(_Base):
+    """A running model, addressed by ``model_uid``."""
+
+    def __init__(self, model_uid: str, base_url: str, session: requests.Session,
+                 timeout: Optional[float] = None):
+        super().__init__(base_url, session, timeout)
+        self._model_uid = model_uid
+
+    @property
+    def model_uid(self) -> str:
+        return self._model_uid
+
+    def _post(self, action: str, path: str, body: Dict[str, Any]):
+        stream = bool(body.get("stream"))
+        resp = self._request(action, "POST", path, stream=stream, json=body)
+        if stream:
+            return _iter_sse(action, resp)
+        return resp.json()
+
+
+class RESTfulGenerateModelHandle(RESTfulModelHandle):
+    """An LLM with the ``generate`` ability (``POST /v1/completions``)."""
+
+    def generate(self, prompt: str, generate_config: Optional[Dict[str, Any]] = None,
+                 **kwargs) -> Union[Dict[str, Any], Iterator[Dict[str, Any]]]:
+        """A ``text_completion`` dict, or with ``generate_config["stream"]`` an iterator of
+        completion chunks."""
+        body = {"model": self._model_uid, "prompt": prompt, **(generate_config or {}), **kwargs}
+        return self._post("generate", "/v1/completions", body)
+
+
+class RESTfulChatModelHandle(RESTfulGenerateModelHandle):
+    """An LLM with the ``chat`` ability (``POST /v1/chat/completions``)."""
+
+    def chat(self, messages: Union[List[Dict[str, Any]], str, None] = None,
+             chat_history: Optional[List[Dict[str, Any]]] = None,
+             system_prompt: Optional[str] = None,
+             generate_config: Optional[Dict[str, Any]] = None,
+             tools: Optional[List[Dict[str, Any]]] = None,
+             enable_thinking: Optional[bool] = None,
+             prompt: Optional[str] = None,
+             **kwargs) -> Union[Dict[str, Any], Iterator[Dict[str, Any]]]:
+        """A ``chat.completion`` dict, or with ``generate_config["stream"]`` an iterator of
+        ``chat.completion.chunk`` dicts.
+
+        Accepts the current form ``chat(messages, generate_config=...)`` and the older
+        documented form ``chat(prompt, chat_history, system_prompt=..., generate_config=...)``.
+        """
+        if prompt is not None and messages is None:
+            messages = prompt
+        if isinstance(messages, str):
+            msgs: List[Dict[str, Any]] = []
+            if system_prompt:
+                msgs.append({"role": "system", "content": system_prompt})
+            msgs.extend(chat_history or [])
+            msgs.append({"role": "user", "content": messages})
+            messages = msgs
+        body: Dict[str, Any] = {"model": self._model_uid, "messages": messages,
+                                **(generate_config or {}), **kwargs}
+        if tools is not None:
+            body["tools"] = tools
+        if enable_thinking is not None:
+            body["enable_thinking"] = enable_thinking
+        return self._post("chat", "/v1/chat/completions", body)
+
+
+class RESTfulClient(_Base):
+    """Client of one Xinference endpoint (``http://host:port``).
+
+    Args:
+        base_url: the server's endpoint.
+        api_key: sent as ``Authorization: Bearer`` when given.
+        timeout: seconds per HTTP request; None waits as long as the server works.
+    """
+
+    def __init__(self, base_url: str = "http://127.0.0.1:9997", api_key: Optional[str] = None,
+                 timeout: Optional[float] = None):
+        session = requests.Session()
+        if api_key:
+            session.headers["Authorization"] = f"Bearer {api_key}"
+        super().__init__(base_url, session, timeout)
+
+    def close(self) -> None:
+        self._session.close()
+
+    # ---- running models --------------------------------------------------------------
+    def launch_model(self, model_name: str, model_type: str = "LLM",
+                     model_engine: Optional[str] = None, model_uid: Optional[str] = None,
+                     model_size_in_billions: Optional[Union[int, float, str]] = None,
+                     model_format: Optional[str] = None, quantization: Optional[str] = None,
+                     replica: int = 1, n_gpu: Optional[Union[int, str]] = "auto",
+                     request_limits: Optional[int] = None, worker_ip: Optional[str] = None,
+                     gpu_idx: Optional[Union[int, List[int]]] = None,
+                     model_path: Optional[str] = None, **kwargs) -> str:
+        """Launch a registered model and wait until it is loaded; returns its ``model_uid``.
+        Extra keyword arguments are engine options (``n_ctx``, ``enable_thinking`` ...)."""
+        body = {
+            "model_name": model_name, "model_type": model_type, "model_engine": model_engine,
+            "model_uid": model_uid, "model_size_in_billions": model_size_in_billions,
+            "model_format": model_format, "quantization": quantization, "replica": replica,
+            "n_gpu": n_gpu, "request_limits": request_limits, "worker_ip": worker_ip,
+            "gpu_idx": gpu_idx, "model_path": model_path, **kwargs,
+        }
+        body = {k: v for k, v in body.items() if v is not None}
+        return self._request("launch model", "POST", "/v1/models", json=body).json()["model_uid"]
+
+    def list_models(self) -> Dict[str, Dict[str, Any]]:
+        """``{model_uid: description}`` of the running models."""
+        data = self._request("list models", "GET", "/v1/models").json()["data"]
+        return {m["id"]: m for m in data}
+
+    def describe_model(self, model_uid: str) -> Dict[str, Any]:
+        return self._request("describe model", "GET", f"/v1/models/{model_uid}").json()
+
+    def terminate_model(self, model_uid: str) -> None:
+        self._request("terminate model", "DELETE", f"/v1/models/{model_uid}")
+
+    def get_model(self, model_uid: str) -> RESTfulModelHandle:
+        """A handle for a running model, chosen by its type and abilities."""
+        desc = self.describe_model(model_uid)
+        args = (model_uid, self._base_url, self._session, self._timeout)
+        model_type = desc.get("model_type", "LLM")
+        if model_type == "LLM":
+            if "chat" in desc.get("model_ability", []):
+                return RESTfulChatModelHandle(*args)
+            return RESTfulGenerateModelHandle(*args)
+        from . import handles
+
+        return handles.handle_for(model_type, args)
+
+    # ---- registrations ---------------------------------------------------------------
+    def list_model_registrations(self, model_type: str = "LLM",
+                                 detailed: bool = False) -> List[Dict[str, Any]]:
+        return self._request("list model registrations", "GET",
+                             f"/v1/model_registrations/{model_type}",
+                             params={"detailed": str(detailed).lower()}).json()
+
+    def get_model_registration(self, model_type: str, model_name: str) -> Dict[str, Any]:
+        return self._request("get model registration", "GET",
+                             f"/v1/model_registrations/{model_type}/{model_name}").json()
+
+    def register_model(self, model_type: str, model: Union[str, Dict[str, Any]],
+                       persist: bool = False) -> None:
+        """Register a custom model from its JSON (a string, as in the docs, or a dict)."""
+        if not isinstance(model, str):
+            model = json.dumps(model)
+        self._request("register model", "POST", f"/v1/model_registrations/{model_type}",
+                      json={"model": model, "persist": persist})
+
+    def unregister_model(self, model_type: str, model_name: str) -> None:
+        self._request("unregister model", "DELETE",
+                      f"/v1/model_registrations/{model_type}/{model_name}")
+
+    def query_engine_by_model_name(self, model_name: str) -> Dict[str, Any]:
+        """``{engine: [{model_format, model_size_in_billions, quantizations, ...}]}``."""
+        return self._request("query engines", "GET", f"/v1/engines/{model_name}").json()
+
+
+Client = RESTfulClient

@@ -1,0 +1,325 @@
+"""The ``xinference`` command line (click), plus ``xinference-local`` and the cluster
+entry points.
+
+Every client command takes ``-e/--endpoint`` (default ``$XINFERENCE_ENDPOINT`` or
+``http://127.0.0.1:9997``) and talks to the REST API through :class:`RESTfulClient`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Dict, List, Optional, Tuple
+
+import click
+
+from ..constants import XINFERENCE_DEFAULT_HOST, XINFERENCE_DEFAULT_PORT, default_endpoint
+
+MODEL_TYPES = ["LLM", "embedding", "rerank", "image", "audio", "video"]
+
+
+def _client(endpoint: Optional[str], api_key: Optional[str] = None):
+    from ..client import RESTfulClient
+
+    return RESTfulClient(endpoint or default_endpoint(), api_key=api_key)
+
+
+def _endpoint_option(f):
+    f = click.option("--api-key", "-ak", default=None, help="API key, if the server needs one.")(f)
+    return click.option(
+        "--endpoint", "-e", default=None,
+        help="Xinference endpoint (default: $XINFERENCE_ENDPOINT or http://127.0.0.1:9997).",
+    )(f)
+
+
+def _parse_value(text: str) -> Any:
+    """``"1"`` → 1, ``"true"`` → True, ``"none"`` → None, JSON literals, else the string."""
+    low = text.lower()
+    if low in ("none", "null"):
+        return None
+    if low in ("true", "false"):
+        return low == "true"
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _extra_kwargs(args: List[str]) -> Dict[str, Any]:
+    """``--n_ctx 4096 --flag value`` → ``{"n_ctx": 4096, "flag": "value"}``.
+
+    Raises:
+        click.UsageError: an option without a value.
+    """
+    out: Dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        key = args[i]
+        if not key.startswith("--"):
+            raise click.UsageError(f"Unexpected argument {key!r}; extra options are --key value")
+        if "=" in key:
+            k, v = key[2:].split("=", 1)
+            out[k.replace("-", "_")] = _parse_value(v)
+            i += 1
+            continue
+        if i + 1 >= len(args):
+            raise click.UsageError(f"Option {key} needs a value")
+        out[key[2:].replace("-", "_")] = _parse_value(args[i + 1])
+        i += 2
+    return out
+
+
+def _fail(e: Exception):
+    click.echo(f"Error: {e}", err=True)
+    sys.exit(1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="xinference", prog_name="xinference")
+def cli():
+    """Xinference: serve open models with an OpenAI-compatible API."""
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@_endpoint_option
+@click.option("--model-name", "-n", required=True, help="Registered model name.")
+@click.option("--model-type", "-t", default="LLM", show_default=True,
+              type=click.Choice(MODEL_TYPES, case_sensitive=False))
+@click.option("--model-engine", "-en", default=None, help="llama.cpp, Transformers ...")
+@click.option("--model-uid", "-u", default=None, help="Uid of the model (default: its name).")
+@click.option("--size-in-billions", "-s", default=None, help="Model size, e.g. 7 or 0_5.")
+@click.option("--model-format", "-f", default=None, help="ggufv2, pytorch ...")
+@click.option("--quantization", "-q", default=None)
+@click.option("--replica", "-r", default=1, type=int, show_default=True)
+@click.option("--n-gpu", default="auto", show_default=True,
+              help="GPUs per replica: auto, an integer, or none for CPU.")
+@click.option("--request-limits", default=None, type=int,
+              help="Most requests admitted at once per replica.")
+@click.option("--model-path", default=None, help="Local file or directory of the weights.")
+@click.option("--worker-ip", default=None)
+@click.option("--gpu-idx", default=None, help="Comma-separated GPU indexes.")
+@click.option("--enable-thinking/--disable-thinking", default=None,
+              help="Default thinking mode for hybrid reasoning models.")
+@click.pass_context
+def launch(ctx, endpoint, api_key, model_name, model_type, model_engine, model_uid,
+           size_in_billions, model_format, quantization, replica, n_gpu, request_limits,
+           model_path, worker_ip, gpu_idx, enable_thinking):
+    """Launch a model. Extra ``--key value`` options are passed to the engine."""
+    kwargs = _extra_kwargs(ctx.args)
+    if enable_thinking is not None:
+        kwargs["enable_thinking"] = enable_thinking
+    n_gpu_value: Any = n_gpu
+    if str(n_gpu).lower() == "none":
+        n_gpu_value = None
+    elif str(n_gpu).isdigit():
+        n_gpu_value = int(n_gpu)
+    gpu_list = [int(x) for x in gpu_idx.split(",")] if gpu_idx else None
+    client = _client(endpoint, api_key)
+    try:
+        uid = client.launch_model(
+            model_name=model_name, model_type=model_type, model_engine=model_engine,
+            model_uid=model_uid, model_size_in_billions=size_in_billions,
+            model_format=model_format, quantization=quantization, replica=replica,
+            n_gpu=n_gpu_value, request_limits=request_limits, model_path=model_path,
+            worker_ip=worker_ip, gpu_idx=gpu_list, **kwargs,
+        )
+    except Exception as e:
+        _fail(e)
+    click.echo(f"Model uid: {uid}")
+
+
+@cli.command("list")
+@_endpoint_option
+def list_models(endpoint, api_key):
+    """List the running models."""
+    from tabulate import tabulate
+
+    try:
+        models = _client(endpoint, api_key).list_models()
+    except Exception as e:
+        _fail(e)
+    rows = [
+        (uid, d.get("model_type"), d.get("model_name"), d.get("model_engine", ""),
+         d.get("model_format", ""), d.get("model_size_in_billions", ""),
+         d.get("quantization", ""), d.get("replica", 1))
+        for uid, d in models.items()
+    ]
+    click.echo(tabulate(rows, headers=["UID", "Type", "Name", "Engine", "Format",
+                                       "Size (B)", "Quantization", "Replica"]))
+
+
+@cli.command()
+@_endpoint_option
+@click.option("--model-uid", "-u", required=True)
+def terminate(endpoint, api_key, model_uid):
+    """Terminate a running model."""
+    try:
+        _client(endpoint, api_key).terminate_model(model_uid)
+    except Exception as e:
+        _fail(e)
+    click.echo(f"Model {model_uid} terminated.")
+
+
+@cli.command()
+@_endpoint_option
+@click.option("--model-type", "-t", default="LLM", show_default=True,
+              type=click.Choice(MODEL_TYPES, case_sensitive=False))
+@click.option("--model-name", "-n", default=None, help="Show one registration in full.")
+def registrations(endpoint, api_key, model_type, model_name):
+    """List registered models (builtin and custom)."""
+    from tabulate import tabulate
+
+    client = _client(endpoint, api_key)
+    try:
+        if model_name:
+            click.echo(json.dumps(client.get_model_registration(model_type, model_name),
+                                  indent=2))
+            return
+        regs = client.list_model_registrations(model_type, detailed=True)
+    except Exception as e:
+        _fail(e)
+    rows = [
+        (model_type, r["model_name"], ",".join(r.get("model_lang", []) or []),
+         ",".join(r.get("model_ability", []) or []), r["is_builtin"])
+        for r in regs
+    ]
+    click.echo(tabulate(rows, headers=["Type", "Name", "Language", "Ability", "Is-built-in"]))
+
+
+@cli.command()
+@_endpoint_option
+@click.option("--model-name", "-n", required=True)
+def engine(endpoint, api_key, model_name):
+    """Show which engines can run a model, with formats, sizes and quantizations."""
+    from tabulate import tabulate
+
+    try:
+        engines = _client(endpoint, api_key).query_engine_by_model_name(model_name)
+    except Exception as e:
+        _fail(e)
+    rows = [
+        (name, r["model_format"], r["model_size_in_billions"], ",".join(r["quantizations"]),
+         "yes" if r.get("available") else f"no ({r.get('unavailable_reason')})")
+        for name, specs in engines.items() for r in specs
+    ]
+    click.echo(tabulate(rows, headers=["Engine", "Format", "Size (B)", "Quantizations",
+                                       "Available"]))
+
+
+def _gen_config(max_tokens: Optional[int], stream: bool) -> Dict[str, Any]:
+    cfg: Dict[str, Any] = {"stream": stream}
+    if max_tokens:
+        cfg["max_tokens"] = max_tokens
+    return cfg
+
+
+@cli.command()
+@_endpoint_option
+@click.option("--model-uid", "-u", required=True)
+@click.option("--max-tokens", default=512, type=int, show_default=True)
+@click.option("--stream/--no-stream", default=True, show_default=True)
+def generate(endpoint, api_key, model_uid, max_tokens, stream):
+    """Complete prompts interactively (one prompt per line; empty line or EOF to quit)."""
+    model = _client(endpoint, api_key).get_model(model_uid)
+    while True:
+        try:
+            prompt = click.prompt("Prompt", default="", show_default=False)
+        except (EOFError, click.Abort):
+            break
+        if not prompt.strip():
+            break
+        try:
+            if stream:
+                for chunk in model.generate(prompt, generate_config=_gen_config(max_tokens, True)):
+                    if chunk.get("choices"):
+                        click.echo(chunk["choices"][0].get("text", ""), nl=False)
+                click.echo()
+            else:
+                out = model.generate(prompt, generate_config=_gen_config(max_tokens, False))
+                click.echo(out["choices"][0]["text"])
+        except Exception as e:
+            _fail(e)
+
+
+@cli.command()
+@_endpoint_option
+@click.option("--model-uid", "-u", required=True)
+@click.option("--max-tokens", default=512, type=int, show_default=True)
+@click.option("--stream/--no-stream", default=True, show_default=True)
+@click.option("--system-prompt", default=None)
+def chat(endpoint, api_key, model_uid, max_tokens, stream, system_prompt):
+    """Chat interactively, keeping the history (empty line or EOF to quit)."""
+    model = _client(endpoint, api_key).get_model(model_uid)
+    if not hasattr(model, "chat"):
+        _fail(RuntimeError(f"Model {model_uid} does not support chat"))
+    messages: List[Dict[str, Any]] = []
+    if system_prompt:
+        messages.append({"role": "system", "content": system_prompt})
+    while True:
+        try:
+            text = click.prompt("User", default="", show_default=False)
+        except (EOFError, click.Abort):
+            break
+        if not text.strip():
+            break
+        messages.append({"role": "user", "content": text})
+        click.echo("Assistant: ", nl=False)
+        try:
+            if stream:
+                parts = []
+                for chunk in model.chat(messages, generate_config=_gen_config(max_tokens, True)):
+                    if chunk.get("choices"):
+                        piece = chunk["choices"][0]["delta"].get("content") or ""
+                        parts.append(piece)
+                        click.echo(piece, nl=False)
+                click.echo()
+                answer = "".join(parts)
+            else:
+                out = model.chat(messages, generate_config=_gen_config(max_tokens, False))
+                answer = out["choices"][0]["message"]["content"]
+                click.echo(answer)
+        except Exception as e:
+            _fail(e)
+        messages.append({"role": "assistant", "content": answer})
+
+
+def _server_options(f):
+    f = click.option("--log-level", default="INFO", show_default=True)(f)
+    f = click.option("--port", "-p", default=XINFERENCE_DEFAULT_PORT, type=int,
+                     show_default=True)(f)
+    return click.option("--host", "-H", default=XINFERENCE_DEFAULT_HOST, show_default=True)(f)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@_server_options
+def local(host, port, log_level):
+    """Start supervisor, worker and REST API on this machine."""
+    from .local import run_local
+
+    run_local(host, port, log_level)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@_server_options
+@click.option("--supervisor-port", default=None, type=int)
+def supervisor(host, port, log_level, supervisor_port):
+    """Start a cluster supervisor (not yet available: use xinference-local)."""
+    click.echo("xinference-supervisor is not yet available in this version; "
+               "use xinference-local.", err=True)
+    sys.exit(2)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--endpoint", "-e", default=None)
+@click.option("--host", "-H", default=XINFERENCE_DEFAULT_HOST)
+@click.option("--worker-port", default=None, type=int)
+@click.option("--log-level", default="INFO")
+def worker(endpoint, host, worker_port, log_level):
+    """Start a cluster worker (not yet available: use xinference-local)."""
+    click.echo("xinference-worker is not yet available in this version; "
+               "use xinference-local.", err=True)
+    sys.exit(2)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    cli()

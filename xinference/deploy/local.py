@@ -1,0 +1,70 @@
+"""``xinference-local``: supervisor, worker and REST API in one process.
+
+One xoscar main pool holds the SupervisorActor and the WorkerActor; uvicorn serves the REST
+API on the same asyncio loop. SIGINT/SIGTERM stop uvicorn, then every model process is
+terminated and the pool stopped, so no model process outlives the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Optional
+
+import xoscar as xo
+
+from .utils import get_free_port, setup_logging
+
+logger = logging.getLogger(__name__)
+
+
+async def create_local_cluster(pool_host: str = "127.0.0.1", pool_port: Optional[int] = None):
+    """Start the main pool with both actors; returns ``(pool, supervisor_ref, worker_ref)``."""
+    from ..core.supervisor import SupervisorActor
+    from ..core.worker import WorkerActor
+
+    address = f"{pool_host}:{pool_port or get_free_port(pool_host)}"
+    pool = await xo.create_actor_pool(address, n_process=0, auto_recover=False)
+    supervisor = await xo.create_actor(
+        SupervisorActor, address=pool.external_address, uid=SupervisorActor.default_uid()
+    )
+    worker = await xo.create_actor(
+        WorkerActor, pool.external_address, pool,
+        address=pool.external_address, uid=WorkerActor.default_uid(),
+    )
+    await supervisor.add_worker(pool.external_address)
+    return pool, supervisor, worker
+
+
+async def shutdown_cluster(pool, worker) -> None:
+    """Terminate every model process, then stop the pool."""
+    try:
+        await asyncio.wait_for(xo.destroy_actor(worker), timeout=30)
+    except Exception:
+        logger.exception("Stopping the worker failed")
+    await pool.stop()
+
+
+async def _serve(host: str, port: int, log_level: str) -> None:
+    import uvicorn
+
+    from ..api.restful_api import create_app
+
+    pool, supervisor, worker = await create_local_cluster()
+    app = create_app(pool.external_address)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level.lower(),
+                            timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+    logger.info("Xinference serving at http://%s:%d (actor pool %s)", host, port,
+                pool.external_address)
+    try:
+        await server.serve()
+    finally:
+        logger.info("Shutting down: terminating model processes")
+        await shutdown_cluster(pool, worker)
+
+
+def run_local(host: str, port: int, log_level: str = "INFO") -> None:
+    """Blocking entry point of ``xinference-local``."""
+    setup_logging(log_level)
+    asyncio.run(_serve(host, port, log_level))

@@ -1,0 +1,33 @@
+"""Model types: their family schemas, builtin registries and launch planners.
+
+:func:`model_type_handlers` is the one table the supervisor consults; a new model type is
+added here. Only pydantic schemas are imported: no engine library.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Type
+
+
+@dataclass(frozen=True)
+class ModelTypeHandler:
+    """How the supervisor deals with one model type.
+
+    ``plan(family, model_uid, **launch_kwargs) -> (loader, description)``.
+    """
+
+    schema: Type
+    builtins: Callable[[], Dict[str, Any]]
+    plan: Callable[..., Any]
+
+
+@functools.lru_cache(maxsize=1)
+def model_type_handlers() -> Dict[str, ModelTypeHandler]:
+    from .llm.launch import plan_llm_launch
+    from .llm.llm_family import LLMFamily, builtin_llm_families
+
+    return {
+        "LLM": ModelTypeHandler(LLMFamily, builtin_llm_families, plan_llm_launch),
+    }
