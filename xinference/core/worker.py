@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional
 
 import xoscar as xo
 
+from ..constants import XINFERENCE_ENV_SPARE_PROCESS
 from .errors import ConflictError, ModelNotFoundError, ModelUnavailableError
 from .model import ModelActor
 
@@ -46,12 +47,49 @@ class WorkerActor(xo.StatelessActor):
         self._main_pool = main_pool
         self._replicas: Dict[str, _Replica] = {}
         self._launching: Dict[str, asyncio.Task] = {}
+        # A model process started ahead of time (no model in it yet): launching takes it, so
+        # a launch does not wait for a Python interpreter and xoscar to start (~1 s).
+        self._spare: Optional[asyncio.Task] = None
+
+    async def __post_create__(self):
+        self._refill_spare()
+
+    def _refill_spare(self):
+        if os.environ.get(XINFERENCE_ENV_SPARE_PROCESS, "1") != "0":
+            self._spare = asyncio.ensure_future(self._new_sub_pool({}))
+
+    async def _new_sub_pool(self, env: Dict[str, str]) -> str:
+        return await self._main_pool.append_sub_pool(
+            env=env, modules=["xinference.core.xoscar_setup"]
+        )
+
+    async def _take_sub_pool(self, env: Dict[str, str]) -> str:
+        """A fresh model process: the spare one when it fits (no special environment),
+        else a new one."""
+        spare, self._spare = self._spare, None
+        if spare is not None and not env:
+            try:
+                address = await spare
+                proc = self._main_pool.sub_processes.get(address)
+                if proc is not None and proc.returncode is None:
+                    self._refill_spare()
+                    return address
+            except Exception:
+                logger.warning("The spare model process failed to start; starting another")
+        elif spare is not None:
+            self._spare = spare
+        address = await self._new_sub_pool(env)
+        if self._spare is None:
+            self._refill_spare()
+        return address
 
     @classmethod
     def default_uid(cls) -> str:
         return "worker"
 
     async def __pre_destroy__(self):
+        if self._spare is not None:
+            self._spare.cancel()
         for uid in list(self._replicas):
             try:
                 await self.terminate_model(uid)
@@ -84,9 +122,7 @@ class WorkerActor(xo.StatelessActor):
 
     async def _launch(self, replica_uid, model_uid, model_type, loader, model_desc,
                       request_limits, env):
-        sub_env = dict(env or {})
-        sub_env.setdefault("CUDA_VISIBLE_DEVICES", os.environ.get("CUDA_VISIBLE_DEVICES", ""))
-        address = await self._main_pool.append_sub_pool(env=sub_env)
+        address = await self._take_sub_pool(dict(env or {}))
         try:
             ref = await xo.create_actor(
                 ModelActor, model_uid, model_type, model_desc, loader, request_limits,

@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 
 async def create_local_cluster(pool_host: str = "127.0.0.1", pool_port: Optional[int] = None):
     """Start the main pool with both actors; returns ``(pool, supervisor_ref, worker_ref)``."""
+    from ..core import xoscar_setup  # noqa: F401  (before the pool starts)
     from ..core.supervisor import SupervisorActor
     from ..core.worker import WorkerActor
 
