@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import inspect
 import logging
 import os
 import threading
@@ -89,10 +90,29 @@ class ModelActor(xo.StatelessActor):
         return getattr(self._model, method)
 
     async def _call(self, method: str, *args, **kwargs):
-        """Run an engine method under the engine lock; a returned iterator is drained in the
-        engine thread and relayed as an async generator that holds the lock to its end."""
+        """Run an engine method and return its result or an async stream of chunks.
+
+        Two kinds of engine method:
+
+        * ``async def`` methods belong to engines that batch requests themselves
+          (continuous or dynamic batching); they are awaited concurrently, and may return an
+          async iterator for a stream.
+        * plain methods run one at a time in the engine thread under the engine lock; they
+          get a ``cancel`` event, and a returned iterator is drained in the engine thread and
+          relayed as an async generator that holds the lock until it ends.
+        """
         fn = self._require(method)
         self._admit()
+        if inspect.iscoroutinefunction(fn):
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException:
+                self._admitted -= 1
+                raise
+            if isinstance(result, AsyncIterator):
+                return self._count_stream(result)
+            self._admitted -= 1
+            return result
         released = False
         try:
             await self._lock.acquire()
@@ -112,6 +132,16 @@ class ModelActor(xo.StatelessActor):
         finally:
             if not released:
                 self._admitted -= 1
+
+    async def _count_stream(self, stream: AsyncIterator) -> AsyncIterator:
+        try:
+            async for item in stream:
+                yield item
+        finally:
+            self._admitted -= 1
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     async def _relay(self, it: Iterator, cancel: threading.Event) -> AsyncIterator:
         loop = asyncio.get_running_loop()

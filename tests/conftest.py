@@ -1,0 +1,96 @@
+"""Shared fixtures: a real ``xinference-local`` server process on a free port.
+
+The session server has its own ``XINFERENCE_HOME`` and the bundled SmolLM2 launched once
+as ``smollm2-instruct`` (llama.cpp). Tests that need a server of their own (restarts,
+persistence) use :func:`start_server` directly.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, Optional
+
+import pytest
+import requests
+
+SMOLLM = "smollm2-instruct"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A running ``xinference-local`` process; ``endpoint`` is its base URL."""
+
+    def __init__(self, home: Path, port: Optional[int] = None,
+                 env: Optional[Dict[str, str]] = None):
+        self.home = Path(home)
+        self.port = port or free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.log_path = self.home / f"server-{self.port}.log"
+        self.home.mkdir(parents=True, exist_ok=True)
+        full_env = dict(os.environ, XINFERENCE_HOME=str(self.home), **(env or {}))
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "xinference.deploy.cmdline_local", "--host", "127.0.0.1",
+             "--port", str(self.port), "--log-level", "INFO"],
+            stdout=self._log, stderr=subprocess.STDOUT, env=full_env,
+        )
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log()}")
+            try:
+                if requests.get(self.endpoint + "/status", timeout=1).ok:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"server not ready in {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+def start_server(home: Path, **kw) -> Server:
+    return Server(home, **kw)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """The shared server, with ``smollm2-instruct`` launched on llama.cpp."""
+    srv = Server(tmp_path_factory.mktemp("xinference-home"))
+    r = requests.post(srv.endpoint + "/v1/models",
+                      json={"model_name": SMOLLM, "model_engine": "llama.cpp"}, timeout=120)
+    assert r.status_code == 200, r.text
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def endpoint(server) -> str:
+    return server.endpoint
