@@ -24,6 +24,7 @@ from .errors import (
     InvalidRequestError,
     ModelNotFoundError,
     ModelUnavailableError,
+    RegistrationNotFoundError,
 )
 
 logger = logging.getLogger(__name__)
@@ -116,7 +117,10 @@ class SupervisorActor(xo.StatelessActor):
         if request_limits is not None and (not isinstance(request_limits, int)
                                            or request_limits < 1):
             raise InvalidRequestError("'request_limits' must be a positive integer")
-        family = self._registry.get(model_type, model_name)
+        try:
+            family = self._registry.get(model_type, model_name)
+        except RegistrationNotFoundError as e:  # a bad launch request, not a missing URL
+            raise InvalidRequestError(e.message) from None
         if n_gpu not in (None, "auto"):
             kwargs["n_gpu"] = n_gpu
         loader, desc = handler.plan(family, model_uid, **kwargs)
