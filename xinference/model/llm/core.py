@@ -103,7 +103,8 @@ class GenerationParams:
         p.stream = bool(config.get("stream", False))
         so = config.get("stream_options") or {}
         p.include_usage = bool(isinstance(so, dict) and so.get("include_usage"))
-        ctk = config.get("chat_template_kwargs") or {}
+        ctk = config.get("chat_template_kwargs")
+        ctk = {} if ctk is None else ctk
         if not isinstance(ctk, dict):
             raise InvalidRequestError("'chat_template_kwargs' must be an object")
         p.chat_template_kwargs = dict(ctk)
