@@ -27,7 +27,15 @@ class ModelTypeHandler:
 def model_type_handlers() -> Dict[str, ModelTypeHandler]:
     from .llm.launch import plan_llm_launch
     from .llm.llm_family import LLMFamily, builtin_llm_families
+    from .embedding.family import EmbeddingModelFamily, builtin_embedding_families
+    from .embedding.launch import plan_embedding_launch
+    from .rerank.family import RerankModelFamily, builtin_rerank_families
+    from .rerank.launch import plan_rerank_launch
 
     return {
         "LLM": ModelTypeHandler(LLMFamily, builtin_llm_families, plan_llm_launch),
+        "embedding": ModelTypeHandler(EmbeddingModelFamily, builtin_embedding_families,
+                                      plan_embedding_launch),
+        "rerank": ModelTypeHandler(RerankModelFamily, builtin_rerank_families,
+                                   plan_rerank_launch),
     }

@@ -1,0 +1,146 @@
+"""Schemas of sentence-transformers style model families (embedding and rerank) and the
+builtin embedding registry.
+
+Pure pydantic: the supervisor imports this module; no engine library is imported here.
+
+A family is written the way Xinference's "Custom Models" documentation writes it. The
+current form lists specs::
+
+    {"version": 2, "model_name": "my-bge", "dimensions": 768, "max_tokens": 512,
+     "language": ["en"],
+     "model_specs": [{"model_format": "pytorch", "model_id": "BAAI/bge-base-en-v1.5",
+                      "model_uri": "file:///path/to/bge-base-en-v1.5"}]}
+
+The older documented form puts ``model_id`` / ``model_uri`` / ``model_revision`` /
+``model_hub`` at the top level; it is accepted and turned into one ``pytorch`` spec.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Optional
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from ..llm.llm_family import MODEL_NAME_RE
+
+# Fields of a spec that the older (v1) documented form writes at the family's top level.
+_SPEC_FIELDS = ("model_id", "model_uri", "model_revision", "model_hub", "model_format",
+                "quantizations", "package", "package_subdir")
+
+
+class SentenceModelSpec(BaseModel):
+    """One way to get a family's weights (a Hugging Face directory).
+
+    ``package`` / ``package_subdir`` are an extension of ours: an installed Python package
+    whose directory (or its sub-directory) holds the weights, for air-gapped installs.
+    """
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    model_format: Literal["pytorch"] = "pytorch"
+    quantizations: List[str] = Field(default_factory=lambda: ["none"])
+    model_id: Optional[str] = None
+    model_hub: str = "huggingface"
+    model_uri: Optional[str] = None
+    model_revision: Optional[str] = None
+    package: Optional[str] = None
+    package_subdir: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _check_source(self) -> "SentenceModelSpec":
+        if self.model_uri is not None and not self.model_uri.startswith(("file://", "/")):
+            raise ValueError(
+                f"model_uri must be an absolute path or a file:// URI, got {self.model_uri!r}"
+            )
+        if not (self.model_id or self.model_uri or self.package):
+            raise ValueError("a spec needs model_id or model_uri")
+        return self
+
+
+class SentenceModelFamily(BaseModel):
+    """Fields shared by embedding and rerank families (base class, not registered itself)."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    version: int = 2
+    model_name: str
+    language: List[str] = Field(default_factory=lambda: ["en"])
+    model_description: Optional[str] = None
+    trust_remote_code: bool = False
+    model_specs: List[SentenceModelSpec]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _top_level_spec(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "model_specs" not in data:
+            data = dict(data)
+            spec = {k: data.pop(k) for k in _SPEC_FIELDS if k in data}
+            data["model_specs"] = [spec] if spec else []
+        return data
+
+    @field_validator("model_name")
+    @classmethod
+    def _check_name(cls, v: str, info: ValidationInfo) -> str:
+        if (info.context or {}).get("builtin"):
+            return v
+        if not MODEL_NAME_RE.match(v):
+            raise ValueError(
+                "model_name must start with a letter or digit and contain only letters, "
+                f"digits, '_' and '-', got {v!r}"
+            )
+        return v
+
+    @field_validator("model_specs")
+    @classmethod
+    def _check_specs(cls, v: List[SentenceModelSpec]) -> List[SentenceModelSpec]:
+        if not v:
+            raise ValueError("model_specs must hold at least one spec (or give model_id / "
+                             "model_uri at the top level)")
+        return v
+
+
+class EmbeddingModelFamily(SentenceModelFamily):
+    """An embedding model: ``dimensions`` is the vector length, ``max_tokens`` the longest
+    input in tokens (longer inputs are truncated, as sentence-transformers does).
+
+    ``matryoshka_dimensions`` (optional) lists the smaller sizes the model was trained to be
+    truncated to; only those (and ``dimensions``) are accepted as a request's
+    ``dimensions``.
+    """
+
+    dimensions: int = Field(gt=0)
+    max_tokens: int = Field(512, gt=0)
+    matryoshka_dimensions: Optional[List[int]] = None
+    model_type: Literal["embedding"] = "embedding"
+
+    @model_validator(mode="after")
+    def _check_matryoshka(self) -> "EmbeddingModelFamily":
+        for d in self.matryoshka_dimensions or []:
+            if not 0 < d <= self.dimensions:
+                raise ValueError(
+                    f"matryoshka_dimensions must lie in 1..{self.dimensions}, got {d}"
+                )
+        return self
+
+
+def load_builtin_families(path: Path, schema) -> Dict[str, Any]:
+    """Parse a builtin ``model_spec.json`` (a list of families) into ``{model_name: family}``."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return {d["model_name"]: schema.model_validate(d, context={"builtin": True}) for d in data}
+
+
+@functools.lru_cache(maxsize=1)
+def builtin_embedding_families() -> Dict[str, EmbeddingModelFamily]:
+    """The families shipped in ``embedding/model_spec.json``, by ``model_name``."""
+    return load_builtin_families(Path(__file__).with_name("model_spec.json"),
+                                 EmbeddingModelFamily)

@@ -1,0 +1,125 @@
+"""Launch planning for embedding and rerank models (supervisor side, no engine imports).
+
+:func:`plan_embedding_launch` / :func:`plan_sentence_launch` turn a launch request into a
+picklable :class:`SentenceModelLoader` plus the description ``GET /v1/models/{uid}`` shows.
+The loader's :meth:`~SentenceModelLoader.load` runs inside the model process.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Tuple
+
+from ...core.errors import InvalidRequestError
+from ..cache_manager import resolve_model_path
+from .family import EmbeddingModelFamily, SentenceModelFamily, SentenceModelSpec
+
+ENGINE_NAME = "sentence_transformers"
+_ENGINE_ALIASES = {"sentence_transformers", "sentence-transformers", "sentencetransformers"}
+
+# Engine options a launch may carry (as ``--key value`` on the CLI); anything else is refused
+# so that a typo does not pass silently.
+ENGINE_OPTIONS = {"max_batch_size", "batch_wait_ms", "device", "n_gpu", "trust_remote_code"}
+
+
+@dataclass
+class SentenceModelLoader:
+    """Launch parameters of one embedding or rerank replica (picklable).
+
+    ``engine_class`` is ``"module:Class"``; it is imported only in the model process.
+    """
+
+    model_uid: str
+    family: SentenceModelFamily
+    spec: SentenceModelSpec
+    engine_class: str
+    model_path: Optional[str] = None
+    kwargs: Dict[str, Any] = field(default_factory=dict)
+
+    def resolve_path(self) -> str:
+        """Local directory of the weights (see :func:`resolve_model_path`)."""
+        return resolve_model_path(
+            model_name=self.family.model_name,
+            model_format=self.spec.model_format,
+            size="0",
+            model_id=self.spec.model_id,
+            model_uri=self.spec.model_uri,
+            model_path=self.model_path,
+            package=self.spec.package,
+            package_subdir=self.spec.package_subdir,
+            model_revision=self.spec.model_revision,
+        )
+
+    def load(self):
+        """Resolve the files, build the engine and load it; returns the engine."""
+        path = self.resolve_path()
+        module, _, name = self.engine_class.partition(":")
+        cls = getattr(importlib.import_module(module), name)
+        engine = cls(self.model_uid, self.family, path, **self.kwargs)
+        engine.load()
+        return engine
+
+
+def _check_engine(model_engine: Optional[str]) -> None:
+    if model_engine is not None and model_engine.lower() not in _ENGINE_ALIASES:
+        raise InvalidRequestError(
+            f"Model engine {model_engine!r} is not available for this model; "
+            f"use {ENGINE_NAME!r}"
+        )
+
+
+def plan_sentence_launch(family: SentenceModelFamily, model_uid: str, engine_class: str, *,
+                         model_engine: Optional[str] = None,
+                         model_format: Optional[str] = None,
+                         quantization: Optional[str] = None,
+                         model_path: Optional[str] = None,
+                         model_size_in_billions: Any = None,
+                         **kwargs) -> Tuple[SentenceModelLoader, Dict[str, Any]]:
+    """Pick the spec and build the loader; returns ``(loader, description)``.
+
+    Raises:
+        InvalidRequestError: an engine other than sentence-transformers, a format or
+        quantization no spec has, or an unknown engine option.
+    """
+    _check_engine(model_engine)
+    unknown = sorted(set(kwargs) - ENGINE_OPTIONS)
+    if unknown:
+        raise InvalidRequestError(
+            f"Unknown launch option(s) {unknown} for {family.model_name!r}; "
+            f"known: {sorted(ENGINE_OPTIONS)}"
+        )
+    specs = [s for s in family.model_specs
+             if (model_format is None or s.model_format == model_format)
+             and (quantization in (None, "none") or quantization in s.quantizations)]
+    if not specs:
+        raise InvalidRequestError(
+            f"No spec of {family.model_name!r} matches model_format={model_format!r}, "
+            f"quantization={quantization!r}"
+        )
+    spec = specs[0]
+    loader = SentenceModelLoader(model_uid, family, spec, engine_class, model_path,
+                                 dict(kwargs))
+    desc = {
+        "model_type": family.model_type,
+        "model_name": family.model_name,
+        "model_engine": ENGINE_NAME,
+        "model_format": spec.model_format,
+        "model_id": spec.model_id,
+        "language": list(family.language),
+        "model_description": family.model_description,
+    }
+    return loader, desc
+
+
+def plan_embedding_launch(family: EmbeddingModelFamily, model_uid: str, **kwargs):
+    """:func:`plan_sentence_launch` for an embedding family
+    (engine :class:`~xinference.model.embedding.sentence_transformers.SentenceTransformerEmbedding`)."""
+    loader, desc = plan_sentence_launch(
+        family, model_uid,
+        "xinference.model.embedding.sentence_transformers:SentenceTransformerEmbedding",
+        **kwargs,
+    )
+    desc.update(dimensions=family.dimensions, max_tokens=family.max_tokens,
+                model_ability=["embed"])
+    return loader, desc

@@ -1,0 +1,26 @@
+"""Launch planning for rerank models (supervisor side, no engine imports)."""
+
+from __future__ import annotations
+
+from ...core.errors import InvalidRequestError
+from ..embedding.launch import plan_sentence_launch
+from .family import RerankModelFamily
+
+
+def plan_rerank_launch(family: RerankModelFamily, model_uid: str, **kwargs):
+    """Build the loader of a cross-encoder rerank model; returns ``(loader, description)``.
+
+    Raises:
+        InvalidRequestError: the family's ``type`` is an LLM-based kind (no engine here runs
+        it), or see :func:`~xinference.model.embedding.launch.plan_sentence_launch`.
+    """
+    if family.type != "normal":
+        raise InvalidRequestError(
+            f"Rerank model {family.model_name!r} is of type {family.type!r}; only 'normal' "
+            "(cross-encoder) rerank models can be launched here"
+        )
+    loader, desc = plan_sentence_launch(
+        family, model_uid, "xinference.model.rerank.cross_encoder:CrossEncoderRerank", **kwargs
+    )
+    desc.update(type=family.type, max_tokens=family.max_tokens, model_ability=["rerank"])
+    return loader, desc
