@@ -31,6 +31,10 @@ def model_type_handlers() -> Dict[str, ModelTypeHandler]:
     from .embedding.launch import plan_embedding_launch
     from .rerank.family import RerankModelFamily, builtin_rerank_families
     from .rerank.launch import plan_rerank_launch
+    from .audio.custom import CustomAudioModelFamily
+    from .custom_family import plan_not_supported
+    from .image.custom import CustomImageModelFamily
+    from .video.custom import CustomVideoModelFamily
 
     return {
         "LLM": ModelTypeHandler(LLMFamily, builtin_llm_families, plan_llm_launch),
@@ -38,4 +42,11 @@ def model_type_handlers() -> Dict[str, ModelTypeHandler]:
                                       plan_embedding_launch),
         "rerank": ModelTypeHandler(RerankModelFamily, builtin_rerank_families,
                                    plan_rerank_launch),
+        # Registration only (register/list/unregister); launching answers 400.
+        "image": ModelTypeHandler(CustomImageModelFamily, dict,
+                                  functools.partial(plan_not_supported, "image")),
+        "audio": ModelTypeHandler(CustomAudioModelFamily, dict,
+                                  functools.partial(plan_not_supported, "audio")),
+        "video": ModelTypeHandler(CustomVideoModelFamily, dict,
+                                  functools.partial(plan_not_supported, "video")),
     }

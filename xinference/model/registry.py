@@ -47,6 +47,8 @@ def format_validation_error(e: ValidationError) -> str:
     for err in e.errors():
         loc = ".".join(str(x) for x in err.get("loc", ())) or "model"
         msg = err.get("msg", "invalid")
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
         parts.append(f"{loc}: {msg}")
     return "; ".join(parts)
 
@@ -64,6 +66,8 @@ class ModelRegistry:
         self._schemas = schemas
         self._builtins = builtins
         self._custom: Dict[str, Dict[str, BaseModel]] = {t: {} for t in MODEL_TYPES}
+        # (type, name) -> the file a persisted registration lives in.
+        self._files: Dict[tuple, Path] = {}
 
     # ---- lookup ---------------------------------------------------------------------------
     def builtin(self, model_type: str) -> Dict[str, BaseModel]:
@@ -106,6 +110,13 @@ class ModelRegistry:
                 rows.append(row)
         return rows
 
+    def builtin_type(self, model_name: str) -> Optional[str]:
+        """The model type of the builtin family named ``model_name``, if any."""
+        for t in MODEL_TYPES:
+            if model_name in self.builtin(t):
+                return t
+        return None
+
     def is_custom(self, model_type: str, model_name: str) -> bool:
         return model_name in self._custom[canonical_model_type(model_type)]
 
@@ -146,14 +157,20 @@ class ModelRegistry:
         model_type = canonical_model_type(model_type)
         fam = self.parse(model_type, model)
         name = fam.model_name
-        if self.find_type(name) is not None and name in self.builtin(self.find_type(name)):
+        builtin_type = self.builtin_type(name)
+        if builtin_type is not None:
             raise InvalidRequestError(
-                f"Model name {name!r} is a builtin model's; choose another model_name"
+                f"model_name {name!r} is the name of a builtin {builtin_type} model; "
+                "choose another model_name"
             )
         if name in self._custom[model_type]:
-            raise ConflictError(f"A custom {model_type} model named {name!r} already exists")
+            raise ConflictError(
+                f"A custom {model_type} model named {name!r} is already registered; "
+                "unregister it first or choose another model_name"
+            )
         if persist:
-            self._write(model_type, fam)
+            # Written before the in-memory insert: a failed write leaves nothing behind.
+            self._files[(model_type, name)] = self._write(model_type, fam)
         self._custom[model_type][name] = fam
         return fam
 
@@ -171,7 +188,8 @@ class ModelRegistry:
             raise RegistrationNotFoundError(
                 f"No custom {model_type} model named {model_name!r}"
             )
-        path = self._path(model_type, model_name)
+        path = self._files.pop((model_type, model_name), None) or self._path(model_type,
+                                                                              model_name)
         if path.exists():
             path.unlink()
         del self._custom[model_type][model_name]
@@ -179,7 +197,8 @@ class ModelRegistry:
     def _path(self, model_type: str, model_name: str) -> Path:
         return xinference_model_dir() / model_type.lower() / f"{model_name}.json"
 
-    def _write(self, model_type: str, fam: BaseModel) -> None:
+    def _write(self, model_type: str, fam: BaseModel) -> Path:
+        """Write ``fam`` atomically (temporary file + rename); returns the path."""
         path = self._path(model_type, fam.model_name)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
@@ -191,6 +210,7 @@ class ModelRegistry:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
+        return path
 
     def load_persisted(self) -> int:
         """Register every ``XINFERENCE_HOME/model/<type>/*.json``; a damaged file is skipped
@@ -203,9 +223,15 @@ class ModelRegistry:
             for path in sorted(d.glob("*.json")):
                 try:
                     fam = self.parse(model_type, path.read_text(encoding="utf-8"))
-                    if fam.model_name in self.builtin(model_type):
+                    if self.builtin_type(fam.model_name) is not None:
                         raise InvalidRequestError("its name is a builtin model's")
+                    if fam.model_name in self._custom[model_type]:
+                        raise InvalidRequestError(
+                            f"{fam.model_name!r} is already registered from "
+                            f"{self._files.get((model_type, fam.model_name))}"
+                        )
                     self._custom[model_type][fam.model_name] = fam
+                    self._files[(model_type, fam.model_name)] = path
                     n += 1
                 except Exception as e:
                     logger.warning("Skipping damaged model registration %s: %s", path, e)

@@ -31,9 +31,10 @@ from pydantic import (
 )
 
 from ...core.errors import InvalidRequestError
-
-MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
+from ..custom_family import MODEL_NAME_RE, check_model_name, check_model_uri  # noqa: F401
 KNOWN_FORMATS = ("pytorch", "ggufv2", "ggmlv3", "gptq", "awq", "fp8", "mlx", "bnb")
+# Formats whose spec names one file per quantization (model_file_name_template required).
+SINGLE_FILE_FORMATS = ("ggufv2", "ggmlv3")
 KNOWN_ABILITIES = (
     "generate", "chat", "vision", "tools", "reasoning", "audio", "omni", "hybrid",
     "embed", "rerank",
@@ -110,14 +111,30 @@ class LLMSpec(BaseModel):
             raise ValueError("quantizations must list at least one quantization")
         return v
 
+    @field_validator("model_uri")
+    @classmethod
+    def _check_uri(cls, v: Optional[str]) -> Optional[str]:
+        return check_model_uri(v)
+
     @model_validator(mode="after")
-    def _check_gguf(self) -> "LLMSpec":
-        if self.model_format == "ggufv2" and not self.model_file_name_template:
-            raise ValueError("model_file_name_template is required for ggufv2 specs")
-        if self.model_uri is not None and not self.model_uri.startswith(("file://", "/")):
+    def _check_file_template(self) -> "LLMSpec":
+        # Single-file formats name their file per quantization; ggmlv3 is accepted here (old
+        # JSON registers unchanged) but no engine here runs it (400 at launch).
+        tmpl = self.model_file_name_template
+        if self.model_format in SINGLE_FILE_FORMATS and not tmpl:
             raise ValueError(
-                f"model_uri must be an absolute path or a file:// URI, got {self.model_uri!r}"
+                f"model_file_name_template is required for {self.model_format} specs "
+                "(e.g. \"my-model.{quantization}.gguf\")"
             )
+        if tmpl:
+            for q in self.quantizations:
+                try:
+                    tmpl.format(quantization=q)
+                except (KeyError, IndexError, ValueError) as e:
+                    raise ValueError(
+                        f"model_file_name_template {tmpl!r} must be a file name with at "
+                        f"most the placeholder {{quantization}} ({type(e).__name__}: {e})"
+                    ) from None
         return self
 
     @property
@@ -149,14 +166,7 @@ class LLMFamily(BaseModel):
     @classmethod
     def _check_name(cls, v: str, info: ValidationInfo) -> str:
         # Builtin names may use dots ("qwen2.5-instruct"); custom names may not.
-        if (info.context or {}).get("builtin"):
-            return v
-        if not MODEL_NAME_RE.match(v):
-            raise ValueError(
-                "model_name must start with a letter or digit and contain only letters, "
-                f"digits, '_' and '-', got {v!r}"
-            )
-        return v
+        return check_model_name(v, info)
 
     @field_validator("model_ability")
     @classmethod

@@ -1,0 +1,1 @@
+"""Audio models (speech-to-text, text-to-speech): registration only for now."""

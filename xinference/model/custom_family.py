@@ -1,0 +1,105 @@
+"""Rules every custom-model JSON shares, whatever its type.
+
+* ``model_name``: starts with a letter or digit; letters, digits, ``_`` and ``-`` only
+  (Xinference's "Custom Models" documentation). Builtin families are validated with the
+  context ``{"builtin": True}`` and may use dots (``qwen2.5-instruct``).
+* ``model_uri``: an absolute path or a ``file://`` URI.
+
+:class:`CustomFamilyBase` is the pydantic base of the registration-only schemas (image,
+audio, video): name, family, abilities, ``model_id`` and/or ``model_uri``. Unknown fields
+are kept (``extra="allow"``) so a JSON written for Xinference registers unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar, List, Optional, Tuple
+
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
+
+MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
+
+
+def check_model_name(v: str, info: Optional[ValidationInfo] = None) -> str:
+    """Return ``v`` when it is a valid custom ``model_name``.
+
+    Raises:
+        ValueError: the name breaks the rule (pydantic turns it into a validation error that
+        names the field).
+    """
+    if info is not None and (info.context or {}).get("builtin"):
+        return v
+    if not isinstance(v, str) or not MODEL_NAME_RE.match(v):
+        raise ValueError(
+            "model_name must start with a letter or digit and contain only letters, "
+            f"digits, '_' and '-', got {v!r}"
+        )
+    return v
+
+
+def check_model_uri(v: Optional[str]) -> Optional[str]:
+    """Return ``v`` when it is ``None``, an absolute path or a ``file://`` URI.
+
+    Raises:
+        ValueError: anything else (relative paths, ``http://`` ...).
+    """
+    if v is not None and not str(v).startswith(("file://", "/")):
+        raise ValueError(f"model_uri must be an absolute path or a file:// URI, got {v!r}")
+    return v
+
+
+class CustomFamilyBase(BaseModel):
+    """A custom registration of a non-LLM type. Subclasses set ``model_type``, the
+    abilities they know and the default ``model_family``."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    KNOWN_ABILITIES: ClassVar[Tuple[str, ...]] = ()
+
+    version: int = 1
+    model_name: str
+    model_family: Optional[str] = None
+    model_ability: List[str] = []
+    model_id: Optional[str] = None
+    model_uri: Optional[str] = None
+    model_revision: Optional[str] = None
+    model_hub: str = "huggingface"
+    model_description: Optional[str] = None
+
+    @field_validator("model_name")
+    @classmethod
+    def _check_name(cls, v: str, info: ValidationInfo) -> str:
+        return check_model_name(v, info)
+
+    @field_validator("model_uri")
+    @classmethod
+    def _check_uri(cls, v: Optional[str]) -> Optional[str]:
+        return check_model_uri(v)
+
+    @field_validator("model_ability")
+    @classmethod
+    def _check_ability(cls, v: List[str]) -> List[str]:
+        bad = [a for a in v if a not in cls.KNOWN_ABILITIES]
+        if bad:
+            raise ValueError(f"unknown model_ability {bad}; known: {list(cls.KNOWN_ABILITIES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _check_source(self) -> Any:
+        if not self.model_id and not self.model_uri:
+            raise ValueError("give model_uri (file:///abs/path) or model_id (a hub id)")
+        return self
+
+
+def plan_not_supported(model_type: str, family: BaseModel, model_uid: str, **kwargs) -> Any:
+    """Launch planner of types that can be registered but not run here yet.
+
+    Raises:
+        InvalidRequestError: always (HTTP 400), naming the type and the model.
+    """
+    from ..core.errors import InvalidRequestError
+
+    raise InvalidRequestError(
+        f"Launching {model_type} models is not supported yet: {family.model_name!r} is "
+        f"registered, but this version has no {model_type} engine."
+    )

@@ -1,0 +1,1 @@
+"""Image models (text-to-image, image-to-image, inpainting, OCR): registration only for now."""

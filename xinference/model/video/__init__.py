@@ -1,0 +1,1 @@
+"""Video models (text-to-video, image-to-video): registration only for now."""
