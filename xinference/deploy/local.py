@@ -8,7 +8,9 @@ terminated and the pool stopped, so no model process outlives the server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 from typing import Optional
 
 import xoscar as xo
@@ -46,6 +48,27 @@ async def shutdown_cluster(pool, worker) -> None:
     await pool.stop()
 
 
+def _uvicorn_server(config):
+    """A uvicorn server that stops on SIGINT/SIGTERM without re-raising the signal at the
+    end (uvicorn does by default), so the caller's clean-up of model processes runs."""
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):
+            loop = asyncio.get_running_loop()
+            sigs = (signal.SIGINT, signal.SIGTERM)
+            for sig in sigs:
+                loop.add_signal_handler(sig, self.handle_exit, sig, None)
+            try:
+                yield
+            finally:
+                for sig in sigs:
+                    loop.remove_signal_handler(sig)
+
+    return _Server(config)
+
+
 async def _serve(host: str, port: int, log_level: str) -> None:
     import uvicorn
 
@@ -55,7 +78,7 @@ async def _serve(host: str, port: int, log_level: str) -> None:
     app = create_app(pool.external_address)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level.lower(),
                             timeout_graceful_shutdown=5)
-    server = uvicorn.Server(config)
+    server = _uvicorn_server(config)
     logger.info("Xinference serving at http://%s:%d (actor pool %s)", host, port,
                 pool.external_address)
     try:
