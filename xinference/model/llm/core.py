@@ -1,11 +1,13 @@
 """Engine-independent LLM logic shared by every engine.
 
 An engine subclass only knows how to load weights, tokenize, detokenize one token at a time
-and produce the next token ids for a prompt (:meth:`LLM.iter_token_ids`). Everything the
-OpenAI API defines on top of that lives here, once: parameter validation, chat template
-rendering, ``max_tokens`` and context checks, ``stop`` strings and ``stop_token_ids``,
-incremental detokenisation, ``finish_reason``, ``usage`` and the response / chunk shapes
-(OpenAI Completions and Chat Completions API, including the streaming chunk format).
+and produce the next token ids for a prompt (:meth:`LLM.iter_token_ids`), or, for engines
+that batch requests, run a scheduler of their own. Everything the OpenAI API defines on top
+of that lives here, once: parameter validation, chat template rendering, ``max_tokens`` and
+context checks, ``stop`` strings and ``stop_token_ids``, incremental detokenisation,
+``finish_reason``, ``usage`` (the per-request :class:`RequestState`) and the response / chunk
+shapes (:class:`ResponseBuilder`: OpenAI Completions and Chat Completions API, including the
+streaming chunk format).
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import (
+    Any, AsyncIterator, Dict, Iterator, List, Optional, Sequence, Tuple, Union,
+)
 
 from ...core.errors import InvalidRequestError
 from .chat_template import CHATML_TEMPLATE, normalize_messages, render_chat_template
@@ -196,15 +200,231 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> Dict[str, int]:
     }
 
 
+class RequestState:
+    """Per-request bookkeeping of one generation, independent of how tokens are produced.
+
+    An engine feeds it the sampled token ids one by one (:meth:`push`); it applies the stop
+    token ids, the ``stop`` strings, the ``max_tokens`` / context budget and incremental
+    detokenisation, and turns them into :class:`Delta` s. The one-at-a-time path
+    (:meth:`LLM.run`) and batching schedulers drive the same object, so both behave alike.
+
+    Args:
+        prompt_ids: the prompt's token ids (``len`` < ``context_length``).
+        params: the request's validated parameters.
+        context_length: tokens the model attends to; the completion gets what the prompt
+            leaves, capped by ``params.max_tokens``.
+        stop_ids: token ids that end the generation (EOS, ``stop_token_ids``); not counted
+            in ``usage`` and never emitted.
+        stop: ``stop`` strings; the text is cut before the first one.
+        detokenizer: a fresh :class:`IncrementalDetokenizer` for this request.
+    """
+
+    def __init__(self, prompt_ids: List[int], params: GenerationParams, *,
+                 context_length: int, stop_ids: Sequence[int], stop: Sequence[str],
+                 detokenizer: IncrementalDetokenizer):
+        self.prompt_ids = prompt_ids
+        self.params = params
+        budget = context_length - len(prompt_ids)
+        self.max_tokens = min(params.max_tokens or budget, budget)
+        self.stop_ids = set(stop_ids)
+        self.output_ids: List[int] = []
+        self.finish_reason: Optional[str] = None
+        self._detok = detokenizer
+        self._matcher = StopStringMatcher(list(stop))
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self.output_ids)
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+    def _final(self, reason: str) -> Delta:
+        self.finish_reason = reason
+        return Delta("", reason, len(self.prompt_ids), len(self.output_ids))
+
+    def push(self, token_id: int) -> List[Delta]:
+        """Add one sampled token; return the deltas it releases (possibly none). The last
+        delta of the request carries ``finish_reason`` and the token counts; after it,
+        :attr:`finished` is true and further tokens are ignored."""
+        if self.finished:
+            return []
+        if token_id in self.stop_ids:
+            return self.finish("stop")
+        self.output_ids.append(token_id)
+        text, stopped = self._matcher.push(self._detok.push(token_id))
+        out = [Delta(text)] if text else []
+        if stopped:
+            out.append(self._final("stop"))
+        elif len(self.output_ids) >= self.max_tokens:
+            out.extend(self.finish("length"))
+        return out
+
+    def finish(self, reason: str) -> List[Delta]:
+        """End the request now (a stop token, cancellation, the engine ran out, the budget
+        is spent): flush the text held back and return the closing deltas. A stop string
+        found while flushing turns ``reason`` into ``"stop"``."""
+        if self.finished:
+            return []
+        text, stopped = self._matcher.push(self._detok.flush())
+        if stopped:
+            reason = "stop"
+        else:
+            text += self._matcher.flush()
+        out = [Delta(text)] if text else []
+        out.append(self._final(reason))
+        return out
+
+
+class ResponseBuilder(abc.ABC):
+    """OpenAI response shapes of one request, built from its :class:`Delta` s.
+
+    Streams: :meth:`start` (opening chunks), then :meth:`chunks` for each delta. Whole
+    responses: :meth:`add` each delta, then :meth:`response`. :meth:`stream`/:meth:`collect`
+    (iterators) and :meth:`astream`/:meth:`acollect` (async iterators) wrap those.
+    """
+
+    object_name = ""
+    id_prefix = ""
+
+    def __init__(self, model_uid: str, include_usage: bool):
+        self.model_uid = model_uid
+        self.include_usage = include_usage
+        self.id = f"{self.id_prefix}-{uuid.uuid4()}"
+        self.created = int(time.time())
+        self._parts: List[str] = []
+        self._last: Optional[Delta] = None
+
+    def _chunk(self, choice: Optional[Dict[str, Any]], usage=None) -> Dict[str, Any]:
+        c = {"id": self.id, "object": self.object_name, "created": self.created,
+             "model": self.model_uid, "choices": [choice] if choice is not None else []}
+        if usage is not None:
+            c["usage"] = usage
+        return c
+
+    def start(self) -> List[Dict[str, Any]]:
+        """Chunks sent before any text."""
+        return []
+
+    @abc.abstractmethod
+    def _choice_chunk(self, d: Delta) -> Dict[str, Any]:
+        """The stream chunk of one delta."""
+
+    def chunks(self, d: Delta) -> List[Dict[str, Any]]:
+        """Stream chunks of one delta; the final delta adds a usage-only chunk when
+        ``stream_options.include_usage``."""
+        out = [self._choice_chunk(d)]
+        if d.finish_reason is not None and self.include_usage:
+            out.append(self._chunk(None, _usage(d.prompt_tokens, d.completion_tokens)))
+        return out
+
+    def add(self, d: Delta) -> None:
+        self._parts.append(d.text)
+        if d.finish_reason is not None:
+            self._last = d
+
+    @abc.abstractmethod
+    def response(self) -> Dict[str, Any]:
+        """The whole (non-stream) response, once the final delta was added."""
+
+    def stream(self, deltas: Iterator[Delta]) -> Iterator[Dict[str, Any]]:
+        yield from self.start()
+        for d in deltas:
+            yield from self.chunks(d)
+
+    def collect(self, deltas: Iterator[Delta]) -> Dict[str, Any]:
+        for d in deltas:
+            self.add(d)
+        return self.response()
+
+    async def astream(self, deltas: AsyncIterator[Delta]) -> AsyncIterator[Dict[str, Any]]:
+        for c in self.start():
+            yield c
+        async for d in deltas:
+            for c in self.chunks(d):
+                yield c
+
+    async def acollect(self, deltas: AsyncIterator[Delta]) -> Dict[str, Any]:
+        async for d in deltas:
+            self.add(d)
+        return self.response()
+
+
+class CompletionBuilder(ResponseBuilder):
+    """OpenAI Completions: ``text_completion`` objects and chunks."""
+
+    object_name = "text_completion"
+    id_prefix = "cmpl"
+
+    def _text_choice(self, text: str, finish: Optional[str]) -> Dict[str, Any]:
+        return {"text": text, "index": 0, "logprobs": None, "finish_reason": finish}
+
+    def _choice_chunk(self, d: Delta) -> Dict[str, Any]:
+        return self._chunk(self._text_choice(d.text, d.finish_reason))
+
+    def response(self) -> Dict[str, Any]:
+        last = self._last
+        return self._chunk(self._text_choice("".join(self._parts), last.finish_reason),
+                           _usage(last.prompt_tokens, last.completion_tokens))
+
+
+class ChatBuilder(ResponseBuilder):
+    """OpenAI Chat Completions: ``chat.completion`` and ``chat.completion.chunk`` objects
+    (the first chunk carries the role, the last ``finish_reason``)."""
+
+    object_name = "chat.completion.chunk"
+    id_prefix = "chatcmpl"
+
+    def _delta_choice(self, delta: Dict[str, Any], finish: Optional[str]) -> Dict[str, Any]:
+        return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+
+    def start(self) -> List[Dict[str, Any]]:
+        return [self._chunk(self._delta_choice({"role": "assistant", "content": ""}, None))]
+
+    def _choice_chunk(self, d: Delta) -> Dict[str, Any]:
+        if d.finish_reason is None:
+            return self._chunk(self._delta_choice({"content": d.text}, None))
+        return self._chunk(self._delta_choice({"content": d.text} if d.text else {},
+                                              d.finish_reason))
+
+    def response(self) -> Dict[str, Any]:
+        last = self._last
+        return {
+            "id": self.id, "object": "chat.completion", "created": self.created,
+            "model": self.model_uid,
+            "choices": [{"index": 0, "message": {"role": "assistant",
+                                                 "content": "".join(self._parts)},
+                         "logprobs": None, "finish_reason": last.finish_reason}],
+            "usage": _usage(last.prompt_tokens, last.completion_tokens),
+        }
+
+
+@dataclass
+class PreparedRequest:
+    """A validated request, ready for an engine: prompt ids, parameters and the builder of
+    its response."""
+
+    prompt_ids: List[int]
+    params: GenerationParams
+    builder: ResponseBuilder
+
+
 class LLM(abc.ABC):
     """Base class of every LLM engine.
+
+    Engines that serve one request at a time implement :meth:`iter_token_ids` and inherit
+    :meth:`generate` / :meth:`chat`. Engines that batch requests themselves override
+    ``generate`` / ``chat`` with ``async def`` methods built on :meth:`prepare_generate`,
+    :meth:`prepare_chat` and :meth:`new_request_state`.
 
     Args:
         model_uid: the running model's uid, reported as ``model`` in responses.
         family: the registered family (context length, chat template, stop words).
         spec: the chosen spec; ``quantization`` one of its quantizations.
         model_path: a local file (GGUF) or directory (Hugging Face) holding the weights.
-        kwargs: extra engine options from the launch request (``n_ctx``, ``n_gpu`` ...).
+        kwargs: extra engine options from the launch request (``n_ctx``, ``n_gpu``,
+            ``enable_thinking`` (the model's default for ``chat_template_kwargs``) ...).
     """
 
     engine_name = ""
@@ -244,9 +464,10 @@ class LLM(abc.ABC):
     def new_detokenizer(self) -> IncrementalDetokenizer:
         """A fresh incremental detokenizer for one request."""
 
-    @abc.abstractmethod
     def iter_token_ids(self, prompt_ids: List[int], params: GenerationParams) -> Iterator[int]:
-        """Yield sampled token ids one by one, forever; the caller stops the iteration."""
+        """Yield sampled token ids one by one, forever; the caller stops the iteration.
+        One-at-a-time engines implement it; batching engines override generate/chat."""
+        raise NotImplementedError(f"{type(self).__name__} does not generate one at a time")
 
     @property
     @abc.abstractmethod
@@ -288,43 +509,88 @@ class LLM(abc.ABC):
             )
         return ids
 
-    def run(self, prompt_ids: List[int], params: GenerationParams,
-            cancel: Optional[threading.Event] = None) -> Iterator[Delta]:
-        """Generate from ``prompt_ids``; yield text deltas, the last one carrying
-        ``finish_reason`` (``"stop"`` on EOS, a stop token or a stop string; ``"length"`` on
-        ``max_tokens`` or a full context) and the token counts for ``usage``."""
-        budget = self.context_length - len(prompt_ids)
-        max_tokens = min(params.max_tokens or budget, budget)
+    def params_from_config(self, config: Optional[Dict[str, Any]]) -> GenerationParams:
+        """:meth:`GenerationParams.from_config` plus the model's launch-time defaults: the
+        ``enable_thinking`` launch kwarg (``xinference launch --enable-thinking``) is the
+        default of ``chat_template_kwargs["enable_thinking"]``; the request wins."""
+        params = GenerationParams.from_config(config)
+        default = self.kwargs.get("enable_thinking")
+        if default is not None:
+            if isinstance(default, str):
+                default = default.strip().lower() not in ("false", "0", "no", "off", "")
+            params.chat_template_kwargs.setdefault("enable_thinking", bool(default))
+        return params
+
+    def new_request_state(self, prompt_ids: List[int], params: GenerationParams
+                          ) -> RequestState:
+        """The :class:`RequestState` of one request on this model (EOS ids, the family's
+        and the request's stop ids and strings, a fresh detokenizer)."""
         stop_ids = set(self.eos_token_ids) | set(params.stop_token_ids)
         stop_ids |= set(self.family.stop_token_ids)
-        detok = self.new_detokenizer()
-        matcher = StopStringMatcher(list(params.stop) + list(self.family.stop))
-        n, finish = 0, "length"
+        return RequestState(
+            prompt_ids, params, context_length=self.context_length, stop_ids=stop_ids,
+            stop=list(params.stop) + list(self.family.stop),
+            detokenizer=self.new_detokenizer(),
+        )
+
+    def prepare_generate(self, prompt: str, generate_config: Optional[Dict[str, Any]] = None
+                         ) -> PreparedRequest:
+        """Validate a Completions request and tokenize its prompt (with BOS).
+
+        Raises:
+            InvalidRequestError: bad parameters or a prompt longer than the context.
+        """
+        if not isinstance(prompt, str):
+            raise InvalidRequestError("'prompt' must be a string")
+        params = self.params_from_config(generate_config)
+        ids = self._prompt_ids(prompt, add_special=True)
+        return PreparedRequest(ids, params, CompletionBuilder(self.model_uid,
+                                                              params.include_usage))
+
+    def prepare_chat(self, messages: List[Dict[str, Any]],
+                     generate_config: Optional[Dict[str, Any]] = None) -> PreparedRequest:
+        """Validate a Chat Completions request, render the chat template and tokenize.
+
+        Raises:
+            InvalidRequestError: bad messages or parameters, the model lacks the ``chat``
+            ability, or the prompt is longer than the context.
+        """
+        if "chat" not in self.abilities:
+            raise InvalidRequestError(
+                f"Model '{self.model_uid}' does not support chat (abilities: "
+                f"{self.abilities}); use /v1/completions"
+            )
+        config = dict(generate_config or {})
+        params = self.params_from_config(config)
+        prompt = self.render_chat(messages, params, tools=config.get("tools"))
+        ids = self._prompt_ids(prompt, add_special=False)
+        return PreparedRequest(ids, params, ChatBuilder(self.model_uid, params.include_usage))
+
+    def run(self, prompt_ids: List[int], params: GenerationParams,
+            cancel: Optional[threading.Event] = None) -> Iterator[Delta]:
+        """Generate from ``prompt_ids`` one request at a time (:meth:`iter_token_ids`);
+        yield text deltas, the last one carrying ``finish_reason`` (``"stop"`` on EOS, a
+        stop token or a stop string; ``"length"`` on ``max_tokens`` or a full context) and
+        the token counts for ``usage``."""
+        state = self.new_request_state(prompt_ids, params)
         gen = self.iter_token_ids(prompt_ids, params)
         try:
             for token_id in gen:
-                if (cancel is not None and cancel.is_set()) or token_id in stop_ids:
-                    finish = "stop"
+                if cancel is not None and cancel.is_set():
                     break
-                n += 1
-                text, stopped = matcher.push(detok.push(token_id))
-                if text:
-                    yield Delta(text)
-                if stopped:
-                    yield Delta("", "stop", len(prompt_ids), n)
+                yield from state.push(token_id)
+                if state.finished:
                     return
-                if n >= max_tokens:
-                    break
         finally:
             gen.close()
-        text, stopped = matcher.push(detok.flush())
-        if stopped:
-            finish = "stop"
-        else:
-            text += matcher.flush()
-        if text:
-            yield Delta(text)
-        yield Delta("", finish, len(prompt_ids), n)
+        yield from state.finish("stop" if cancel is not None and cancel.is_set()
+                                else "length")
+
+    def _respond(self, req: PreparedRequest, cancel: Optional[threading.Event]):
+        deltas = self.run(req.prompt_ids, req.params, cancel)
+        if req.params.stream:
+            return req.builder.stream(deltas)
+        return req.builder.collect(deltas)
 
     # ---- OpenAI-shaped entry points -------------------------------------------------------
     def generate(self, prompt: str, generate_config: Optional[Dict[str, Any]] = None,
@@ -337,38 +603,7 @@ class LLM(abc.ABC):
         Raises:
             InvalidRequestError: bad parameters or a prompt longer than the context.
         """
-        if not isinstance(prompt, str):
-            raise InvalidRequestError("'prompt' must be a string")
-        params = GenerationParams.from_config(generate_config)
-        ids = self._prompt_ids(prompt, add_special=True)
-        cid, created = f"cmpl-{uuid.uuid4()}", int(time.time())
-
-        def chunk(text, finish, usage=None, choices=True):
-            c = {"id": cid, "object": "text_completion", "created": created,
-                 "model": self.model_uid,
-                 "choices": [{"text": text, "index": 0, "logprobs": None,
-                              "finish_reason": finish}] if choices else []}
-            if usage is not None:
-                c["usage"] = usage
-            return c
-
-        if params.stream:
-            def stream():
-                for d in self.run(ids, params, cancel):
-                    if d.finish_reason is None:
-                        yield chunk(d.text, None)
-                    else:
-                        yield chunk(d.text, d.finish_reason)
-                        if params.include_usage:
-                            yield chunk("", None, _usage(d.prompt_tokens, d.completion_tokens),
-                                        choices=False)
-            return stream()
-        parts, last = [], None
-        for d in self.run(ids, params, cancel):
-            parts.append(d.text)
-            last = d
-        return chunk("".join(parts), last.finish_reason,
-                     _usage(last.prompt_tokens, last.completion_tokens))
+        return self._respond(self.prepare_generate(prompt, generate_config), cancel)
 
     def chat(self, messages: List[Dict[str, Any]],
              generate_config: Optional[Dict[str, Any]] = None,
@@ -382,50 +617,7 @@ class LLM(abc.ABC):
             InvalidRequestError: bad messages or parameters, the model lacks the ``chat``
             ability, or the prompt is longer than the context.
         """
-        if "chat" not in self.abilities:
-            raise InvalidRequestError(
-                f"Model '{self.model_uid}' does not support chat (abilities: "
-                f"{self.abilities}); use /v1/completions"
-            )
-        config = dict(generate_config or {})
-        params = GenerationParams.from_config(config)
-        prompt = self.render_chat(messages, params, tools=config.get("tools"))
-        ids = self._prompt_ids(prompt, add_special=False)
-        cid, created = f"chatcmpl-{uuid.uuid4()}", int(time.time())
-
-        def chunk(delta, finish, usage=None, choices=True):
-            c = {"id": cid, "object": "chat.completion.chunk", "created": created,
-                 "model": self.model_uid,
-                 "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                              "finish_reason": finish}] if choices else []}
-            if usage is not None:
-                c["usage"] = usage
-            return c
-
-        if params.stream:
-            def stream():
-                yield chunk({"role": "assistant", "content": ""}, None)
-                for d in self.run(ids, params, cancel):
-                    if d.finish_reason is None:
-                        yield chunk({"content": d.text}, None)
-                    else:
-                        yield chunk({"content": d.text} if d.text else {}, d.finish_reason)
-                        if params.include_usage:
-                            yield chunk({}, None, _usage(d.prompt_tokens, d.completion_tokens),
-                                        choices=False)
-            return stream()
-        parts, last = [], None
-        for d in self.run(ids, params, cancel):
-            parts.append(d.text)
-            last = d
-        return {
-            "id": cid, "object": "chat.completion", "created": created,
-            "model": self.model_uid,
-            "choices": [{"index": 0, "message": {"role": "assistant",
-                                                 "content": "".join(parts)},
-                         "logprobs": None, "finish_reason": last.finish_reason}],
-            "usage": _usage(last.prompt_tokens, last.completion_tokens),
-        }
+        return self._respond(self.prepare_chat(messages, generate_config), cancel)
 
 
 def random_seed() -> int:
