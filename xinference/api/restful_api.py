@@ -24,8 +24,10 @@ from ..core.errors import ModelUnavailableError, XinferenceError
 from .schemas import (
     CreateChatCompletionRequest,
     CreateCompletionRequest,
+    CreateEmbeddingRequest,
     LaunchModelRequest,
     RegisterModelRequest,
+    RerankRequest,
 )
 
 logger = logging.getLogger(__name__)
@@ -156,6 +158,19 @@ class RESTfulAPI:
     async def create_chat_completion(self, body: CreateChatCompletionRequest):
         return await self._infer("chat", body.model, body.messages, body.generate_config())
 
+    # ---- embeddings and rerank ------------------------------------------------------
+    async def create_embedding(self, body: CreateEmbeddingRequest):
+        """OpenAI Embeddings; the model process batches concurrent requests."""
+        config = body.model_dump(exclude_none=True, exclude={"model", "input", "stream"})
+        result = await self._infer("create_embedding", body.model, body.input, config)
+        return JSONResponse(result)
+
+    async def rerank(self, body: RerankRequest):
+        """Rerank ``documents`` against ``query``; results sorted by relevance."""
+        config = body.model_dump(exclude_none=True, exclude={"model", "documents", "stream"})
+        result = await self._infer("rerank", body.model, body.documents, config)
+        return JSONResponse(result)
+
     def router(self) -> APIRouter:
         r = APIRouter()
         r.add_api_route("/status", self.status, methods=["GET"])
@@ -166,6 +181,8 @@ class RESTfulAPI:
         r.add_api_route("/v1/models/{model_uid}", self.terminate_model, methods=["DELETE"])
         r.add_api_route("/v1/completions", self.create_completion, methods=["POST"])
         r.add_api_route("/v1/chat/completions", self.create_chat_completion, methods=["POST"])
+        r.add_api_route("/v1/embeddings", self.create_embedding, methods=["POST"])
+        r.add_api_route("/v1/rerank", self.rerank, methods=["POST"])
         r.add_api_route("/v1/model_registrations/{model_type}",
                         self.list_model_registrations, methods=["GET"])
         r.add_api_route("/v1/model_registrations/{model_type}",

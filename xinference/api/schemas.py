@@ -8,7 +8,7 @@ management API. Sampling fields are optional and passed to the engine as
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -80,3 +80,29 @@ class RegisterModelRequest(BaseModel):
 
     model: Union[str, Dict[str, Any]]
     persist: bool = False
+
+
+# ---- embeddings and rerank ---------------------------------------------------------------
+class CreateEmbeddingRequest(_Extra):
+    """``POST /v1/embeddings`` (OpenAI Embeddings API). ``input`` is a string, a list of
+    strings, a token array or a list of token arrays; an empty string or list is answered
+    with 400 by the engine. Extra fields (``prompt_name``, ``prompt``) reach the engine."""
+
+    model: str
+    input: Union[str, List[str], List[int], List[List[int]]]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: Optional[int] = Field(None, ge=1)
+    user: Optional[str] = None
+
+
+class RerankRequest(_Extra):
+    """``POST /v1/rerank`` (Xinference's rerank API, read by Cohere and Jina clients too).
+    ``documents`` are strings or ``{"text": ...}`` objects."""
+
+    model: str
+    query: str
+    documents: List[Union[str, Dict[str, Any]]]
+    top_n: Optional[int] = Field(None, ge=1)
+    return_documents: Optional[bool] = None
+    return_len: Optional[bool] = None
+    max_chunks_per_doc: Optional[int] = Field(None, ge=1)

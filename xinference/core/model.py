@@ -189,3 +189,14 @@ class ModelActor(xo.StatelessActor):
                    generate_config: Optional[Dict[str, Any]] = None):
         """OpenAI Chat Completions; a stream when ``generate_config["stream"]``."""
         return await self._call("chat", messages, generate_config)
+
+    # ---- embedding and rerank (engines batch concurrent requests themselves) ----------
+    async def create_embedding(self, input: Any, config: Optional[Dict[str, Any]] = None):
+        """OpenAI Embeddings: ``input`` plus ``config`` (``encoding_format``,
+        ``dimensions`` ...); see the embedding engine's ``create_embedding``."""
+        return await self._call("create_embedding", input, **(config or {}))
+
+    async def rerank(self, documents: Any, config: Optional[Dict[str, Any]] = None):
+        """Rerank ``documents``; ``config`` holds ``query``, ``top_n``,
+        ``max_chunks_per_doc``, ``return_documents`` (see the rerank engine's ``rerank``)."""
+        return await self._call("rerank", documents, **(config or {}))

@@ -1,0 +1,64 @@
+"""Helpers shared by the sentence-transformers embedding engine and the cross-encoder rerank
+engine. Imported only inside model processes (these functions import torch lazily)."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from ...core.errors import InvalidRequestError
+
+# Tokenizers without a real limit report a huge model_max_length (1e30).
+_NO_LIMIT = 10**9
+
+
+def pick_device(device: Optional[str] = None, n_gpu: Any = None) -> str:
+    """``"cuda"`` when a GPU is visible and not refused (``n_gpu=0`` or ``device="cpu"``),
+    else ``"cpu"``; an explicit ``device`` wins."""
+    if device:
+        return str(device)
+    if n_gpu in (0, "0"):
+        return "cpu"
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+def effective_max_length(current: Optional[int], tokenizer, config,
+                         family_max: Optional[int]) -> int:
+    """The longest input in tokens the model can take: the smallest of the engine's own
+    limit, the tokenizer's, the model's position embeddings and the family's ``max_tokens``.
+    Always positive (512 when nothing says anything)."""
+    limits = [current, getattr(tokenizer, "model_max_length", None), family_max]
+    pos = getattr(config, "max_position_embeddings", None)
+    if pos:
+        # RoBERTa-style models offset positions by padding_idx + 1.
+        if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+            pos -= (getattr(config, "pad_token_id", 1) or 1) + 1
+        limits.append(pos)
+    real = [int(x) for x in limits if x and 0 < int(x) < _NO_LIMIT]
+    return min(real) if real else 512
+
+
+def special_token_frame(tokenizer):
+    """``(prefix_ids, suffix_ids)`` the tokenizer wraps a single sequence in (``[CLS]`` …
+    ``[SEP]`` for BERT, ``<s>`` … ``</s>`` for XLM-R), found by encoding a probe text with
+    and without special tokens."""
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a")["input_ids"]
+    for i in range(len(full) - len(plain) + 1):
+        if full[i:i + len(plain)] == plain:
+            return list(full[:i]), list(full[i + len(plain):])
+    return [], []
+
+
+def check_token_ids(ids, vocab_size: int, where: str) -> None:
+    """Raises InvalidRequestError for an empty token array or an id outside the vocabulary."""
+    if not ids:
+        raise InvalidRequestError(f"{where}: a token array must not be empty")
+    bad = [t for t in ids if not 0 <= t < vocab_size]
+    if bad:
+        raise InvalidRequestError(
+            f"{where}: token id {bad[0]} is outside this model's vocabulary (0..{vocab_size - 1})"
+        )

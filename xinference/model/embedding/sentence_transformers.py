@@ -1,0 +1,259 @@
+"""Embedding engine on sentence-transformers, with dynamic batching.
+
+Loaded inside the model's own process by :class:`~xinference.model.embedding.launch.
+SentenceModelLoader`. :meth:`SentenceTransformerEmbedding.create_embedding` is ``async`` so
+the ModelActor runs concurrent requests side by side; their inputs meet in a
+:class:`~xinference.model.embedding.batching.DynamicBatcher` and are encoded together, one
+``SentenceTransformer.encode`` call per batch, in one engine thread.
+
+Inputs longer than the model's limit (``max_tokens``, at most what the model can take) are
+truncated, as sentence-transformers does; the response then says so in
+``usage["truncated_inputs"]`` (the indices of the truncated inputs).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from ...core.errors import InvalidRequestError
+from .batching import DynamicBatcher
+from .engine_utils import check_token_ids, effective_max_length, pick_device, special_token_frame
+from .family import EmbeddingModelFamily
+
+logger = logging.getLogger(__name__)
+
+MAX_INPUTS = 2048  # as OpenAI: at most 2048 inputs per request
+ENCODING_FORMATS = ("float", "base64")
+
+
+def parse_embedding_input(input: Any) -> Tuple[str, List[Any]]:
+    """Classify OpenAI's ``input``: ``("text", [str, ...])`` or ``("ids", [[int, ...], ...])``.
+
+    Accepts a string, a list of strings, one token array (list of ints) or a list of token
+    arrays.
+
+    Raises:
+        InvalidRequestError: empty input, an empty string, more than 2048 inputs, or mixed
+        or wrongly typed items.
+    """
+    def is_int(x):
+        return isinstance(x, int) and not isinstance(x, bool)
+
+    if isinstance(input, str):
+        items, kind = [input], "text"
+    elif isinstance(input, (list, tuple)):
+        if not input:
+            raise InvalidRequestError("'input' must not be an empty list")
+        if all(isinstance(x, str) for x in input):
+            items, kind = list(input), "text"
+        elif all(is_int(x) for x in input):
+            items, kind = [list(input)], "ids"
+        elif all(isinstance(x, (list, tuple)) and all(is_int(t) for t in x) for x in input):
+            items, kind = [list(x) for x in input], "ids"
+        else:
+            raise InvalidRequestError(
+                "'input' must be a string, a list of strings, a list of token ids or a list "
+                "of token-id lists"
+            )
+    else:
+        raise InvalidRequestError(f"'input' must be a string or a list, got {type(input).__name__}")
+    if len(items) > MAX_INPUTS:
+        raise InvalidRequestError(f"'input' holds {len(items)} items; at most {MAX_INPUTS}")
+    if kind == "text":
+        for i, s in enumerate(items):
+            if not s:
+                raise InvalidRequestError(
+                    "'input' must not be an empty string" if len(items) == 1
+                    else f"'input[{i}]' must not be an empty string"
+                )
+    return kind, items
+
+
+def encode_vector(vec, encoding_format: str):
+    """A float32 vector as OpenAI sends it: a list of floats, or base64 of its little-endian
+    float32 bytes (``encoding_format="base64"``)."""
+    import numpy as np
+
+    if encoding_format == "base64":
+        return base64.b64encode(np.asarray(vec, dtype="<f4").tobytes()).decode("ascii")
+    return np.asarray(vec, dtype=np.float32).tolist()
+
+
+class SentenceTransformerEmbedding:
+    """An embedding model served by sentence-transformers.
+
+    Args:
+        model_uid: the running model's uid (echoed as ``model`` in responses).
+        family: the :class:`EmbeddingModelFamily`.
+        model_path: local directory of the weights.
+        max_batch_size: most inputs encoded in one call (dynamic batching bound).
+        batch_wait_ms: longest wait, in milliseconds, for more requests to join a batch.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; default: a GPU when there is one.
+        n_gpu: ``0`` forces the CPU.
+        trust_remote_code: run the model repository's own code (default: the family's).
+    """
+
+    def __init__(self, model_uid: str, family: EmbeddingModelFamily, model_path: str, *,
+                 max_batch_size: int = 32, batch_wait_ms: float = 2.0,
+                 device: Optional[str] = None, n_gpu: Any = None,
+                 trust_remote_code: Optional[bool] = None):
+        self._model_uid = model_uid
+        self._family = family
+        self._model_path = model_path
+        self._max_batch_size = int(max_batch_size)
+        self._batch_wait_s = float(batch_wait_ms) / 1000.0
+        self._device = pick_device(device, n_gpu) if device or n_gpu is not None else None
+        self._trust_remote_code = (family.trust_remote_code if trust_remote_code is None
+                                   else bool(trust_remote_code))
+        self._model = None
+        self._batcher: Optional[DynamicBatcher] = None
+
+    # ---- loading ----------------------------------------------------------------------
+    def load(self) -> None:
+        """Load the weights (blocking; runs in the model process's engine thread)."""
+        from sentence_transformers import SentenceTransformer
+
+        device = self._device or pick_device()
+        model = SentenceTransformer(self._model_path, device=device,
+                                    trust_remote_code=self._trust_remote_code)
+        tok = model.tokenizer
+        config = getattr(getattr(model[0], "auto_model", None), "config", None)
+        model.max_seq_length = effective_max_length(model.max_seq_length, tok, config,
+                                                    self._family.max_tokens)
+        dim_fn = (getattr(model, "get_embedding_dimension", None)
+                  or model.get_sentence_embedding_dimension)
+        self.dimensions = int(dim_fn())
+        if self.dimensions != self._family.dimensions:
+            logger.warning("%s: the family says %d dimensions, the model gives %d",
+                           self._model_uid, self._family.dimensions, self.dimensions)
+        self.max_tokens = int(model.max_seq_length)
+        self._normalized = any(type(m).__name__ == "Normalize" for m in model)
+        self._frame = special_token_frame(tok)
+        self._vocab_size = len(tok)
+        self._model = model
+        self._batcher = DynamicBatcher(self._run_batch, self._max_batch_size,
+                                       self._batch_wait_s)
+
+    # ---- the batch function (engine thread) --------------------------------------------
+    def _prompt_text(self, prompt_name: Optional[str], prompt: Optional[str]) -> str:
+        if prompt is not None:
+            return prompt
+        name = prompt_name or getattr(self._model, "default_prompt_name", None)
+        return (getattr(self._model, "prompts", None) or {}).get(name, "") if name else ""
+
+    def _run_batch(self, key: Tuple, items: List[Any]) -> List[Tuple[Any, int, bool]]:
+        """Encode one batch; returns ``(vector, tokens_seen, truncated)`` per item."""
+        kind, prompt_name, prompt = key
+        limit = self.max_tokens
+        tok = self._model.tokenizer
+        if kind == "text":
+            vecs = self._model.encode(items, prompt_name=prompt_name, prompt=prompt,
+                                      batch_size=max(self._max_batch_size, 1),
+                                      show_progress_bar=False, convert_to_numpy=True)
+            pre = self._prompt_text(prompt_name, prompt)
+            texts = [pre + s for s in items] if pre else items
+            lengths = [len(ids) for ids in tok(texts, verbose=False)["input_ids"]]
+        else:
+            vecs, lengths = self._encode_ids(items)
+        return [(vecs[i], min(n, limit), n > limit) for i, n in enumerate(lengths)]
+
+    def _encode_ids(self, arrays: Sequence[List[int]]):
+        import numpy as np
+        import torch
+
+        prefix, suffix = self._frame
+        budget = self.max_tokens - len(prefix) - len(suffix)
+        tok = self._model.tokenizer
+        lengths = [len(prefix) + len(a) + len(suffix) for a in arrays]
+        out = []
+        for start in range(0, len(arrays), self._max_batch_size):
+            rows = [{"input_ids": prefix + list(a[:budget]) + suffix}
+                    for a in arrays[start:start + self._max_batch_size]]
+            feats = tok.pad(rows, return_tensors="pt")
+            feats = {k: v.to(self._model.device) for k, v in feats.items()}
+            with torch.inference_mode():
+                emb = self._model(feats)["sentence_embedding"]
+            out.append(emb.float().cpu().numpy())
+        return np.concatenate(out), lengths
+
+    # ---- the public method (event loop of the model process) ---------------------------
+    async def create_embedding(self, input: Any, encoding_format: Optional[str] = None,
+                               dimensions: Optional[int] = None,
+                               prompt_name: Optional[str] = None,
+                               prompt: Optional[str] = None,
+                               **kwargs) -> Dict[str, Any]:
+        """OpenAI's create-embeddings (``POST /v1/embeddings``).
+
+        Args:
+            input: a string, a list of strings, a token array or a list of token arrays
+                (token ids of this model's tokenizer).
+            encoding_format: ``"float"`` (default) or ``"base64"`` (little-endian float32).
+            dimensions: return only the first ``dimensions`` values (re-normalized when the
+                model normalizes); only the model's size or its ``matryoshka_dimensions``.
+            prompt_name / prompt: sentence-transformers' query prompts (e5, bge ...).
+            kwargs: other OpenAI fields (``user`` ...) are accepted and ignored.
+
+        Returns:
+            ``{"object": "list", "model", "data": [{"index", "object": "embedding",
+            "embedding"}], "usage": {"prompt_tokens", "total_tokens"[, "truncated_inputs"]}}``;
+            token counts are the tokens the model saw (special tokens included).
+
+        Raises:
+            InvalidRequestError: see :func:`parse_embedding_input`, an unknown encoding
+            format, prompt name or unsupported ``dimensions``, or a token id outside the
+            vocabulary.
+        """
+        kind, items = parse_embedding_input(input)
+        encoding_format = encoding_format or "float"
+        if encoding_format not in ENCODING_FORMATS:
+            raise InvalidRequestError(
+                f"'encoding_format' must be one of {list(ENCODING_FORMATS)}, got {encoding_format!r}"
+            )
+        dims = self._check_dimensions(dimensions)
+        if prompt_name is not None and prompt_name not in (self._model.prompts or {}):
+            raise InvalidRequestError(
+                f"Unknown prompt_name {prompt_name!r}; this model has "
+                f"{sorted(self._model.prompts or {})}"
+            )
+        if kind == "ids":
+            for i, ids in enumerate(items):
+                check_token_ids(ids, self._vocab_size, f"input[{i}]")
+            prompt_name = prompt = None  # prompts apply to text only
+        results = await self._batcher.submit(items, key=(kind, prompt_name, prompt))
+        data, tokens, truncated = [], 0, []
+        for i, (vec, n, cut) in enumerate(results):
+            if dims is not None and dims < len(vec):
+                vec = vec[:dims]
+                if self._normalized:
+                    import numpy as np
+
+                    norm = float(np.linalg.norm(vec))
+                    vec = vec / norm if norm > 0 else vec
+            data.append({"index": i, "object": "embedding",
+                         "embedding": encode_vector(vec, encoding_format)})
+            tokens += n
+            if cut:
+                truncated.append(i)
+        usage: Dict[str, Any] = {"prompt_tokens": tokens, "total_tokens": tokens}
+        if truncated:
+            usage["truncated_inputs"] = truncated
+        return {"object": "list", "model": self._model_uid, "data": data, "usage": usage}
+
+    def _check_dimensions(self, dimensions: Any) -> Optional[int]:
+        if dimensions is None:
+            return None
+        if isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 1:
+            raise InvalidRequestError(f"'dimensions' must be a positive integer, got {dimensions!r}")
+        allowed = sorted({self.dimensions, *(self._family.matryoshka_dimensions or [])})
+        if dimensions not in allowed:
+            raise InvalidRequestError(
+                f"Model {self._model_uid!r} gives {self.dimensions}-dimensional embeddings and "
+                f"cannot be shortened to {dimensions}; supported 'dimensions': {allowed}"
+            )
+        return dimensions
+
+    def batch_stats(self) -> Dict[str, int]:
+        """How many engine calls and items the dynamic batcher made so far."""
+        return dict(self._batcher.stats) if self._batcher else {}
