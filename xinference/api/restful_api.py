@@ -104,6 +104,12 @@ class RESTfulAPI:
         uid = await (await self.supervisor()).launch_builtin_model(**kwargs)
         return {"model_uid": uid}
 
+    async def get_launch_progress(self, model_uid: str):
+        """``{"progress": 0..1}`` while ``model_uid`` launches (download fraction where
+        huggingface_hub reports one), 1.0 once it runs; 404 when unknown."""
+        progress = await (await self.supervisor()).get_launch_progress(model_uid)
+        return {"progress": progress}
+
     async def terminate_model(self, model_uid: str):
         await (await self.supervisor()).terminate_model(model_uid)
         return {"id": model_uid, "object": "model", "deleted": True}
@@ -179,6 +185,8 @@ class RESTfulAPI:
         r.add_api_route("/v1/models", self.launch_model, methods=["POST"])
         r.add_api_route("/v1/models/{model_uid}", self.describe_model, methods=["GET"])
         r.add_api_route("/v1/models/{model_uid}", self.terminate_model, methods=["DELETE"])
+        r.add_api_route("/v1/models/{model_uid}/progress", self.get_launch_progress,
+                        methods=["GET"])
         r.add_api_route("/v1/completions", self.create_completion, methods=["POST"])
         r.add_api_route("/v1/chat/completions", self.create_chat_completion, methods=["POST"])
         r.add_api_route("/v1/embeddings", self.create_embedding, methods=["POST"])

@@ -185,6 +185,15 @@ class RESTfulClient(_Base):
     def describe_model(self, model_uid: str) -> Dict[str, Any]:
         return self._request("describe model", "GET", f"/v1/models/{model_uid}").json()
 
+    def get_launch_model_progress(self, model_uid: str) -> Dict[str, float]:
+        """``{"progress": 0..1}`` of a model being launched (1.0 once it runs).
+
+        Raises:
+            RESTfulClientError: 404 when the uid is neither launching nor running.
+        """
+        return self._request("get launch progress", "GET",
+                             f"/v1/models/{model_uid}/progress").json()
+
     def terminate_model(self, model_uid: str) -> None:
         self._request("terminate model", "DELETE", f"/v1/models/{model_uid}")
 

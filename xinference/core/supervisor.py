@@ -50,6 +50,8 @@ class SupervisorActor(xo.StatelessActor):
         self._workers: Dict[str, Any] = {}  # worker pool address -> WorkerActor ref
         self._models: Dict[str, _RunningModel] = {}
         self._launching: set = set()
+        # model_uid -> {"replica", "done", "worker", "replica_uid"} while it launches.
+        self._launch_state: Dict[str, Dict[str, Any]] = {}
         self._registry: Optional[ModelRegistry] = None
 
     @classmethod
@@ -133,6 +135,8 @@ class SupervisorActor(xo.StatelessActor):
             for i in range(replica):
                 address, worker = self._pick_worker(worker_ip)
                 replica_uid = f"{model_uid}-{i}"
+                self._launch_state[model_uid] = {"replica": replica, "done": i,
+                                                 "worker": worker, "replica_uid": replica_uid}
                 info = await worker.launch_model(
                     replica_uid, model_uid, model_type, loader, desc, request_limits
                 )
@@ -147,6 +151,7 @@ class SupervisorActor(xo.StatelessActor):
             raise
         finally:
             self._launching.discard(model_uid)
+            self._launch_state.pop(model_uid, None)
         self._models[model_uid] = _RunningModel(
             model_uid, model_type, desc, launched, rr=itertools.cycle(range(len(launched)))
         )
@@ -169,6 +174,29 @@ class SupervisorActor(xo.StatelessActor):
                 await worker.terminate_model(rep["replica_uid"])
             except Exception:
                 logger.exception("Terminating %s failed", rep["replica_uid"])
+
+    async def get_launch_progress(self, model_uid: str) -> float:
+        """Launch progress of ``model_uid``, 0..1 (``GET /v1/models/{model_uid}/progress``):
+        replicas already loaded count 1 each, the one loading counts its process's report
+        (download fraction, see :mod:`xinference.core.progress`); 1.0 once running.
+
+        Raises:
+            ModelNotFoundError: neither launching nor running.
+        """
+        if model_uid in self._models:
+            return 1.0
+        state = self._launch_state.get(model_uid)
+        if state is None:
+            if model_uid in self._launching:  # planned, no replica started yet
+                return 0.0
+            raise ModelNotFoundError(
+                f"Model not found in the model list, uid: {model_uid} (not launching)"
+            )
+        try:
+            current = await state["worker"].get_launch_progress(state["replica_uid"])
+        except ModelNotFoundError:
+            current = 0.0
+        return min(1.0, (state["done"] + current) / state["replica"])
 
     # ---- queries ---------------------------------------------------------------------------
     def _running(self, model_uid: str) -> _RunningModel:

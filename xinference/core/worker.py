@@ -19,6 +19,7 @@ import xoscar as xo
 from ..constants import XINFERENCE_ENV_SPARE_PROCESS
 from .errors import ConflictError, ModelNotFoundError, ModelUnavailableError
 from .model import ModelActor
+from .progress import LaunchProgressActor
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ class WorkerActor(xo.StatelessActor):
         self._main_pool = main_pool
         self._replicas: Dict[str, _Replica] = {}
         self._launching: Dict[str, asyncio.Task] = {}
+        # replica_uid -> LaunchProgressActor ref in the model process, while it loads.
+        self._progress_refs: Dict[str, Any] = {}
         # A model process started ahead of time (no model in it yet): launching takes it, so
         # a launch does not wait for a Python interpreter and xoscar to start (~1 s).
         self._spare: Optional[asyncio.Task] = None
@@ -124,6 +127,9 @@ class WorkerActor(xo.StatelessActor):
                       request_limits, env):
         address = await self._take_sub_pool(dict(env or {}))
         try:
+            self._progress_refs[replica_uid] = await xo.create_actor(
+                LaunchProgressActor, address=address, uid=f"{replica_uid}-progress"
+            )
             ref = await xo.create_actor(
                 ModelActor, model_uid, model_type, model_desc, loader, request_limits,
                 address=address, uid=replica_uid,
@@ -132,12 +138,33 @@ class WorkerActor(xo.StatelessActor):
         except BaseException:
             await self._remove_sub_pool(address)
             raise
+        finally:
+            self._progress_refs.pop(replica_uid, None)
         self._replicas[replica_uid] = _Replica(
             replica_uid, model_uid, address, ref, info["pid"], time.time()
         )
         logger.info("Launched %s in process %s (%s) in %.2fs", replica_uid, info["pid"],
                     address, info["load_seconds"])
         return {"address": address, **info}
+
+    async def get_launch_progress(self, replica_uid: str) -> float:
+        """0..1: 1.0 once the replica is loaded, the model process's own report while it
+        loads (see :mod:`xinference.core.progress`), 0.0 while its process starts.
+
+        Raises:
+            ModelNotFoundError: the replica is neither launching nor running here.
+        """
+        if replica_uid in self._replicas:
+            return 1.0
+        if replica_uid not in self._launching:
+            raise ModelNotFoundError(f"Model not found on this worker: {replica_uid!r}")
+        ref = self._progress_refs.get(replica_uid)
+        if ref is None:
+            return 0.0
+        try:
+            return float(await asyncio.wait_for(ref.get(), timeout=5))
+        except Exception:  # the process is going away: the launch will report why
+            return 0.0
 
     async def _remove_sub_pool(self, address: str):
         try:

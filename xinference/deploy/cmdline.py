@@ -188,6 +188,43 @@ def registrations(endpoint, api_key, model_type, model_name):
 
 @cli.command()
 @_endpoint_option
+@click.option("--model-type", "-t", default="LLM", show_default=True,
+              type=click.Choice(MODEL_TYPES, case_sensitive=False))
+@click.option("--file", "file_path", required=True,
+              type=click.Path(exists=True, dir_okay=False),
+              help="The custom model's JSON definition.")
+@click.option("--persist/--no-persist", default=False, show_default=True,
+              help="Keep the registration under XINFERENCE_HOME/model/<type>/ across restarts.")
+def register(endpoint, api_key, model_type, file_path, persist):
+    """Register a custom model from a JSON file (see doc/custom_models.md)."""
+    with open(file_path, encoding="utf-8") as f:
+        model = f.read()
+    try:
+        _client(endpoint, api_key).register_model(model_type=model_type, model=model,
+                                                  persist=persist)
+        name = json.loads(model).get("model_name")
+    except Exception as e:
+        _fail(e)
+    click.echo(f"Registered {model_type} model {name}" + (" (persisted)." if persist else "."))
+
+
+@cli.command()
+@_endpoint_option
+@click.option("--model-type", "-t", default="LLM", show_default=True,
+              type=click.Choice(MODEL_TYPES, case_sensitive=False))
+@click.option("--model-name", "-n", required=True)
+def unregister(endpoint, api_key, model_type, model_name):
+    """Unregister a custom model (refused while it is running)."""
+    try:
+        _client(endpoint, api_key).unregister_model(model_type=model_type,
+                                                    model_name=model_name)
+    except Exception as e:
+        _fail(e)
+    click.echo(f"Unregistered {model_type} model {model_name}.")
+
+
+@cli.command()
+@_endpoint_option
 @click.option("--model-name", "-n", required=True)
 def engine(endpoint, api_key, model_name):
     """Show which engines can run a model, with formats, sizes and quantizations."""

@@ -11,12 +11,17 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Optional
 from urllib.parse import unquote, urlparse
 
 from ..constants import xinference_cache_dir
 from ..core.errors import ModelLoadError
+from ..core.progress import DOWNLOAD_SHARE, report_progress
+
+# Seconds to wait for a TCP connection to the hub before calling this machine offline.
+XINFERENCE_ENV_HUB_PROBE_TIMEOUT = "XINFERENCE_HUB_PROBE_TIMEOUT"
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +76,13 @@ def _offline_error(model_id: Optional[str], what: str, err: Exception) -> ModelL
     )
 
 
+def _has_model_files(base: Path) -> bool:
+    """A directory holding at least one file outside huggingface_hub's ``.cache``."""
+    return base.is_dir() and any(
+        p.is_file() for p in base.rglob("*") if ".cache" not in p.relative_to(base).parts
+    )
+
+
 def resolve_model_path(
     *,
     model_name: str,
@@ -87,13 +99,27 @@ def resolve_model_path(
     """Return a local path to the model: the file ``file_name`` (single-file formats such as
     GGUF) or a directory (Hugging Face layout).
 
+    Reports launch progress (:mod:`xinference.core.progress`): download fractions while
+    downloading, ``DOWNLOAD_SHARE`` once the files are local.
+
     Raises:
         ModelLoadError: an explicit path does not exist, or nothing is found locally and the
-        hub download fails.
+        hub download fails (offline: fails within seconds, naming ``model_id`` and how to
+        point at local files).
     """
+    path = _resolve(model_name=model_name, model_format=model_format, size=size,
+                    model_id=model_id, file_name=file_name, model_uri=model_uri,
+                    model_path=model_path, package=package, package_subdir=package_subdir,
+                    model_revision=model_revision)
+    report_progress(DOWNLOAD_SHARE)
+    return path
+
+
+def _resolve(*, model_name, model_format, size, model_id, file_name, model_uri, model_path,
+             package, package_subdir, model_revision) -> str:
     def pick(base: Path, source: str) -> Optional[Path]:
         if file_name is None:
-            return base if base.is_dir() and any(base.iterdir()) else None
+            return base if _has_model_files(base) else None
         if base.is_file():
             return base
         return find_file(base, file_name)
@@ -102,7 +128,9 @@ def resolve_model_path(
         if explicit:
             base = uri_to_path(explicit)
             if not base.exists():
-                raise ModelLoadError(f"{source} {explicit!r} does not exist")
+                raise ModelLoadError(
+                    f"{source} {explicit!r} does not exist on this machine ({base})"
+                )
             found = pick(base, source)
             if found is None:
                 raise ModelLoadError(
@@ -132,33 +160,113 @@ def resolve_model_path(
     return _download(model_id, cache, file_name, model_revision)
 
 
+def hub_offline_reason() -> Optional[str]:
+    """Why the hub cannot be reached from here, or ``None`` when a TCP connection to it
+    opens. Honours ``HF_HUB_OFFLINE=1``; the probe waits at most
+    ``$XINFERENCE_HUB_PROBE_TIMEOUT`` seconds (default 5), so an offline machine fails fast
+    instead of waiting for huggingface_hub's retries."""
+    import socket
+
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE is set"
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    u = urlparse(endpoint)
+    host = u.hostname or "huggingface.co"
+    port = u.port or (443 if u.scheme == "https" else 80)
+    timeout = float(os.environ.get(XINFERENCE_ENV_HUB_PROBE_TIMEOUT) or 5)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except OSError as e:
+        return f"cannot reach {endpoint} ({type(e).__name__}: {e})"
+
+
+def _progress_tqdm_class():
+    """A tqdm class that feeds byte progress into the launch progress and logs every 10%."""
+    from tqdm.auto import tqdm
+
+    class ProgressTqdm(tqdm):
+        _bars: list = []
+        _lock = threading.Lock()
+        _logged = -1
+
+        def __init__(self, *args, **kwargs):
+            self._done = float(kwargs.get("initial") or 0)
+            super().__init__(*args, **kwargs)
+            self._bytes = kwargs.get("unit") == "B"
+            if self._bytes:
+                with ProgressTqdm._lock:
+                    ProgressTqdm._bars.append(self)
+            self._report()
+
+        def update(self, n=1):
+            self._done += float(n or 0)
+            out = super().update(n)
+            self._report()
+            return out
+
+        def _report(self):
+            with ProgressTqdm._lock:
+                bars = [b for b in ProgressTqdm._bars if (b.total or 0) > 0]
+                total = sum(b.total for b in bars)
+                done = sum(min(b._done, b.total) for b in bars)
+            if total <= 0:
+                return
+            frac = done / total
+            report_progress(frac * DOWNLOAD_SHARE)
+            tenth = int(frac * 10)
+            if tenth > ProgressTqdm._logged:
+                ProgressTqdm._logged = tenth
+                logger.info("Downloading: %d%% of %.1f MB", int(frac * 100), total / 1e6)
+
+    return ProgressTqdm
+
+
 def _download(model_id: str, cache: Path, file_name: Optional[str],
               revision: Optional[str]) -> str:
-    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
+    """Download ``file_name`` of ``model_id`` (or the whole repository) into ``cache``.
+
+    Raises:
+        ModelLoadError: offline, unknown repository or file, or any download failure; a
+        half-filled cache directory is removed.
+    """
+    offline = hub_offline_reason()
+    if offline:
+        raise _offline_error(model_id, file_name or "the model", RuntimeError(offline))
+    etag_timeout = float(os.environ.get("HF_HUB_ETAG_TIMEOUT") or 10)
     try:
         import huggingface_hub
+        from huggingface_hub.errors import EntryNotFoundError
     except ImportError as e:  # pragma: no cover - a core dependency
         raise _offline_error(model_id, "huggingface_hub", e)
+    existed = cache.exists()
     cache.mkdir(parents=True, exist_ok=True)
     logger.info("Downloading %s from the hub into %s", model_id, cache)
+    tqdm_class = _progress_tqdm_class()
     try:
         if file_name is not None:
-            files = huggingface_hub.list_repo_files(model_id, revision=revision)
-            match = next((f for f in files if f.lower() == file_name.lower()), file_name)
-            path = huggingface_hub.hf_hub_download(
-                model_id, match, revision=revision, local_dir=str(cache)
-            )
-            return path
-        huggingface_hub.snapshot_download(model_id, revision=revision, local_dir=str(cache))
+            try:
+                return huggingface_hub.hf_hub_download(
+                    model_id, file_name, revision=revision, local_dir=str(cache),
+                    etag_timeout=etag_timeout, tqdm_class=tqdm_class,
+                )
+            except EntryNotFoundError:
+                # The quantization may be spelled in another case in the repository.
+                files = huggingface_hub.list_repo_files(model_id, revision=revision)
+                match = next((f for f in files if f.lower() == file_name.lower()), None)
+                if match is None:
+                    raise
+                return huggingface_hub.hf_hub_download(
+                    model_id, match, revision=revision, local_dir=str(cache),
+                    etag_timeout=etag_timeout, tqdm_class=tqdm_class,
+                )
+        huggingface_hub.snapshot_download(model_id, revision=revision, local_dir=str(cache),
+                                          etag_timeout=etag_timeout, tqdm_class=tqdm_class)
         return str(cache)
     except Exception as e:
         # Leave no half-filled cache directory behind.
-        try:
-            if cache.exists() and not any(p.is_file() for p in cache.rglob("*")
-                                          if ".cache" not in p.parts):
-                import shutil
+        if not existed and not _has_model_files(cache):
+            import shutil
 
-                shutil.rmtree(cache, ignore_errors=True)
-        except OSError:
-            pass
+            shutil.rmtree(cache, ignore_errors=True)
         raise _offline_error(model_id, file_name or "the model", e) from None

@@ -21,6 +21,7 @@ from ..core.errors import (
     ConflictError,
     InvalidRequestError,
     RegistrationNotFoundError,
+    XinferenceError,
 )
 
 logger = logging.getLogger(__name__)
@@ -200,8 +201,13 @@ class ModelRegistry:
     def _write(self, model_type: str, fam: BaseModel) -> Path:
         """Write ``fam`` atomically (temporary file + rename); returns the path."""
         path = self._path(model_type, fam.model_name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        except OSError as e:
+            raise XinferenceError(
+                f"Could not persist the registration of {fam.model_name!r} to {path}: {e}"
+            ) from None
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(fam.model_dump_json(indent=2, exclude_none=True))

@@ -1,0 +1,47 @@
+"""Launch progress of a model process, readable while the weights load.
+
+A model process loads one model. While its loader runs in the engine thread, the download
+code reports into the process-wide tracker (:func:`report_progress`), and a tiny
+:class:`LaunchProgressActor` living in the same sub-pool answers the worker's queries from
+the pool's event loop (which the blocking load does not hold).
+
+Scale: 0.0 = launch started; 0.0-0.8 = files being downloaded (bytes done / bytes total,
+as huggingface_hub reports them); 0.8 = files found locally, weights loading; the supervisor
+reports 1.0 once the model is ready.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import xoscar as xo
+
+DOWNLOAD_SHARE = 0.8  # part of the scale spent on downloading files
+
+_lock = threading.Lock()
+_progress = 0.0
+
+
+def report_progress(value: float) -> None:
+    """Set this process's launch progress (clamped to 0..1, never going back)."""
+    global _progress
+    with _lock:
+        _progress = max(_progress, min(1.0, max(0.0, float(value))))
+
+
+def current_progress() -> float:
+    """This process's launch progress, 0..1."""
+    return _progress
+
+
+def reset_progress() -> None:
+    global _progress
+    with _lock:
+        _progress = 0.0
+
+
+class LaunchProgressActor(xo.StatelessActor):
+    """Answers :func:`current_progress` of the model process it lives in."""
+
+    def get(self) -> float:
+        return current_progress()
