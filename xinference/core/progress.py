@@ -41,7 +41,20 @@ def reset_progress() -> None:
 
 
 class LaunchProgressActor(xo.StatelessActor):
-    """Answers :func:`current_progress` of the model process it lives in."""
+    """Answers :func:`current_progress` of the model process it lives in.
+
+    Created first in each model process, it also makes sure that process logs (download
+    progress, where the weights came from) into the server log when nothing else set
+    logging up there.
+    """
+
+    async def __post_create__(self):
+        import logging
+
+        if not logging.getLogger().handlers:
+            from ..deploy.utils import setup_logging
+
+            setup_logging("INFO")
 
     def get(self) -> float:
         return current_progress()

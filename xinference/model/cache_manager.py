@@ -182,7 +182,8 @@ def hub_offline_reason() -> Optional[str]:
 
 
 def _progress_tqdm_class():
-    """A tqdm class that feeds byte progress into the launch progress and logs every 10%."""
+    """A tqdm class that feeds byte progress into the launch progress and logs every 10%
+    (``Downloading: 40% of 98.4 MB``) instead of drawing a bar."""
     from tqdm.auto import tqdm
 
     class ProgressTqdm(tqdm):
@@ -192,6 +193,7 @@ def _progress_tqdm_class():
 
         def __init__(self, *args, **kwargs):
             self._done = float(kwargs.get("initial") or 0)
+            kwargs["disable"] = True  # a redrawn bar garbles a log file: log lines instead
             super().__init__(*args, **kwargs)
             self._bytes = kwargs.get("unit") == "B"
             if self._bytes:
