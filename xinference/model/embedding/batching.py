@@ -64,6 +64,7 @@ class DynamicBatcher:
         )
         self._queue: Deque[_Request] = deque()
         self._wakeup: Optional[asyncio.Event] = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._task: Optional[asyncio.Task] = None
         self.stats = {"batches": 0, "items": 0, "max_items": 0}
 
@@ -76,8 +77,8 @@ class DynamicBatcher:
         if not items:
             return []
         loop = asyncio.get_running_loop()
-        if self._wakeup is None:
-            self._wakeup = asyncio.Event()
+        if self._loop is not loop:  # first use, or a new event loop (tests)
+            self._loop, self._wakeup, self._task = loop, asyncio.Event(), None
         req = _Request(key, list(items), loop.create_future())
         self._queue.append(req)
         self._wakeup.set()
