@@ -238,7 +238,7 @@ def _download(model_id: str, cache: Path, file_name: Optional[str],
     etag_timeout = float(os.environ.get("HF_HUB_ETAG_TIMEOUT") or 10)
     try:
         import huggingface_hub
-        from huggingface_hub.errors import EntryNotFoundError
+        from huggingface_hub.utils import EntryNotFoundError  # also in older releases
     except ImportError as e:  # pragma: no cover - a core dependency
         raise _offline_error(model_id, "huggingface_hub", e)
     existed = cache.exists()
