@@ -119,7 +119,7 @@ def match_spec(
         )
         if chosen_engine is None:
             raise InvalidRequestError(
-                f"No engine here runs model_format {spec.model_format!r} "
+                f"model_format {spec.model_format!r} is not supported by any engine here "
                 f"(model {family.model_name!r}); engines: "
                 + ", ".join(f"{e.name}: {list(e.formats)}" for e in LLM_ENGINES.values())
             )
