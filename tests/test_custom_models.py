@@ -299,7 +299,7 @@ def test_ggmlv3_registers_but_does_not_launch(srv, client):
         "old-ggml", model_format="ggmlv3", model_file_name_template="m.ggmlv3.{quantization}.bin")))
     r = requests.post(f"{srv.endpoint}/v1/models", json={"model_name": "old-ggml"}, timeout=30)
     assert r.status_code == 400
-    assert "No engine here runs model_format 'ggmlv3'" in detail(r)
+    assert "model_format 'ggmlv3' is not supported by any engine here" in detail(r)
     client.unregister_model("LLM", "old-ggml")
 
 
