@@ -10,6 +10,11 @@ from pathlib import Path
 XINFERENCE_ENV_HOME = "XINFERENCE_HOME"
 XINFERENCE_ENV_ENDPOINT = "XINFERENCE_ENDPOINT"
 XINFERENCE_ENV_HEALTH_CHECK_INTERVAL = "XINFERENCE_HEALTH_CHECK_INTERVAL"
+# Cluster liveness: a worker heartbeats every INTERVAL seconds; the supervisor declares it
+# dead after FAILURE_THRESHOLD intervals without one; calls to a worker that may be dead
+# give up after TIMEOUT seconds.
+XINFERENCE_ENV_HEALTH_CHECK_FAILURE_THRESHOLD = "XINFERENCE_HEALTH_CHECK_FAILURE_THRESHOLD"
+XINFERENCE_ENV_HEALTH_CHECK_TIMEOUT = "XINFERENCE_HEALTH_CHECK_TIMEOUT"
 # "0" disables the model process that a worker starts ahead of the next launch.
 XINFERENCE_ENV_SPARE_PROCESS = "XINFERENCE_SPARE_MODEL_PROCESS"
 
@@ -40,3 +45,30 @@ def xinference_model_dir() -> Path:
 def default_endpoint() -> str:
     """Endpoint the CLI talks to: ``$XINFERENCE_ENDPOINT`` or ``http://127.0.0.1:9997``."""
     return os.environ.get(XINFERENCE_ENV_ENDPOINT) or XINFERENCE_DEFAULT_ENDPOINT
+
+
+def _env_number(name: str, default: float) -> float:
+    try:
+        value = float(os.environ.get(name, default))
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
+def health_check_interval() -> float:
+    """Seconds between a worker's heartbeats: ``$XINFERENCE_HEALTH_CHECK_INTERVAL``
+    (default 5)."""
+    return _env_number(XINFERENCE_ENV_HEALTH_CHECK_INTERVAL, 5.0)
+
+
+def health_check_failure_threshold() -> float:
+    """Missed heartbeats before a worker is declared dead:
+    ``$XINFERENCE_HEALTH_CHECK_FAILURE_THRESHOLD`` (default 3). A dead worker is noticed
+    within ``interval * (threshold + 1)`` seconds."""
+    return _env_number(XINFERENCE_ENV_HEALTH_CHECK_FAILURE_THRESHOLD, 3.0)
+
+
+def health_check_timeout() -> float:
+    """Seconds a call to a worker (or from a worker to the supervisor) may take before it
+    counts as failed: ``$XINFERENCE_HEALTH_CHECK_TIMEOUT`` (default 10)."""
+    return _env_number(XINFERENCE_ENV_HEALTH_CHECK_TIMEOUT, 10.0)

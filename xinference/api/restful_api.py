@@ -177,8 +177,25 @@ class RESTfulAPI:
         result = await self._infer("rerank", body.model, body.documents, config)
         return JSONResponse(result)
 
+    # ---- cluster ---------------------------------------------------------------------
+    async def cluster_info(self):
+        """``[{"node_type": "Supervisor" | "Worker", "address", "ip_address", "cpu_count",
+        "memory_total", "memory_available", "gpu_count", "gpu_vram_total", "gpus", ...}]``:
+        the supervisor first, then every live worker with its models."""
+        return await (await self.supervisor()).get_cluster_info()
+
+    async def workers_info(self):
+        """The live workers as in ``/v1/cluster/info`` (see SupervisorActor)."""
+        return await (await self.supervisor()).get_workers_info()
+
+    async def cluster_version(self):
+        return {"version": __version__}
+
     def router(self) -> APIRouter:
         r = APIRouter()
+        r.add_api_route("/v1/cluster/info", self.cluster_info, methods=["GET"])
+        r.add_api_route("/v1/cluster/version", self.cluster_version, methods=["GET"])
+        r.add_api_route("/v1/workers", self.workers_info, methods=["GET"])
         r.add_api_route("/status", self.status, methods=["GET"])
         r.add_api_route("/v1/address", self.address, methods=["GET"])
         r.add_api_route("/v1/models", self.list_models, methods=["GET"])

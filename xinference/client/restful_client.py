@@ -237,5 +237,24 @@ class RESTfulClient(_Base):
         """``{engine: [{model_format, model_size_in_billions, quantizations, ...}]}``."""
         return self._request("query engines", "GET", f"/v1/engines/{model_name}").json()
 
+    # ---- cluster ---------------------------------------------------------------------
+    def get_workers_info(self) -> List[Dict[str, Any]]:
+        """The live workers: ``[{"address", "ip_address", "cpu_count", "memory_total",
+        "memory_available", "gpus", "gpu_count", "models", "status",
+        "last_heartbeat_seconds_ago", ...}]`` (``GET /v1/workers``)."""
+        return self._request("get workers info", "GET", "/v1/workers").json()
+
+    def get_cluster_info(self) -> List[Dict[str, Any]]:
+        """Every node, the supervisor first (``GET /v1/cluster/info``)."""
+        return self._request("get cluster info", "GET", "/v1/cluster/info").json()
+
+    def get_supervisor_info(self) -> Dict[str, Any]:
+        """The supervisor node of :meth:`get_cluster_info`."""
+        return self.get_cluster_info()[0]
+
+    def get_cluster_version(self) -> Dict[str, Any]:
+        """``{"version": ...}`` of the server (``GET /v1/cluster/version``)."""
+        return self._request("get cluster version", "GET", "/v1/cluster/version").json()
+
 
 Client = RESTfulClient

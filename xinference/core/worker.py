@@ -3,6 +3,13 @@
 Each model replica runs in its own xoscar sub-pool process (``append_sub_pool``) holding one
 :class:`ModelActor`, so a crashing engine never takes the worker down. A failed launch
 removes the sub-pool before the error is re-raised: no orphan process, no half-launched model.
+
+Cluster duties: every ``XINFERENCE_HEALTH_CHECK_INTERVAL`` seconds the worker sends the
+supervisor a heartbeat with its resources (:mod:`xinference.core.resource`) and its replicas
+(with their launch descriptions and liveness). The supervisor registers a worker on its
+first heartbeat, so a worker that was declared dead, or a restarted supervisor, picks the
+worker and its models up again without restarting anything. A model process that dies is
+noticed here (the main pool owns the process) and reported in the next heartbeat.
 """
 
 from __future__ import annotations
@@ -11,15 +18,21 @@ import asyncio
 import logging
 import os
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 import xoscar as xo
 
-from ..constants import XINFERENCE_ENV_SPARE_PROCESS
+from ..constants import (
+    XINFERENCE_ENV_SPARE_PROCESS,
+    health_check_interval,
+    health_check_timeout,
+)
 from .errors import ConflictError, ModelNotFoundError, ModelUnavailableError
 from .model import ModelActor
 from .progress import LaunchProgressActor
+from .resource import allocate_gpus, gpu_env, normalize_gpu_idx, normalize_n_gpu
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +45,11 @@ class _Replica:
     ref: Any
     pid: int
     launched_at: float
+    model_type: str = "LLM"
+    desc: Dict[str, Any] = field(default_factory=dict)
+    request_limits: Optional[int] = None
+    gpus: Optional[List[int]] = None
+    dead_noticed: bool = False
 
 
 class WorkerActor(xo.StatelessActor):
@@ -40,12 +58,28 @@ class WorkerActor(xo.StatelessActor):
     Args:
         supervisor_address: xoscar address of the supervisor's pool.
         main_pool: this process's main actor pool (the parent of the model sub-pools).
+        endpoint: the supervisor's REST endpoint; when given, the worker asks it again for
+            the supervisor's address (``GET /v1/address``) after heartbeats fail, so a
+            supervisor restarted on another internal port is found too.
+        heartbeat: send heartbeats (cluster workers and ``xinference-local`` alike).
     """
 
-    def __init__(self, supervisor_address: str, main_pool):
+    def __init__(self, supervisor_address: str, main_pool, endpoint: Optional[str] = None,
+                 heartbeat: bool = True):
         super().__init__()
         self._supervisor_address = supervisor_address
         self._main_pool = main_pool
+        self._endpoint = endpoint
+        self._heartbeat_enabled = heartbeat
+        self._heartbeat_task: Optional[asyncio.Task] = None
+        self._supervisor_ref = None
+        self._connected = False
+        # A new id per worker process: the supervisor tells a restarted worker (same
+        # address, new id) from one that only missed heartbeats.
+        self._worker_id = uuid.uuid4().hex
+        self._gpus: List[Dict[str, Any]] = []
+        # replica_uid -> GPUs given to a replica that is still launching.
+        self._launch_gpus: Dict[str, Optional[List[int]]] = {}
         self._replicas: Dict[str, _Replica] = {}
         self._launching: Dict[str, asyncio.Task] = {}
         # replica_uid -> LaunchProgressActor ref in the model process, while it loads.
@@ -55,7 +89,12 @@ class WorkerActor(xo.StatelessActor):
         self._spare: Optional[asyncio.Task] = None
 
     async def __post_create__(self):
+        from .resource import gpu_info
+
         self._refill_spare()
+        self._gpus = await asyncio.to_thread(gpu_info)
+        if self._heartbeat_enabled:
+            self._heartbeat_task = asyncio.ensure_future(self._heartbeat_loop())
 
     def _refill_spare(self):
         if os.environ.get(XINFERENCE_ENV_SPARE_PROCESS, "1") != "0":
@@ -91,6 +130,8 @@ class WorkerActor(xo.StatelessActor):
         return "worker"
 
     async def __pre_destroy__(self):
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
         if self._spare is not None:
             self._spare.cancel()
         for uid in list(self._replicas):
@@ -102,29 +143,48 @@ class WorkerActor(xo.StatelessActor):
     async def launch_model(self, replica_uid: str, model_uid: str, model_type: str,
                            loader, model_desc: Dict[str, Any],
                            request_limits: Optional[int] = None,
-                           env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+                           env: Optional[Dict[str, str]] = None, n_gpu: Any = "auto",
+                           gpu_idx: Any = None) -> Dict[str, Any]:
         """Start a sub-pool process, create the ModelActor in it and load the weights.
 
-        Returns ``{"address", "pid", "load_seconds"}``.
+        ``n_gpu``/``gpu_idx`` choose the replica's GPUs (see
+        :func:`xinference.core.resource.allocate_gpus`); the process gets them as
+        ``CUDA_VISIBLE_DEVICES``. On a worker without GPUs ``"auto"`` means CPU.
+
+        Returns ``{"address", "pid", "load_seconds", "gpu_idx"}``.
 
         Raises:
             ConflictError: ``replica_uid`` is already running here.
+            InvalidRequestError / ModelUnavailableError: the GPUs asked for are not here /
+            not free.
             XinferenceError (from the model process): the weights could not be loaded; the
             process has been removed by then.
         """
         if replica_uid in self._replicas or replica_uid in self._launching:
             raise ConflictError(f"Model {replica_uid!r} is already running on this worker")
+        gpus = allocate_gpus([g["index"] for g in self._gpus], self._gpus_in_use(),
+                             normalize_n_gpu(n_gpu), normalize_gpu_idx(gpu_idx))
+        env = dict(env or {}, **gpu_env(gpus))
         task = asyncio.ensure_future(self._launch(
-            replica_uid, model_uid, model_type, loader, model_desc, request_limits, env
+            replica_uid, model_uid, model_type, loader, model_desc, request_limits, env, gpus
         ))
         self._launching[replica_uid] = task
+        self._launch_gpus[replica_uid] = gpus
         try:
             return await task
         finally:
             self._launching.pop(replica_uid, None)
+            self._launch_gpus.pop(replica_uid, None)
+
+    def _gpus_in_use(self) -> Dict[int, int]:
+        used: Dict[int, int] = {}
+        for gpus in [r.gpus for r in self._replicas.values()] + list(self._launch_gpus.values()):
+            for i in gpus or []:
+                used[i] = used.get(i, 0) + 1
+        return used
 
     async def _launch(self, replica_uid, model_uid, model_type, loader, model_desc,
-                      request_limits, env):
+                      request_limits, env, gpus=None):
         address = await self._take_sub_pool(dict(env or {}))
         try:
             self._progress_refs[replica_uid] = await xo.create_actor(
@@ -141,11 +201,13 @@ class WorkerActor(xo.StatelessActor):
         finally:
             self._progress_refs.pop(replica_uid, None)
         self._replicas[replica_uid] = _Replica(
-            replica_uid, model_uid, address, ref, info["pid"], time.time()
+            replica_uid, model_uid, address, ref, info["pid"], time.time(), model_type,
+            dict(model_desc), request_limits, gpus,
         )
-        logger.info("Launched %s in process %s (%s) in %.2fs", replica_uid, info["pid"],
-                    address, info["load_seconds"])
-        return {"address": address, **info}
+        logger.info("Launched %s in process %s (%s) in %.2fs%s", replica_uid, info["pid"],
+                    address, info["load_seconds"],
+                    f" on GPU {gpus}" if gpus else "")
+        return {"address": address, "gpu_idx": gpus, **info}
 
     async def get_launch_progress(self, replica_uid: str) -> float:
         """0..1: 1.0 once the replica is loaded, the model process's own report while it
@@ -209,19 +271,122 @@ class WorkerActor(xo.StatelessActor):
             )
         return rep.ref
 
-    def list_replicas(self) -> List[Dict[str, Any]]:
-        """Replicas on this worker with their process id and liveness."""
-        return [
-            {"replica_uid": r.replica_uid, "model_uid": r.model_uid, "pid": r.pid,
-             "address": r.sub_pool_address, "alive": self._is_alive(r),
-             "launched_at": r.launched_at}
-            for r in self._replicas.values()
-        ]
+    def list_replicas(self, detailed: bool = False) -> List[Dict[str, Any]]:
+        """Replicas on this worker with their process id, liveness and GPUs; ``detailed``
+        adds what the supervisor needs to adopt them (``model_type``, ``desc``,
+        ``request_limits``)."""
+        out = []
+        for r in self._replicas.values():
+            row = {"replica_uid": r.replica_uid, "model_uid": r.model_uid, "pid": r.pid,
+                   "address": r.sub_pool_address, "alive": self._is_alive(r),
+                   "launched_at": r.launched_at, "gpu_idx": r.gpus}
+            if detailed:
+                row.update(model_type=r.model_type, desc=r.desc,
+                           request_limits=r.request_limits)
+            out.append(row)
+        return out
 
-    def get_status(self) -> Dict[str, Any]:
-        """Resources of this machine (CPU count, memory) and its replicas."""
-        import psutil
+    async def get_status(self, detailed: bool = False) -> Dict[str, Any]:
+        """This node's resources (see :func:`xinference.core.resource.node_resources`),
+        ``gpu_allocations`` (``{index: model processes}``), its replicas (``models``), its
+        address and ``worker_id``."""
+        from .resource import node_resources
 
-        vm = psutil.virtual_memory()
-        return {"cpu_count": os.cpu_count(), "memory_total": vm.total,
-                "memory_available": vm.available, "models": self.list_replicas()}
+        res = await asyncio.to_thread(node_resources)
+        self._gpus = res["gpus"]
+        return dict(res, address=self.address, worker_id=self._worker_id,
+                    gpu_allocations=self._gpus_in_use(),
+                    models=self.list_replicas(detailed))
+
+    # ---- heartbeat -----------------------------------------------------------------------
+    def _notice_dead_replicas(self) -> None:
+        for r in self._replicas.values():
+            if not r.dead_noticed and not self._is_alive(r):
+                r.dead_noticed = True
+                proc = self._main_pool.sub_processes.get(r.sub_pool_address)
+                code = getattr(proc, "returncode", None)
+                logger.warning("The process of model %s (pid %s) has died (exit code %s); "
+                               "reporting it to the supervisor", r.replica_uid, r.pid, code)
+
+    async def _resolve_supervisor_address(self) -> None:
+        """Ask the REST endpoint again for the supervisor's address (it may have moved)."""
+        if not self._endpoint:
+            return
+        import json
+        import urllib.request
+
+        def fetch():
+            url = self._endpoint.rstrip("/") + "/v1/address"
+            with urllib.request.urlopen(url, timeout=health_check_timeout()) as resp:
+                return json.loads(resp.read())
+
+        try:
+            address = await asyncio.to_thread(fetch)
+        except Exception:
+            return
+        if isinstance(address, str) and address != self._supervisor_address:
+            logger.info("The supervisor is now at %s", address)
+            self._supervisor_address = address
+            self._supervisor_ref = None
+
+    async def heartbeat(self) -> bool:
+        """Send one heartbeat now; True when the supervisor answered. The supervisor's reply
+        may name replicas to stop (models terminated while this worker was unreachable)."""
+        self._notice_dead_replicas()
+        status = await self.get_status(detailed=True)
+        timeout = health_check_timeout()
+        try:
+            if self._supervisor_ref is None:
+                self._supervisor_ref = await xo.wait_for(
+                    xo.actor_ref(address=self._supervisor_address, uid="supervisor"), timeout
+                )
+            reply = await xo.wait_for(
+                self._supervisor_ref.worker_heartbeat(self.address, status), timeout
+            )
+        except Exception as e:
+            if self._connected:
+                logger.warning("Heartbeat to the supervisor at %s failed (%s: %s); retrying "
+                               "every %.1fs", self._supervisor_address, type(e).__name__, e,
+                               health_check_interval())
+            self._connected = False
+            self._supervisor_ref = None
+            return False
+        if not self._connected:
+            logger.info("Registered with the supervisor at %s", self._supervisor_address)
+        self._connected = True
+        for uid in (reply or {}).get("terminate", []):
+            if uid in self._replicas:
+                logger.info("Stopping %s: the supervisor no longer serves it", uid)
+                try:
+                    await self.terminate_model(uid)
+                except Exception:
+                    logger.exception("Stopping %s failed", uid)
+        return True
+
+    async def leave(self) -> None:
+        """Stop heart-beating and tell the supervisor this worker is leaving (on a clean
+        shutdown), so its replicas are dropped at once instead of after the dead timeout."""
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
+            self._heartbeat_task = None
+        try:
+            ref = await xo.wait_for(
+                xo.actor_ref(address=self._supervisor_address, uid="supervisor"), 5)
+            await xo.wait_for(ref.remove_worker(self.address), 5)
+        except Exception as e:
+            logger.warning("Could not tell the supervisor that this worker leaves: %s", e)
+
+    async def _heartbeat_loop(self):
+        failures = 0
+        while True:
+            try:
+                ok = await self.heartbeat()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # never let the loop die
+                logger.exception("Heartbeat failed")
+                ok = False
+            failures = 0 if ok else failures + 1
+            if failures and failures % 3 == 0:
+                await self._resolve_supervisor_address()
+            await asyncio.sleep(health_check_interval())

@@ -338,24 +338,33 @@ def local(host, port, log_level):
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @_server_options
-@click.option("--supervisor-port", default=None, type=int)
+@click.option("--supervisor-port", default=None, type=int,
+              help="Port of the supervisor's internal actor pool (default: a free one). "
+                   "Fix it so a restarted supervisor is found at the same address.")
 def supervisor(host, port, log_level, supervisor_port):
-    """Start a cluster supervisor (not yet available: use xinference-local)."""
-    click.echo("xinference-supervisor is not yet available in this version; "
-               "use xinference-local.", err=True)
-    sys.exit(2)
+    """Start a cluster supervisor and its REST API (see doc/cluster.md)."""
+    from .supervisor import run_supervisor
+
+    run_supervisor(host, port, supervisor_port, log_level)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--endpoint", "-e", default=None)
-@click.option("--host", "-H", default=XINFERENCE_DEFAULT_HOST)
-@click.option("--worker-port", default=None, type=int)
-@click.option("--log-level", default="INFO")
+@click.option("--endpoint", "-e", default=None,
+              help="The supervisor's REST endpoint, e.g. http://10.0.0.1:9997 "
+                   "(default: $XINFERENCE_ENDPOINT or http://127.0.0.1:9997).")
+@click.option("--host", "-H", default=XINFERENCE_DEFAULT_HOST, show_default=True,
+              help="Address of this machine that the supervisor and API reach.")
+@click.option("--worker-port", default=None, type=int,
+              help="Port of this worker's actor pool (default: a free one).")
+@click.option("--log-level", default="INFO", show_default=True)
 def worker(endpoint, host, worker_port, log_level):
-    """Start a cluster worker (not yet available: use xinference-local)."""
-    click.echo("xinference-worker is not yet available in this version; "
-               "use xinference-local.", err=True)
-    sys.exit(2)
+    """Start a cluster worker that joins the supervisor at ENDPOINT (see doc/cluster.md)."""
+    from .worker import run_worker
+
+    try:
+        run_worker(endpoint or default_endpoint(), host, worker_port, log_level)
+    except RuntimeError as e:
+        _fail(e)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -35,7 +35,7 @@ async def create_local_cluster(pool_host: str = "127.0.0.1", pool_port: Optional
         WorkerActor, pool.external_address, pool,
         address=pool.external_address, uid=WorkerActor.default_uid(),
     )
-    await supervisor.add_worker(pool.external_address)
+    await supervisor.add_worker(pool.external_address, local=True)
     return pool, supervisor, worker
 
 

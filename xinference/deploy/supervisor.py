@@ -1,0 +1,62 @@
+"""``xinference-supervisor``: the supervisor of a cluster and its REST API.
+
+One xoscar main pool on ``host:supervisor_port`` holds the
+:class:`~xinference.core.supervisor.SupervisorActor`; uvicorn serves the REST API on
+``host:port`` in the same process. Workers find the pool through ``GET /v1/address``.
+Stopping the supervisor leaves the workers and their models running: when it starts
+again on the same ports, each worker re-registers with its next heartbeat and its models
+serve again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Optional
+
+import xoscar as xo
+
+from .local import _uvicorn_server
+from .utils import get_free_port, setup_logging
+from .worker import pool_host
+
+logger = logging.getLogger(__name__)
+
+
+async def start_supervisor(host: str, supervisor_port: Optional[int] = None):
+    """Start the supervisor pool and actor; returns ``(pool, supervisor_ref)``."""
+    from ..core import xoscar_setup  # noqa: F401  (before the pool starts)
+    from ..core.supervisor import SupervisorActor
+
+    h = pool_host(host)
+    address = f"{h}:{supervisor_port or get_free_port(h)}"
+    pool = await xo.create_actor_pool(address, n_process=0, auto_recover=False)
+    supervisor = await xo.create_actor(
+        SupervisorActor, address=pool.external_address, uid=SupervisorActor.default_uid()
+    )
+    return pool, supervisor
+
+
+async def _serve(host: str, port: int, supervisor_port: Optional[int],
+                 log_level: str) -> None:
+    import uvicorn
+
+    from ..api.restful_api import create_app
+
+    pool, _ = await start_supervisor(host, supervisor_port)
+    config = uvicorn.Config(create_app(pool.external_address), host=host, port=port,
+                            log_level=log_level.lower(), timeout_graceful_shutdown=5)
+    server = _uvicorn_server(config)
+    logger.info("Xinference supervisor serving at http://%s:%d (actor pool %s)", host, port,
+                pool.external_address)
+    try:
+        await server.serve()
+    finally:
+        await pool.stop()
+
+
+def run_supervisor(host: str, port: int, supervisor_port: Optional[int] = None,
+                   log_level: str = "INFO") -> None:
+    """Blocking entry point of ``xinference-supervisor``."""
+    setup_logging(log_level)
+    asyncio.run(_serve(host, port, supervisor_port, log_level))
