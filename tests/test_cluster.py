@@ -300,3 +300,18 @@ def test_supervisor_restart_keeps_worker_models(tmp_path):
         wait_until(lambda: gone(rep["pid"]), 20, "the model process to exit")
     finally:
         c.stop()
+
+
+def test_local_server_is_a_one_node_cluster(tmp_path):
+    from .conftest import start_server
+
+    srv = start_server(tmp_path)
+    try:
+        nodes = RESTfulClient(srv.endpoint).get_cluster_info()
+        assert [n["node_type"] for n in nodes] == ["Supervisor", "Worker"]
+        assert nodes[1]["local"] is True and nodes[1]["status"] == "alive"
+        r = requests.post(srv.endpoint + "/v1/models",
+                          json={"model_name": SMOLLM, "n_gpu": 64}, timeout=30)
+        assert r.status_code == 400 and "more GPUs than the worker has" in r.json()["detail"]
+    finally:
+        assert srv.stop() == 0, srv.log()
