@@ -79,5 +79,6 @@ def handle_for(model_type: str, args) -> RESTfulModelHandle:
     """
     cls = _HANDLES.get(model_type)
     if cls is None:
-        raise RESTfulClientError("get model", 400, f"no client handle for model type {model_type!r}")
+        raise RESTfulClientError("get model", 400,
+                                 f"no client handle for model type {model_type!r}")
     return cls(*args)

@@ -53,6 +53,9 @@ class SentenceModelLoader:
 
     def load(self):
         """Resolve the files, build the engine and load it; returns the engine."""
+        from .engine_utils import prepare_torch_env
+
+        prepare_torch_env()
         path = self.resolve_path()
         module, _, name = self.engine_class.partition(":")
         cls = getattr(importlib.import_module(module), name)
@@ -113,8 +116,8 @@ def plan_sentence_launch(family: SentenceModelFamily, model_uid: str, engine_cla
 
 
 def plan_embedding_launch(family: EmbeddingModelFamily, model_uid: str, **kwargs):
-    """:func:`plan_sentence_launch` for an embedding family
-    (engine :class:`~xinference.model.embedding.sentence_transformers.SentenceTransformerEmbedding`)."""
+    """:func:`plan_sentence_launch` for an embedding family (engine:
+    ``xinference.model.embedding.sentence_transformers.SentenceTransformerEmbedding``)."""
     loader, desc = plan_sentence_launch(
         family, model_uid,
         "xinference.model.embedding.sentence_transformers:SentenceTransformerEmbedding",

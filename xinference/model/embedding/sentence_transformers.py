@@ -19,7 +19,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ...core.errors import InvalidRequestError
 from .batching import DynamicBatcher
-from .engine_utils import check_token_ids, effective_max_length, pick_device, special_token_frame
+from .engine_utils import (
+    check_token_ids,
+    effective_max_length,
+    pick_device,
+    prepare_torch_env,
+    special_token_frame,
+)
 from .family import EmbeddingModelFamily
 
 logger = logging.getLogger(__name__)
@@ -113,6 +119,7 @@ class SentenceTransformerEmbedding:
     # ---- loading ----------------------------------------------------------------------
     def load(self) -> None:
         """Load the weights (blocking; runs in the model process's engine thread)."""
+        prepare_torch_env()
         from sentence_transformers import SentenceTransformer
 
         device = self._device or pick_device()
@@ -209,7 +216,8 @@ class SentenceTransformerEmbedding:
         encoding_format = encoding_format or "float"
         if encoding_format not in ENCODING_FORMATS:
             raise InvalidRequestError(
-                f"'encoding_format' must be one of {list(ENCODING_FORMATS)}, got {encoding_format!r}"
+                f"'encoding_format' must be one of {list(ENCODING_FORMATS)}, "
+                f"got {encoding_format!r}"
             )
         dims = self._check_dimensions(dimensions)
         if prompt_name is not None and prompt_name not in (self._model.prompts or {}):
@@ -245,7 +253,8 @@ class SentenceTransformerEmbedding:
         if dimensions is None:
             return None
         if isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 1:
-            raise InvalidRequestError(f"'dimensions' must be a positive integer, got {dimensions!r}")
+            raise InvalidRequestError(
+                f"'dimensions' must be a positive integer, got {dimensions!r}")
         allowed = sorted({self.dimensions, *(self._family.matryoshka_dimensions or [])})
         if dimensions not in allowed:
             raise InvalidRequestError(

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ...core.errors import InvalidRequestError
 from ..embedding.batching import DynamicBatcher
-from ..embedding.engine_utils import effective_max_length, pick_device
+from ..embedding.engine_utils import effective_max_length, pick_device, prepare_torch_env
 from .family import RerankModelFamily
 
 logger = logging.getLogger(__name__)
@@ -79,6 +79,7 @@ class CrossEncoderRerank:
 
     def load(self) -> None:
         """Load the cross-encoder (blocking; runs in the engine thread)."""
+        prepare_torch_env()
         from sentence_transformers import CrossEncoder
 
         model = CrossEncoder(self._model_path, device=self._device or pick_device(),
