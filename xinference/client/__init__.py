@@ -8,6 +8,7 @@ from .restful_client import (
     RESTfulGenerateModelHandle,
     RESTfulModelHandle,
 )
+from .handles import RESTfulEmbeddingModelHandle, RESTfulRerankModelHandle
 
 __all__ = [
     "Client",
@@ -16,4 +17,6 @@ __all__ = [
     "RESTfulModelHandle",
     "RESTfulGenerateModelHandle",
     "RESTfulChatModelHandle",
+    "RESTfulEmbeddingModelHandle",
+    "RESTfulRerankModelHandle",
 ]

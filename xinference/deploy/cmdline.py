@@ -179,7 +179,7 @@ def registrations(endpoint, api_key, model_type, model_name):
     except Exception as e:
         _fail(e)
     rows = [
-        (model_type, r["model_name"], ",".join(r.get("model_lang", []) or []),
+        (model_type, r["model_name"], ",".join(r.get("model_lang") or r.get("language") or []),
          ",".join(r.get("model_ability", []) or []), r["is_builtin"])
         for r in regs
     ]
