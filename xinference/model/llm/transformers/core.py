@@ -1,0 +1,296 @@
+"""Transformers engine for ``pytorch`` specs, with continuous batching.
+
+Loads a Hugging Face model directory with ``AutoModelForCausalLM`` / ``AutoTokenizer`` and
+serves it through :class:`~xinference.model.llm.transformers.scheduler.BatchScheduler`:
+requests that arrive while others generate join the running batch between decoding steps.
+Request validation, stop conditions, detokenisation bookkeeping and the OpenAI response
+shapes are the shared ones of :class:`xinference.model.llm.core.LLM`.
+
+``generate`` and ``chat`` are ``async def``: the ModelActor awaits them concurrently (no
+engine lock) and relays the async iterators they return for streams. torch and transformers
+are imported in :meth:`TransformersModel.load`, inside the model's own process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any, AsyncIterator, Dict, List, Optional, Tuple, Union
+
+from ....core.errors import InvalidRequestError, ModelLoadError
+from ..core import LLM, GenerationParams, IncrementalDetokenizer, PreparedRequest
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_NUM_SEQS = 16
+_QUANTIZATIONS = {"none": None, "4-bit": "load_in_4bit", "8-bit": "load_in_8bit"}
+
+
+class HFIncrementalDetokenizer(IncrementalDetokenizer):
+    """Incremental detokenisation with a Hugging Face tokenizer.
+
+    Decodes a small window of recent tokens twice (without and with the new ones) and emits
+    the difference, holding text back while it ends in an incomplete UTF-8 sequence
+    (``"\\ufffd"``, byte-level BPE splits characters across tokens). Decoding a window rather
+    than single tokens keeps the spaces of SentencePiece tokenizers right. The concatenation
+    of all pushes plus :meth:`flush` equals ``tokenizer.decode(ids, skip_special_tokens=True)``.
+    """
+
+    def __init__(self, tokenizer):
+        self._tok = tokenizer
+        self._ids: List[int] = []
+        self._prefix = 0  # start of the decode window
+        self._read = 0  # tokens already turned into emitted text
+
+    def _decode(self, ids: List[int]) -> str:
+        return self._tok.decode(ids, skip_special_tokens=True,
+                                clean_up_tokenization_spaces=False)
+
+    def _delta(self, final: bool) -> str:
+        before = self._decode(self._ids[self._prefix:self._read])
+        after = self._decode(self._ids[self._prefix:])
+        if len(after) > len(before) and (final or not after.endswith("\ufffd")):
+            self._prefix, self._read = self._read, len(self._ids)
+            return after[len(before):]
+        return ""
+
+    def push(self, token_id: int) -> str:
+        self._ids.append(token_id)
+        return self._delta(final=False)
+
+    def flush(self) -> str:
+        return self._delta(final=True)
+
+
+class TransformersModel(LLM):
+    """A Hugging Face causal LM served with continuous batching.
+
+    Launch kwargs: ``n_gpu`` (absent/``"auto"``: a CUDA GPU when present, else CPU; ``0``:
+    CPU; ``>= 1``: GPU, an error without CUDA), ``max_num_seqs`` (most requests decoded
+    together, default 16; more wait), ``dtype`` (default float32 on CPU, for exact and
+    repeatable results; bfloat16/float16 on GPU), ``n_threads`` (CPU threads of torch,
+    default half the cores), ``trust_remote_code`` (default False),
+    ``enable_thinking`` (the chat template default, see :meth:`LLM.params_from_config`).
+    Quantization ``none`` runs everywhere; ``4-bit`` / ``8-bit`` use bitsandbytes and need
+    it installed and a CUDA GPU.
+    """
+
+    engine_name = "Transformers"
+
+    # ---- loading -------------------------------------------------------------------------
+    def _device(self, torch) -> str:
+        n_gpu = self.kwargs.get("n_gpu", "auto")
+        if n_gpu in (None, 0, "0", "none", "None"):
+            return "cpu"
+        if n_gpu == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        if not torch.cuda.is_available():
+            raise ModelLoadError(
+                f"n_gpu={n_gpu!r} asks for a GPU, but CUDA is not available here; "
+                "launch with n_gpu 'auto' or 0 (CPU)."
+            )
+        return "cuda"
+
+    def _quantization_config(self, device: str):
+        q = str(self.quantization).lower()
+        if q not in _QUANTIZATIONS:
+            raise ModelLoadError(
+                f"The Transformers engine does not support quantization {self.quantization!r}; "
+                f"it runs {list(_QUANTIZATIONS)}."
+            )
+        flag = _QUANTIZATIONS[q]
+        if flag is None:
+            return None
+        import importlib.util
+
+        if importlib.util.find_spec("bitsandbytes") is None or device != "cuda":
+            why = ("bitsandbytes is not installed" if importlib.util.find_spec("bitsandbytes")
+                   is None else "no CUDA GPU is in use")
+            raise ModelLoadError(
+                f"quantization {self.quantization!r} needs bitsandbytes and a CUDA GPU, but "
+                f"{why}; launch with quantization 'none', or install bitsandbytes "
+                "(pip install bitsandbytes) on a machine with a CUDA GPU."
+            )
+        from transformers import BitsAndBytesConfig
+
+        return BitsAndBytesConfig(**{flag: True})
+
+    def _dtype(self, torch, device: str):
+        name = self.kwargs.get("dtype") or self.kwargs.get("torch_dtype")
+        if name:
+            dtype = getattr(torch, str(name).replace("torch.", ""), None)
+            if not isinstance(dtype, torch.dtype):
+                raise ModelLoadError(f"Unknown dtype {name!r}; use float32, bfloat16 or float16")
+            return dtype
+        if device == "cpu":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+    def _n_threads(self) -> int:
+        # Half the cores by default: torch's OpenMP workers spin-wait, and when the cores are
+        # shared (the API, tokenizers, other models) a full-width pool slows every step
+        # several-fold; measured here, 1 thread beat 2 on a 2-core machine under load.
+        n = self.kwargs.get("n_threads") or max(1, (os.cpu_count() or 2) // 2)
+        try:
+            n = int(n)
+        except (TypeError, ValueError):
+            n = 0
+        if n < 1:
+            raise ModelLoadError(f"n_threads must be a positive integer, got {n!r}")
+        return n
+
+    def load(self) -> None:
+        try:
+            import torch
+            import transformers
+        except ImportError as e:
+            raise ModelLoadError(
+                "The Transformers engine needs torch and transformers: "
+                "pip install 'xinference[transformers]'"
+            ) from e
+        from .scheduler import BatchScheduler
+
+        try:
+            max_num_seqs = int(self.kwargs.get("max_num_seqs") or DEFAULT_MAX_NUM_SEQS)
+        except (TypeError, ValueError):
+            raise ModelLoadError(
+                f"max_num_seqs must be a positive integer, got {self.kwargs['max_num_seqs']!r}"
+            ) from None
+        if max_num_seqs < 1:
+            raise ModelLoadError(f"max_num_seqs must be a positive integer, got {max_num_seqs}")
+        device = self._device(torch)
+        if device == "cpu":
+            torch.set_num_threads(self._n_threads())
+        quant = self._quantization_config(device)
+        dtype = self._dtype(torch, device)
+        trust = bool(self.kwargs.get("trust_remote_code", False))
+        try:
+            self._tokenizer = transformers.AutoTokenizer.from_pretrained(
+                self.model_path, trust_remote_code=trust
+            )
+            kw: Dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust}
+            if quant is not None:
+                kw.update(quantization_config=quant, device_map={"": 0})
+            model = transformers.AutoModelForCausalLM.from_pretrained(self.model_path, **kw)
+        except Exception as e:
+            raise ModelLoadError(
+                f"transformers could not load {self.model_path}: {type(e).__name__}: {e}"
+            ) from e
+        if quant is None:
+            model = model.to(device)
+        self._model = model.eval()
+        self._device_name = device
+        config = model.config
+        max_pos = getattr(config, "max_position_embeddings", None)
+        self._context_length = min(self.family.context_length, max_pos or 1 << 30)
+        eos = set()
+        for src in (getattr(model, "generation_config", None), config):
+            ids = getattr(src, "eos_token_id", None)
+            eos.update(ids if isinstance(ids, (list, tuple)) else [ids])
+        eos.add(self._tokenizer.eos_token_id)
+        self._eos_ids = sorted(i for i in eos if isinstance(i, int) and i >= 0)
+        batchable = _plain_kv_cache(config)
+        if not batchable:
+            logger.warning("%s: the model's cache cannot be batched; one request at a time",
+                           self.model_uid)
+        self._scheduler = BatchScheduler(model, device, max_num_seqs, batchable)
+
+    # ---- what the shared base needs ------------------------------------------------------
+    @property
+    def context_length(self) -> int:
+        return self._context_length
+
+    @property
+    def eos_token_ids(self) -> List[int]:
+        return self._eos_ids
+
+    def tokenize(self, text: str, add_special: bool) -> List[int]:
+        return list(self._tokenizer(text, add_special_tokens=add_special)["input_ids"])
+
+    def new_detokenizer(self) -> IncrementalDetokenizer:
+        return HFIncrementalDetokenizer(self._tokenizer)
+
+    def model_chat_template(self) -> Optional[str]:
+        t = getattr(self._tokenizer, "chat_template", None)
+        return t if isinstance(t, str) else None
+
+    def special_token_text(self) -> Tuple[str, str]:
+        return self._tokenizer.bos_token or "", self._tokenizer.eos_token or ""
+
+    def render_chat(self, messages: List[Dict[str, Any]], params: GenerationParams,
+                    tools: Optional[list] = None) -> str:
+        """The family's ``chat_template`` when it has one (shared renderer), else the
+        tokenizer's own through ``apply_chat_template``; ``chat_template_kwargs`` reach
+        either as template variables."""
+        if self.family.chat_template or not self.model_chat_template():
+            return super().render_chat(messages, params, tools)
+        from ..chat_template import normalize_messages
+
+        try:
+            return self._tokenizer.apply_chat_template(
+                normalize_messages(messages), tools=tools, tokenize=False,
+                add_generation_prompt=True, **params.chat_template_kwargs,
+            )
+        except InvalidRequestError:
+            raise
+        except Exception as e:  # jinja2 errors, raise_exception() in the template
+            raise InvalidRequestError(f"chat template could not be rendered: {e}") from e
+
+    # ---- serving ---------------------------------------------------------------------------
+    async def _serve(self, req: PreparedRequest
+                     ) -> Union[Dict[str, Any], AsyncIterator[Dict[str, Any]]]:
+        from .scheduler import AsyncDeltaStream, Sequence
+
+        stream = AsyncDeltaStream()
+        seq = Sequence(self.new_request_state(req.prompt_ids, req.params), stream.emit)
+        self._scheduler.submit(seq)
+        if not req.params.stream:
+            try:
+                return await req.builder.acollect(stream)
+            finally:
+                seq.cancel()  # no-op when finished; frees the row when the caller left
+
+        async def chunks():
+            try:
+                async for c in req.builder.astream(stream):
+                    yield c
+            finally:
+                seq.cancel()
+
+        return chunks()
+
+    async def generate(self, prompt: str, generate_config: Optional[Dict[str, Any]] = None
+                       ) -> Union[Dict[str, Any], AsyncIterator[Dict[str, Any]]]:
+        """OpenAI Completions, batched with concurrent requests: a ``text_completion`` dict,
+        or with ``stream`` an async iterator of chunks (shapes: :meth:`LLM.generate`).
+
+        Raises:
+            InvalidRequestError: bad parameters or a prompt longer than the context.
+        """
+        req = await asyncio.to_thread(self.prepare_generate, prompt, generate_config)
+        return await self._serve(req)
+
+    async def chat(self, messages: List[Dict[str, Any]],
+                   generate_config: Optional[Dict[str, Any]] = None
+                   ) -> Union[Dict[str, Any], AsyncIterator[Dict[str, Any]]]:
+        """OpenAI Chat Completions, batched with concurrent requests: a ``chat.completion``
+        dict, or with ``stream`` an async iterator of chunks (shapes: :meth:`LLM.chat`).
+
+        Raises:
+            InvalidRequestError: bad messages or parameters, no ``chat`` ability, or the
+            prompt is longer than the context.
+        """
+        req = await asyncio.to_thread(self.prepare_chat, messages, generate_config)
+        return await self._serve(req)
+
+
+def _plain_kv_cache(config) -> bool:
+    """True when every layer keeps a plain, growing key/value cache that can be left-padded
+    and merged across requests (no sliding-window or linear-attention layers)."""
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types and any(t != "full_attention" for t in layer_types):
+        return False
+    if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
+        return False
+    return True
