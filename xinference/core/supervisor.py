@@ -379,8 +379,9 @@ class SupervisorActor(xo.StatelessActor):
             family = self._registry.get(model_type, model_name)
         except RegistrationNotFoundError as e:  # a bad launch request, not a missing URL
             raise InvalidRequestError(e.message) from None
-        if n_gpu not in (None, "auto"):
-            kwargs["n_gpu"] = n_gpu
+        # Engines read n_gpu: "auto" (a GPU when the process sees one), an int, or 0 for the
+        # CPU; Xinference's n_gpu=None (CPU only) reaches them as 0.
+        kwargs["n_gpu"] = 0 if n_gpu is None else n_gpu
         loader, desc = handler.plan(family, model_uid, **kwargs)
         desc.update(model_uid=model_uid, replica=replica, n_gpu=n_gpu,
                     request_limits=request_limits)
