@@ -15,7 +15,7 @@ from typing import Optional
 
 import xoscar as xo
 
-from .utils import get_free_port, setup_logging
+from .utils import get_free_port, run_event_loop, setup_logging
 
 logger = logging.getLogger(__name__)
 
@@ -91,4 +91,4 @@ async def _serve(host: str, port: int, log_level: str) -> None:
 def run_local(host: str, port: int, log_level: str = "INFO") -> None:
     """Blocking entry point of ``xinference-local``."""
     setup_logging(log_level)
-    asyncio.run(_serve(host, port, log_level))
+    run_event_loop(_serve(host, port, log_level))

@@ -17,7 +17,7 @@ from typing import Optional
 import xoscar as xo
 
 from .local import _uvicorn_server
-from .utils import get_free_port, setup_logging
+from .utils import get_free_port, run_event_loop, setup_logging
 from .worker import pool_host
 
 logger = logging.getLogger(__name__)
@@ -59,4 +59,4 @@ def run_supervisor(host: str, port: int, supervisor_port: Optional[int] = None,
                    log_level: str = "INFO") -> None:
     """Blocking entry point of ``xinference-supervisor``."""
     setup_logging(log_level)
-    asyncio.run(_serve(host, port, supervisor_port, log_level))
+    run_event_loop(_serve(host, port, supervisor_port, log_level))

@@ -18,7 +18,7 @@ from typing import Optional
 
 import xoscar as xo
 
-from .utils import get_free_port, setup_logging
+from .utils import get_free_port, run_event_loop, setup_logging
 
 logger = logging.getLogger(__name__)
 
@@ -103,4 +103,4 @@ def run_worker(endpoint: str, host: str, worker_port: Optional[int] = None,
                log_level: str = "INFO") -> None:
     """Blocking entry point of ``xinference-worker``."""
     setup_logging(log_level)
-    asyncio.run(_serve(endpoint, host, worker_port))
+    run_event_loop(_serve(endpoint, host, worker_port))
