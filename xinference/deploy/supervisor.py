@@ -10,7 +10,6 @@ serve again.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Optional
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 from ...core.errors import InvalidRequestError
 
@@ -74,3 +74,53 @@ def check_token_ids(ids, vocab_size: int, where: str) -> None:
         raise InvalidRequestError(
             f"{where}: token id {bad[0]} is outside this model's vocabulary (0..{vocab_size - 1})"
         )
+
+
+class BatchedSentenceEngine:
+    """What the sentence-transformers engines (embedding, cross-encoder rerank) share: their
+    launch options, device choice and the :class:`DynamicBatcher` around ``_run_batch``.
+
+    Args:
+        model_uid: the running model's uid.
+        family: the model's family (``max_tokens``, ``trust_remote_code`` ...).
+        model_path: local directory of the weights.
+        max_batch_size: most items handled in one engine call (dynamic batching bound).
+        batch_wait_ms: longest wait, in milliseconds, for more requests to join a batch.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; default: a GPU when there is one.
+        n_gpu: ``0`` forces the CPU.
+        trust_remote_code: run the model repository's own code (default: the family's).
+    """
+
+    def __init__(self, model_uid: str, family, model_path: str, *,
+                 max_batch_size: int = 32, batch_wait_ms: float = 2.0,
+                 device: Optional[str] = None, n_gpu: Any = None,
+                 trust_remote_code: Optional[bool] = None):
+        self._model_uid = model_uid
+        self._family = family
+        self._model_path = model_path
+        self._max_batch_size = int(max_batch_size)
+        self._batch_wait_s = float(batch_wait_ms) / 1000.0
+        self._device_arg, self._n_gpu = device, n_gpu
+        self._trust_remote_code = (family.trust_remote_code if trust_remote_code is None
+                                   else bool(trust_remote_code))
+        self._model = None
+        self._batcher = None
+
+    def _load_device(self) -> str:
+        """The torch device to load on (imports torch: call from ``load``)."""
+        prepare_torch_env()
+        return pick_device(self._device_arg, self._n_gpu)
+
+    def _start_batcher(self, model) -> None:
+        from .batching import DynamicBatcher
+
+        self._model = model
+        self._batcher = DynamicBatcher(self._run_batch, self._max_batch_size,
+                                       self._batch_wait_s)
+
+    def _run_batch(self, key, items):  # pragma: no cover - defined by each engine
+        raise NotImplementedError
+
+    def batch_stats(self) -> Dict[str, int]:
+        """How many engine calls and items the dynamic batcher made so far."""
+        return dict(self._batcher.stats) if self._batcher else {}

@@ -31,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from ..llm.llm_family import MODEL_NAME_RE
+from ..custom_family import check_model_name, check_model_uri
 
 # Fields of a spec that the older (v1) documented form writes at the family's top level.
 _SPEC_FIELDS = ("model_id", "model_uri", "model_revision", "model_hub", "model_format",
@@ -58,10 +58,7 @@ class SentenceModelSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check_source(self) -> "SentenceModelSpec":
-        if self.model_uri is not None and not self.model_uri.startswith(("file://", "/")):
-            raise ValueError(
-                f"model_uri must be an absolute path or a file:// URI, got {self.model_uri!r}"
-            )
+        check_model_uri(self.model_uri)
         if not (self.model_id or self.model_uri or self.package):
             raise ValueError("a spec needs model_id or model_uri")
         return self
@@ -91,14 +88,7 @@ class SentenceModelFamily(BaseModel):
     @field_validator("model_name")
     @classmethod
     def _check_name(cls, v: str, info: ValidationInfo) -> str:
-        if (info.context or {}).get("builtin"):
-            return v
-        if not MODEL_NAME_RE.match(v):
-            raise ValueError(
-                "model_name must start with a letter or digit and contain only letters, "
-                f"digits, '_' and '-', got {v!r}"
-            )
-        return v
+        return check_model_name(v, info)
 
     @field_validator("model_specs")
     @classmethod

@@ -18,15 +18,12 @@ import logging
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ...core.errors import InvalidRequestError
-from .batching import DynamicBatcher
 from .engine_utils import (
+    BatchedSentenceEngine,
     check_token_ids,
     effective_max_length,
-    pick_device,
-    prepare_torch_env,
     special_token_frame,
 )
-from .family import EmbeddingModelFamily
 
 logger = logging.getLogger(__name__)
 
@@ -87,42 +84,19 @@ def encode_vector(vec, encoding_format: str):
     return np.asarray(vec, dtype=np.float32).tolist()
 
 
-class SentenceTransformerEmbedding:
+class SentenceTransformerEmbedding(BatchedSentenceEngine):
     """An embedding model served by sentence-transformers.
 
-    Args:
-        model_uid: the running model's uid (echoed as ``model`` in responses).
-        family: the :class:`EmbeddingModelFamily`.
-        model_path: local directory of the weights.
-        max_batch_size: most inputs encoded in one call (dynamic batching bound).
-        batch_wait_ms: longest wait, in milliseconds, for more requests to join a batch.
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; default: a GPU when there is one.
-        n_gpu: ``0`` forces the CPU.
-        trust_remote_code: run the model repository's own code (default: the family's).
+    Launch options: those of :class:`BatchedSentenceEngine`; ``max_batch_size`` counts
+    inputs, ``family`` is an :class:`EmbeddingModelFamily`.
     """
-
-    def __init__(self, model_uid: str, family: EmbeddingModelFamily, model_path: str, *,
-                 max_batch_size: int = 32, batch_wait_ms: float = 2.0,
-                 device: Optional[str] = None, n_gpu: Any = None,
-                 trust_remote_code: Optional[bool] = None):
-        self._model_uid = model_uid
-        self._family = family
-        self._model_path = model_path
-        self._max_batch_size = int(max_batch_size)
-        self._batch_wait_s = float(batch_wait_ms) / 1000.0
-        self._device = pick_device(device, n_gpu) if device or n_gpu is not None else None
-        self._trust_remote_code = (family.trust_remote_code if trust_remote_code is None
-                                   else bool(trust_remote_code))
-        self._model = None
-        self._batcher: Optional[DynamicBatcher] = None
 
     # ---- loading ----------------------------------------------------------------------
     def load(self) -> None:
         """Load the weights (blocking; runs in the model process's engine thread)."""
-        prepare_torch_env()
+        device = self._load_device()
         from sentence_transformers import SentenceTransformer
 
-        device = self._device or pick_device()
         model = SentenceTransformer(self._model_path, device=device,
                                     trust_remote_code=self._trust_remote_code)
         tok = model.tokenizer
@@ -139,9 +113,7 @@ class SentenceTransformerEmbedding:
         self._normalized = any(type(m).__name__ == "Normalize" for m in model)
         self._frame = special_token_frame(tok)
         self._vocab_size = len(tok)
-        self._model = model
-        self._batcher = DynamicBatcher(self._run_batch, self._max_batch_size,
-                                       self._batch_wait_s)
+        self._start_batcher(model)
 
     # ---- the batch function (engine thread) --------------------------------------------
     def _prompt_text(self, prompt_name: Optional[str], prompt: Optional[str]) -> str:
@@ -263,6 +235,3 @@ class SentenceTransformerEmbedding:
             )
         return dimensions
 
-    def batch_stats(self) -> Dict[str, int]:
-        """How many engine calls and items the dynamic batcher made so far."""
-        return dict(self._batcher.stats) if self._batcher else {}

@@ -31,7 +31,7 @@ from pydantic import (
 )
 
 from ...core.errors import InvalidRequestError
-from ..custom_family import MODEL_NAME_RE, check_model_name, check_model_uri  # noqa: F401
+from ..custom_family import check_model_name, check_model_uri
 KNOWN_FORMATS = ("pytorch", "ggufv2", "ggmlv3", "gptq", "awq", "fp8", "mlx", "bnb")
 # Formats whose spec names one file per quantization (model_file_name_template required).
 SINGLE_FILE_FORMATS = ("ggufv2", "ggmlv3")

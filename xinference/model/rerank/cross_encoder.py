@@ -17,9 +17,7 @@ import uuid
 from typing import Any, Dict, List, Optional, Tuple
 
 from ...core.errors import InvalidRequestError
-from ..embedding.batching import DynamicBatcher
-from ..embedding.engine_utils import effective_max_length, pick_device, prepare_torch_env
-from .family import RerankModelFamily
+from ..embedding.engine_utils import BatchedSentenceEngine, effective_max_length
 
 logger = logging.getLogger(__name__)
 
@@ -50,48 +48,27 @@ def parse_documents(documents: Any) -> List[str]:
     return out
 
 
-class CrossEncoderRerank:
+class CrossEncoderRerank(BatchedSentenceEngine):
     """A cross-encoder rerank model (``type: normal``).
 
-    Args:
-        model_uid: the running model's uid.
-        family: the :class:`RerankModelFamily`.
-        model_path: local directory of the weights (a sequence-classification model).
-        max_batch_size: most (query, document) pairs scored in one call.
-        batch_wait_ms: longest wait, in milliseconds, for more requests to join a batch.
-        device / n_gpu / trust_remote_code: as for the embedding engine.
+    Launch options: those of :class:`BatchedSentenceEngine`; ``max_batch_size`` counts
+    (query, document) pairs, ``family`` is a :class:`RerankModelFamily` and the weights a
+    sequence-classification model.
     """
-
-    def __init__(self, model_uid: str, family: RerankModelFamily, model_path: str, *,
-                 max_batch_size: int = 32, batch_wait_ms: float = 2.0,
-                 device: Optional[str] = None, n_gpu: Any = None,
-                 trust_remote_code: Optional[bool] = None):
-        self._model_uid = model_uid
-        self._family = family
-        self._model_path = model_path
-        self._max_batch_size = int(max_batch_size)
-        self._batch_wait_s = float(batch_wait_ms) / 1000.0
-        self._device = pick_device(device, n_gpu) if device or n_gpu is not None else None
-        self._trust_remote_code = (family.trust_remote_code if trust_remote_code is None
-                                   else bool(trust_remote_code))
-        self._model = None
-        self._batcher: Optional[DynamicBatcher] = None
 
     def load(self) -> None:
         """Load the cross-encoder (blocking; runs in the engine thread)."""
-        prepare_torch_env()
+        device = self._load_device()
         from sentence_transformers import CrossEncoder
 
-        model = CrossEncoder(self._model_path, device=self._device or pick_device(),
+        model = CrossEncoder(self._model_path, device=device,
                              trust_remote_code=self._trust_remote_code)
         config = getattr(getattr(model, "model", None), "config", None)
         self.max_tokens = effective_max_length(model.max_length, model.tokenizer, config,
                                                self._family.max_tokens)
         model.max_length = self.max_tokens
         self._pair_specials = model.tokenizer.num_special_tokens_to_add(pair=True)
-        self._model = model
-        self._batcher = DynamicBatcher(self._run_batch, self._max_batch_size,
-                                       self._batch_wait_s)
+        self._start_batcher(model)
 
     # ---- engine thread ---------------------------------------------------------------
     def _run_batch(self, key, pairs: List[Tuple[str, str]]) -> List[Tuple[float, int]]:
@@ -192,6 +169,3 @@ class CrossEncoderRerank:
                          "tokens": {"input_tokens": tokens, "output_tokens": 0},
                          "warnings": None}}
 
-    def batch_stats(self) -> Dict[str, int]:
-        """How many engine calls and pairs the dynamic batcher made so far."""
-        return dict(self._batcher.stats) if self._batcher else {}
