@@ -25,7 +25,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,7 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import machine, write_section  # noqa: E402
+from common import machine, start_server, write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -54,30 +53,8 @@ TOPICS = ("the sea", "a lighthouse", "autumn", "a robot", "mountains", "a city a
           "the desert", "a violin", "bees")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def start_server(home: str):
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "xinference.deploy.cmdline_local", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "WARNING"],
-        env=dict(os.environ, XINFERENCE_HOME=home), stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, cwd=ROOT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if requests.get(url + "/status", timeout=1).ok:
-                return proc, url
-        except requests.RequestException:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("server did not start")
 
 
 def launch(url: str, pt_dir: Path) -> None:
@@ -137,7 +114,7 @@ def main() -> None:
     pt_dir = cached_export(pkg / GGUF)
     load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as home:
-        proc, url = start_server(home)
+        proc, url, _ = start_server(home)
         try:
             launch(url, pt_dir)
             for model in (TF_MODEL, LLAMA_MODEL):  # warm-up

@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 import requests  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import machine, write_section  # noqa: E402
+from common import machine, start_server, write_section  # noqa: E402
 
 MODEL = "all-MiniLM-L6-v2"
 CLIENTS = 16
@@ -57,12 +57,6 @@ def sentences(n: int, seed: int) -> list:
             for i in range(n)]
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def process_cpu(pids) -> float:
@@ -120,24 +114,6 @@ def in_process(model, sents, batch: int) -> Phase:
     return Phase(done, time.perf_counter() - t0, process_cpu(me) - cpu0)
 
 
-def start_server(home: str):
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).with_name("xinference-local")), "--port", str(port),
-         "--log-level", "WARNING"],
-        env=dict(os.environ, XINFERENCE_HOME=home), stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if requests.get(url + "/status", timeout=1).ok:
-                return proc, url
-        except requests.RequestException:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("server did not start")
 
 
 def load_clients(url: str, sents, server_pid: int):
@@ -198,7 +174,7 @@ def main() -> None:
     print(f"in-process, one call per sentence: {single.rate:.0f}/s", flush=True)
     batched, server = [], []
     with tempfile.TemporaryDirectory() as home:
-        proc, url = start_server(home)
+        proc, url, _ = start_server(home)
         try:
             r = requests.post(url + "/v1/models", timeout=300,
                               json={"model_name": MODEL, "model_type": "embedding"})

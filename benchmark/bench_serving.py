@@ -17,7 +17,6 @@ import importlib.util
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import machine, write_section  # noqa: E402
+from common import machine, start_server, write_section  # noqa: E402
 
 PROMPTS = [
     "Write a short story about a robot learning to paint.",
@@ -40,31 +39,8 @@ N_CTX = 8192
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def start_server(home: str):
-    port = free_port()
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).with_name("xinference-local")), "--port", str(port),
-         "--log-level", "WARNING"],
-        env=dict(os.environ, XINFERENCE_HOME=home), stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    while True:
-        try:
-            if requests.get(url + "/status", timeout=0.5).ok:
-                break
-        except requests.RequestException:
-            time.sleep(0.02)
-    return proc, url, time.perf_counter() - t0
 
 
 def stream_timings(chunks, t0):

@@ -1,0 +1,77 @@
+"""Shared by the benchmarks: a server on a free port and the results file.
+
+Each benchmark owns the text between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->``;
+other sections are kept as they are.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+from pathlib import Path
+
+DOC = Path(__file__).resolve().parent.parent / "doc" / "benchmarks.md"
+HEADER = "# Benchmarks\n\nRatios are measured against a baseline in the same run.\n"
+
+
+def machine() -> str:
+    import os
+
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def write_section(name: str, markdown: str) -> None:
+    """Replace (or append) the section ``name`` of doc/benchmarks.md with ``markdown``."""
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    text = DOC.read_text(encoding="utf-8") if DOC.exists() else HEADER
+    block = f"<!-- {name}:start -->\n{markdown.rstrip()}\n<!-- {name}:end -->"
+    pattern = re.compile(rf"<!-- {re.escape(name)}:start -->.*?<!-- {re.escape(name)}:end -->",
+                         re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block, text)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    DOC.write_text(text, encoding="utf-8")
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(home: str, timeout: float = 60.0):
+    """Start ``xinference-local`` on a free port with ``XINFERENCE_HOME=home``.
+
+    Returns ``(process, base_url, seconds from the command to /status answering)``.
+
+    Raises:
+        RuntimeError: no answer within ``timeout`` seconds (the process is killed).
+    """
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import requests
+
+    port = free_port()
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("xinference-local")), "--host", "127.0.0.1",
+         "--port", str(port), "--log-level", "WARNING"],
+        env=dict(os.environ, XINFERENCE_HOME=home), stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    while time.perf_counter() - t0 < timeout:
+        try:
+            if requests.get(url + "/status", timeout=0.5).ok:
+                return proc, url, time.perf_counter() - t0
+        except requests.RequestException:
+            time.sleep(0.02)
+    proc.kill()
+    raise RuntimeError("server did not start")
