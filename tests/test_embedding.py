@@ -248,3 +248,13 @@ def test_bad_registrations_and_launch_options(endpoint):
                             "model_uid": "x2", "batch_size_typo": 3})
     assert r.status_code == 400 and "batch_size_typo" in r.json()["detail"]
     assert "x1" not in client.list_models() and "x2" not in client.list_models()
+
+
+def test_engines_route_for_embedding_and_registration_only_types(endpoint):
+    from xinference.client import RESTfulClient
+
+    engines = RESTfulClient(endpoint).query_engine_by_model_name(MODEL)
+    rows = engines["sentence_transformers"]
+    assert rows[0]["model_name"] == MODEL and rows[0]["available"] is True
+    assert requests.get(f"{endpoint}/v1/engines/bge-reranker-base").json()[
+        "sentence_transformers"][0]["model_format"] == "pytorch"

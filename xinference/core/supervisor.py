@@ -621,11 +621,15 @@ class SupervisorActor(xo.StatelessActor):
         self._registry.unregister(model_type, model_name)
 
     def query_engines_by_model_name(self, model_name: str) -> Dict[str, Any]:
-        """``{engine: [spec rows]}`` for an LLM family.
+        """``{engine: [spec rows]}`` for a registered family of any type with engines.
 
         Raises:
             RegistrationNotFoundError: unknown name.
+            InvalidRequestError: the model's type has no engine here (image/audio/video).
         """
-        from ..model.llm.engines import engines_for_family
-
-        return engines_for_family(self._registry.get("LLM", model_name))
+        model_type = self._registry.find_type(model_name) or "LLM"
+        family = self._registry.get(model_type, model_name)
+        engines = model_type_handlers()[model_type].engines
+        if engines is None:
+            raise InvalidRequestError(f"No engine runs {model_type} models here yet")
+        return engines(family)

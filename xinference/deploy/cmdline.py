@@ -235,7 +235,7 @@ def engine(endpoint, api_key, model_name):
     except Exception as e:
         _fail(e)
     rows = [
-        (name, r["model_format"], r["model_size_in_billions"], ",".join(r["quantizations"]),
+        (name, r["model_format"], r.get("model_size_in_billions") or "", ",".join(r["quantizations"]),
          "yes" if r.get("available") else f"no ({r.get('unavailable_reason')})")
         for name, specs in engines.items() for r in specs
     ]

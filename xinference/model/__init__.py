@@ -8,23 +8,28 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Type
+from typing import Any, Callable, Dict, List, Optional, Type
 
 
 @dataclass(frozen=True)
 class ModelTypeHandler:
     """How the supervisor deals with one model type.
 
-    ``plan(family, model_uid, **launch_kwargs) -> (loader, description)``.
+    ``plan(family, model_uid, **launch_kwargs) -> (loader, description)``;
+    ``engines(family) -> {engine: [spec rows]}`` for ``GET /v1/engines/{model_name}`` (None:
+    no engine runs this type here).
     """
 
     schema: Type
     builtins: Callable[[], Dict[str, Any]]
     plan: Callable[..., Any]
+    engines: Optional[Callable[[Any], Dict[str, List[Dict[str, Any]]]]] = None
 
 
 @functools.lru_cache(maxsize=1)
 def model_type_handlers() -> Dict[str, ModelTypeHandler]:
+    from .embedding.launch import sentence_engines_for_family
+    from .llm.engines import engines_for_family
     from .llm.launch import plan_llm_launch
     from .llm.llm_family import LLMFamily, builtin_llm_families
     from .embedding.family import EmbeddingModelFamily, builtin_embedding_families
@@ -37,11 +42,12 @@ def model_type_handlers() -> Dict[str, ModelTypeHandler]:
     from .video.custom import CustomVideoModelFamily
 
     return {
-        "LLM": ModelTypeHandler(LLMFamily, builtin_llm_families, plan_llm_launch),
+        "LLM": ModelTypeHandler(LLMFamily, builtin_llm_families, plan_llm_launch,
+                                engines_for_family),
         "embedding": ModelTypeHandler(EmbeddingModelFamily, builtin_embedding_families,
-                                      plan_embedding_launch),
+                                      plan_embedding_launch, sentence_engines_for_family),
         "rerank": ModelTypeHandler(RerankModelFamily, builtin_rerank_families,
-                                   plan_rerank_launch),
+                                   plan_rerank_launch, sentence_engines_for_family),
         # Registration only (register/list/unregister); launching answers 400.
         "image": ModelTypeHandler(CustomImageModelFamily, dict,
                                   functools.partial(plan_not_supported, "image")),

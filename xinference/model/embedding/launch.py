@@ -64,6 +64,23 @@ class SentenceModelLoader:
         return engine
 
 
+def sentence_engines_for_family(family: SentenceModelFamily) -> Dict[str, Any]:
+    """``GET /v1/engines/{model_name}`` for embedding and rerank families:
+    ``{"sentence_transformers": [{model_name, model_format, quantizations, available ...}]}``;
+    availability is checked without importing the library."""
+    import importlib.util
+
+    missing = [m for m in ("torch", "sentence_transformers")
+               if importlib.util.find_spec(m) is None]
+    why = f"missing Python package(s): {', '.join(missing)}" if missing else None
+    return {ENGINE_NAME: [
+        {"model_name": family.model_name, "model_format": s.model_format,
+         "model_size_in_billions": None, "quantizations": list(s.quantizations),
+         "available": why is None, "unavailable_reason": why}
+        for s in family.model_specs
+    ]}
+
+
 def _check_engine(model_engine: Optional[str]) -> None:
     if model_engine is not None and model_engine.lower() not in _ENGINE_ALIASES:
         raise InvalidRequestError(
