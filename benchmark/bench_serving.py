@@ -59,17 +59,34 @@ def stream_timings(chunks, t0):
 
 
 def server_stream(url: str, prompt: str):
-    t0 = time.perf_counter()
-    r = requests.post(url + "/v1/chat/completions", stream=True, json={
+    """One streamed chat through the server. The client is ``http.client`` reading SSE
+    lines: the lightest standard client, so that the figure is the server's, not the
+    measuring client's (it shares the two cores)."""
+    import http.client
+    from urllib.parse import urlparse
+
+    u = urlparse(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port)
+    body = json.dumps({
         "model": "smollm2-instruct", "messages": [{"role": "user", "content": prompt}],
         "max_tokens": MAX_TOKENS, "temperature": 0, "stream": True,
         "stream_options": {"include_usage": True}})
+    t0 = time.perf_counter()
+    conn.request("POST", "/v1/chat/completions", body,
+                 {"Content-Type": "application/json"})
+    r = conn.getresponse()
     usage = {}
 
     def texts():
-        for line in r.iter_lines(decode_unicode=True):
-            if not line.startswith("data:") or line.endswith("[DONE]"):
+        while True:
+            raw = r.readline()
+            if not raw:
+                return
+            line = raw.decode().strip()
+            if not line.startswith("data:"):
                 continue
+            if line.endswith("[DONE]"):
+                return
             c = json.loads(line[5:])
             if c.get("usage"):
                 usage.update(c["usage"])
