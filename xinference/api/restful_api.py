@@ -7,11 +7,11 @@ Errors are JSON with both Xinference's ``detail`` and OpenAI's ``error`` object.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any, AsyncIterator, Dict, Optional
 
+import orjson
 import xoscar as xo
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -31,6 +31,15 @@ from .schemas import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+class OrjsonResponse(JSONResponse):
+    """A JSON response rendered with orjson (UTF-8, shortest float repr). Inference results
+    are returned this way, bypassing FastAPI's ``jsonable_encoder``: an embedding of 384
+    floats costs the API process a fraction of what the json module takes."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
 
 
 def error_body(status: int, message: str, error_type: str, param: Optional[str] = None):
@@ -146,13 +155,13 @@ class RESTfulAPI:
                 ) from e
             raise
         if not config.get("stream"):
-            return result
+            return OrjsonResponse(result)
         return EventSourceResponse(self._sse(result), sep="\n", ping=15)
 
     async def _sse(self, chunks: AsyncIterator) -> AsyncIterator[str]:
         try:
             async for chunk in chunks:
-                yield json.dumps(chunk, ensure_ascii=False)
+                yield orjson.dumps(chunk).decode()
         except Exception as e:  # the stream has started: report in-band, then end it
             resp = exception_to_response(e)
             yield resp.body.decode()
@@ -168,14 +177,12 @@ class RESTfulAPI:
     async def create_embedding(self, body: CreateEmbeddingRequest):
         """OpenAI Embeddings; the model process batches concurrent requests."""
         config = body.model_dump(exclude_none=True, exclude={"model", "input", "stream"})
-        result = await self._infer("create_embedding", body.model, body.input, config)
-        return JSONResponse(result)
+        return await self._infer("create_embedding", body.model, body.input, config)
 
     async def rerank(self, body: RerankRequest):
         """Rerank ``documents`` against ``query``; results sorted by relevance."""
         config = body.model_dump(exclude_none=True, exclude={"model", "documents", "stream"})
-        result = await self._infer("rerank", body.model, body.documents, config)
-        return JSONResponse(result)
+        return await self._infer("rerank", body.model, body.documents, config)
 
     # ---- cluster ---------------------------------------------------------------------
     async def cluster_info(self):
