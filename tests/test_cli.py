@@ -32,6 +32,9 @@ def test_launch_list_terminate(endpoint):
     assert r.returncode == 0
     line = next(ln for ln in r.stdout.splitlines() if ln.startswith("cli-model"))
     assert "llama.cpp" in line and "ggufv2" in line and "q4_1" in line
+    import requests
+
+    assert requests.get(f"{endpoint}/v1/models/cli-model").json()["context_length"] == 1024
     r = xi(endpoint, "terminate", "--model-uid", "cli-model", use_env=True)
     assert r.returncode == 0, r.stderr
     assert "cli-model" not in xi(endpoint, "list").stdout
