@@ -28,22 +28,51 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Server:
+class LoggedProcess:
+    """A child process whose stdout and stderr go to ``log_path``, with its own
+    ``XINFERENCE_HOME``; :meth:`stop` signals it and returns its exit code."""
+
+    def __init__(self, argv, home: Path, log_path: Path, env: Optional[Dict[str, str]] = None):
+        self.home = Path(home)
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_path
+        self._log = open(self.log_path, "wb")
+        full_env = dict(os.environ, XINFERENCE_HOME=str(self.home), **(env or {}))
+        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT,
+                                     env=full_env)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 30) -> Optional[int]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+class Server(LoggedProcess):
     """A running ``xinference-local`` process; ``endpoint`` is its base URL."""
 
     def __init__(self, home: Path, port: Optional[int] = None,
                  env: Optional[Dict[str, str]] = None):
-        self.home = Path(home)
         self.port = port or free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
-        self.log_path = self.home / f"server-{self.port}.log"
-        self.home.mkdir(parents=True, exist_ok=True)
-        full_env = dict(os.environ, XINFERENCE_HOME=str(self.home), **(env or {}))
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
+        super().__init__(
             [sys.executable, "-m", "xinference.deploy.cmdline_local", "--host", "127.0.0.1",
              "--port", str(self.port), "--log-level", "INFO"],
-            stdout=self._log, stderr=subprocess.STDOUT, env=full_env,
+            home, Path(home) / f"server-{self.port}.log", env,
         )
         self.wait_ready()
 
@@ -60,21 +89,6 @@ class Server:
             time.sleep(0.1)
         raise RuntimeError(f"server not ready in {timeout}s:\n{self.log()}")
 
-    def log(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, sig=signal.SIGTERM, timeout: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
 
 
 def start_server(home: Path, **kw) -> Server:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -27,7 +26,7 @@ import xinference
 from xinference.client import RESTfulClient
 from xinference.client.restful_client import RESTfulClientError
 
-from .conftest import SMOLLM, free_port
+from .conftest import SMOLLM, LoggedProcess, free_port
 from .test_custom_models import smol_family
 
 INTERVAL, THRESHOLD = 0.5, 6
@@ -50,35 +49,11 @@ def wait_until(pred: Callable[[], object], timeout: float, what: str, step: floa
         time.sleep(step)
 
 
-class Proc:
+class Proc(LoggedProcess):
     """A cluster process started through its installed command line."""
 
     def __init__(self, name: str, args: List[str], home: Path, log_dir: Path):
-        home.mkdir(parents=True, exist_ok=True)
-        self.log_path = log_dir / f"{name}-{time.monotonic_ns()}.log"
-        self._log = open(self.log_path, "wb")
-        env = dict(os.environ, XINFERENCE_HOME=str(home), **ENV)
-        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env=env)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def log(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, sig=signal.SIGTERM, timeout: float = 30) -> Optional[int]:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
+        super().__init__(args, home, log_dir / f"{name}-{time.monotonic_ns()}.log", ENV)
 
 
 def _bin(name: str) -> str:
