@@ -69,20 +69,24 @@ def _uvicorn_server(config):
     return _Server(config)
 
 
-async def _serve(host: str, port: int, log_level: str) -> None:
+async def serve_rest_api(supervisor_address: str, host: str, port: int, log_level: str) -> None:
+    """Serve the REST API of the supervisor at ``supervisor_address`` on ``host:port`` until
+    SIGINT/SIGTERM; returns then, leaving clean-up to the caller."""
     import uvicorn
 
     from ..api.restful_api import create_app
 
-    pool, supervisor, worker = await create_local_cluster()
-    app = create_app(pool.external_address)
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level.lower(),
-                            timeout_graceful_shutdown=5)
-    server = _uvicorn_server(config)
+    config = uvicorn.Config(create_app(supervisor_address), host=host, port=port,
+                            log_level=log_level.lower(), timeout_graceful_shutdown=5)
     logger.info("Xinference serving at http://%s:%d (actor pool %s)", host, port,
-                pool.external_address)
+                supervisor_address)
+    await _uvicorn_server(config).serve()
+
+
+async def _serve(host: str, port: int, log_level: str) -> None:
+    pool, supervisor, worker = await create_local_cluster()
     try:
-        await server.serve()
+        await serve_rest_api(pool.external_address, host, port, log_level)
     finally:
         logger.info("Shutting down: terminating model processes")
         await shutdown_cluster(pool, worker)

@@ -15,7 +15,7 @@ from typing import Optional
 
 import xoscar as xo
 
-from .local import _uvicorn_server
+from .local import serve_rest_api
 from .utils import get_free_port, run_event_loop, setup_logging
 from .worker import pool_host
 
@@ -38,18 +38,9 @@ async def start_supervisor(host: str, supervisor_port: Optional[int] = None):
 
 async def _serve(host: str, port: int, supervisor_port: Optional[int],
                  log_level: str) -> None:
-    import uvicorn
-
-    from ..api.restful_api import create_app
-
     pool, _ = await start_supervisor(host, supervisor_port)
-    config = uvicorn.Config(create_app(pool.external_address), host=host, port=port,
-                            log_level=log_level.lower(), timeout_graceful_shutdown=5)
-    server = _uvicorn_server(config)
-    logger.info("Xinference supervisor serving at http://%s:%d (actor pool %s)", host, port,
-                pool.external_address)
     try:
-        await server.serve()
+        await serve_rest_api(pool.external_address, host, port, log_level)
     finally:
         await pool.stop()
 
