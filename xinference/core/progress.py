@@ -54,7 +54,7 @@ class LaunchProgressActor(xo.StatelessActor):
         if not logging.getLogger().handlers:
             from ..deploy.utils import setup_logging
 
-            setup_logging("INFO")
+            setup_logging()  # the server's --log-level, inherited through the environment
 
     def get(self) -> float:
         return current_progress()

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import logging
 import socket
+from typing import Optional
 
 
-def setup_logging(level: str) -> None:
-    """Root logging for the server processes, e.g. ``INFO``."""
+LOG_LEVEL_ENV = "XINFERENCE_LOG_LEVEL"
+
+
+def setup_logging(level: Optional[str] = None) -> None:
+    """Root logging for the server processes, e.g. ``INFO``. The level is also put in the
+    environment (``XINFERENCE_LOG_LEVEL``), which model processes inherit and follow;
+    ``None`` reads it from there (default ``INFO``)."""
+    import os
+
+    level = level or os.environ.get(LOG_LEVEL_ENV) or "INFO"
+    os.environ[LOG_LEVEL_ENV] = str(level).upper()
     logging.basicConfig(
         level=getattr(logging, str(level).upper(), logging.INFO),
         format="%(asctime)s %(name)-28s %(process)d %(levelname)-7s %(message)s",
