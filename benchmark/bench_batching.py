@@ -25,7 +25,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,7 +34,7 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, start_server, write_section  # noqa: E402
+from common import machine, start_server, stop_server, write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -126,11 +125,7 @@ def main() -> None:
                     print(f"{model:18s} {r['clients']} streams: {r['tokens']:5d} tokens "
                           f"in {r['wall']:6.1f} s = {r['rate']:6.1f} tokens/s", flush=True)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_server(proc)
     load1 = os.getloadavg()[0]
 
     names = {TF_MODEL: "Transformers (float32, continuous batching)",

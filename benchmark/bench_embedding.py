@@ -21,7 +21,6 @@ import json
 import os
 import queue
 import random
-import subprocess
 import sys
 import tempfile
 import threading
@@ -36,7 +35,7 @@ import numpy as np  # noqa: E402
 import requests  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, start_server, write_section  # noqa: E402
+from common import machine, start_server, stop_server, write_section  # noqa: E402
 
 MODEL = "all-MiniLM-L6-v2"
 CLIENTS = 16
@@ -187,11 +186,7 @@ def main() -> None:
                 print(f"round: in-process batches of {BATCH} {batched[-1].rate:.0f}/s, "
                       f"server {server[-1].rate:.0f}/s", flush=True)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_server(proc)
     idx = sorted(vectors)[:: max(1, len(vectors) // 128)]
     got = np.array([vectors[i] for i in idx], dtype=np.float32)
     err = float(np.abs(got - model.encode([measured[i] for i in idx])).max())

@@ -25,7 +25,7 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, start_server, write_section  # noqa: E402
+from common import machine, start_server, stop_server, write_section  # noqa: E402
 
 PROMPTS = [
     "Write a short story about a robot learning to paint.",
@@ -136,8 +136,7 @@ def main():
                                                     "model_engine": "llama.cpp"})
         launches.append(time.perf_counter() - t0)
         assert r.ok, r.text
-        proc.terminate()
-        proc.wait()
+        stop_server(proc)
 
     # Streams: the server and the in-process engine alternate prompt by prompt, so a
     # change of background load hits both sides alike. Once with llama.cpp on every core
@@ -159,8 +158,7 @@ def main():
             for p in PROMPTS:
                 server_rows.append(server_stream(url, p))
                 inproc_rows.append(inprocess_stream(llm, p))
-        proc.terminate()
-        proc.wait()
+        stop_server(proc)
         del llm
         results[threads] = (summarize(server_rows), summarize(inproc_rows))
 

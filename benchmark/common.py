@@ -75,3 +75,14 @@ def start_server(home: str, timeout: float = 60.0):
             time.sleep(0.02)
     proc.kill()
     raise RuntimeError("server did not start")
+
+
+def stop_server(proc, timeout: float = 30.0) -> None:
+    """SIGTERM the server (it terminates its model processes), SIGKILL after ``timeout``."""
+    import subprocess
+
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
