@@ -27,10 +27,6 @@ import threading
 import time
 from pathlib import Path
 
-# The same torch threading as the server's model processes (see
-# xinference.model.embedding.engine_utils.prepare_torch_env); read when torch loads.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import numpy as np  # noqa: E402
 import requests  # noqa: E402
 
@@ -207,8 +203,11 @@ weights, 384 dimensions), sentence-transformers, torch CPU. Distinct short sente
 words); each phase runs until {N} sentences or {SECONDS:.0f} s. Server: `xinference-local`
 (log level WARNING), {CLIENTS} client threads (`http.client`, keep-alive) each posting one
 sentence per request to `/v1/embeddings`; the model process gathers concurrent requests into
-batches of at most {BATCH} (dynamic batching, 2 ms bounded wait). Both sides run torch with
-`OMP_WAIT_POLICY=PASSIVE` (what the engine sets in model processes). In-process batched and
+batches of at most {BATCH} (dynamic batching; a batch starts when no request came for 2 ms, at
+most 8 ms after a worker is free) and runs up to two batches side by side, each on one torch
+thread (the engine's default on a CPU with 2 cores or more). The in-process rows run
+sentence-transformers as an application would: its default settings and torch threading, in
+this script's process. In-process batched and
 server phases alternate for {ROUNDS} rounds; best of each. Clients, server and model share
 the same cores. Server vectors equal in-process ones to {err:.0e}. CPU ms per sentence
 counts the server's processes (API + model) for the server row.

@@ -247,7 +247,11 @@ def test_bad_registrations_and_launch_options(endpoint):
                       json={"model_name": MODEL, "model_type": "embedding",
                             "model_uid": "x2", "batch_size_typo": 3})
     assert r.status_code == 400 and "batch_size_typo" in r.json()["detail"]
-    assert "x1" not in client.list_models() and "x2" not in client.list_models()
+    r = requests.post(endpoint + "/v1/models", timeout=60,
+                      json={"model_name": MODEL, "model_type": "embedding",
+                            "model_uid": "x3", "concurrent_batches": "zero"})
+    assert r.status_code == 400 and "concurrent_batches" in r.json()["detail"]
+    assert not {"x1", "x2", "x3"} & set(client.list_models())
 
 
 def test_engines_route_for_embedding_and_registration_only_types(endpoint):

@@ -103,6 +103,39 @@ def test_a_cancelled_request_does_not_disturb_others():
     assert res == [[1], [3]] and cancelled
 
 
+def test_a_request_right_after_the_last_batch_is_served():
+    # The worker that ran the last batch is done but still registered until its callback
+    # runs; a request arriving in between must still get a worker (it used to wait forever).
+    async def main():
+        b = DynamicBatcher(lambda key, items: items, max_batch_size=4, max_wait_s=0.0)
+        out = []
+        for i in range(20):
+            out.append(await b.submit([i]))  # awaited directly: no extra scheduling hop
+        b.shutdown()
+        return out
+
+    assert run(asyncio.wait_for(main(), 10)) == [[i] for i in range(20)]
+
+
+def test_concurrent_batches_run_side_by_side_and_share_a_burst():
+    both_inside = threading.Barrier(2, timeout=5)  # breaks unless two calls overlap
+    sizes = []
+
+    def fn(key, items):
+        sizes.append(len(items))
+        both_inside.wait()
+        return [x + 1 for x in items]
+
+    async def main():
+        b = DynamicBatcher(fn, max_batch_size=32, max_wait_s=0.01, concurrency=2)
+        out = await asyncio.gather(*[b.submit([i]) for i in range(16)])
+        b.shutdown()
+        return out
+
+    assert run(main()) == [[i + 1] for i in range(16)]
+    assert sorted(sizes) == [8, 8]  # the burst is split between the two free workers
+
+
 # ---- the real engine ------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def engine():

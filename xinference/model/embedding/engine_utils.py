@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from typing import Any, Dict, Optional
 
 from ...core.errors import InvalidRequestError
@@ -76,6 +77,25 @@ def check_token_ids(ids, vocab_size: int, where: str) -> None:
         )
 
 
+def positive_int(name: str, value: Any) -> Optional[int]:
+    """``value`` as an int (CLI options arrive as strings), None stays None.
+
+    Raises:
+        InvalidRequestError: not a positive integer.
+    """
+    if value is None:
+        return None
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        n = int(value)
+    except (TypeError, ValueError):
+        n = 0
+    if n < 1:
+        raise InvalidRequestError(f"'{name}' must be a positive integer, got {value!r}")
+    return n
+
+
 class BatchedSentenceEngine:
     """What the sentence-transformers engines (embedding, cross-encoder rerank) share: their
     launch options, device choice and the :class:`DynamicBatcher` around ``_run_batch``.
@@ -85,16 +105,32 @@ class BatchedSentenceEngine:
         family: the model's family (``max_tokens``, ``trust_remote_code`` ...).
         model_path: local directory of the weights.
         max_batch_size: most items handled in one engine call (dynamic batching bound).
-        batch_wait_ms: longest wait, in milliseconds, for more requests to join a batch.
+        batch_wait_ms: longest time, in milliseconds, spent gathering one batch; the batch
+            starts earlier when no request arrived for a quarter of it (see
+            :class:`~xinference.model.embedding.batching.DynamicBatcher`).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; default: a GPU when there is one.
         n_gpu: ``0`` forces the CPU.
         trust_remote_code: run the model repository's own code (default: the family's).
+        concurrent_batches: batches run side by side, each in its own engine thread.
+            Default: 2 on a CPU with 2 cores or more for engines whose batch function is
+            thread-safe (``concurrent_safe``), else 1. Forced to 1 for the others.
+        torch_threads: torch's intra-op threads on the CPU; default: the cores divided by
+            ``concurrent_batches``. On this project's 2-core machines two single-threaded
+            batches encode about 1.4x the sentences per second of one two-threaded batch
+            (all-MiniLM-L6-v2, batches of 8 to 32): small models spend much of a batch in
+            operators too short to split well across threads.
     """
 
+    #: whether ``_run_batch`` may run in several threads at once (it then must guard the
+    #: tokenizer, which is not safe to share between threads).
+    concurrent_safe = False
+
     def __init__(self, model_uid: str, family, model_path: str, *,
-                 max_batch_size: int = 32, batch_wait_ms: float = 2.0,
+                 max_batch_size: int = 32, batch_wait_ms: float = 8.0,
                  device: Optional[str] = None, n_gpu: Any = None,
-                 trust_remote_code: Optional[bool] = None):
+                 trust_remote_code: Optional[bool] = None,
+                 concurrent_batches: Optional[int] = None,
+                 torch_threads: Optional[int] = None):
         self._model_uid = model_uid
         self._family = family
         self._model_path = model_path
@@ -103,20 +139,36 @@ class BatchedSentenceEngine:
         self._device_arg, self._n_gpu = device, n_gpu
         self._trust_remote_code = (family.trust_remote_code if trust_remote_code is None
                                    else bool(trust_remote_code))
+        self._concurrent_batches = positive_int("concurrent_batches", concurrent_batches)
+        self._torch_threads = positive_int("torch_threads", torch_threads)
+        self._tokenizer_lock = threading.Lock()
         self._model = None
         self._batcher = None
 
     def _load_device(self) -> str:
-        """The torch device to load on (imports torch: call from ``load``)."""
+        """The torch device to load on (imports torch: call from ``load``). On the CPU it
+        also settles ``concurrent_batches`` and torch's thread count."""
         prepare_torch_env()
-        return pick_device(self._device_arg, self._n_gpu)
+        device = pick_device(self._device_arg, self._n_gpu)
+        cores = os.cpu_count() or 1
+        if not self.concurrent_safe:
+            self._concurrent_batches = 1
+        elif self._concurrent_batches is None:
+            self._concurrent_batches = 2 if device == "cpu" and cores >= 2 else 1
+        if device == "cpu":
+            import torch
+
+            torch.set_num_threads(self._torch_threads
+                                  or max(1, cores // self._concurrent_batches))
+        return device
 
     def _start_batcher(self, model) -> None:
         from .batching import DynamicBatcher
 
         self._model = model
         self._batcher = DynamicBatcher(self._run_batch, self._max_batch_size,
-                                       self._batch_wait_s)
+                                       self._batch_wait_s,
+                                       concurrency=self._concurrent_batches or 1)
 
     def _run_batch(self, key, items):  # pragma: no cover - defined by each engine
         raise NotImplementedError

@@ -13,6 +13,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from ...core.errors import InvalidRequestError
 from ..cache_manager import resolve_model_path
+from .engine_utils import positive_int
 from .family import EmbeddingModelFamily, SentenceModelFamily, SentenceModelSpec
 
 ENGINE_NAME = "sentence_transformers"
@@ -20,7 +21,8 @@ _ENGINE_ALIASES = {"sentence_transformers", "sentence-transformers", "sentencetr
 
 # Engine options a launch may carry (as ``--key value`` on the CLI); anything else is refused
 # so that a typo does not pass silently.
-ENGINE_OPTIONS = {"max_batch_size", "batch_wait_ms", "device", "n_gpu", "trust_remote_code"}
+ENGINE_OPTIONS = {"max_batch_size", "batch_wait_ms", "device", "n_gpu", "trust_remote_code",
+                  "concurrent_batches", "torch_threads"}
 
 
 @dataclass
@@ -109,6 +111,8 @@ def plan_sentence_launch(family: SentenceModelFamily, model_uid: str, engine_cla
             f"Unknown launch option(s) {unknown} for {family.model_name!r}; "
             f"known: {sorted(ENGINE_OPTIONS)}"
         )
+    for name in ("max_batch_size", "concurrent_batches", "torch_threads"):
+        positive_int(name, kwargs.get(name))
     specs = [s for s in family.model_specs
              if (model_format is None or s.model_format == model_format)
              and (quantization in (None, "none") or quantization in s.quantizations)]

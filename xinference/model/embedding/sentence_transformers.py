@@ -4,7 +4,8 @@ Loaded inside the model's own process by :class:`~xinference.model.embedding.lau
 SentenceModelLoader`. :meth:`SentenceTransformerEmbedding.create_embedding` is ``async`` so
 the ModelActor runs concurrent requests side by side; their inputs meet in a
 :class:`~xinference.model.embedding.batching.DynamicBatcher` and are encoded together, one
-``SentenceTransformer.encode`` call per batch, in one engine thread.
+forward pass per batch, with up to ``concurrent_batches`` batches in flight (each in its
+own engine thread; the tokenizer is used under a lock, the forward pass is not).
 
 Inputs longer than the model's limit (``max_tokens``, at most what the model can take) are
 truncated, as sentence-transformers does; the response then says so in
@@ -88,8 +89,12 @@ class SentenceTransformerEmbedding(BatchedSentenceEngine):
     """An embedding model served by sentence-transformers.
 
     Launch options: those of :class:`BatchedSentenceEngine`; ``max_batch_size`` counts
-    inputs, ``family`` is an :class:`EmbeddingModelFamily`.
+    inputs, ``family`` is an :class:`EmbeddingModelFamily`. Vectors are those of
+    ``SentenceTransformer.encode`` (the same preprocessing and forward pass, no extra
+    normalization).
     """
+
+    concurrent_safe = True
 
     # ---- loading ----------------------------------------------------------------------
     def load(self) -> None:
@@ -99,6 +104,7 @@ class SentenceTransformerEmbedding(BatchedSentenceEngine):
 
         model = SentenceTransformer(self._model_path, device=device,
                                     trust_remote_code=self._trust_remote_code)
+        model.eval()
         tok = model.tokenizer
         config = getattr(getattr(model[0], "auto_model", None), "config", None)
         model.max_seq_length = effective_max_length(model.max_seq_length, tok, config,
@@ -128,19 +134,29 @@ class SentenceTransformerEmbedding(BatchedSentenceEngine):
         limit = self.max_tokens
         tok = self._model.tokenizer
         if kind == "text":
-            vecs = self._model.encode(items, prompt_name=prompt_name, prompt=prompt,
-                                      batch_size=max(self._max_batch_size, 1),
-                                      show_progress_bar=False, convert_to_numpy=True)
             pre = self._prompt_text(prompt_name, prompt)
-            texts = [pre + s for s in items] if pre else items
-            lengths = [len(ids) for ids in tok(texts, verbose=False)["input_ids"]]
+            with self._tokenizer_lock:
+                # What encode() feeds the model (truncated, padded, prompt prepended) and,
+                # for usage, the untruncated lengths.
+                feats = self._model.preprocess(items, prompt=pre or None)
+                texts = [pre + s for s in items] if pre else items
+                lengths = [len(ids) for ids in tok(texts, verbose=False)["input_ids"]]
+            vecs = self._forward(feats)
         else:
             vecs, lengths = self._encode_ids(items)
         return [(vecs[i], min(n, limit), n > limit) for i, n in enumerate(lengths)]
 
+    def _forward(self, feats):
+        """Sentence embeddings (float32 numpy, one row per input) of preprocessed inputs."""
+        import torch
+        from sentence_transformers.util import batch_to_device
+
+        with torch.inference_mode():
+            emb = self._model(batch_to_device(feats, self._model.device))
+        return emb["sentence_embedding"].float().cpu().numpy()
+
     def _encode_ids(self, arrays: Sequence[List[int]]):
         import numpy as np
-        import torch
 
         prefix, suffix = self._frame
         budget = self.max_tokens - len(prefix) - len(suffix)
@@ -150,11 +166,9 @@ class SentenceTransformerEmbedding(BatchedSentenceEngine):
         for start in range(0, len(arrays), self._max_batch_size):
             rows = [{"input_ids": prefix + list(a[:budget]) + suffix}
                     for a in arrays[start:start + self._max_batch_size]]
-            feats = tok.pad(rows, return_tensors="pt")
-            feats = {k: v.to(self._model.device) for k, v in feats.items()}
-            with torch.inference_mode():
-                emb = self._model(feats)["sentence_embedding"]
-            out.append(emb.float().cpu().numpy())
+            with self._tokenizer_lock:
+                feats = tok.pad(rows, return_tensors="pt")
+            out.append(self._forward(feats))
         return np.concatenate(out), lengths
 
     # ---- the public method (event loop of the model process) ---------------------------
