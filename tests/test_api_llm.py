@@ -147,6 +147,31 @@ def test_stream_equals_non_stream_greedy(endpoint):
     assert text == full
 
 
+def test_stream_interval_launch_option(endpoint):
+    """A model launched with ``stream_interval`` streams the same text in fewer chunks; a
+    bad value is refused before any process starts."""
+    uid = "smollm-interval"
+    r = post(endpoint, "/v1/models", {"model_name": SMOLLM, "model_uid": uid,
+                                      "stream_interval": 0})
+    assert r.status_code == 400 and "stream_interval" in r.json()["detail"]
+    assert post(endpoint, "/v1/models", {"model_name": SMOLLM, "model_uid": uid,
+                                         "stream_interval": 4}).status_code == 200
+    try:
+        req = {"model": uid, "messages": MSG, "max_tokens": 24, "temperature": 0,
+               "stream_options": {"include_usage": True}}
+        full = post(endpoint, "/v1/chat/completions", req).json()
+        r = post(endpoint, "/v1/chat/completions", dict(req, stream=True), stream=True)
+        chunks = [json.loads(e) for e in sse_events(r)[:-1]]
+        texts = [c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"]]
+        assert "".join(texts) == full["choices"][0]["message"]["content"]
+        n = full["usage"]["completion_tokens"]
+        assert chunks[-1]["usage"]["completion_tokens"] == n
+        # role chunk + first token + groups of up to 4 (+ the finish chunk)
+        assert len(texts) <= 2 + -(-(n - 1) // 4) + 1 < n
+    finally:
+        requests.delete(f"{endpoint}/v1/models/{uid}")
+
+
 def test_completion_stream(endpoint):
     r = post(endpoint, "/v1/completions", {"model": SMOLLM, "prompt": "Hello", "max_tokens": 5,
                                            "stream": True}, stream=True)

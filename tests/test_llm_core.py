@@ -4,7 +4,14 @@ import pytest
 
 from xinference.core.errors import InvalidRequestError
 from xinference.model.llm.chat_template import CHATML_TEMPLATE, render_chat_template
-from xinference.model.llm.core import BytesDetokenizer, GenerationParams, StopStringMatcher
+from xinference.model.llm.core import (
+    BytesDetokenizer,
+    ChatBuilder,
+    Delta,
+    GenerationParams,
+    StopStringMatcher,
+    stream_interval_option,
+)
 from xinference.model.llm.engines import engines_for_family, match_spec
 from xinference.model.llm.llm_family import builtin_llm_families, normalize_size
 
@@ -125,3 +132,34 @@ def test_template_raise_exception_is_a_bad_request():
     with pytest.raises(InvalidRequestError, match="no system"):
         render_chat_template("{{ raise_exception('no system') }}", [{"role": "user",
                                                                     "content": "x"}])
+
+
+def _contents(chunks):
+    return [c["choices"][0]["delta"].get("content") for c in chunks if c["choices"]]
+
+
+def test_stream_interval_merges_deltas_but_not_the_first():
+    deltas = [Delta(t) for t in "abcdefg"] + [Delta("h", "length", 3, 8)]
+    one = ChatBuilder("m", include_usage=True).stream(iter(deltas))
+    three = list(ChatBuilder("m", include_usage=True, stream_interval=3).stream(iter(deltas)))
+    assert _contents(one) == ["", "a", "b", "c", "d", "e", "f", "g", "h"]
+    # role chunk, the first token at once, then groups of 3; the last flushes with finish
+    assert _contents(three) == ["", "a", "bcd", "efg", "h"]
+    assert three[-2]["choices"][0]["finish_reason"] == "length"
+    assert three[-1]["usage"] == {"prompt_tokens": 3, "completion_tokens": 8,
+                                  "total_tokens": 11}
+    held = list(ChatBuilder("m", False, stream_interval=4).stream(
+        iter([Delta("a"), Delta("b"), Delta("", "stop", 1, 2)])))
+    assert _contents(held) == ["", "a", "b"]
+    assert held[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+@pytest.mark.parametrize("value,expected", [(None, 1), (1, 1), ("4", 4), (8.0, 8)])
+def test_stream_interval_option(value, expected):
+    assert stream_interval_option(value) == expected
+
+
+@pytest.mark.parametrize("value", [0, -2, "x", 1.5, True])
+def test_stream_interval_option_refuses_bad_values(value):
+    with pytest.raises(InvalidRequestError, match="stream_interval"):
+        stream_interval_option(value)

@@ -7,6 +7,7 @@ Errors are JSON with both Xinference's ``detail`` and OpenAI's ``error`` object.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any, AsyncIterator, Dict, Optional
@@ -21,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..core.errors import ModelUnavailableError, XinferenceError
+from ..core.model import ModelStream
 from .schemas import (
     CreateChatCompletionRequest,
     CreateCompletionRequest,
@@ -154,18 +156,39 @@ class RESTfulAPI:
                     "terminate it and launch it again."
                 ) from e
             raise
-        if not config.get("stream"):
+        if not isinstance(result, ModelStream):
             return OrjsonResponse(result)
-        return EventSourceResponse(self._sse(result), sep="\n", ping=15)
+        return EventSourceResponse(self._sse(ref, result), sep="\n", ping=15)
 
-    async def _sse(self, chunks: AsyncIterator) -> AsyncIterator[str]:
+    async def _sse(self, ref, stream: ModelStream) -> AsyncIterator[str]:
+        """The SSE ``data`` payloads of a model stream: its chunks as JSON, pulled from the
+        model process in batches (every chunk ready at each pull), then ``[DONE]``. An
+        error after the stream has started is sent in-band as an error object. When the
+        client goes away first (the generator is closed), the model stops the stream."""
+        finished = False
         try:
-            async for chunk in chunks:
-                yield orjson.dumps(chunk).decode()
+            while True:
+                chunks = await ref.next_chunks(stream.stream_id)
+                if chunks is None:
+                    break
+                for chunk in chunks:
+                    yield orjson.dumps(chunk).decode()
+            finished = True
         except Exception as e:  # the stream has started: report in-band, then end it
+            finished = True
             resp = exception_to_response(e)
             yield resp.body.decode()
+        finally:
+            if not finished:  # cancelled: the client disconnected
+                asyncio.ensure_future(self._close_stream(ref, stream))
         yield "[DONE]"
+
+    @staticmethod
+    async def _close_stream(ref, stream: ModelStream) -> None:
+        try:
+            await ref.close_stream(stream.stream_id)
+        except Exception:  # the model process is gone: nothing to stop
+            logger.debug("Closing stream %s failed", stream.stream_id, exc_info=True)
 
     async def create_completion(self, body: CreateCompletionRequest):
         return await self._infer("generate", body.model, body.prompt, body.generate_config())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional, Tuple
 
+from .core import stream_interval_option
 from .engines import match_spec
 from .llm_family import LLMFamily
 from .loader import LLMLoader
@@ -19,8 +20,10 @@ def plan_llm_launch(family: LLMFamily, model_uid: str, *, model_engine: Optional
     /v1/models/{model_uid}`` reports.
 
     Raises:
-        InvalidRequestError: nothing matches (see :func:`match_spec`).
+        InvalidRequestError: nothing matches (see :func:`match_spec`), or a bad
+        ``stream_interval``.
     """
+    stream_interval_option(kwargs.get("stream_interval"))  # refused here, before a process
     engine, spec, quant = match_spec(
         family, model_engine, model_format, model_size_in_billions, quantization
     )
