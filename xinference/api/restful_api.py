@@ -160,9 +160,10 @@ class RESTfulAPI:
             return OrjsonResponse(result)
         return EventSourceResponse(self._sse(ref, result), sep="\n", ping=15)
 
-    async def _sse(self, ref, stream: ModelStream) -> AsyncIterator[str]:
-        """The SSE ``data`` payloads of a model stream: its chunks as JSON, pulled from the
-        model process in batches (every chunk ready at each pull), then ``[DONE]``. An
+    async def _sse(self, ref, stream: ModelStream) -> AsyncIterator[bytes]:
+        """The SSE events of a model stream, encoded here (``data: <json>`` and a blank
+        line; JSON has no raw newlines, so one ``data`` line each): its chunks, pulled from
+        the model process in batches (every chunk ready at each pull), then ``[DONE]``. An
         error after the stream has started is sent in-band as an error object. When the
         client goes away first (the generator is closed), the model stops the stream."""
         finished = False
@@ -172,16 +173,15 @@ class RESTfulAPI:
                 if chunks is None:
                     break
                 for chunk in chunks:
-                    yield orjson.dumps(chunk).decode()
+                    yield b"data: " + orjson.dumps(chunk) + b"\n\n"
             finished = True
         except Exception as e:  # the stream has started: report in-band, then end it
             finished = True
-            resp = exception_to_response(e)
-            yield resp.body.decode()
+            yield b"data: " + exception_to_response(e).body + b"\n\n"
         finally:
             if not finished:  # cancelled: the client disconnected
                 asyncio.ensure_future(self._close_stream(ref, stream))
-        yield "[DONE]"
+        yield b"data: [DONE]\n\n"
 
     @staticmethod
     async def _close_stream(ref, stream: ModelStream) -> None:
