@@ -1,0 +1,137 @@
+"""The ModelActor's stream buffers, driven directly (no pool, no weights): a blocking engine
+whose iterator is drained in the engine thread, and an async engine pumped by a task."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from xinference.core.errors import InvalidRequestError
+from xinference.core.model import ModelActor, ModelStream
+
+
+class BlockingEngine:
+    """A one-at-a-time engine: ``chat`` returns an iterator of ``n`` chunks, or a dict."""
+
+    def __init__(self):
+        self.started = threading.Event()
+        self.gate = threading.Event()  # chunks after the first wait for it
+        self.produced = 0
+
+    def chat(self, messages, config, cancel):
+        if not (config or {}).get("stream"):
+            return {"whole": True}
+
+        def chunks():
+            for i in range(int(config.get("n", 5))):
+                if i == 1:
+                    self.started.set()
+                    self.gate.wait(5)
+                if config.get("fail_at") == i:
+                    raise ValueError("engine broke")
+                self.produced += 1
+                yield {"i": i}
+        return chunks()
+
+
+class AsyncEngine:
+    """A batching engine: ``chat`` is ``async`` and returns an async iterator."""
+
+    def __init__(self):
+        self.closed = asyncio.Event()
+
+    async def chat(self, messages, config):
+        async def chunks():
+            try:
+                for i in range(1000):
+                    await asyncio.sleep(0.001)
+                    yield {"i": i}
+            finally:
+                self.closed.set()
+        return chunks()
+
+
+def actor_with(engine) -> ModelActor:
+    class Loader:
+        def load(self):
+            return engine
+
+    return ModelActor("m", "LLM", {}, Loader())
+
+
+def test_blocking_stream_is_buffered_and_frees_the_engine_unpulled():
+    async def main():
+        engine = BlockingEngine()
+        actor = actor_with(engine)
+        await actor.load()
+        handle = await actor.chat([], {"stream": True, "n": 6})
+        assert isinstance(handle, ModelStream)
+        engine.gate.set()
+        # Nobody pulls, yet the generation runs to its end and the engine lock is free:
+        # a plain request gets through.
+        whole = await asyncio.wait_for(actor.chat([], {}), 5)
+        assert whole == {"whole": True} and engine.produced == 6
+        # Every ready chunk comes in one pull; then the end.
+        first = await actor.next_chunks(handle.stream_id)
+        assert first == [{"i": i} for i in range(6)]
+        assert await actor.next_chunks(handle.stream_id) is None
+        with pytest.raises(InvalidRequestError, match="No open stream"):
+            await actor.next_chunks(handle.stream_id)
+        actor.close_stream("no-such-stream")  # ignored
+        assert actor.describe()["admitted_requests"] == 0
+
+    asyncio.run(main())
+
+
+def test_closing_a_blocking_stream_stops_the_engine():
+    async def main():
+        engine = BlockingEngine()
+        actor = actor_with(engine)
+        await actor.load()
+        handle = await actor.chat([], {"stream": True, "n": 1000})
+        assert await actor.next_chunks(handle.stream_id) == [{"i": 0}]
+        await asyncio.get_running_loop().run_in_executor(None, engine.started.wait, 5)
+        actor.close_stream(handle.stream_id)
+        engine.gate.set()
+        assert await asyncio.wait_for(actor.chat([], {}), 5) == {"whole": True}
+        assert engine.produced < 1000
+
+    asyncio.run(main())
+
+
+def test_an_engine_error_reaches_the_puller_after_the_chunks_before_it():
+    async def main():
+        engine = BlockingEngine()
+        engine.gate.set()
+        actor = actor_with(engine)
+        await actor.load()
+        handle = await actor.chat([], {"stream": True, "n": 5, "fail_at": 3})
+        got = []
+        with pytest.raises(ValueError, match="engine broke"):
+            while True:
+                chunks = await actor.next_chunks(handle.stream_id)
+                got.extend(chunks or [])
+        assert got == [{"i": 0}, {"i": 1}, {"i": 2}]
+        assert await asyncio.wait_for(actor.chat([], {}), 5) == {"whole": True}
+
+    asyncio.run(main())
+
+
+def test_async_stream_is_pumped_and_closing_it_closes_the_engine_iterator():
+    async def main():
+        engine = AsyncEngine()
+        actor = actor_with(engine)
+        await actor.load()
+        handle = await actor.chat([], {"stream": True})
+        got = []
+        while len(got) < 5:
+            got.extend(await actor.next_chunks(handle.stream_id))
+        assert got[:5] == [{"i": i} for i in range(5)]
+        actor.close_stream(handle.stream_id)
+        await asyncio.wait_for(engine.closed.wait(), 5)
+        await asyncio.sleep(0)
+        assert actor.describe()["admitted_requests"] == 0
+
+    asyncio.run(main())
