@@ -9,6 +9,7 @@ import threading
 from typing import Any, Dict, Optional
 
 from ...core.errors import InvalidRequestError
+from ..options import positive_int
 
 # Tokenizers without a real limit report a huge model_max_length (1e30).
 _NO_LIMIT = 10**9
@@ -75,25 +76,6 @@ def check_token_ids(ids, vocab_size: int, where: str) -> None:
         raise InvalidRequestError(
             f"{where}: token id {bad[0]} is outside this model's vocabulary (0..{vocab_size - 1})"
         )
-
-
-def positive_int(name: str, value: Any) -> Optional[int]:
-    """``value`` as an int (CLI options arrive as strings), None stays None.
-
-    Raises:
-        InvalidRequestError: not a positive integer.
-    """
-    if value is None:
-        return None
-    try:
-        if isinstance(value, bool):
-            raise ValueError
-        n = int(value)
-    except (TypeError, ValueError):
-        n = 0
-    if n < 1:
-        raise InvalidRequestError(f"'{name}' must be a positive integer, got {value!r}")
-    return n
 
 
 class BatchedSentenceEngine:

@@ -13,7 +13,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from ...core.errors import InvalidRequestError
 from ..cache_manager import resolve_model_path
-from .engine_utils import positive_int
+from ..options import positive_int
 from .family import EmbeddingModelFamily, SentenceModelFamily, SentenceModelSpec
 
 ENGINE_NAME = "sentence_transformers"

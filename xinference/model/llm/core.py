@@ -24,6 +24,7 @@ from typing import (
 )
 
 from ...core.errors import InvalidRequestError
+from ..options import positive_int
 from .chat_template import CHATML_TEMPLATE, normalize_messages, render_chat_template
 from .llm_family import LLMFamily, LLMSpec
 
@@ -233,21 +234,12 @@ class DeltaCoalescer:
 
 
 def stream_interval_option(value: Any) -> int:
-    """The ``stream_interval`` launch option as a positive int (default 1; the CLI passes
-    strings).
+    """The ``stream_interval`` launch option as a positive int (default 1).
 
     Raises:
         InvalidRequestError: not a positive integer.
     """
-    if value is None:
-        return 1
-    try:
-        n = int(value) if not isinstance(value, bool) and float(value).is_integer() else 0
-    except (TypeError, ValueError):
-        n = 0
-    if n < 1:
-        raise InvalidRequestError(f"'stream_interval' must be a positive integer, got {value!r}")
-    return n
+    return positive_int("stream_interval", value, 1)
 
 
 class RequestState:

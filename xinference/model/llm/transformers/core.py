@@ -19,6 +19,7 @@ import os
 from typing import Any, AsyncIterator, Dict, List, Optional, Tuple, Union
 
 from ....core.errors import InvalidRequestError, ModelLoadError
+from ...options import positive_int
 from ..core import LLM, GenerationParams, IncrementalDetokenizer, PreparedRequest
 
 logger = logging.getLogger(__name__)
@@ -131,14 +132,8 @@ class TransformersModel(LLM):
         # Half the cores by default: torch's OpenMP workers spin-wait, and when the cores are
         # shared (the API, tokenizers, other models) a full-width pool slows every step
         # several-fold; measured here, 1 thread beat 2 on a 2-core machine under load.
-        n = self.kwargs.get("n_threads") or max(1, (os.cpu_count() or 2) // 2)
-        try:
-            n = int(n)
-        except (TypeError, ValueError):
-            n = 0
-        if n < 1:
-            raise ModelLoadError(f"n_threads must be a positive integer, got {n!r}")
-        return n
+        return positive_int("n_threads", self.kwargs.get("n_threads"),
+                            max(1, (os.cpu_count() or 2) // 2))
 
     def load(self) -> None:
         from ...embedding.engine_utils import prepare_torch_env
@@ -154,14 +149,8 @@ class TransformersModel(LLM):
             ) from e
         from .scheduler import BatchScheduler
 
-        try:
-            max_num_seqs = int(self.kwargs.get("max_num_seqs") or DEFAULT_MAX_NUM_SEQS)
-        except (TypeError, ValueError):
-            raise ModelLoadError(
-                f"max_num_seqs must be a positive integer, got {self.kwargs['max_num_seqs']!r}"
-            ) from None
-        if max_num_seqs < 1:
-            raise ModelLoadError(f"max_num_seqs must be a positive integer, got {max_num_seqs}")
+        max_num_seqs = positive_int("max_num_seqs", self.kwargs.get("max_num_seqs"),
+                                    DEFAULT_MAX_NUM_SEQS)
         device = self._device(torch)
         if device == "cpu":
             torch.set_num_threads(self._n_threads())
