@@ -378,3 +378,30 @@ def test_client_disconnect_stops_generation(endpoint):
     nxt = requests.post(endpoint + "/v1/completions",
                         json={"model": SMOLLM, "prompt": "Hi", "max_tokens": 2}, timeout=30)
     assert nxt.status_code == 200
+
+
+@pytest.mark.parametrize("path,body", [
+    ("/v1/completions", {"prompt": "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,"}),
+    ("/v1/chat/completions", {"messages": [
+        {"role": "user",
+         "content": "Write the numbers from 1 to 3000, one per line, without stopping."}]}),
+])
+def test_client_disconnect_cancels_a_non_stream_request(endpoint, path, body):
+    """A client that gives up on a long non-stream request frees the model: greedy
+    counting runs to max_tokens (3000 tokens, about 35 s here) unless the server cancels
+    it, and the next request would then time out behind it."""
+    import http.client
+    import socket
+    from urllib.parse import urlparse
+
+    u = urlparse(endpoint)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=1.5)
+    conn.request("POST", path, json.dumps(dict(body, model=SMOLLM, max_tokens=3000,
+                                               temperature=0)),
+                 {"Content-Type": "application/json"})
+    with pytest.raises(socket.timeout):
+        conn.getresponse()
+    conn.close()
+    nxt = requests.post(endpoint + "/v1/completions", timeout=15,
+                        json={"model": SMOLLM, "prompt": "Hi", "max_tokens": 2})
+    assert nxt.status_code == 200

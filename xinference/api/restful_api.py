@@ -62,15 +62,47 @@ def _connection_error(e: BaseException) -> bool:
     return isinstance(e, (ServerClosed, ActorNotExist, ConnectionError, EOFError))
 
 
+class ClientDisconnected(Exception):
+    """The HTTP client went away before its answer was ready."""
+
+
 def exception_to_response(e: BaseException) -> JSONResponse:
     """Map an exception (possibly raised in another process) to an error response."""
     if isinstance(e, XinferenceError):
         return error_response(e.status_code, e.message, e.error_type)
+    if isinstance(e, ClientDisconnected):  # nobody reads it; 499 as nginx logs it
+        return error_response(499, "Client closed the request", "client_closed_request")
     if _connection_error(e):
         return error_response(503, f"The model process is unavailable: {e}",
                               "service_unavailable")
     logger.exception("Unhandled error", exc_info=e)
     return error_response(500, f"{type(e).__name__}: {e}", "internal_error")
+
+
+async def _unless_disconnected(request: Request, call):
+    """Await ``call`` unless the client disconnects first; then cancel it (xoscar passes
+    the cancellation on to the model process) and raise :class:`ClientDisconnected`.
+
+    The request body has been read, so the ASGI ``receive`` now only returns at
+    ``http.disconnect``."""
+    task = asyncio.ensure_future(call)
+
+    async def disconnected():
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        raise ClientDisconnected()
+    return task.result()
 
 
 class RESTfulAPI:
@@ -145,10 +177,18 @@ class RESTfulAPI:
         return await (await self.supervisor()).query_engines_by_model_name(model_name)
 
     # ---- inference ---------------------------------------------------------------------
-    async def _infer(self, method: str, model_uid: str, payload, config: Dict[str, Any]):
+    async def _infer(self, method: str, model_uid: str, payload, config: Dict[str, Any],
+                     request: Optional[Request] = None):
+        """Call ``method`` of the model's ModelActor; a stream becomes an SSE response.
+        With ``request``, a client that disconnects before a (non-stream) answer is ready
+        cancels the call, so the model stops generating for nobody."""
         ref = await self._model(model_uid)
+        call = getattr(ref, method)(payload, config)
         try:
-            result = await getattr(ref, method)(payload, config)
+            if request is not None and not config.get("stream"):
+                result = await _unless_disconnected(request, call)
+            else:
+                result = await call
         except BaseException as e:
             if _connection_error(e):
                 raise ModelUnavailableError(
@@ -190,11 +230,14 @@ class RESTfulAPI:
         except Exception:  # the model process is gone: nothing to stop
             logger.debug("Closing stream %s failed", stream.stream_id, exc_info=True)
 
-    async def create_completion(self, body: CreateCompletionRequest):
-        return await self._infer("generate", body.model, body.prompt, body.generate_config())
+    async def create_completion(self, body: CreateCompletionRequest, request: Request):
+        return await self._infer("generate", body.model, body.prompt, body.generate_config(),
+                                 request)
 
-    async def create_chat_completion(self, body: CreateChatCompletionRequest):
-        return await self._infer("chat", body.model, body.messages, body.generate_config())
+    async def create_chat_completion(self, body: CreateChatCompletionRequest,
+                                     request: Request):
+        return await self._infer("chat", body.model, body.messages, body.generate_config(),
+                                 request)
 
     # ---- embeddings and rerank ------------------------------------------------------
     async def create_embedding(self, body: CreateEmbeddingRequest):

@@ -137,7 +137,7 @@ class ModelActor(xo.StatelessActor):
           (continuous or dynamic batching); they are awaited concurrently, and may return an
           async iterator for a stream.
         * plain methods run one at a time in the engine thread under the engine lock; they
-          get a ``cancel`` event. A returned iterator is drained in the engine thread, which
+          get a ``cancel`` event, set when this call is cancelled. A returned iterator is drained in the engine thread, which
           keeps the lock until the generation ends (whether or not anyone pulls).
         """
         fn = self._require(method)
@@ -158,9 +158,16 @@ class ModelActor(xo.StatelessActor):
             try:
                 cancel = threading.Event()
                 loop = asyncio.get_running_loop()
-                result = await loop.run_in_executor(
-                    self._executor, lambda: fn(*args, cancel=cancel, **kwargs)
-                )
+                try:
+                    result = await loop.run_in_executor(
+                        self._executor, lambda: fn(*args, cancel=cancel, **kwargs)
+                    )
+                except asyncio.CancelledError:
+                    # The caller went away (the API cancels the call when its client
+                    # disconnects): the engine stops at its next token. The next request
+                    # queues behind it in the one engine thread.
+                    cancel.set()
+                    raise
                 if isinstance(result, Iterator):
                     released = True
                     return self._drain(result, cancel)
