@@ -103,70 +103,69 @@ def hub():
     server.server_close()
 
 
-def test_download_progress_and_cache_reuse(tmp_path, hub):
-    endpoint_url = f"http://127.0.0.1:{hub.server_address[1]}"
-    srv = start_server(tmp_path, env={"HF_ENDPOINT": endpoint_url})
-    try:
-        client = RESTfulClient(srv.endpoint)
-        # A custom model with only a hub id: no model_uri, no package.
-        client.register_model("LLM", json.dumps(
-            smol_family("hub-smol", model_id=REPO, model_uri=None)))
-
-        result = {}
-
-        def launch():
-            try:
-                result["uid"] = client.launch_model(model_name="hub-smol")
-            except Exception as e:  # reported by the assertions below
-                result["error"] = e
-
-        t = threading.Thread(target=launch)
-        t.start()
-        seen = []
-        while t.is_alive():
-            r = requests.get(f"{srv.endpoint}/v1/models/hub-smol/progress", timeout=10)
-            if r.status_code == 200:
-                seen.append(r.json()["progress"])
-            time.sleep(0.05)
-        t.join()
-        assert "error" not in result, result
-        assert result["uid"] == "hub-smol"
-        assert seen, "no progress answer while launching"
-        assert all(0.0 <= p <= 1.0 for p in seen)
-        assert seen == sorted(seen), "progress went backwards"
-        # Download fractions were reported between "started" and "files ready" (0.8).
-        assert any(0.0 < p < 0.8 for p in seen), seen
-        assert client.get_launch_model_progress("hub-smol") == {"progress": 1.0}
-        assert "Downloading" in srv.log()
-
-        cached = tmp_path / "cache" / "hub-smol-ggufv2-0_135b" / SMOL_FILE
-        assert cached.stat().st_size == (SMOL_DIR / SMOL_FILE).stat().st_size
-        out = client.get_model("hub-smol").generate("Hi", generate_config={"max_tokens": 4})
-        assert out["usage"]["completion_tokens"] <= 4
-        client.terminate_model("hub-smol")
-
-        # The hub goes away: the relaunch is served from the cache.
-        hub.shutdown()
-        hub.server_close()
-        assert client.launch_model(model_name="hub-smol") == "hub-smol"
-        client.terminate_model("hub-smol")
-    finally:
-        srv.stop()
+@pytest.fixture
+def srv(tmp_path, hub):
+    """A server whose hub (``HF_ENDPOINT``) is the local test hub."""
+    hub_url = f"http://127.0.0.1:{hub.server_address[1]}"
+    server = start_server(tmp_path, env={"HF_ENDPOINT": hub_url})
+    yield server
+    server.stop()
 
 
-def test_file_missing_on_the_hub(tmp_path, hub):
-    endpoint_url = f"http://127.0.0.1:{hub.server_address[1]}"
-    srv = start_server(tmp_path, env={"HF_ENDPOINT": endpoint_url})
-    try:
-        client = RESTfulClient(srv.endpoint)
-        client.register_model("LLM", json.dumps(
-            smol_family("hub-q8", model_id=REPO, model_uri=None, quantizations=["Q8_0"])))
-        r = requests.post(f"{srv.endpoint}/v1/models", json={"model_name": "hub-q8"},
-                          timeout=120)
-        assert r.status_code == 400
-        msg = r.json()["detail"]
-        assert REPO in msg and "SmolLM2-135M-Instruct.Q8_0.gguf" in msg
-        assert "hub-q8" not in client.list_models()
-        assert not (tmp_path / "cache" / "hub-q8-ggufv2-0_135b").exists()
-    finally:
-        srv.stop()
+def test_download_progress_and_cache_reuse(tmp_path, hub, srv):
+    client = RESTfulClient(srv.endpoint)
+    # A custom model with only a hub id: no model_uri, no package.
+    client.register_model("LLM", json.dumps(
+        smol_family("hub-smol", model_id=REPO, model_uri=None)))
+
+    result = {}
+
+    def launch():
+        try:
+            result["uid"] = client.launch_model(model_name="hub-smol")
+        except Exception as e:  # reported by the assertions below
+            result["error"] = e
+
+    t = threading.Thread(target=launch)
+    t.start()
+    seen = []
+    while t.is_alive():
+        r = requests.get(f"{srv.endpoint}/v1/models/hub-smol/progress", timeout=10)
+        if r.status_code == 200:
+            seen.append(r.json()["progress"])
+        time.sleep(0.05)
+    t.join()
+    assert "error" not in result, result
+    assert result["uid"] == "hub-smol"
+    assert seen, "no progress answer while launching"
+    assert all(0.0 <= p <= 1.0 for p in seen)
+    assert seen == sorted(seen), "progress went backwards"
+    # Download fractions were reported between "started" and "files ready" (0.8).
+    assert any(0.0 < p < 0.8 for p in seen), seen
+    assert client.get_launch_model_progress("hub-smol") == {"progress": 1.0}
+    assert "Downloading" in srv.log()
+
+    cached = tmp_path / "cache" / "hub-smol-ggufv2-0_135b" / SMOL_FILE
+    assert cached.stat().st_size == (SMOL_DIR / SMOL_FILE).stat().st_size
+    out = client.get_model("hub-smol").generate("Hi", generate_config={"max_tokens": 4})
+    assert out["usage"]["completion_tokens"] <= 4
+    client.terminate_model("hub-smol")
+
+    # The hub goes away: the relaunch is served from the cache.
+    hub.shutdown()
+    hub.server_close()
+    assert client.launch_model(model_name="hub-smol") == "hub-smol"
+    client.terminate_model("hub-smol")
+
+
+def test_file_missing_on_the_hub(tmp_path, srv):
+    client = RESTfulClient(srv.endpoint)
+    client.register_model("LLM", json.dumps(
+        smol_family("hub-q8", model_id=REPO, model_uri=None, quantizations=["Q8_0"])))
+    r = requests.post(f"{srv.endpoint}/v1/models", json={"model_name": "hub-q8"},
+                      timeout=120)
+    assert r.status_code == 400
+    msg = r.json()["detail"]
+    assert REPO in msg and "SmolLM2-135M-Instruct.Q8_0.gguf" in msg
+    assert "hub-q8" not in client.list_models()
+    assert not (tmp_path / "cache" / "hub-q8-ggufv2-0_135b").exists()

@@ -5,9 +5,11 @@
   context ``{"builtin": True}`` and may use dots (``qwen2.5-instruct``).
 * ``model_uri``: an absolute path or a ``file://`` URI.
 
-:class:`CustomFamilyBase` is the pydantic base of the registration-only schemas (image,
-audio, video): name, family, abilities, ``model_id`` and/or ``model_uri``. Unknown fields
-are kept (``extra="allow"``) so a JSON written for Xinference registers unchanged.
+:class:`WeightSource` declares where weights come from (``model_id`` on ``model_hub``,
+``model_uri``, ``model_revision``) for every schema that has them: LLM and sentence-model
+specs and :class:`CustomFamilyBase`, the pydantic base of the registration-only schemas
+(image, audio, video: name, family, abilities, ``model_id`` and/or ``model_uri``). Unknown
+fields are kept (``extra="allow"``) so a JSON written for Xinference registers unchanged.
 """
 
 from __future__ import annotations
@@ -48,41 +50,66 @@ def check_model_uri(v: Optional[str]) -> Optional[str]:
     return v
 
 
-class CustomFamilyBase(BaseModel):
-    """A custom registration of a non-LLM type. Subclasses set ``model_type``, the
-    abilities they know and the default ``model_family``."""
+def check_abilities(v: List[str], known) -> List[str]:
+    """Return ``v`` when every ability in it is ``known``.
+
+    Raises:
+        ValueError: naming the unknown ones and the known ones.
+    """
+    bad = [a for a in v if a not in known]
+    if bad:
+        raise ValueError(f"unknown model_ability {bad}; known: {list(known)}")
+    return v
+
+
+class NamedModel(BaseModel):
+    """A registration's ``model_name``, checked by :func:`check_model_name` (builtin
+    families, validated with the context ``{"builtin": True}``, may use dots). Unknown
+    fields are kept."""
 
     model_config = ConfigDict(extra="allow", protected_namespaces=())
 
-    KNOWN_ABILITIES: ClassVar[Tuple[str, ...]] = ()
-
-    version: int = 1
     model_name: str
-    model_family: Optional[str] = None
-    model_ability: List[str] = []
-    model_id: Optional[str] = None
-    model_uri: Optional[str] = None
-    model_revision: Optional[str] = None
-    model_hub: str = "huggingface"
-    model_description: Optional[str] = None
 
     @field_validator("model_name")
     @classmethod
     def _check_name(cls, v: str, info: ValidationInfo) -> str:
         return check_model_name(v, info)
 
+
+class WeightSource(BaseModel):
+    """Where a model's weights come from: ``model_id`` on ``model_hub`` (at
+    ``model_revision``) and/or a local ``model_uri`` (validated by
+    :func:`check_model_uri`). Unknown fields are kept."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    model_id: Optional[str] = None
+    model_hub: str = "huggingface"
+    model_uri: Optional[str] = None
+    model_revision: Optional[str] = None
+
     @field_validator("model_uri")
     @classmethod
     def _check_uri(cls, v: Optional[str]) -> Optional[str]:
         return check_model_uri(v)
 
+
+class CustomFamilyBase(NamedModel, WeightSource):
+    """A custom registration of a non-LLM type. Subclasses set ``model_type``, the
+    abilities they know and the default ``model_family``."""
+
+    KNOWN_ABILITIES: ClassVar[Tuple[str, ...]] = ()
+
+    version: int = 1
+    model_family: Optional[str] = None
+    model_ability: List[str] = []
+    model_description: Optional[str] = None
+
     @field_validator("model_ability")
     @classmethod
     def _check_ability(cls, v: List[str]) -> List[str]:
-        bad = [a for a in v if a not in cls.KNOWN_ABILITIES]
-        if bad:
-            raise ValueError(f"unknown model_ability {bad}; known: {list(cls.KNOWN_ABILITIES)}")
-        return v
+        return check_abilities(v, cls.KNOWN_ABILITIES)
 
     @model_validator(mode="after")
     def _check_source(self) -> Any:

@@ -22,55 +22,39 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, field_validator, model_validator
 
-from ..custom_family import check_model_name, check_model_uri
+from ..custom_family import NamedModel, WeightSource
 
 # Fields of a spec that the older (v1) documented form writes at the family's top level.
 _SPEC_FIELDS = ("model_id", "model_uri", "model_revision", "model_hub", "model_format",
                 "quantizations", "package", "package_subdir")
 
 
-class SentenceModelSpec(BaseModel):
-    """One way to get a family's weights (a Hugging Face directory).
+class SentenceModelSpec(WeightSource):
+    """One way to get a family's weights (a Hugging Face directory; where from:
+    :class:`WeightSource`).
 
     ``package`` / ``package_subdir`` are an extension of ours: an installed Python package
     whose directory (or its sub-directory) holds the weights, for air-gapped installs.
     """
 
-    model_config = ConfigDict(extra="allow", protected_namespaces=())
-
     model_format: Literal["pytorch"] = "pytorch"
     quantizations: List[str] = Field(default_factory=lambda: ["none"])
-    model_id: Optional[str] = None
-    model_hub: str = "huggingface"
-    model_uri: Optional[str] = None
-    model_revision: Optional[str] = None
     package: Optional[str] = None
     package_subdir: Optional[str] = None
 
     @model_validator(mode="after")
     def _check_source(self) -> "SentenceModelSpec":
-        check_model_uri(self.model_uri)
         if not (self.model_id or self.model_uri or self.package):
             raise ValueError("a spec needs model_id or model_uri")
         return self
 
 
-class SentenceModelFamily(BaseModel):
+class SentenceModelFamily(NamedModel):
     """Fields shared by embedding and rerank families (base class, not registered itself)."""
 
-    model_config = ConfigDict(extra="allow", protected_namespaces=())
-
     version: int = 2
-    model_name: str
     language: List[str] = Field(default_factory=lambda: ["en"])
     model_description: Optional[str] = None
     trust_remote_code: bool = False
@@ -84,11 +68,6 @@ class SentenceModelFamily(BaseModel):
             spec = {k: data.pop(k) for k in _SPEC_FIELDS if k in data}
             data["model_specs"] = [spec] if spec else []
         return data
-
-    @field_validator("model_name")
-    @classmethod
-    def _check_name(cls, v: str, info: ValidationInfo) -> str:
-        return check_model_name(v, info)
 
     @field_validator("model_specs")
     @classmethod

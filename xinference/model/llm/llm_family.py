@@ -21,17 +21,10 @@ import re
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Union
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, field_validator, model_validator
 
 from ...core.errors import InvalidRequestError
-from ..custom_family import check_model_name, check_model_uri
+from ..custom_family import NamedModel, WeightSource, check_abilities
 KNOWN_FORMATS = ("pytorch", "ggufv2", "ggmlv3", "gptq", "awq", "fp8", "mlx", "bnb")
 # Formats whose spec names one file per quantization (model_file_name_template required).
 SINGLE_FILE_FORMATS = ("ggufv2", "ggmlv3")
@@ -61,22 +54,17 @@ def normalize_size(size: Union[int, float, str, None]) -> Optional[str]:
     return f"{whole}_{frac}" if frac else whole
 
 
-class LLMSpec(BaseModel):
-    """One way to run a family: a format, a size and its quantizations.
+class LLMSpec(WeightSource):
+    """One way to run a family: a format, a size and its quantizations, and where its
+    weights come from (:class:`WeightSource`).
 
     ``package`` is an extension of ours: the name of an installed Python package whose
     directory holds the weights (air-gapped installs), looked up without importing it.
     """
 
-    model_config = ConfigDict(extra="allow", protected_namespaces=())
-
     model_format: str
     model_size_in_billions: Union[int, float, str]
     quantizations: List[str] = Field(default_factory=lambda: ["none"])
-    model_id: Optional[str] = None
-    model_hub: str = "huggingface"
-    model_uri: Optional[str] = None
-    model_revision: Optional[str] = None
     model_file_name_template: Optional[str] = None
     package: Optional[str] = None
 
@@ -111,11 +99,6 @@ class LLMSpec(BaseModel):
             raise ValueError("quantizations must list at least one quantization")
         return v
 
-    @field_validator("model_uri")
-    @classmethod
-    def _check_uri(cls, v: Optional[str]) -> Optional[str]:
-        return check_model_uri(v)
-
     @model_validator(mode="after")
     def _check_file_template(self) -> "LLMSpec":
         # Single-file formats name their file per quantization; ggmlv3 is accepted here (old
@@ -143,14 +126,12 @@ class LLMSpec(BaseModel):
         return float(str(self.model_size_in_billions).replace("_", "."))
 
 
-class LLMFamily(BaseModel):
-    """A model family: its name, abilities, chat template and specs."""
-
-    model_config = ConfigDict(extra="allow", protected_namespaces=())
+class LLMFamily(NamedModel):
+    """A model family: its name (:class:`NamedModel`), abilities, chat template and
+    specs."""
 
     version: int = 2
     context_length: int = 2048
-    model_name: str
     model_lang: List[str] = Field(default_factory=lambda: ["en"])
     model_ability: List[str] = Field(default_factory=lambda: ["generate"])
     model_description: Optional[str] = None
@@ -162,19 +143,10 @@ class LLMFamily(BaseModel):
     stop: List[str] = Field(default_factory=list)
     model_type: Literal["LLM"] = "LLM"
 
-    @field_validator("model_name")
-    @classmethod
-    def _check_name(cls, v: str, info: ValidationInfo) -> str:
-        # Builtin names may use dots ("qwen2.5-instruct"); custom names may not.
-        return check_model_name(v, info)
-
     @field_validator("model_ability")
     @classmethod
     def _check_ability(cls, v: List[str]) -> List[str]:
-        bad = [a for a in v if a not in KNOWN_ABILITIES]
-        if bad:
-            raise ValueError(f"unknown model_ability {bad}; known: {list(KNOWN_ABILITIES)}")
-        return v
+        return check_abilities(v, KNOWN_ABILITIES)
 
     @field_validator("context_length")
     @classmethod
