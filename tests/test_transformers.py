@@ -337,6 +337,40 @@ def test_over_request_limits_is_429_at_once(endpoint, oai, think_model):
             time.sleep(0.5)
 
 
+def test_disconnected_non_stream_requests_leave_the_batch(endpoint, oai, think_model):
+    """Two non-stream requests fill ``request_limits=2`` and would count for minutes;
+    their clients give up, the server cancels them, and the model admits requests again
+    within seconds."""
+    import http.client
+    import socket
+    from urllib.parse import urlparse
+
+    u = urlparse(endpoint)
+    conns = []
+    for _ in range(2):
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=2)
+        # greedy counting runs to max_tokens (16 tokens/s alone here)
+        conn.request("POST", "/v1/completions", json.dumps({
+            "model": think_model, "max_tokens": 1500, "temperature": 0,
+            "prompt": "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,"}), {"Content-Type": "application/json"})
+        conns.append(conn)
+    for conn in conns:
+        with pytest.raises(socket.timeout):
+            conn.getresponse()
+    with pytest.raises(openai.RateLimitError):  # both still admitted right now
+        oai.chat.completions.create(model=think_model, messages=HI, max_tokens=2)
+    for conn in conns:
+        conn.close()
+    deadline = time.time() + 20
+    while True:
+        try:
+            oai.chat.completions.create(model=think_model, messages=HI, max_tokens=2)
+            break
+        except openai.RateLimitError:
+            assert time.time() < deadline, "cancelled requests still hold the model"
+            time.sleep(0.5)
+
+
 def test_quantization_without_bitsandbytes_is_a_clear_error(endpoint, tf_model):
     if importlib.util.find_spec("bitsandbytes") is not None:
         pytest.skip("bitsandbytes is installed here")
