@@ -117,6 +117,21 @@ def inprocess_stream(llm, prompt: str):
     return ttft, n, dec
 
 
+def model_process(server):
+    """The model's process: the server's child with the most memory (the spare process
+    holds no weights)."""
+    return max(server.children(recursive=True), key=lambda p: p.memory_info().rss)
+
+
+def event_loop_cpu(proc) -> float:
+    """CPU seconds of ``proc``'s main thread (its event loop: RPC handling), leaving out
+    the engine's threads."""
+    for t in proc.threads():
+        if t.id == proc.pid:
+            return t.user_time + t.system_time
+    return 0.0
+
+
 def summarize(rows):
     """rows of (ttft, tokens, decode_s) → (median ttft, tokens/s over decode)."""
     ttft = statistics.median(r[0] for r in rows)
@@ -161,18 +176,21 @@ def main():
         server_stream(url, "warm up")
         inprocess_stream(llm, "warm up")
         server_rows, inproc_rows = [], []
-        api_cpu = 0.0
+        api_cpu = loop_cpu = 0.0
         api = psutil.Process(proc.pid)  # the API (with supervisor and worker) process
+        model = model_process(api)
         for _ in range(2):
             for p in PROMPTS:
-                c0 = sum(api.cpu_times()[:2])
+                c0, l0 = sum(api.cpu_times()[:2]), event_loop_cpu(model)
                 server_rows.append(server_stream(url, p))
                 api_cpu += sum(api.cpu_times()[:2]) - c0
+                loop_cpu += event_loop_cpu(model) - l0
                 inproc_rows.append(inprocess_stream(llm, p))
         stop_server(proc)
         del llm
         results[threads, interval] = (summarize(server_rows), summarize(inproc_rows))
-        api_ms[threads, interval] = 1000 * api_cpu / sum(r[1] for r in server_rows)
+        tokens = sum(r[1] for r in server_rows)
+        api_ms[threads, interval] = (1000 * api_cpu / tokens, 1000 * loop_cpu / tokens)
 
     startup, launch = statistics.median(startups), statistics.median(launches)
     rows = []
@@ -203,11 +221,13 @@ With llama.cpp on every core, the per-token work of the serving path (the model 
 RPC handling, the API process's SSE send, the client) can only run by preempting llama.cpp's
 compute threads, so it adds straight onto each token's time; with one core left free it
 overlaps with decoding. Non-streaming requests run at parity with in-process either way.
-The API process alone spent {api_ms[cores, 1]:.2f} ms of CPU per streamed token (one
-token per chunk; the model process's RPC handling costs about as much again). The launch
-option `stream_interval={STREAM_INTERVAL}` (vLLM's server option of that name) sends the first
-token at once and then {STREAM_INTERVAL} tokens per SSE chunk: API CPU
-{api_ms[cores, STREAM_INTERVAL]:.2f} ms per token; the default is one token per chunk.
+CPU per streamed token, one token per chunk (n_threads={cores}): API process
+{api_ms[cores, 1][0]:.2f} ms, the model process's event loop (one RPC per chunk)
+{api_ms[cores, 1][1]:.2f} ms, against about {1000 / results[cores, 1][1][1]:.1f} ms per token of
+decoding in-process. The launch option `stream_interval={STREAM_INTERVAL}` (vLLM's server option
+of that name) sends the first token at once and then {STREAM_INTERVAL} tokens per SSE chunk:
+{api_ms[cores, STREAM_INTERVAL][0]:.2f} ms and {api_ms[cores, STREAM_INTERVAL][1]:.2f} ms per
+token. The default is one token per chunk.
 """
     print(md)
     write_section("serving", md)
