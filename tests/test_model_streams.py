@@ -53,19 +53,21 @@ class AsyncEngine:
         return chunks()
 
 
-def actor_with(engine) -> ModelActor:
+async def loaded_actor(engine) -> ModelActor:
+    """A ModelActor (outside any pool) whose loader returns ``engine``, loaded."""
     class Loader:
         def load(self):
             return engine
 
-    return ModelActor("m", "LLM", {}, Loader())
+    actor = ModelActor("m", "LLM", {}, Loader())
+    await actor.load()
+    return actor
 
 
 def test_blocking_stream_is_buffered_and_frees_the_engine_unpulled():
     async def main():
         engine = BlockingEngine()
-        actor = actor_with(engine)
-        await actor.load()
+        actor = await loaded_actor(engine)
         handle = await actor.chat([], {"stream": True, "n": 6})
         assert isinstance(handle, ModelStream)
         engine.gate.set()
@@ -88,8 +90,7 @@ def test_blocking_stream_is_buffered_and_frees_the_engine_unpulled():
 def test_closing_a_blocking_stream_stops_the_engine():
     async def main():
         engine = BlockingEngine()
-        actor = actor_with(engine)
-        await actor.load()
+        actor = await loaded_actor(engine)
         handle = await actor.chat([], {"stream": True, "n": 1000})
         assert await actor.next_chunks(handle.stream_id) == [{"i": 0}]
         await asyncio.get_running_loop().run_in_executor(None, engine.started.wait, 5)
@@ -105,8 +106,7 @@ def test_an_engine_error_reaches_the_puller_after_the_chunks_before_it():
     async def main():
         engine = BlockingEngine()
         engine.gate.set()
-        actor = actor_with(engine)
-        await actor.load()
+        actor = await loaded_actor(engine)
         handle = await actor.chat([], {"stream": True, "n": 5, "fail_at": 3})
         got = []
         with pytest.raises(ValueError, match="engine broke"):
@@ -122,8 +122,7 @@ def test_an_engine_error_reaches_the_puller_after_the_chunks_before_it():
 def test_async_stream_is_pumped_and_closing_it_closes_the_engine_iterator():
     async def main():
         engine = AsyncEngine()
-        actor = actor_with(engine)
-        await actor.load()
+        actor = await loaded_actor(engine)
         handle = await actor.chat([], {"stream": True})
         got = []
         while len(got) < 5:

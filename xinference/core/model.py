@@ -137,8 +137,9 @@ class ModelActor(xo.StatelessActor):
           (continuous or dynamic batching); they are awaited concurrently, and may return an
           async iterator for a stream.
         * plain methods run one at a time in the engine thread under the engine lock; they
-          get a ``cancel`` event, set when this call is cancelled. A returned iterator is drained in the engine thread, which
-          keeps the lock until the generation ends (whether or not anyone pulls).
+          get a ``cancel`` event, set when this call is cancelled. A returned iterator is
+          drained in the engine thread, which keeps the lock until the generation ends
+          (whether or not anyone pulls).
         """
         fn = self._require(method)
         self._admit()
