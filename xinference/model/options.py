@@ -28,3 +28,25 @@ def positive_int(name: str, value: Any, default: Optional[int] = None) -> Option
     if n < 1:
         raise InvalidRequestError(f"'{name}' must be a positive integer, got {value!r}")
     return n
+
+
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+
+
+def flag(name: str, value: Any, default: Optional[bool] = None) -> Optional[bool]:
+    """``value`` as a bool: a bool, 0/1, or one of true/false, yes/no, on/off, 1/0 (any
+    case); ``None`` gives ``default``.
+
+    Raises:
+        InvalidRequestError: anything else, naming the option.
+    """
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise InvalidRequestError(f"'{name}' must be true or false, got {value!r}")

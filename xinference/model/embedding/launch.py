@@ -13,7 +13,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from ...core.errors import InvalidRequestError
 from ..cache_manager import resolve_model_path
-from ..options import positive_int
+from ..options import flag, positive_int
 from .family import EmbeddingModelFamily, SentenceModelFamily, SentenceModelSpec
 
 ENGINE_NAME = "sentence_transformers"
@@ -21,8 +21,10 @@ _ENGINE_ALIASES = {"sentence_transformers", "sentence-transformers", "sentencetr
 
 # Engine options a launch may carry (as ``--key value`` on the CLI); anything else is refused
 # so that a typo does not pass silently.
-ENGINE_OPTIONS = {"max_batch_size", "batch_wait_ms", "device", "n_gpu", "trust_remote_code",
-                  "concurrent_batches", "torch_threads"}
+ENGINE_OPTIONS = frozenset({"max_batch_size", "batch_wait_ms", "device", "n_gpu",
+                            "trust_remote_code", "concurrent_batches", "torch_threads"})
+# Options only the embedding engine takes.
+EMBEDDING_OPTIONS = ENGINE_OPTIONS | {"padding_free"}
 
 
 @dataclass
@@ -97,22 +99,27 @@ def plan_sentence_launch(family: SentenceModelFamily, model_uid: str, engine_cla
                          quantization: Optional[str] = None,
                          model_path: Optional[str] = None,
                          model_size_in_billions: Any = None,
+                         engine_options: frozenset = ENGINE_OPTIONS,
                          **kwargs) -> Tuple[SentenceModelLoader, Dict[str, Any]]:
     """Pick the spec and build the loader; returns ``(loader, description)``.
+    ``engine_options`` names the options the engine takes (others are refused).
 
     Raises:
         InvalidRequestError: an engine other than sentence-transformers, a format or
         quantization no spec has, or an unknown engine option.
     """
     _check_engine(model_engine)
-    unknown = sorted(set(kwargs) - ENGINE_OPTIONS)
+    unknown = sorted(set(kwargs) - engine_options)
     if unknown:
         raise InvalidRequestError(
             f"Unknown launch option(s) {unknown} for {family.model_name!r}; "
-            f"known: {sorted(ENGINE_OPTIONS)}"
+            f"known: {sorted(engine_options)}"
         )
     for name in ("max_batch_size", "concurrent_batches", "torch_threads"):
         positive_int(name, kwargs.get(name))
+    for name in ("trust_remote_code", "padding_free"):
+        if name in kwargs:
+            kwargs[name] = flag(name, kwargs[name])
     specs = [s for s in family.model_specs
              if (model_format is None or s.model_format == model_format)
              and (quantization in (None, "none") or quantization in s.quantizations)]
@@ -142,7 +149,7 @@ def plan_embedding_launch(family: EmbeddingModelFamily, model_uid: str, **kwargs
     loader, desc = plan_sentence_launch(
         family, model_uid,
         "xinference.model.embedding.sentence_transformers:SentenceTransformerEmbedding",
-        **kwargs,
+        engine_options=EMBEDDING_OPTIONS, **kwargs,
     )
     desc.update(dimensions=family.dimensions, max_tokens=family.max_tokens,
                 model_ability=["embed"])

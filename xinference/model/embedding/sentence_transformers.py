@@ -90,11 +90,22 @@ class SentenceTransformerEmbedding(BatchedSentenceEngine):
 
     Launch options: those of :class:`BatchedSentenceEngine`; ``max_batch_size`` counts
     inputs, ``family`` is an :class:`EmbeddingModelFamily`. Vectors are those of
-    ``SentenceTransformer.encode`` (the same preprocessing and forward pass, no extra
-    normalization).
+    ``SentenceTransformer.encode`` (the same preprocessing and modules, no extra
+    normalization; to float rounding, ~1e-7, when batches are packed).
+
+    Args:
+        padding_free: run batches without padding (the inputs of a batch share rows, see
+            :mod:`~xinference.model.embedding.packing`). Default: on where the model
+            supports it and a check at load time finds the same vectors as the padded
+            forward pass; ``False`` keeps the padded pass.
     """
 
     concurrent_safe = True
+
+    def __init__(self, *args, padding_free: Optional[bool] = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._padding_free = padding_free
+        self._packer = None
 
     # ---- loading ----------------------------------------------------------------------
     def load(self) -> None:
@@ -119,7 +130,33 @@ class SentenceTransformerEmbedding(BatchedSentenceEngine):
         self._normalized = any(type(m).__name__ == "Normalize" for m in model)
         self._frame = special_token_frame(tok)
         self._vocab_size = len(tok)
+        if self._padding_free is not False:
+            self._packer = self._checked_packer(model)
         self._start_batcher(model)
+
+    def _checked_packer(self, model):
+        """The model's :class:`PaddingFreeEncoder`, or ``None`` when the model is not
+        supported or packed and padded vectors of a probe batch differ by more than 1e-4
+        (logged; requested with ``padding_free=True``, a warning)."""
+        import torch
+
+        from .packing import PaddingFreeEncoder
+
+        packer = PaddingFreeEncoder.for_model(model)
+        why = "not supported for this model"
+        if packer is not None:
+            probe = model.preprocess(["a", "a short probe sentence.",
+                                      "a longer probe sentence " + "with more words " * 8])
+            with torch.inference_mode():
+                padded = model(probe)["sentence_embedding"]
+                packed = packer.forward(probe)["sentence_embedding"]
+            diff = float((padded - packed).abs().max())
+            if diff <= 1e-4:
+                return packer
+            why = f"packed and padded vectors differ by {diff:.1e}"
+        log = logger.warning if self._padding_free else logger.info
+        log("%s: padding-free batches off (%s)", self._model_uid, why)
+        return None
 
     # ---- the batch function (engine thread) --------------------------------------------
     def _prompt_text(self, prompt_name: Optional[str], prompt: Optional[str]) -> str:
@@ -136,11 +173,15 @@ class SentenceTransformerEmbedding(BatchedSentenceEngine):
         if kind == "text":
             pre = self._prompt_text(prompt_name, prompt)
             with self._tokenizer_lock:
-                # What encode() feeds the model (truncated, padded, prompt prepended) and,
-                # for usage, the untruncated lengths.
+                # What encode() feeds the model (truncated, padded, prompt prepended).
                 feats = self._model.preprocess(items, prompt=pre or None)
-                texts = [pre + s for s in items] if pre else items
-                lengths = [len(ids) for ids in tok(texts, verbose=False)["input_ids"]]
+                lengths = feats["attention_mask"].sum(1).tolist()
+                # An input that fills the limit may have been cut: count its tokens whole.
+                full = [i for i, n in enumerate(lengths) if n >= limit]
+                if full:
+                    whole = tok([pre + items[i] for i in full], verbose=False)["input_ids"]
+                    for i, ids in zip(full, whole):
+                        lengths[i] = len(ids)
             vecs = self._forward(feats)
         else:
             vecs, lengths = self._encode_ids(items)
@@ -151,8 +192,9 @@ class SentenceTransformerEmbedding(BatchedSentenceEngine):
         import torch
         from sentence_transformers.util import batch_to_device
 
+        run = self._packer.forward if self._packer is not None else self._model
         with torch.inference_mode():
-            emb = self._model(batch_to_device(feats, self._model.device))
+            emb = run(batch_to_device(feats, self._model.device))
         return emb["sentence_embedding"].float().cpu().numpy()
 
     def _encode_ids(self, arrays: Sequence[List[int]]):
