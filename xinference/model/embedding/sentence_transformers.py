@@ -76,13 +76,16 @@ def parse_embedding_input(input: Any) -> Tuple[str, List[Any]]:
 
 
 def encode_vector(vec, encoding_format: str):
-    """A float32 vector as OpenAI sends it: a list of floats, or base64 of its little-endian
-    float32 bytes (``encoding_format="base64"``)."""
+    """A float32 vector as OpenAI sends it: base64 of its little-endian float32 bytes
+    (``encoding_format="base64"``), else the float32 numpy array itself, which the API
+    renders as JSON numbers with orjson (each the shortest text that reads back as the
+    same float32, as OpenAI's own responses print them: about half the bytes of float64
+    text, and cheaper to build, send and parse than a list of Python floats)."""
     import numpy as np
 
     if encoding_format == "base64":
         return base64.b64encode(np.asarray(vec, dtype="<f4").tobytes()).decode("ascii")
-    return np.asarray(vec, dtype=np.float32).tolist()
+    return np.ascontiguousarray(vec, dtype=np.float32)
 
 
 class SentenceTransformerEmbedding(BatchedSentenceEngine):
