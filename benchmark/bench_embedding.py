@@ -4,8 +4,10 @@ sentence-transformers, in one run.
 * in-process: ``SentenceTransformer.encode`` on the packaged all-MiniLM-L6-v2, one call per
   sentence, then batches of 32 (the best an application can do on its own);
 * server: ``xinference-local`` with ``all-MiniLM-L6-v2`` launched, 16 concurrent clients
-  (threads, one ``requests.Session`` each) each sending single sentences to
-  ``/v1/embeddings``; the model process gathers them into batches (dynamic batching).
+  (threads, one keep-alive ``http.client`` connection each) each sending single sentences
+  to ``/v1/embeddings``; the model process gathers them into batches (dynamic batching),
+  run padding-free; the same model launched again with ``padding_free=false`` shows what
+  that is worth.
 
 All three encode the same sentences; sentences/s and the ratios are written to the
 "embeddings" section of doc/benchmarks.md. Target: server >= 0.8x batched in-process.
@@ -34,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, start_server, stop_server, write_section  # noqa: E402
 
 MODEL = "all-MiniLM-L6-v2"
+PADDED_UID = "minilm-padded"  # the same model launched with padding_free=false
 CLIENTS = 16
 BATCH = 32
 N = int(os.environ.get("BENCH_SENTENCES", "2048"))
@@ -111,9 +114,9 @@ def in_process(model, sents, batch: int) -> Phase:
 
 
 
-def load_clients(url: str, sents, server_pid: int):
-    """``CLIENTS`` threads take sentences from a shared queue, one request each, until the
-    queue is empty or ``SECONDS`` have passed. Returns (Phase with the server's CPU time,
+def load_clients(url: str, sents, server_pid: int, model: str = MODEL):
+    """``CLIENTS`` threads take sentences from a shared queue, one request each (to the
+    model ``model``), until the queue is empty or ``SECONDS`` have passed. Returns (Phase with the server's CPU time,
     {sentence index: vector})."""
     work: queue.Queue = queue.Queue()
     for i in range(len(sents)):
@@ -136,7 +139,7 @@ def load_clients(url: str, sents, server_pid: int):
             except queue.Empty:
                 break
             conn.request("POST", "/v1/embeddings", headers=headers,
-                         body=json.dumps({"model": MODEL, "input": sents[i]}))
+                         body=json.dumps({"model": model, "input": sents[i]}))
             resp = conn.getresponse()
             body = resp.read()
             if resp.status != 200:
@@ -167,20 +170,25 @@ def main() -> None:
     model = load_model()
     single = in_process(model, measured, 1)
     print(f"in-process, one call per sentence: {single.rate:.0f}/s", flush=True)
-    batched, server = [], []
+    batched, server, padded = [], [], []
     with tempfile.TemporaryDirectory() as home:
         proc, url, _ = start_server(home)
         try:
-            r = requests.post(url + "/v1/models", timeout=300,
-                              json={"model_name": MODEL, "model_type": "embedding"})
-            r.raise_for_status()
-            load_clients(url, sentences(256, seed=1), proc.pid)  # warm up the server path
-            for _ in range(ROUNDS):  # alternate, so that load from elsewhere hits both
+            for extra in ({}, {"model_uid": PADDED_UID, "padding_free": False}):
+                r = requests.post(url + "/v1/models", timeout=300,
+                                  json={"model_name": MODEL, "model_type": "embedding",
+                                        **extra})
+                r.raise_for_status()
+            for uid in (MODEL, PADDED_UID):  # warm up the server path
+                load_clients(url, sentences(256, seed=1), proc.pid, uid)
+            for _ in range(ROUNDS):  # alternate, so that load from elsewhere hits all
                 batched.append(in_process(model, measured, BATCH))
                 phase, vectors = load_clients(url, measured, proc.pid)
                 server.append(phase)
+                padded.append(load_clients(url, measured, proc.pid, PADDED_UID)[0])
                 print(f"round: in-process batches of {BATCH} {batched[-1].rate:.0f}/s, "
-                      f"server {server[-1].rate:.0f}/s", flush=True)
+                      f"server {server[-1].rate:.0f}/s, server padded {padded[-1].rate:.0f}/s",
+                      flush=True)
         finally:
             stop_server(proc)
     idx = sorted(vectors)[:: max(1, len(vectors) // 128)]
@@ -190,10 +198,12 @@ def main() -> None:
     load[1] = os.getloadavg()[0]
     best_b = max(batched, key=lambda p: p.rate)
     best_s = max(server, key=lambda p: p.rate)
+    best_p = max(padded, key=lambda p: p.rate)
     ratio_batched = best_s.rate / best_b.rate
     ratio_single = best_s.rate / single.rate
     cpu_b = min(p.cpu_ms for p in batched)
     cpu_s = min(p.cpu_ms for p in server)
+    cpu_p = min(p.cpu_ms for p in padded)
     title = "Embeddings: concurrent clients against in-process encoding"
     md = f"""## {title} (benchmark/bench_embedding.py)
 
@@ -205,17 +215,22 @@ words); each phase runs until {N} sentences or {SECONDS:.0f} s. Server: `xinfere
 sentence per request to `/v1/embeddings`; the model process gathers concurrent requests into
 batches of at most {BATCH} (dynamic batching; a batch starts when no request came for 2 ms, at
 most 8 ms after a worker is free) and runs up to two batches side by side, each on one torch
-thread (the engine's default on a CPU with 2 cores or more). The in-process rows run
-sentence-transformers as an application would: its default settings and torch threading, in
-this script's process. In-process batched and
-server phases alternate for {ROUNDS} rounds; best of each. Clients, server and model share
-the same cores. Server vectors equal in-process ones to {err:.0e}. CPU ms per sentence
-counts the server's processes (API + model) for the server row.
+thread (the engine's default on a CPU with 2 cores or more). Server batches run padding-free
+(the engine's default: the sentences of a batch share rows, see
+`xinference/model/embedding/packing.py`); responses carry float32 vectors as JSON numbers.
+The in-process rows run sentence-transformers as an application would: its default settings
+and torch threading (each batch padded to its longest sentence), in this script's process.
+In-process batched, server and padded-server phases alternate for {ROUNDS} rounds; best of
+each. The server ratio of a row is the server's sentences/s over that row's. Clients, server
+and model share the same cores. Server vectors equal in-process ones to {err:.0e}. CPU ms per
+sentence counts the server's processes (API + model) for the server rows.
 
 | measure | sentences/s | server ratio | CPU ms per sentence | target |
 | --- | --- | --- | --- | --- |
 | server, {CLIENTS} concurrent clients, 1 sentence per request | {best_s.rate:.0f} | | \
 {cpu_s:.2f} (server + model processes) | |
+| server, same model with `padding_free=false` (padded batches) | {best_p.rate:.0f} | \
+{best_s.rate / best_p.rate:.2f}x | {cpu_p:.2f} (server + model processes) | |
 | in-process, one `encode` call per sentence | {single.rate:.0f} | {ratio_single:.2f}x | \
 {single.cpu_ms:.2f} | >= 1x |
 | in-process, batches of {BATCH} | {best_b.rate:.0f} | {ratio_batched:.2f}x | {cpu_b:.2f} | \
@@ -223,7 +238,8 @@ counts the server's processes (API + model) for the server row.
 """
     write_section("embeddings", md)
     print(f"ratios: server/in-process single {ratio_single:.2f}x, "
-          f"server/in-process batched {ratio_batched:.2f}x; CPU ms/sentence server "
+          f"server/in-process batched {ratio_batched:.2f}x (server/padded server "
+          f"{best_s.rate / best_p.rate:.2f}x); CPU ms/sentence server "
           f"{cpu_s:.2f} vs batched {cpu_b:.2f} (max err {err:.1e}, "
           f"{time.perf_counter() - t_start:.0f} s)")
 
