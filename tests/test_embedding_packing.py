@@ -131,11 +131,13 @@ def test_engine_packs_by_default_and_can_be_told_not_to():
                                atol=1e-5)
 
 
-def test_padding_free_option_is_checked_at_launch():
-    h = model_type_handlers()
+def test_launch_flags_are_parsed_at_launch():
+    h = model_type_handlers()["embedding"]
+    family = h.builtins()["all-MiniLM-L6-v2"]
     with pytest.raises(InvalidRequestError, match="padding_free"):
-        h["embedding"].plan(h["embedding"].builtins()["all-MiniLM-L6-v2"], "x",
-                            padding_free="sometimes")
+        h.plan(family, "x", padding_free="sometimes")
+    loader, _ = h.plan(family, "x", padding_free="false", trust_remote_code="false")
+    assert loader.kwargs == {"padding_free": False, "trust_remote_code": False}
 
 
 @pytest.mark.parametrize("value,expected", [(True, True), ("false", False), ("YES", True),
