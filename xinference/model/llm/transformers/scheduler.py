@@ -290,7 +290,8 @@ class BatchScheduler:
         out = []
         for row, seq in zip(logits, seqs):
             p = seq.state.params
-            recent = (seq.state.prompt_ids + seq.state.output_ids)[-PENALTY_LAST_N:]
+            recent = (seq.state.prompt_ids[-PENALTY_LAST_N:]
+                      + seq.state.output_ids[-PENALTY_LAST_N:])[-PENALTY_LAST_N:]
             if recent and (p.repeat_penalty != 1.0 or p.frequency_penalty
                            or p.presence_penalty):
                 ids, counts = torch.unique(torch.tensor(recent), return_counts=True)
@@ -312,11 +313,13 @@ class BatchScheduler:
             if p.min_p and p.min_p > 0:
                 probs = probs.masked_fill(probs < p.min_p * probs.max(), 0.0)
             if p.top_p is not None and p.top_p < 1.0:
-                sorted_p, order = torch.sort(probs, descending=True)
+                # Sort only the candidates left by top-k/min-p (tens, not the vocabulary).
+                cand = probs.nonzero().squeeze(1)
+                sorted_p, order = torch.sort(probs[cand], descending=True)
                 cum = torch.cumsum(sorted_p, dim=-1)
                 drop = (cum - sorted_p) >= p.top_p  # keep the smallest set reaching top_p
-                sorted_p = sorted_p.masked_fill(drop, 0.0)
-                probs = torch.zeros_like(probs).scatter(0, order, sorted_p)
+                probs = torch.zeros_like(probs)
+                probs[cand[order]] = sorted_p.masked_fill(drop, 0.0)
             out.append(int(torch.multinomial(probs, 1, generator=seq.generator)))
         return out
 
