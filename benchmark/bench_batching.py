@@ -52,10 +52,6 @@ TOPICS = ("the sea", "a lighthouse", "autumn", "a robot", "mountains", "a city a
           "the desert", "a violin", "bees")
 
 
-
-
-
-
 def launch(url: str, pt_dir: Path) -> None:
     family = {
         "version": 2, "context_length": 2048, "model_name": TF_MODEL,

@@ -55,8 +55,6 @@ def sentences(n: int, seed: int) -> list:
             for i in range(n)]
 
 
-
-
 def process_cpu(pids) -> float:
     """User + system CPU seconds of the processes ``pids`` and all their children."""
     import psutil
@@ -110,8 +108,6 @@ def in_process(model, sents, batch: int) -> Phase:
                      show_progress_bar=False)
         done += len(chunk)
     return Phase(done, time.perf_counter() - t0, process_cpu(me) - cpu0)
-
-
 
 
 def load_clients(url: str, sents, server_pid: int, model: str = MODEL):

@@ -41,10 +41,6 @@ REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 STREAM_INTERVAL = 4  # the opt-in row: tokens per SSE chunk
 
 
-
-
-
-
 def stream_timings(chunks, t0):
     """(ttft_s, n_tokens, decode_s) from an iterator of chunk texts."""
     first = last = None
@@ -222,7 +218,7 @@ RPC handling, the API process's SSE send, the client) can only run by preempting
 compute threads, so it adds straight onto each token's time; with one core left free it
 overlaps with decoding. Non-streaming requests run at parity with in-process either way.
 CPU per streamed token, one token per chunk (n_threads={cores}): API process
-{api_ms[cores, 1][0]:.2f} ms, the model process's event loop (one RPC per chunk)
+{api_ms[cores, 1][0]:.2f} ms, the model process's event loop (one `next_chunks` RPC per pull)
 {api_ms[cores, 1][1]:.2f} ms, against about {1000 / results[cores, 1][1][1]:.1f} ms per token of
 decoding in-process. The launch option `stream_interval={STREAM_INTERVAL}` (vLLM's server option
 of that name) sends the first token at once and then {STREAM_INTERVAL} tokens per SSE chunk:

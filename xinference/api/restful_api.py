@@ -113,6 +113,7 @@ class RESTfulAPI:
         self._supervisor_address = supervisor_address
         self._supervisor_ref = None
         self._started = time.time()
+        self._closing: set = set()  # close_stream calls of abandoned streams, in flight
 
     async def supervisor(self):
         if self._supervisor_ref is None:
@@ -207,7 +208,6 @@ class RESTfulAPI:
         the model process in batches (every chunk ready at each pull), then ``[DONE]``. An
         error after the stream has started is sent in-band as an error object. When the
         client goes away first (the generator is closed), the model stops the stream."""
-        finished = False
         try:
             while True:
                 chunks = await ref.next_chunks(stream.stream_id)
@@ -215,13 +215,13 @@ class RESTfulAPI:
                     break
                 for chunk in chunks:
                     yield b"data: " + orjson.dumps(chunk) + b"\n\n"
-            finished = True
         except Exception as e:  # the stream has started: report in-band, then end it
-            finished = True
             yield b"data: " + exception_to_response(e).body + b"\n\n"
-        finally:
-            if not finished:  # cancelled: the client disconnected
-                asyncio.ensure_future(self._close_stream(ref, stream))
+        except BaseException:  # cancelled or closed: the client disconnected
+            task = asyncio.ensure_future(self._close_stream(ref, stream))
+            self._closing.add(task)  # a reference until it is done
+            task.add_done_callback(self._closing.discard)
+            raise
         yield b"data: [DONE]\n\n"
 
     @staticmethod

@@ -412,10 +412,7 @@ class SupervisorActor(xo.StatelessActor):
                 finally:
                     self._inflight[w.address] -= 1
                 placed.append(w.address)
-                launched.append({"replica_uid": replica_uid, "worker_address": w.address,
-                                 "pid": info["pid"], "model_address": info["address"],
-                                 "gpu_idx": info.get("gpu_idx"), "status": "ready",
-                                 "error": None})
+                launched.append(_replica_row(w.address, dict(info, replica_uid=replica_uid)))
                 await self._refresh_status(w)
         except BaseException:
             for rep in launched:
@@ -453,6 +450,7 @@ class SupervisorActor(xo.StatelessActor):
             if self._lost.pop(model_uid, None) is not None:
                 return
             raise ModelNotFoundError(f"Model not found in the model list, uid: {model_uid}")
+        answered = {}  # workers that took a terminate call: their status is refreshed once
         for rep in m.replicas:
             address, ruid = rep["worker_address"], rep["replica_uid"]
             w = self._workers.get(address)
@@ -468,6 +466,9 @@ class SupervisorActor(xo.StatelessActor):
                 logger.warning("Terminating %s on %s failed (%s); it is stopped when the "
                                "worker reports again", ruid, address, e)
                 self._to_stop.setdefault(address, set()).add(ruid)
+                continue
+            answered[address] = w
+        for w in answered.values():
             await self._refresh_status(w)
 
     async def get_launch_progress(self, model_uid: str) -> float:

@@ -18,6 +18,7 @@ from typing import Optional
 
 import xoscar as xo
 
+from .local import shutdown_cluster
 from .utils import get_free_port, run_event_loop, setup_logging
 
 logger = logging.getLogger(__name__)
@@ -92,11 +93,7 @@ async def _serve(endpoint: str, host: str, worker_port: Optional[int]) -> None:
             await worker.leave()
         except Exception:
             logger.exception("Leaving the cluster failed")
-        try:
-            await asyncio.wait_for(xo.destroy_actor(worker), timeout=30)
-        except Exception:
-            logger.exception("Stopping the worker failed")
-        await pool.stop()
+        await shutdown_cluster(pool, worker)
 
 
 def run_worker(endpoint: str, host: str, worker_port: Optional[int] = None,

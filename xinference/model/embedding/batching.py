@@ -87,7 +87,6 @@ class DynamicBatcher:
         self._wakeup: Optional[asyncio.Event] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._workers: Set[asyncio.Task] = set()
-        self._gathering = 0  # live workers not running a batch
         self._running = 0  # workers running a batch
         self.stats = {"batches": 0, "items": 0, "max_items": 0}
 
@@ -102,7 +101,7 @@ class DynamicBatcher:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # first use, or a new event loop (tests)
             self._loop, self._wakeup = loop, asyncio.Event()
-            self._workers, self._gathering, self._running = set(), 0, 0
+            self._workers, self._running = set(), 0
         req = _Request(key, list(items), loop.create_future())
         self._queue.append(req)
         self._wakeup.set()
@@ -112,10 +111,10 @@ class DynamicBatcher:
     def _ensure_worker(self) -> None:
         """Start a worker task when requests wait, none is gathering and fewer than
         ``concurrency`` run."""
-        # A finished worker leaves the set only in a later callback: count live ones.
+        # A live worker (task not done) is either running a batch or gathering one.
         self._workers = {t for t in self._workers if not t.done()}
-        if self._queue and self._gathering == 0 and len(self._workers) < self.concurrency:
-            self._gathering += 1
+        gathering = len(self._workers) - self._running
+        if self._queue and gathering == 0 and len(self._workers) < self.concurrency:
             self._workers.add(self._loop.create_task(self._work()))
 
     def _pending_items(self, key: Hashable) -> int:
@@ -159,27 +158,21 @@ class DynamicBatcher:
 
     async def _work(self) -> None:
         """One worker: gather a batch, run it, hand out results; until the queue is empty.
-        A live worker counts in ``_gathering`` (from its start) except while it runs a
-        batch, when it counts in ``_running``."""
+        While it runs a batch it counts in ``_running``; otherwise it is gathering."""
         loop = asyncio.get_running_loop()
-        try:
-            while self._queue:
-                await self._gather(self._queue[0].key)
-                if not self._queue:  # another worker took them
-                    break
-                batch = [r for r in self._take(self._batch_limit(self._queue[0].key))
-                         if not r.future.done()]  # drop cancelled requests
-                self._gathering -= 1
-                self._running += 1
-                try:
-                    self._ensure_worker()  # requests left: another worker may start now
-                    if batch:
-                        await self._run_batch(loop, batch)
-                finally:
-                    self._running -= 1
-                    self._gathering += 1
-        finally:
-            self._gathering -= 1
+        while self._queue:
+            await self._gather(self._queue[0].key)
+            if not self._queue:  # another worker took them
+                break
+            batch = [r for r in self._take(self._batch_limit(self._queue[0].key))
+                     if not r.future.done()]  # drop cancelled requests
+            self._running += 1
+            try:
+                self._ensure_worker()  # requests left: another worker may start now
+                if batch:
+                    await self._run_batch(loop, batch)
+            finally:
+                self._running -= 1
 
     async def _run_batch(self, loop, batch: List[_Request]) -> None:
         items = [it for r in batch for it in r.items]

@@ -72,11 +72,9 @@ def sentence_engines_for_family(family: SentenceModelFamily) -> Dict[str, Any]:
     """``GET /v1/engines/{model_name}`` for embedding and rerank families:
     ``{"sentence_transformers": [{model_name, model_format, quantizations, available ...}]}``;
     availability is checked without importing the library."""
-    import importlib.util
+    from ..llm.engines import unavailable_reason
 
-    missing = [m for m in ("torch", "sentence_transformers")
-               if importlib.util.find_spec(m) is None]
-    why = f"missing Python package(s): {', '.join(missing)}" if missing else None
+    why = unavailable_reason(("torch", "sentence_transformers"))
     return {ENGINE_NAME: [
         {"model_name": family.model_name, "model_format": s.model_format,
          "model_size_in_billions": None, "quantizations": list(s.quantizations),
@@ -116,7 +114,8 @@ def plan_sentence_launch(family: SentenceModelFamily, model_uid: str, engine_cla
             f"known: {sorted(engine_options)}"
         )
     for name in ("max_batch_size", "concurrent_batches", "torch_threads"):
-        positive_int(name, kwargs.get(name))
+        if name in kwargs:  # the engine gets the parsed value ("32.0" -> 32)
+            kwargs[name] = positive_int(name, kwargs[name])
     for name in ("trust_remote_code", "padding_free"):
         if name in kwargs:
             kwargs[name] = flag(name, kwargs[name])

@@ -19,10 +19,7 @@ padded forward pass.
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Dict, List, Optional, Sequence
-
-logger = logging.getLogger(__name__)
 
 #: Encoders whose position ids can be given per token: model_type -> the first position id
 #: (``None``: the config's ``pad_token_id`` + 1, as RoBERTa-style embeddings number them).

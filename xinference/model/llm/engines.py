@@ -15,6 +15,15 @@ from ...core.errors import InvalidRequestError
 from .llm_family import LLMFamily, LLMSpec, normalize_size
 
 
+def unavailable_reason(requires) -> Optional[str]:
+    """``None`` when every module in ``requires`` can be imported here, else why not
+    ("missing Python package(s): ..."); checked without importing them."""
+    missing = [m for m in requires if importlib.util.find_spec(m) is None]
+    if missing:
+        return f"missing Python package(s): {', '.join(missing)}"
+    return None
+
+
 @dataclass(frozen=True)
 class EngineInfo:
     """An engine: the formats it runs, the library it needs and its class path."""
@@ -26,10 +35,7 @@ class EngineInfo:
 
     def available(self) -> Optional[str]:
         """``None`` when usable here, else why not (a missing library)."""
-        missing = [m for m in self.requires if importlib.util.find_spec(m) is None]
-        if missing:
-            return f"missing Python package(s): {', '.join(missing)}"
-        return None
+        return unavailable_reason(self.requires)
 
     def load_class(self):
         module, _, cls = self.class_path.partition(":")

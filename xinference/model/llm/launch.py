@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional, Tuple
 
+from ..options import flag
 from .core import stream_interval_option
 from .engines import match_spec
 from .llm_family import LLMFamily
@@ -21,9 +22,12 @@ def plan_llm_launch(family: LLMFamily, model_uid: str, *, model_engine: Optional
 
     Raises:
         InvalidRequestError: nothing matches (see :func:`match_spec`), or a bad
-        ``stream_interval``.
+        ``stream_interval``, ``trust_remote_code`` or ``enable_thinking``.
     """
     stream_interval_option(kwargs.get("stream_interval"))  # refused here, before a process
+    for name in ("trust_remote_code", "enable_thinking"):  # "false" from JSON is False
+        if kwargs.get(name) is not None:
+            kwargs[name] = flag(name, kwargs[name])
     engine, spec, quant = match_spec(
         family, model_engine, model_format, model_size_in_billions, quantization
     )
