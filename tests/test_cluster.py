@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import openai
 import psutil
@@ -26,7 +26,7 @@ import xinference
 from xinference.client import RESTfulClient
 from xinference.client.restful_client import RESTfulClientError
 
-from .conftest import SMOLLM, LoggedProcess, free_port
+from .conftest import SMOLLM, LoggedProcess, free_port, wait_gone, wait_until
 from .test_custom_models import smol_family
 
 INTERVAL, THRESHOLD = 0.5, 6
@@ -38,15 +38,6 @@ MSG = [{"role": "user", "content": "Say hi"}]
 W1, W2 = "127.0.0.2", "127.0.0.3"
 
 
-def wait_until(pred: Callable[[], object], timeout: float, what: str, step: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(step)
 
 
 class Proc(LoggedProcess):
@@ -121,10 +112,6 @@ class Cluster:
             self.supervisor.stop()
 
 
-def gone(pid: int) -> bool:
-    return not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-
-
 def children(pid: int) -> List[int]:
     return [c.pid for c in psutil.Process(pid).children(recursive=True)]
 
@@ -197,7 +184,7 @@ def test_replicas_failover_dead_worker_and_rejoin(cluster):
         out = oai.chat.completions.create(model=SMOLLM, messages=MSG, max_tokens=4)
         assert out.choices[0].message.content
     # the model processes of W1 end by themselves (sub pools watch their parent)
-    wait_until(lambda: all(gone(p) for p in w1_models), 20, "W1's model processes to exit")
+    assert wait_gone(w1_models) == [], "W1's model processes still run"
     watcher.join()
     assert dropped, "W1 was not dropped from /v1/workers in time"
     assert [a.split(":")[0] for a in cluster.worker_addresses()] == [W2]
@@ -225,7 +212,7 @@ def test_replicas_failover_dead_worker_and_rejoin(cluster):
     assert cluster.chat("late").status_code == 200
     client.terminate_model("late")
     client.terminate_model(SMOLLM)
-    wait_until(lambda: gone(rep["pid"]), 20, "the terminated model's process to exit")
+    assert wait_gone([rep["pid"]]) == [], "the terminated model's process still runs"
     client.unregister_model("LLM", "cluster-smol")
 
 
@@ -272,7 +259,7 @@ def test_supervisor_restart_keeps_worker_models(tmp_path):
         assert out.choices[0].message.content
         assert worker.proc.poll() is None and rep["pid"] in children(worker.pid)
         client.terminate_model(SMOLLM)
-        wait_until(lambda: gone(rep["pid"]), 20, "the model process to exit")
+        assert wait_gone([rep["pid"]]) == [], "the model process still runs"
     finally:
         c.stop()
 

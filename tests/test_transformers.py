@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import threading
-import time
 from pathlib import Path
 
 import openai
@@ -21,6 +20,8 @@ import requests
 
 from xinference.client import RESTfulClient
 from xinference.client.restful_client import RESTfulClientError
+
+from .conftest import wait_until
 
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TF_MODEL = "smollm2-pt"  # tokenizer's own template via apply_chat_template
@@ -300,6 +301,15 @@ def test_enable_thinking_changes_rendered_prompt(endpoint, oai, think_model):
     assert m.chat(HI, generate_config=cfg)["usage"]["prompt_tokens"] == on
 
 
+def admitted(oai, model: str) -> bool:
+    """A short chat is accepted (False while ``request_limits`` refuses it with 429)."""
+    try:
+        oai.chat.completions.create(model=model, messages=HI, max_tokens=2)
+        return True
+    except openai.RateLimitError:
+        return False
+
+
 def test_over_request_limits_is_429_at_once(endpoint, oai, think_model):
     """``request_limits=2``: two streams in flight fill it, a third request is refused with
     429 at once (not queued), and the model serves again when they end."""
@@ -327,14 +337,9 @@ def test_over_request_limits_is_429_at_once(endpoint, oai, think_model):
     finally:
         for s in streams:
             s.close()
-    deadline = time.time() + 60
-    while True:  # the closed streams are cancelled and leave the batch
-        try:
-            oai.chat.completions.create(model=think_model, messages=HI, max_tokens=2)
-            break
-        except openai.RateLimitError:
-            assert time.time() < deadline
-            time.sleep(0.5)
+    # the closed streams are cancelled and leave the batch
+    wait_until(lambda: admitted(oai, think_model), 60, "the model to admit requests again",
+               step=0.5)
 
 
 def test_disconnected_non_stream_requests_leave_the_batch(endpoint, oai, think_model):
@@ -361,14 +366,8 @@ def test_disconnected_non_stream_requests_leave_the_batch(endpoint, oai, think_m
         oai.chat.completions.create(model=think_model, messages=HI, max_tokens=2)
     for conn in conns:
         conn.close()
-    deadline = time.time() + 20
-    while True:
-        try:
-            oai.chat.completions.create(model=think_model, messages=HI, max_tokens=2)
-            break
-        except openai.RateLimitError:
-            assert time.time() < deadline, "cancelled requests still hold the model"
-            time.sleep(0.5)
+    wait_until(lambda: admitted(oai, think_model), 20,
+               "the cancelled requests to free the model", step=0.5)
 
 
 def test_quantization_without_bitsandbytes_is_a_clear_error(endpoint, tf_model):
