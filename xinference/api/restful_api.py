@@ -1,6 +1,7 @@
 """The REST gateway: OpenAI ``/v1`` routes and Xinference's model-management routes.
 
-:func:`create_app` builds the FastAPI app for a supervisor address. Per request the app asks
+:func:`create_app` builds the FastAPI app for a supervisor address from the route tables
+of :mod:`xinference.api.routers` (one module per area). Per request the app asks
 the supervisor for the model's ModelActor ref and then talks to the model process directly.
 Errors are JSON with both Xinference's ``detail`` and OpenAI's ``error`` object.
 """
@@ -14,7 +15,7 @@ from typing import Any, AsyncIterator, Dict, Optional
 
 import orjson
 import xoscar as xo
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
@@ -23,14 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..core.errors import ModelUnavailableError, XinferenceError
 from ..core.model import ModelStream
-from .schemas import (
-    CreateChatCompletionRequest,
-    CreateCompletionRequest,
-    CreateEmbeddingRequest,
-    LaunchModelRequest,
-    RegisterModelRequest,
-    RerankRequest,
-)
+from .routers import all_routes
 
 logger = logging.getLogger(__name__)
 
@@ -107,76 +101,25 @@ async def _unless_disconnected(request: Request, call):
 
 
 class RESTfulAPI:
-    """Routes bound to one supervisor."""
+    """What every route shares: the supervisor's ref, calls to a model's ModelActor
+    (:meth:`_infer`, SSE relay) and the start time. Handlers live in
+    :mod:`xinference.api.routers`, one module per area."""
 
     def __init__(self, supervisor_address: str):
-        self._supervisor_address = supervisor_address
+        self.supervisor_address = supervisor_address
         self._supervisor_ref = None
-        self._started = time.time()
+        self.started = time.time()
         self._closing: set = set()  # close_stream calls of abandoned streams, in flight
 
     async def supervisor(self):
         if self._supervisor_ref is None:
             self._supervisor_ref = await xo.actor_ref(
-                address=self._supervisor_address, uid="supervisor"
+                address=self.supervisor_address, uid="supervisor"
             )
         return self._supervisor_ref
 
     async def _model(self, model_uid: str):
         return await (await self.supervisor()).get_model(model_uid)
-
-    # ---- model management --------------------------------------------------------------
-    async def status(self):
-        return {"status": "ok", "version": __version__,
-                "uptime": time.time() - self._started}
-
-    async def address(self):
-        return self._supervisor_address
-
-    async def list_models(self):
-        models = await (await self.supervisor()).list_models()
-        return {"object": "list", "data": [
-            dict(desc, id=uid, object="model", created=desc.get("created"),
-                 owned_by="xinference")
-            for uid, desc in models.items()
-        ]}
-
-    async def describe_model(self, model_uid: str):
-        return await (await self.supervisor()).describe_model(model_uid)
-
-    async def launch_model(self, body: LaunchModelRequest):
-        kwargs = body.model_dump(exclude_none=True)
-        uid = await (await self.supervisor()).launch_builtin_model(**kwargs)
-        return {"model_uid": uid}
-
-    async def get_launch_progress(self, model_uid: str):
-        """``{"progress": 0..1}`` while ``model_uid`` launches (download fraction where
-        huggingface_hub reports one), 1.0 once it runs; 404 when unknown."""
-        progress = await (await self.supervisor()).get_launch_progress(model_uid)
-        return {"progress": progress}
-
-    async def terminate_model(self, model_uid: str):
-        await (await self.supervisor()).terminate_model(model_uid)
-        return {"id": model_uid, "object": "model", "deleted": True}
-
-    async def list_model_registrations(self, model_type: str, detailed: bool = False):
-        return await (await self.supervisor()).list_model_registrations(model_type, detailed)
-
-    async def get_model_registration(self, model_type: str, model_name: str):
-        return await (await self.supervisor()).get_model_registration(model_type, model_name)
-
-    async def register_model(self, model_type: str, body: RegisterModelRequest):
-        name = await (await self.supervisor()).register_model(
-            model_type, body.model, body.persist
-        )
-        return {"model_name": name, "model_type": model_type, "persist": body.persist}
-
-    async def unregister_model(self, model_type: str, model_name: str):
-        await (await self.supervisor()).unregister_model(model_type, model_name)
-        return {"model_name": model_name, "deleted": True}
-
-    async def query_engines(self, model_name: str):
-        return await (await self.supervisor()).query_engines_by_model_name(model_name)
 
     # ---- inference ---------------------------------------------------------------------
     async def _infer(self, method: str, model_uid: str, payload, config: Dict[str, Any],
@@ -231,75 +174,16 @@ class RESTfulAPI:
         except Exception:  # the model process is gone: nothing to stop
             logger.debug("Closing stream %s failed", stream.stream_id, exc_info=True)
 
-    async def create_completion(self, body: CreateCompletionRequest, request: Request):
-        return await self._infer("generate", body.model, body.prompt, body.generate_config(),
-                                 request)
-
-    async def create_chat_completion(self, body: CreateChatCompletionRequest,
-                                     request: Request):
-        return await self._infer("chat", body.model, body.messages, body.generate_config(),
-                                 request)
-
-    # ---- embeddings and rerank ------------------------------------------------------
-    async def create_embedding(self, body: CreateEmbeddingRequest):
-        """OpenAI Embeddings; the model process batches concurrent requests."""
-        config = body.model_dump(exclude_none=True, exclude={"model", "input", "stream"})
-        return await self._infer("create_embedding", body.model, body.input, config)
-
-    async def rerank(self, body: RerankRequest):
-        """Rerank ``documents`` against ``query``; results sorted by relevance."""
-        config = body.model_dump(exclude_none=True, exclude={"model", "documents", "stream"})
-        return await self._infer("rerank", body.model, body.documents, config)
-
-    # ---- cluster ---------------------------------------------------------------------
-    async def cluster_info(self):
-        """``[{"node_type": "Supervisor" | "Worker", "address", "ip_address", "cpu_count",
-        "memory_total", "memory_available", "gpu_count", "gpu_vram_total", "gpus", ...}]``:
-        the supervisor first, then every live worker with its models."""
-        return await (await self.supervisor()).get_cluster_info()
-
-    async def workers_info(self):
-        """The live workers as in ``/v1/cluster/info`` (see SupervisorActor)."""
-        return await (await self.supervisor()).get_workers_info()
-
-    async def cluster_version(self):
-        return {"version": __version__}
-
-    def router(self) -> APIRouter:
-        r = APIRouter()
-        r.add_api_route("/v1/cluster/info", self.cluster_info, methods=["GET"])
-        r.add_api_route("/v1/cluster/version", self.cluster_version, methods=["GET"])
-        r.add_api_route("/v1/workers", self.workers_info, methods=["GET"])
-        r.add_api_route("/status", self.status, methods=["GET"])
-        r.add_api_route("/v1/address", self.address, methods=["GET"])
-        r.add_api_route("/v1/models", self.list_models, methods=["GET"])
-        r.add_api_route("/v1/models", self.launch_model, methods=["POST"])
-        r.add_api_route("/v1/models/{model_uid}", self.describe_model, methods=["GET"])
-        r.add_api_route("/v1/models/{model_uid}", self.terminate_model, methods=["DELETE"])
-        r.add_api_route("/v1/models/{model_uid}/progress", self.get_launch_progress,
-                        methods=["GET"])
-        r.add_api_route("/v1/completions", self.create_completion, methods=["POST"])
-        r.add_api_route("/v1/chat/completions", self.create_chat_completion, methods=["POST"])
-        r.add_api_route("/v1/embeddings", self.create_embedding, methods=["POST"])
-        r.add_api_route("/v1/rerank", self.rerank, methods=["POST"])
-        r.add_api_route("/v1/model_registrations/{model_type}",
-                        self.list_model_registrations, methods=["GET"])
-        r.add_api_route("/v1/model_registrations/{model_type}",
-                        self.register_model, methods=["POST"])
-        r.add_api_route("/v1/model_registrations/{model_type}/{model_name}",
-                        self.get_model_registration, methods=["GET"])
-        r.add_api_route("/v1/model_registrations/{model_type}/{model_name}",
-                        self.unregister_model, methods=["DELETE"])
-        r.add_api_route("/v1/engines/{model_name}", self.query_engines, methods=["GET"])
-        return r
-
 
 def create_app(supervisor_address: str) -> FastAPI:
     """The FastAPI app serving the supervisor at ``supervisor_address`` (xoscar address)."""
     app = FastAPI(title="Xinference", version=__version__)
     api = RESTfulAPI(supervisor_address)
     app.state.api = api
-    app.include_router(api.router())
+    routes = all_routes(api)
+    for route, handler in routes:
+        app.add_api_route(route.path, handler, methods=[route.method])
+    app.state.routes = [r for r, _ in routes]  # with their scopes, for auth
 
     @app.exception_handler(Exception)
     async def _any_error(request: Request, exc: Exception):

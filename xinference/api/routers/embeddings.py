@@ -1,0 +1,28 @@
+"""Embeddings (OpenAI Embeddings API) and rerank (Xinference's ``/v1/rerank``); the model
+process batches concurrent requests."""
+
+from __future__ import annotations
+
+from ..schemas import CreateEmbeddingRequest, RerankRequest
+from . import Route, Router
+
+
+class EmbeddingsRouter(Router):
+    ROUTES = [
+        Route("POST", "/v1/embeddings", "create_embedding", "models:read"),
+        Route("POST", "/v1/rerank", "rerank", "models:read"),
+    ]
+
+    async def create_embedding(self, body: CreateEmbeddingRequest):
+        """OpenAI Embeddings; the model process batches concurrent requests."""
+        config = body.model_dump(exclude_none=True, exclude={"model", "input", "stream"})
+        return await self.api._infer("create_embedding", body.model, body.input, config)
+
+    async def rerank(self, body: RerankRequest):
+        """Rerank ``documents`` against ``query``; results sorted by relevance."""
+        config = body.model_dump(exclude_none=True,
+                                 exclude={"model", "documents", "stream"})
+        return await self.api._infer("rerank", body.model, body.documents, config)
+
+
+ROUTERS = [EmbeddingsRouter]
