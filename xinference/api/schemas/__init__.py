@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field
 
 # Request fields that are not generation parameters.
-NON_GENERATE_FIELDS = {"model", "prompt", "messages", "user", "n"}
+NON_GENERATE_FIELDS = {"model", "prompt", "messages", "user"}
 
 
 class _Extra(BaseModel):
@@ -51,7 +51,12 @@ class _GenerateFields(_Extra):
     frequency_penalty: Optional[float] = None
     presence_penalty: Optional[float] = None
     repeat_penalty: Optional[float] = None
-    n: int = Field(1, ge=1, le=1, description="only 1 is supported")
+    # Checked by the engine (model/llm/chat_params.py: 400 with the reason): n in [1, 16];
+    # response_format text / json_object / json_schema; chat logprobs bool + top_logprobs
+    # 0-20, completions logprobs 0-20.
+    n: Optional[Any] = None
+    response_format: Optional[Any] = None
+    logprobs: Optional[Any] = None
 
     def generate_config(self) -> Dict[str, Any]:
         """Everything but the model, the input and unset fields."""
@@ -72,7 +77,12 @@ class CreateChatCompletionRequest(_GenerateFields):
     messages: List[Dict[str, Any]]
     enable_thinking: Optional[bool] = None
     chat_template_kwargs: Optional[Dict[str, Any]] = None
-    tools: Optional[List[Dict[str, Any]]] = None
+    # Checked by the engine (model/llm/chat_params.py): a list of function tools with valid
+    # JSON-schema parameters; tool_choice none/auto/required/{"type": "function", ...}.
+    tools: Optional[Any] = None
+    tool_choice: Optional[Any] = None
+    parallel_tool_calls: Optional[Any] = None
+    top_logprobs: Optional[Any] = None
 
 
 class RegisterModelRequest(BaseModel):

@@ -24,8 +24,13 @@ from typing import (
 )
 
 from ...core.errors import InvalidRequestError
-from ..options import positive_int
-from .chat_template import CHATML_TEMPLATE, normalize_messages, render_chat_template
+from ..options import flag, positive_int
+from . import chat_params
+from .constraints import Constraint
+from .chat_template import (
+    CHATML_TEMPLATE, generic_tool_messages, normalize_messages, render_chat_template,
+    template_knows_tools,
+)
 from .llm_family import LLMFamily, LLMSpec
 
 
@@ -51,16 +56,56 @@ class GenerationParams:
     stream: bool = False
     include_usage: bool = False
     chat_template_kwargs: Dict[str, Any] = field(default_factory=dict)
+    # OpenAI fields beyond sampling (validated in chat_params)
+    n: int = 1
+    logprobs: bool = False
+    top_logprobs: int = 0
+    tools: Optional[List[Dict[str, Any]]] = None
+    tool_choice: str = "none"  # "none" | "auto" | "required" | a function name
+    parallel_tool_calls: bool = True
+    response_format: Optional[Dict[str, Any]] = None
+    # what decoding must produce (tool_choice required/named, response_format), set by
+    # LLM.prepare_chat / prepare_generate; engines lower it (constraints.py)
+    constraint: Optional[Constraint] = None
 
     @classmethod
-    def from_config(cls, config: Optional[Dict[str, Any]]) -> "GenerationParams":
+    def from_config(cls, config: Optional[Dict[str, Any]], chat: bool = False
+                    ) -> "GenerationParams":
         """Build from a ``generate_config`` dict (the request body minus model/prompt).
+        ``chat``: the Chat Completions fields (``tools``, ``logprobs: bool`` +
+        ``top_logprobs``) rather than the Completions ones (``logprobs: N``).
 
         Raises:
-            InvalidRequestError: a value has the wrong type or range.
+            InvalidRequestError: a value has the wrong type or range, or a field we do not
+            implement is set (see :mod:`.chat_params`).
         """
         config = dict(config or {})
         p = cls()
+        chat_params.check_unsupported(config)
+        p.n = chat_params.check_n(config.get("n"))
+        p.logprobs, p.top_logprobs = chat_params.check_logprobs(config, chat)
+        p.response_format = chat_params.check_response_format(config.get("response_format"))
+        if chat:
+            p.tools = chat_params.check_tools(config.get("tools"))
+            p.tool_choice = chat_params.check_tool_choice(config.get("tool_choice"), p.tools)
+            ptc = config.get("parallel_tool_calls")
+            if ptc is not None and not isinstance(ptc, bool):
+                raise InvalidRequestError("'parallel_tool_calls' must be a boolean")
+            p.parallel_tool_calls = True if ptc is None else ptc
+            if p.response_format and p.tool_choice not in ("none", "auto"):
+                raise InvalidRequestError(
+                    "'response_format' and a forced 'tool_choice' cannot be combined: the "
+                    "output cannot be both a tool call and the requested JSON")
+        else:
+            for name in ("tools", "tool_choice"):
+                if config.get(name) is not None:
+                    raise InvalidRequestError(f"'{name}' is a Chat Completions field")
+            if config.get("echo"):
+                raise InvalidRequestError("'echo' is not supported")
+            if config.get("suffix"):
+                raise InvalidRequestError("'suffix' is not supported")
+            if config.get("best_of") not in (None, 1) and config.get("best_of") != p.n:
+                raise InvalidRequestError("'best_of' other than n is not supported")
 
         def num(name, lo=None, hi=None, integer=False):
             v = config.get(name)
@@ -145,9 +190,35 @@ class BytesDetokenizer(IncrementalDetokenizer):
         return self._decoder.decode(b"", final=True)
 
 
+def find_first(buffer: str, needles: Sequence[str], start: int = 0
+               ) -> Tuple[int, Optional[str]]:
+    """The earliest occurrence of any of ``needles`` in ``buffer[start:]``: ``(index,
+    needle)``, or ``(-1, None)``. At equal positions the longest needle wins."""
+    best, which = -1, None
+    for s in needles:
+        i = buffer.find(s, start)
+        if i != -1 and (best == -1 or i < best or (i == best and len(s) > len(which))):
+            best, which = i, s
+    return best, which
+
+
+def partial_suffix(buffer: str, needles: Sequence[str]) -> int:
+    """Length of the longest end of ``buffer`` that is a proper prefix of one of
+    ``needles``: the text to hold back because it could still become a needle."""
+    hold = 0
+    for s in needles:
+        for k in range(min(len(s) - 1, len(buffer)), hold, -1):
+            if buffer.endswith(s[:k]):
+                hold = k
+                break
+    return hold
+
+
 class StopStringMatcher:
     """Cuts generated text at the first ``stop`` string and holds back any suffix that could
-    still become one, so no part of a stop string is ever streamed."""
+    still become one, so no part of a stop string is ever streamed. The same hold-back
+    (:func:`find_first`, :func:`partial_suffix`) keeps tool-call markers and reasoning tags
+    from leaking (``tool_parsers``, ``reasoning``)."""
 
     def __init__(self, stop: Sequence[str]):
         self._stop = [s for s in stop if s]
@@ -159,21 +230,11 @@ class StopStringMatcher:
         if not self._stop:
             out, self._buffer = self._buffer, ""
             return out, False
-        first = -1
-        for s in self._stop:
-            i = self._buffer.find(s)
-            if i != -1 and (first == -1 or i < first):
-                first = i
+        first, _ = find_first(self._buffer, self._stop)
         if first != -1:
             out, self._buffer = self._buffer[:first], ""
             return out, True
-        hold = 0
-        for s in self._stop:
-            for k in range(min(len(s) - 1, len(self._buffer)), 0, -1):
-                if self._buffer.endswith(s[:k]):
-                    hold = max(hold, k)
-                    break
-        cut = len(self._buffer) - hold
+        cut = len(self._buffer) - partial_suffix(self._buffer, self._stop)
         out, self._buffer = self._buffer[:cut], self._buffer[cut:]
         return out, False
 
@@ -184,13 +245,16 @@ class StopStringMatcher:
 
 @dataclass
 class Delta:
-    """One step of a generation: new text and, on the last step, the finish reason and
-    token counts."""
+    """One step of a generation: new text of choice ``index``, the logprobs of the tokens
+    it releases (OpenAI chat entries, when asked for) and, on the last step, the finish
+    reason and token counts."""
 
     text: str
     finish_reason: Optional[str] = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    index: int = 0
+    logprobs: Optional[List[Dict[str, Any]]] = None
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> Dict[str, int]:
@@ -204,8 +268,9 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> Dict[str, int]:
 class DeltaCoalescer:
     """Merges text deltas so that one stream chunk carries up to ``interval`` of them
     (``stream_interval``, as vLLM's server option: fewer, larger chunks cost the serving
-    path less CPU per token). The first text delta passes at once, so the time to the first
-    token is unchanged; the final delta (with ``finish_reason``) flushes what is held.
+    path less CPU per token). The first text delta of each choice passes at once, so the
+    time to the first token is unchanged; the final delta (with ``finish_reason``) flushes
+    what is held. Choices (``index``) are merged separately.
 
     Args:
         interval: deltas per chunk (one delta per generated token, except while a partial
@@ -214,22 +279,31 @@ class DeltaCoalescer:
 
     def __init__(self, interval: int):
         self.interval = interval
-        self._held: List[str] = []
-        self._sent_first = False
+        self._held: Dict[int, List[Delta]] = {}
+        self._sent_first: set = set()
+
+    @staticmethod
+    def _merge(ds: List[Delta]) -> Delta:
+        last = ds[-1]
+        lps = [e for d in ds for e in (d.logprobs or [])]
+        return Delta("".join(d.text for d in ds), last.finish_reason, last.prompt_tokens,
+                     last.completion_tokens, last.index,
+                     lps if any(d.logprobs is not None for d in ds) else None)
 
     def push(self, d: Delta) -> Optional[Delta]:
         """Add one delta; return the delta to send now, if any."""
+        held = self._held.setdefault(d.index, [])
         if d.finish_reason is not None:
-            text = "".join(self._held) + d.text
-            self._held = []
-            return Delta(text, d.finish_reason, d.prompt_tokens, d.completion_tokens)
-        if not self._sent_first or self.interval <= 1:
-            self._sent_first = True
+            held.append(d)
+            self._held[d.index] = []
+            return self._merge(held)
+        if d.index not in self._sent_first or self.interval <= 1:
+            self._sent_first.add(d.index)
             return d
-        self._held.append(d.text)
-        if len(self._held) >= self.interval:
-            text, self._held = "".join(self._held), []
-            return Delta(text)
+        held.append(d)
+        if len(held) >= self.interval:
+            self._held[d.index] = []
+            return self._merge(held)
         return None
 
 
@@ -263,9 +337,13 @@ class RequestState:
 
     def __init__(self, prompt_ids: List[int], params: GenerationParams, *,
                  context_length: int, stop_ids: Sequence[int], stop: Sequence[str],
-                 detokenizer: IncrementalDetokenizer):
+                 detokenizer: IncrementalDetokenizer, index: int = 0,
+                 token_bytes: Optional[Any] = None):
         self.prompt_ids = prompt_ids
         self.params = params
+        self.index = index
+        # choice i of a seeded request samples with seed + i: repeatable, yet n differ
+        self.seed = params.seed + index if params.seed is not None else random_seed()
         budget = context_length - len(prompt_ids)
         self.max_tokens = min(params.max_tokens or budget, budget)
         self.stop_ids = set(stop_ids)
@@ -273,6 +351,8 @@ class RequestState:
         self.finish_reason: Optional[str] = None
         self._detok = detokenizer
         self._matcher = StopStringMatcher(list(stop))
+        self._token_bytes = token_bytes
+        self._lps: Optional[List[Dict[str, Any]]] = [] if params.logprobs else None
 
     @property
     def completion_tokens(self) -> int:
@@ -284,19 +364,43 @@ class RequestState:
 
     def _final(self, reason: str) -> Delta:
         self.finish_reason = reason
-        return Delta("", reason, len(self.prompt_ids), len(self.output_ids))
+        return Delta("", reason, len(self.prompt_ids), len(self.output_ids), self.index,
+                     self._take_logprobs())
 
-    def push(self, token_id: int) -> List[Delta]:
+    def _delta(self, text: str) -> Delta:
+        return Delta(text, index=self.index, logprobs=self._take_logprobs())
+
+    def _take_logprobs(self) -> Optional[List[Dict[str, Any]]]:
+        if self._lps is None:
+            return None
+        out, self._lps = self._lps, []
+        return out
+
+    def _entry(self, token_id: int, logprob: float) -> Dict[str, Any]:
+        b = self._token_bytes(token_id) if self._token_bytes else b""
+        return {"token": b.decode("utf-8", errors="replace"), "logprob": logprob,
+                "bytes": list(b)}
+
+    def push(self, token_id: int,
+             logprobs: Optional[Tuple[float, List[Tuple[int, float]]]] = None) -> List[Delta]:
         """Add one sampled token; return the deltas it releases (possibly none). The last
         delta of the request carries ``finish_reason`` and the token counts; after it,
-        :attr:`finished` is true and further tokens are ignored."""
+        :attr:`finished` is true and further tokens are ignored.
+
+        ``logprobs``: when the request asked for them, ``(logprob of the token, [(id,
+        logprob)] of the most likely tokens)``; they travel with the next delta released
+        (a token whose text is held back gives its logprobs to a later delta)."""
         if self.finished:
             return []
         if token_id in self.stop_ids:
             return self.finish("stop")
         self.output_ids.append(token_id)
+        if self._lps is not None and logprobs is not None:
+            e = self._entry(token_id, logprobs[0])
+            e["top_logprobs"] = [self._entry(i, lp) for i, lp in logprobs[1]]
+            self._lps.append(e)
         text, stopped = self._matcher.push(self._detok.push(token_id))
-        out = [Delta(text)] if text else []
+        out = [self._delta(text)] if text else []
         if stopped:
             out.append(self._final("stop"))
         elif len(self.output_ids) >= self.max_tokens:
@@ -314,62 +418,92 @@ class RequestState:
             reason = "stop"
         else:
             text += self._matcher.flush()
-        out = [Delta(text)] if text else []
+        out = [self._delta(text)] if text else []
         out.append(self._final(reason))
         return out
 
 
 class ResponseBuilder(abc.ABC):
-    """OpenAI response shapes of one request, built from its :class:`Delta` s.
+    """OpenAI response shapes of one request (``n`` choices), built from its
+    :class:`Delta` s.
 
     Streams: :meth:`start` (opening chunks), then :meth:`chunks` for each delta. Whole
     responses: :meth:`add` each delta, then :meth:`response`. :meth:`stream`/:meth:`collect`
     (iterators) and :meth:`astream`/:meth:`acollect` (async iterators) wrap those.
+    ``usage`` counts the prompt once and the completion tokens of every choice.
+
+    Args:
+        model_uid: reported as ``model``.
+        include_usage: ``stream_options.include_usage``.
+        stream_interval: see :class:`DeltaCoalescer`.
+        n: number of choices; the stream ends after each has its final delta.
+        logprobs: the request asked for logprobs (``logprobs`` is null otherwise).
     """
 
     object_name = ""
     id_prefix = ""
 
-    def __init__(self, model_uid: str, include_usage: bool, stream_interval: int = 1):
+    def __init__(self, model_uid: str, include_usage: bool, stream_interval: int = 1,
+                 n: int = 1, logprobs: bool = False):
         self.model_uid = model_uid
         self.include_usage = include_usage
         self.stream_interval = stream_interval
+        self.n = n
+        self.want_logprobs = logprobs
         self.id = f"{self.id_prefix}-{uuid.uuid4()}"
         self.created = int(time.time())
-        self._parts: List[str] = []
-        self._last: Optional[Delta] = None
+        self._parts: List[List[str]] = [[] for _ in range(n)]
+        self._lps: List[List[Dict[str, Any]]] = [[] for _ in range(n)]
+        self._finish: List[Optional[str]] = [None] * n
+        self._prompt_tokens = 0
+        self._completion_tokens = 0
+        self._done = 0
 
-    def _chunk(self, choice: Optional[Dict[str, Any]], usage=None) -> Dict[str, Any]:
+    def _chunk(self, choices: Optional[List[Dict[str, Any]]], usage=None) -> Dict[str, Any]:
         c = {"id": self.id, "object": self.object_name, "created": self.created,
-             "model": self.model_uid, "choices": [choice] if choice is not None else []}
+             "model": self.model_uid, "choices": choices or []}
         if usage is not None:
             c["usage"] = usage
         return c
+
+    def _count(self, d: Delta) -> bool:
+        """Account a final delta; True when it was the last choice to finish."""
+        self._prompt_tokens = d.prompt_tokens
+        self._completion_tokens += d.completion_tokens
+        self._done += 1
+        return self._done == self.n
+
+    def _usage(self) -> Dict[str, int]:
+        return _usage(self._prompt_tokens, self._completion_tokens)
 
     def start(self) -> List[Dict[str, Any]]:
         """Chunks sent before any text."""
         return []
 
     @abc.abstractmethod
-    def _choice_chunk(self, d: Delta) -> Dict[str, Any]:
-        """The stream chunk of one delta."""
+    def _choice_chunk(self, d: Delta) -> Optional[Dict[str, Any]]:
+        """The stream chunk of one delta (None: nothing to send yet)."""
 
     def chunks(self, d: Delta) -> List[Dict[str, Any]]:
-        """Stream chunks of one delta; the final delta adds a usage-only chunk when
-        ``stream_options.include_usage``."""
-        out = [self._choice_chunk(d)]
-        if d.finish_reason is not None and self.include_usage:
-            out.append(self._chunk(None, _usage(d.prompt_tokens, d.completion_tokens)))
+        """Stream chunks of one delta; after the last choice's final delta, a usage-only
+        chunk when ``stream_options.include_usage``."""
+        c = self._choice_chunk(d)
+        out = [c] if c is not None else []
+        if d.finish_reason is not None and self._count(d) and self.include_usage:
+            out.append(self._chunk(None, self._usage()))
         return out
 
     def add(self, d: Delta) -> None:
-        self._parts.append(d.text)
+        self._parts[d.index].append(d.text)
+        if d.logprobs:
+            self._lps[d.index].extend(d.logprobs)
         if d.finish_reason is not None:
-            self._last = d
+            self._finish[d.index] = d.finish_reason
+            self._count(d)
 
     @abc.abstractmethod
     def response(self) -> Dict[str, Any]:
-        """The whole (non-stream) response, once the final delta was added."""
+        """The whole (non-stream) response, once every final delta was added."""
 
     def stream(self, deltas: Iterator[Delta]) -> Iterator[Dict[str, Any]]:
         yield from self.start()
@@ -401,52 +535,188 @@ class ResponseBuilder(abc.ABC):
 
 
 class CompletionBuilder(ResponseBuilder):
-    """OpenAI Completions: ``text_completion`` objects and chunks."""
+    """OpenAI Completions: ``text_completion`` objects and chunks. ``logprobs`` in the
+    Completions shape: ``tokens``, ``token_logprobs``, ``top_logprobs`` (``{token:
+    logprob}`` per token) and ``text_offset`` (character offset of each token in the
+    choice's text)."""
 
     object_name = "text_completion"
     id_prefix = "cmpl"
 
-    def _text_choice(self, text: str, finish: Optional[str]) -> Dict[str, Any]:
-        return {"text": text, "index": 0, "logprobs": None, "finish_reason": finish}
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self._offset = [0] * self.n
+
+    def _logprobs(self, index: int, entries: Optional[List[Dict[str, Any]]]):
+        if not self.want_logprobs:
+            return None
+        out = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+        for e in entries or []:
+            out["tokens"].append(e["token"])
+            out["token_logprobs"].append(e["logprob"])
+            out["top_logprobs"].append({t["token"]: t["logprob"] for t in e["top_logprobs"]})
+            out["text_offset"].append(self._offset[index])
+            self._offset[index] += len(e["token"])
+        return out
+
+    def _text_choice(self, index: int, text: str, finish: Optional[str], lps) -> Dict:
+        return {"text": text, "index": index, "logprobs": self._logprobs(index, lps),
+                "finish_reason": finish}
 
     def _choice_chunk(self, d: Delta) -> Dict[str, Any]:
-        return self._chunk(self._text_choice(d.text, d.finish_reason))
+        return self._chunk([self._text_choice(d.index, d.text, d.finish_reason,
+                                              d.logprobs)])
 
     def response(self) -> Dict[str, Any]:
-        last = self._last
-        return self._chunk(self._text_choice("".join(self._parts), last.finish_reason),
-                           _usage(last.prompt_tokens, last.completion_tokens))
+        choices = [self._text_choice(i, "".join(self._parts[i]), self._finish[i],
+                                     self._lps[i]) for i in range(self.n)]
+        return self._chunk(choices, self._usage())
 
 
 class ChatBuilder(ResponseBuilder):
     """OpenAI Chat Completions: ``chat.completion`` and ``chat.completion.chunk`` objects
-    (the first chunk carries the role, the last ``finish_reason``)."""
+    (the first chunk of each choice carries the role, the last ``finish_reason``).
+
+    The text of each choice goes through a :class:`ChatTextPipeline` made by
+    ``new_pipeline`` (reasoning split, then tool-call parsing); streams push each delta's
+    text, whole responses push the whole text once: one code path, the same message.
+    ``finish_reason`` becomes ``"tool_calls"`` when the pipeline reports calls.
+    """
 
     object_name = "chat.completion.chunk"
     id_prefix = "chatcmpl"
 
-    def _delta_choice(self, delta: Dict[str, Any], finish: Optional[str]) -> Dict[str, Any]:
-        return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+    def __init__(self, *a, new_pipeline=None, **kw):
+        super().__init__(*a, **kw)
+        make = new_pipeline or ChatTextPipeline
+        self._pipes = [make() for _ in range(self.n)]
+
+    def _delta_choice(self, index: int, delta: Dict[str, Any], finish: Optional[str],
+                      lps) -> Dict[str, Any]:
+        return {"index": index, "delta": delta,
+                "logprobs": {"content": lps or []} if self.want_logprobs else None,
+                "finish_reason": finish}
 
     def start(self) -> List[Dict[str, Any]]:
-        return [self._chunk(self._delta_choice({"role": "assistant", "content": ""}, None))]
+        return [self._chunk([self._delta_choice(i, {"role": "assistant", "content": ""},
+                                                None, None)]) for i in range(self.n)]
 
-    def _choice_chunk(self, d: Delta) -> Dict[str, Any]:
+    def _finish_reason(self, index: int, reason: str) -> str:
+        return "tool_calls" if self._pipes[index].num_calls and reason == "stop" else reason
+
+    def _choice_chunk(self, d: Delta) -> Optional[Dict[str, Any]]:
+        pipe = self._pipes[d.index]
+        out = pipe.push(d.text)
+        if d.finish_reason is not None:
+            out.extend(pipe.finish())
+        delta: Dict[str, Any] = {}
+        if out.reasoning:
+            delta["reasoning_content"] = out.reasoning
+        if out.content:
+            delta["content"] = out.content
+        if out.tool_calls:
+            delta["tool_calls"] = out.tool_calls
         if d.finish_reason is None:
-            return self._chunk(self._delta_choice({"content": d.text}, None))
-        return self._chunk(self._delta_choice({"content": d.text} if d.text else {},
-                                              d.finish_reason))
+            if not delta and not d.logprobs:
+                return None
+            return self._chunk([self._delta_choice(d.index, delta, None, d.logprobs)])
+        return self._chunk([self._delta_choice(
+            d.index, delta, self._finish_reason(d.index, d.finish_reason), d.logprobs)])
+
+    def _message(self, index: int) -> Dict[str, Any]:
+        pipe = self._pipes[index]
+        out = pipe.push("".join(self._parts[index]))
+        out.extend(pipe.finish())
+        calls = [{k: v for k, v in c.items() if k != "index"} for c in out.tool_calls]
+        msg: Dict[str, Any] = {"role": "assistant",
+                               "content": out.content or (None if calls or out.reasoning
+                                                          else "")}
+        if pipe.reasoning is not None:
+            msg["reasoning_content"] = out.reasoning or None
+        if calls:
+            msg["tool_calls"] = calls
+        return msg
 
     def response(self) -> Dict[str, Any]:
-        last = self._last
+        choices = []
+        for i in range(self.n):
+            msg = self._message(i)
+            choices.append({"index": i, "message": msg,
+                            "logprobs": {"content": self._lps[i]} if self.want_logprobs
+                            else None,
+                            "finish_reason": self._finish_reason(i, self._finish[i])})
         return {
             "id": self.id, "object": "chat.completion", "created": self.created,
-            "model": self.model_uid,
-            "choices": [{"index": 0, "message": {"role": "assistant",
-                                                 "content": "".join(self._parts)},
-                         "logprobs": None, "finish_reason": last.finish_reason}],
-            "usage": _usage(last.prompt_tokens, last.completion_tokens),
+            "model": self.model_uid, "choices": choices, "usage": self._usage(),
         }
+
+
+@dataclass
+class PipelineDelta:
+    """What the chat text pipeline released: ``reasoning`` text, ``content`` text and
+    completed ``tool_calls`` (OpenAI stream entries)."""
+
+    reasoning: str = ""
+    content: str = ""
+    tool_calls: List[Dict[str, Any]] = field(default_factory=list)
+
+    def extend(self, other: "PipelineDelta") -> "PipelineDelta":
+        self.reasoning += other.reasoning
+        self.content += other.content
+        self.tool_calls.extend(other.tool_calls)
+        return self
+
+
+class ChatTextPipeline:
+    """Per choice: generated text -> reasoning stream -> tool-call stream. The content out
+    of the reasoning stream feeds the tool stream (reasoning first, then tools), so calls
+    after ``</think>`` parse and markup inside reasoning is not read as a call.
+
+    Args:
+        reasoning: a :class:`~xinference.model.llm.reasoning.ReasoningStream`, or None
+            (no reasoning split: all text is content).
+        tools: a :class:`~xinference.model.llm.tool_parsers.ToolCallStream`, or None (the
+            request has no tools, or ``tool_choice`` is ``"none"``).
+    """
+
+    def __init__(self, reasoning=None, tools=None):
+        self.reasoning = reasoning
+        self.tools = tools
+
+    @property
+    def num_calls(self) -> int:
+        return self.tools.num_calls if self.tools is not None else 0
+
+    def _content(self, text: str, final: bool, out: PipelineDelta) -> PipelineDelta:
+        if self.tools is None:
+            out.content += text
+            return out
+        p = self.tools.push(text) if text else None
+        if p is not None:
+            out.content += p.content
+            out.tool_calls.extend(p.tool_calls)
+        if final:
+            f = self.tools.finish()
+            out.content += f.content
+            out.tool_calls.extend(f.tool_calls)
+        return out
+
+    def push(self, text: str) -> PipelineDelta:
+        """Add generated text; return what can be released."""
+        out = PipelineDelta()
+        if self.reasoning is not None:
+            r = self.reasoning.push(text)
+            out.reasoning, text = r.reasoning, r.content
+        return self._content(text, False, out)
+
+    def finish(self) -> PipelineDelta:
+        """End of generation: release everything held back."""
+        out = PipelineDelta()
+        text = ""
+        if self.reasoning is not None:
+            r = self.reasoning.finish()
+            out.reasoning, text = r.reasoning, r.content
+        return self._content(text, True, out)
 
 
 @dataclass
@@ -475,10 +745,21 @@ class LLM(abc.ABC):
         kwargs: extra engine options from the launch request (``n_ctx``, ``n_gpu``,
             ``enable_thinking`` (the model's default for ``chat_template_kwargs``),
             ``stream_interval`` (text deltas per stream chunk, default 1: see
-            :class:`DeltaCoalescer`) ...).
+            :class:`DeltaCoalescer`), ``reasoning_content`` (default true: families with
+            reasoning tags return ``reasoning_content`` apart from ``content``; false gives
+            the raw text) ...).
+
+    Tool calls are parsed with the family's ``tool_parser`` (the Hermes format when it has
+    none, which our generic tool prompt asks for: see
+    :func:`~xinference.model.llm.chat_template.generic_tool_messages`).
+
+    Logprobs (``logprobs`` / ``top_logprobs``) are those of the model's own distribution:
+    the log-softmax of the raw logits, before repetition/frequency/presence penalties,
+    temperature, top-k/top-p/min-p and any grammar mask (vLLM's default, "raw
+    logprobs"). A token forced by constrained decoding can therefore have a low logprob.
 
     Raises:
-        InvalidRequestError: a bad ``stream_interval``.
+        InvalidRequestError: a bad ``stream_interval`` or ``reasoning_content``.
     """
 
     engine_name = ""
@@ -499,6 +780,15 @@ class LLM(abc.ABC):
         self.model_path = model_path
         self.kwargs = dict(kwargs or {})
         self.stream_interval = stream_interval_option(self.kwargs.get("stream_interval"))
+        from .reasoning import ReasoningParser
+        from .tool_parsers import DEFAULT_TOOL_PARSER, get_tool_parser
+
+        self.tool_parser = get_tool_parser(family.tool_parser or DEFAULT_TOOL_PARSER)
+        split = flag("reasoning_content", self.kwargs.get("reasoning_content"), True)
+        has_tags = "reasoning" in family.model_ability or family.reasoning_start_tag
+        self.reasoning_parser = (
+            ReasoningParser(family.reasoning_start_tag, family.reasoning_end_tag)
+            if split and has_tags else None)
 
     # ---- what an engine provides -------------------------------------------------------
     @abc.abstractmethod
@@ -537,6 +827,10 @@ class LLM(abc.ABC):
         """``(bos_token, eos_token)`` as text, for chat templates."""
         return "", ""
 
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes of one token (logprobs' ``token`` / ``bytes``)."""
+        return b""
+
     # ---- shared logic -------------------------------------------------------------------
     @property
     def abilities(self) -> List[str]:
@@ -548,10 +842,24 @@ class LLM(abc.ABC):
 
     def render_chat(self, messages: List[Dict[str, Any]], params: GenerationParams,
                     tools: Optional[list] = None) -> str:
-        """The prompt string that ``messages`` turn into (what the model will read)."""
+        """The prompt string that ``messages`` turn into (what the model will read).
+        ``tools`` reach the template as Hugging Face's ``apply_chat_template(tools=...)``
+        passes them; a template that knows no tools gets the generic tool prompt instead.
+
+        Raises:
+            InvalidRequestError: bad messages, or parts the model cannot take.
+        """
+        msgs = normalize_messages(messages, self.abilities, self.model_uid)
+        if tools and not template_knows_tools(self.chat_template()):
+            msgs, tools = generic_tool_messages(msgs, tools), None
+        return self._render(msgs, params, tools)
+
+    def _render(self, messages: List[Dict[str, Any]], params: GenerationParams,
+                tools: Optional[list]) -> str:
+        """Render normalized messages with :meth:`chat_template`."""
         bos, eos = self.special_token_text()
         return render_chat_template(
-            self.chat_template(), normalize_messages(messages), bos_token=bos,
+            self.chat_template(), messages, bos_token=bos,
             eos_token=eos, tools=tools, chat_template_kwargs=params.chat_template_kwargs,
         )
 
@@ -564,11 +872,12 @@ class LLM(abc.ABC):
             )
         return ids
 
-    def params_from_config(self, config: Optional[Dict[str, Any]]) -> GenerationParams:
+    def params_from_config(self, config: Optional[Dict[str, Any]], chat: bool = False
+                           ) -> GenerationParams:
         """:meth:`GenerationParams.from_config` plus the model's launch-time defaults: the
         ``enable_thinking`` launch kwarg (``xinference launch --enable-thinking``) is the
         default of ``chat_template_kwargs["enable_thinking"]``; the request wins."""
-        params = GenerationParams.from_config(config)
+        params = GenerationParams.from_config(config, chat=chat)
         default = self.kwargs.get("enable_thinking")
         if default is not None:
             if isinstance(default, str):
@@ -576,21 +885,31 @@ class LLM(abc.ABC):
             params.chat_template_kwargs.setdefault("enable_thinking", bool(default))
         return params
 
-    def new_request_state(self, prompt_ids: List[int], params: GenerationParams
-                          ) -> RequestState:
-        """The :class:`RequestState` of one request on this model (EOS ids, the family's
-        and the request's stop ids and strings, a fresh detokenizer)."""
+    def new_request_state(self, prompt_ids: List[int], params: GenerationParams,
+                          index: int = 0) -> RequestState:
+        """The :class:`RequestState` of choice ``index`` of one request on this model (EOS
+        ids, the family's and the request's stop ids and strings, a fresh detokenizer)."""
         stop_ids = set(self.eos_token_ids) | set(params.stop_token_ids)
         stop_ids |= set(self.family.stop_token_ids)
         return RequestState(
             prompt_ids, params, context_length=self.context_length, stop_ids=stop_ids,
             stop=list(params.stop) + list(self.family.stop),
-            detokenizer=self.new_detokenizer(),
+            detokenizer=self.new_detokenizer(), index=index, token_bytes=self.token_bytes,
         )
+
+    def new_request_states(self, prompt_ids: List[int], params: GenerationParams
+                           ) -> List[RequestState]:
+        """One :class:`RequestState` per choice (``n``)."""
+        return [self.new_request_state(prompt_ids, params, i) for i in range(params.n)]
+
+    def _builder_kw(self, params: GenerationParams) -> Dict[str, Any]:
+        return dict(stream_interval=self.stream_interval, n=params.n,
+                    logprobs=params.logprobs)
 
     def prepare_generate(self, prompt: str, generate_config: Optional[Dict[str, Any]] = None
                          ) -> PreparedRequest:
         """Validate a Completions request and tokenize its prompt (with BOS).
+        ``response_format`` constrains the output as in chat.
 
         Raises:
             InvalidRequestError: bad parameters or a prompt longer than the context.
@@ -598,9 +917,36 @@ class LLM(abc.ABC):
         if not isinstance(prompt, str):
             raise InvalidRequestError("'prompt' must be a string")
         params = self.params_from_config(generate_config)
+        params.constraint = self._constraint(params)
         ids = self._prompt_ids(prompt, add_special=True)
         return PreparedRequest(ids, params, CompletionBuilder(
-            self.model_uid, params.include_usage, self.stream_interval))
+            self.model_uid, params.include_usage, **self._builder_kw(params)))
+
+    def _constraint(self, params: GenerationParams) -> Optional[Constraint]:
+        """What decoding must produce: a call of the forced tool(s) in the family's format
+        (``tool_choice`` ``"required"`` or a named function), or the ``response_format``
+        JSON."""
+        if params.tool_choice not in ("none", "auto"):
+            tools = params.tools if params.tool_choice == "required" else [
+                t for t in params.tools if t["function"]["name"] == params.tool_choice]
+            return self.tool_parser.constraint(tools)
+        rf = params.response_format
+        if rf is None:
+            return None
+        return Constraint.json(rf.get("schema") if rf["type"] == "json_schema" else None)
+
+    def _pipeline_factory(self, params: GenerationParams, prompt: str):
+        """A maker of per-choice :class:`ChatTextPipeline` s for this request."""
+        parse_tools = params.tools and params.tool_choice != "none"
+        markers = self.tool_parser.markers if parse_tools else ()
+
+        def make() -> ChatTextPipeline:
+            reasoning = (self.reasoning_parser.new_stream(prompt, markers)
+                         if self.reasoning_parser is not None else None)
+            tools = self.tool_parser.new_stream(params.tools) if parse_tools else None
+            return ChatTextPipeline(reasoning, tools)
+
+        return make
 
     def prepare_chat(self, messages: List[Dict[str, Any]],
                      generate_config: Optional[Dict[str, Any]] = None) -> PreparedRequest:
@@ -615,20 +961,27 @@ class LLM(abc.ABC):
                 f"Model '{self.model_uid}' does not support chat (abilities: "
                 f"{self.abilities}); use /v1/completions"
             )
-        config = dict(generate_config or {})
-        params = self.params_from_config(config)
-        prompt = self.render_chat(messages, params, tools=config.get("tools"))
+        params = self.params_from_config(generate_config, chat=True)
+        params.constraint = self._constraint(params)
+        prompt = self.render_chat(messages, params, tools=params.tools)
         ids = self._prompt_ids(prompt, add_special=False)
-        return PreparedRequest(ids, params, ChatBuilder(self.model_uid, params.include_usage,
-                                                        self.stream_interval))
+        return PreparedRequest(ids, params, ChatBuilder(
+            self.model_uid, params.include_usage, **self._builder_kw(params),
+            new_pipeline=self._pipeline_factory(params, prompt)))
 
     def run(self, prompt_ids: List[int], params: GenerationParams,
             cancel: Optional[threading.Event] = None) -> Iterator[Delta]:
         """Generate from ``prompt_ids`` one request at a time (:meth:`iter_token_ids`);
-        yield text deltas, the last one carrying ``finish_reason`` (``"stop"`` on EOS, a
-        stop token or a stop string; ``"length"`` on ``max_tokens`` or a full context) and
-        the token counts for ``usage``."""
-        state = self.new_request_state(prompt_ids, params)
+        yield text deltas, the last one of each choice carrying ``finish_reason``
+        (``"stop"`` on EOS, a stop token or a stop string; ``"length"`` on ``max_tokens``
+        or a full context) and the token counts for ``usage``. The ``n`` choices run one
+        after the other."""
+        for state in self.new_request_states(prompt_ids, params):
+            yield from self._run_one(state, cancel)
+
+    def _run_one(self, state: RequestState, cancel: Optional[threading.Event]
+                 ) -> Iterator[Delta]:
+        prompt_ids, params = state.prompt_ids, state.params
         gen = self.iter_token_ids(prompt_ids, params)
         try:
             for token_id in gen:
@@ -643,6 +996,11 @@ class LLM(abc.ABC):
                                 else "length")
 
     def _respond(self, req: PreparedRequest, cancel: Optional[threading.Event]):
+        if req.params.constraint is not None or req.params.logprobs:
+            # iter_token_ids samples on its own: no grammar, no distributions to report
+            raise InvalidRequestError(
+                f"The {self.engine_name} engine cannot constrain decoding (tool_choice "
+                "required / a named function, response_format) or return logprobs")
         deltas = self.run(req.prompt_ids, req.params, cancel)
         if req.params.stream:
             return req.builder.stream(deltas)

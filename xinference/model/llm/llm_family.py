@@ -142,6 +142,28 @@ class LLMFamily(NamedModel):
     stop_token_ids: List[int] = Field(default_factory=list)
     stop: List[str] = Field(default_factory=list)
     model_type: Literal["LLM"] = "LLM"
+    # tool-call format (a tool_parsers name) and reasoning tags, Xinference's field names
+    tool_parser: Optional[str] = None
+    reasoning_start_tag: Optional[str] = None
+    reasoning_end_tag: Optional[str] = None
+
+    @field_validator("tool_parser")
+    @classmethod
+    def _check_tool_parser(cls, v: Optional[str]) -> Optional[str]:
+        if v is None:
+            return v
+        from .tool_parsers import check_tool_parser
+
+        return check_tool_parser(v)
+
+    @model_validator(mode="after")
+    def _check_reasoning_tags(self) -> "LLMFamily":
+        start, end = self.reasoning_start_tag, self.reasoning_end_tag
+        if (start is None) != (end is None):
+            raise ValueError("reasoning_start_tag and reasoning_end_tag go together")
+        if start is not None and (not start.strip() or not end.strip() or start == end):
+            raise ValueError("reasoning tags must be two different non-blank strings")
+        return self
 
     @field_validator("model_ability")
     @classmethod

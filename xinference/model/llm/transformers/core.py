@@ -38,13 +38,19 @@ class HFIncrementalDetokenizer(IncrementalDetokenizer):
     of all pushes plus :meth:`flush` equals ``tokenizer.decode(ids, skip_special_tokens=True)``.
     """
 
-    def __init__(self, tokenizer):
+    def __init__(self, tokenizer, keep_ids: Optional[set] = None):
         self._tok = tokenizer
         self._ids: List[int] = []
         self._prefix = 0  # start of the decode window
         self._read = 0  # tokens already turned into emitted text
+        # special tokens to render anyway (tool-call markers such as [TOOL_CALLS])
+        self._skip = (set(tokenizer.all_special_ids) - keep_ids) if keep_ids else None
 
     def _decode(self, ids: List[int]) -> str:
+        if self._skip is not None:
+            return self._tok.decode([i for i in ids if i not in self._skip],
+                                    skip_special_tokens=False,
+                                    clean_up_tokenization_spaces=False)
         return self._tok.decode(ids, skip_special_tokens=True,
                                 clean_up_tokenization_spaces=False)
 
@@ -187,6 +193,11 @@ class TransformersModel(LLM):
             logger.warning("%s: the model's cache cannot be batched; one request at a time",
                            self.model_uid)
         self._scheduler = BatchScheduler(model, device, max_num_seqs, batchable)
+        self._vocab_size = int(model.get_output_embeddings().weight.shape[0])
+        self._grammars = None  # grammar.GrammarCache, made at the first constraint
+        vocab = self._tokenizer.get_vocab()
+        self._keep_ids = {vocab[t] for t in self.tool_parser.visible_tokens if t in vocab}
+        self._byte_decoder = _byte_decoder(self._tokenizer)
 
     # ---- what the shared base needs ------------------------------------------------------
     @property
@@ -201,7 +212,17 @@ class TransformersModel(LLM):
         return list(self._tokenizer(text, add_special_tokens=add_special)["input_ids"])
 
     def new_detokenizer(self) -> IncrementalDetokenizer:
-        return HFIncrementalDetokenizer(self._tokenizer)
+        return HFIncrementalDetokenizer(self._tokenizer, self._keep_ids)
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The token's own bytes: byte-level BPE pieces mapped back through the GPT-2 byte
+        table; other tokenizers decode the single token."""
+        piece = self._tokenizer.convert_ids_to_tokens(token_id)
+        table = self._byte_decoder
+        if table and isinstance(piece, str) and all(c in table for c in piece):
+            return bytes(table[c] for c in piece)
+        return self._tokenizer.decode([token_id], skip_special_tokens=False,
+                                      clean_up_tokenization_spaces=False).encode("utf-8")
 
     def model_chat_template(self) -> Optional[str]:
         t = getattr(self._tokenizer, "chat_template", None)
@@ -210,18 +231,16 @@ class TransformersModel(LLM):
     def special_token_text(self) -> Tuple[str, str]:
         return self._tokenizer.bos_token or "", self._tokenizer.eos_token or ""
 
-    def render_chat(self, messages: List[Dict[str, Any]], params: GenerationParams,
-                    tools: Optional[list] = None) -> str:
+    def _render(self, messages: List[Dict[str, Any]], params: GenerationParams,
+                tools: Optional[list]) -> str:
         """The family's ``chat_template`` when it has one (shared renderer), else the
         tokenizer's own through ``apply_chat_template``; ``chat_template_kwargs`` reach
         either as template variables."""
         if self.family.chat_template or not self.model_chat_template():
-            return super().render_chat(messages, params, tools)
-        from ..chat_template import normalize_messages
-
+            return super()._render(messages, params, tools)
         try:
             return self._tokenizer.apply_chat_template(
-                normalize_messages(messages), tools=tools, tokenize=False,
+                messages, tools=tools, tokenize=False,
                 add_generation_prompt=True, **params.chat_template_kwargs,
             )
         except InvalidRequestError:
@@ -234,23 +253,46 @@ class TransformersModel(LLM):
                      ) -> Union[Dict[str, Any], AsyncIterator[Dict[str, Any]]]:
         from .scheduler import AsyncDeltaStream, Sequence
 
-        stream = AsyncDeltaStream()
-        seq = Sequence(self.new_request_state(req.prompt_ids, req.params), stream.emit)
-        self._scheduler.submit(seq)
+        states = self.new_request_states(req.prompt_ids, req.params)
+        grammars = [None] * len(states)
+        if req.params.constraint is not None:
+            grammars = await asyncio.to_thread(
+                self._grammar_cache().rows, req.params.constraint, sorted(states[0].stop_ids),
+                len(states))
+        stream = AsyncDeltaStream(len(states))
+        seqs = [Sequence(st, stream.emit, g) for st, g in zip(states, grammars)]
+        for seq in seqs:
+            self._scheduler.submit(seq)
+
+        def cancel():  # no-op when finished; frees the rows when the caller left
+            for seq in seqs:
+                seq.cancel()
+
         if not req.params.stream:
             try:
                 return await req.builder.acollect(stream)
             finally:
-                seq.cancel()  # no-op when finished; frees the row when the caller left
+                cancel()
 
         async def chunks():
             try:
                 async for c in req.builder.astream(stream):
                     yield c
             finally:
-                seq.cancel()
+                cancel()
 
         return chunks()
+
+    def _grammar_cache(self):
+        if self._grammars is None:
+            try:
+                from .grammar import GrammarCache
+            except ImportError as e:
+                raise InvalidRequestError(
+                    "constrained decoding (tool_choice required, response_format) needs "
+                    "xgrammar: pip install xgrammar") from e
+            self._grammars = GrammarCache(self._tokenizer, self._vocab_size)
+        return self._grammars
 
     async def generate(self, prompt: str, generate_config: Optional[Dict[str, Any]] = None
                        ) -> Union[Dict[str, Any], AsyncIterator[Dict[str, Any]]]:
@@ -275,6 +317,24 @@ class TransformersModel(LLM):
         """
         req = await asyncio.to_thread(self.prepare_chat, messages, generate_config)
         return await self._serve(req)
+
+
+def _byte_decoder(tokenizer) -> Optional[Dict[str, int]]:
+    """GPT-2's unicode-to-byte table when ``tokenizer`` is byte-level BPE (its vocabulary
+    spells bytes with the printable stand-ins, e.g. ``Ġ`` for a space), else None."""
+    vocab = tokenizer.get_vocab()
+    if not any(t.startswith("\u0120") for t in list(vocab)[:5000]) and "\u0120" not in vocab:
+        return None
+    bs = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("\xa1"), ord("\xac") + 1))
+          + list(range(ord("\xae"), ord("\xff") + 1)))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs)}
 
 
 def _plain_kv_cache(config) -> bool:

@@ -8,7 +8,8 @@ Between two decoding steps the thread
 1. admits waiting requests (up to ``max_num_seqs`` in the batch): each prompt is prefilled
    on its own (batch of one, no padding) and its cache is merged into the batch;
 2. runs one forward pass for the whole batch (one new token per row);
-3. samples each row with that request's own parameters and generator, feeds the token to
+3. samples each row with that request's own parameters, generator and, for constrained
+   requests, grammar mask (``grammar.py``), feeds the token (and its logprobs) to
    the request's :class:`~xinference.model.llm.core.RequestState` (stop ids, stop strings,
    ``max_tokens``, detokenisation) and sends the resulting deltas to its stream;
 4. drops finished or cancelled rows from the cache and trims padding no row needs.
@@ -22,9 +23,9 @@ import asyncio
 import collections
 import logging
 import threading
-from typing import Any, Callable, Deque, List, Optional
+from typing import Any, Callable, Deque, List, Optional, Tuple
 
-from ..core import Delta, RequestState, random_seed
+from ..core import Delta, RequestState
 
 logger = logging.getLogger(__name__)
 
@@ -42,9 +43,10 @@ class Sequence:
             that ends the request; must be thread-safe (see :class:`AsyncDeltaStream`).
     """
 
-    def __init__(self, state: RequestState, emit: Callable[[Any], None]):
+    def __init__(self, state: RequestState, emit: Callable[[Any], None], grammar=None):
         self.state = state
         self.emit = emit
+        self.grammar = grammar  # a grammar.RowGrammar for constrained decoding
         self.cancelled = threading.Event()
         self.position = 0  # position id of the next token fed to the model
         self.last_token: Optional[int] = None
@@ -56,17 +58,19 @@ class Sequence:
 
 
 class AsyncDeltaStream:
-    """The asyncio side of a :class:`Sequence`: an async iterator of its deltas that ends
-    after the delta carrying ``finish_reason`` and re-raises a scheduler error.
+    """The asyncio side of the ``n`` :class:`Sequence` s of one request: an async iterator
+    of their deltas that ends after each has sent the delta carrying ``finish_reason`` and
+    re-raises a scheduler error.
 
     Create it on the event loop that will consume it; :meth:`emit` may be called from any
     thread.
     """
 
-    def __init__(self):
+    def __init__(self, n: int = 1):
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue = asyncio.Queue()
         self._done = False
+        self._left = n  # choices that have not sent their final delta
 
     def emit(self, item: Any) -> None:
         """A list of deltas or an exception, from any thread."""
@@ -93,7 +97,8 @@ class AsyncDeltaStream:
             self._done = True
             raise item
         if item.finish_reason is not None:
-            self._done = True
+            self._left -= 1
+            self._done = self._left <= 0
         return item
 
 
@@ -182,9 +187,8 @@ class BatchScheduler:
         if seq.cancelled.is_set():
             seq.emit(seq.state.finish("stop"))
             return
-        seed = seq.state.params.seed
         seq.generator = torch.Generator(device="cpu")
-        seq.generator.manual_seed(seed if seed is not None else random_seed())
+        seq.generator.manual_seed(seq.state.seed)
         ids = seq.state.prompt_ids
         input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)
         cache = DynamicCache(config=self.model.config)
@@ -195,8 +199,8 @@ class BatchScheduler:
             past_key_values=cache, use_cache=True, logits_to_keep=1,
         )
         seq.position = len(ids)
-        token = self._sample(out.logits[:, -1, :].float(), [seq])[0]
-        if not self._accept(seq, token):
+        token, lp = self._sample(out.logits[:, -1, :].float(), [seq])[0]
+        if not self._accept(seq, token, lp):
             return
         self._merge(out.past_key_values, len(ids))
         self._running.append(seq)
@@ -219,19 +223,21 @@ class BatchScheduler:
         self._cache = out.past_key_values
         tokens = self._sample(out.logits[:, -1, :].float(), seqs)
         keep = []
-        for i, (seq, token) in enumerate(zip(seqs, tokens)):
+        for i, (seq, (token, lp)) in enumerate(zip(seqs, tokens)):
             seq.position += 1
-            if self._accept(seq, token):
+            if self._accept(seq, token, lp):
                 keep.append(i)
         if len(keep) < len(seqs):
             self._select(keep)
 
-    def _accept(self, seq: Sequence, token: int) -> bool:
+    def _accept(self, seq: Sequence, token: int, logprobs=None) -> bool:
         """Feed a sampled token to the request; False when the request has ended."""
         if seq.cancelled.is_set():
             deltas = seq.state.finish("stop")
         else:
-            deltas = seq.state.push(token)
+            if seq.grammar is not None:
+                seq.grammar.accept(token)
+            deltas = seq.state.push(token, logprobs)
         if deltas:
             seq.emit(deltas)
         seq.last_token = token
@@ -279,49 +285,70 @@ class BatchScheduler:
             layer.values = layer.values.index_select(0, idx)[:, :, start:, :]
 
     # ---- sampling ----------------------------------------------------------------------
-    def _sample(self, logits, seqs: List[Sequence]) -> List[int]:
+    def _sample(self, logits, seqs: List[Sequence]) -> List[Tuple[int, Optional[tuple]]]:
         """One token per row of ``logits`` (batch, vocab), each with its request's params:
-        repeat/frequency/presence penalties over the last ``PENALTY_LAST_N`` tokens, then
-        greedy (``temperature == 0``) or temperature, top-k, top-p, min-p sampling with the
-        request's seeded generator."""
+        repeat/frequency/presence penalties over the last ``PENALTY_LAST_N`` tokens, the
+        grammar mask of a constrained request, then greedy (``temperature == 0``) or
+        temperature, top-k, top-p, min-p sampling with the request's seeded generator.
+
+        Returns ``(token, logprobs)`` per row; ``logprobs`` (when the request asked) is
+        ``(logprob of the token, [(id, logprob)] of the top_logprobs most likely)`` from the
+        log-softmax of the raw logits, before penalties, mask and temperature."""
         import torch
 
         logits = logits.to("cpu")
         out = []
         for row, seq in zip(logits, seqs):
-            p = seq.state.params
-            recent = (seq.state.prompt_ids[-PENALTY_LAST_N:]
-                      + seq.state.output_ids[-PENALTY_LAST_N:])[-PENALTY_LAST_N:]
-            if recent and (p.repeat_penalty != 1.0 or p.frequency_penalty
-                           or p.presence_penalty):
-                ids, counts = torch.unique(torch.tensor(recent), return_counts=True)
-                vals = row[ids]
-                if p.repeat_penalty != 1.0:
-                    vals = torch.where(vals > 0, vals / p.repeat_penalty,
-                                       vals * p.repeat_penalty)
-                vals = vals - counts.to(vals.dtype) * p.frequency_penalty - p.presence_penalty
-                row = row.clone()
-                row[ids] = vals
-            if p.temperature <= 0:
-                out.append(int(torch.argmax(row)))
-                continue
-            row = row / p.temperature
-            if p.top_k and 0 < p.top_k < row.shape[0]:
-                kth = torch.topk(row, p.top_k).values[-1]
-                row = row.masked_fill(row < kth, float("-inf"))
-            probs = torch.softmax(row, dim=-1)
-            if p.min_p and p.min_p > 0:
-                probs = probs.masked_fill(probs < p.min_p * probs.max(), 0.0)
-            if p.top_p is not None and p.top_p < 1.0:
-                # Sort only the candidates left by top-k/min-p (tens, not the vocabulary).
-                cand = probs.nonzero().squeeze(1)
-                sorted_p, order = torch.sort(probs[cand], descending=True)
-                cum = torch.cumsum(sorted_p, dim=-1)
-                drop = (cum - sorted_p) >= p.top_p  # keep the smallest set reaching top_p
-                probs = torch.zeros_like(probs)
-                probs[cand[order]] = sorted_p.masked_fill(drop, 0.0)
-            out.append(int(torch.multinomial(probs, 1, generator=seq.generator)))
+            token = self._sample_row(row, seq)
+            lp = None
+            if seq.state.params.logprobs:
+                lsm = torch.log_softmax(row, dim=-1)
+                k = seq.state.params.top_logprobs
+                top = []
+                if k:
+                    vals, ids = torch.topk(lsm, k)
+                    top = list(zip(ids.tolist(), vals.tolist()))
+                lp = (float(lsm[token]), top)
+            out.append((token, lp))
         return out
+
+    def _sample_row(self, row, seq: Sequence) -> int:
+        """Sample one row (see :meth:`_sample`); ``row`` itself is left unchanged."""
+        import torch
+
+        p = seq.state.params
+        recent = (seq.state.prompt_ids[-PENALTY_LAST_N:]
+                  + seq.state.output_ids[-PENALTY_LAST_N:])[-PENALTY_LAST_N:]
+        if recent and (p.repeat_penalty != 1.0 or p.frequency_penalty
+                       or p.presence_penalty):
+            ids, counts = torch.unique(torch.tensor(recent), return_counts=True)
+            vals = row[ids]
+            if p.repeat_penalty != 1.0:
+                vals = torch.where(vals > 0, vals / p.repeat_penalty,
+                                   vals * p.repeat_penalty)
+            vals = vals - counts.to(vals.dtype) * p.frequency_penalty - p.presence_penalty
+            row = row.clone()
+            row[ids] = vals
+        if seq.grammar is not None:
+            row = seq.grammar.mask(row.clone())
+        if p.temperature <= 0:
+            return int(torch.argmax(row))
+        row = row / p.temperature
+        if p.top_k and 0 < p.top_k < row.shape[0]:
+            kth = torch.topk(row, p.top_k).values[-1]
+            row = row.masked_fill(row < kth, float("-inf"))
+        probs = torch.softmax(row, dim=-1)
+        if p.min_p and p.min_p > 0:
+            probs = probs.masked_fill(probs < p.min_p * probs.max(), 0.0)
+        if p.top_p is not None and p.top_p < 1.0:
+            # Sort only the candidates left by top-k/min-p (tens, not the vocabulary).
+            cand = probs.nonzero().squeeze(1)
+            sorted_p, order = torch.sort(probs[cand], descending=True)
+            cum = torch.cumsum(sorted_p, dim=-1)
+            drop = (cum - sorted_p) >= p.top_p  # keep the smallest set reaching top_p
+            probs = torch.zeros_like(probs)
+            probs[cand[order]] = sorted_p.masked_fill(drop, 0.0)
+        return int(torch.multinomial(probs, 1, generator=seq.generator))
 
 
 def _left_pad(t, length: int, dim: int = 2):
