@@ -130,3 +130,14 @@ def test_launch_builtin_with_model_path(srv):
     assert r.returncode == 1
     assert "model_path '/no/such/model.gguf' does not exist" in r.stderr
     assert "cli-nopath" not in xi(srv, "list").stdout
+
+
+def test_registrations_filtered_by_ability(srv):
+    r = xi(srv, "registrations", "-t", "LLM", "--ability", "tools")
+    assert r.returncode == 0, r.stderr
+    names = {ln.split()[1] for ln in r.stdout.splitlines()[2:] if ln.strip()}
+    assert {"qwen3", "qwen2.5-instruct", "llama-3.1-instruct", "mistral-instruct-v0.3"} <= names
+    assert "smollm2-instruct" not in names and "gemma-3-it" not in names
+    r = xi(srv, "registrations", "-t", "LLM", "-a", "tools", "-a", "reasoning")
+    names = {ln.split()[1] for ln in r.stdout.splitlines()[2:] if ln.strip()}
+    assert "qwen3" in names and "qwen2.5-instruct" not in names

@@ -165,7 +165,10 @@ def terminate(endpoint, api_key, model_uid):
 @click.option("--model-type", "-t", default="LLM", show_default=True,
               type=click.Choice(MODEL_TYPES, case_sensitive=False))
 @click.option("--model-name", "-n", default=None, help="Show one registration in full.")
-def registrations(endpoint, api_key, model_type, model_name):
+@click.option("--ability", "-a", "abilities", multiple=True,
+              help="Only models with this ability (tools, reasoning, vision, chat ...); "
+                   "repeat to require several.")
+def registrations(endpoint, api_key, model_type, model_name, abilities):
     """List registered models (builtin and custom)."""
     from tabulate import tabulate
 
@@ -178,6 +181,8 @@ def registrations(endpoint, api_key, model_type, model_name):
         regs = client.list_model_registrations(model_type, detailed=True)
     except Exception as e:
         _fail(e)
+    wanted = {a.lower() for a in abilities}
+    regs = [r for r in regs if wanted <= {a.lower() for a in r.get("model_ability") or []}]
     rows = [
         (model_type, r["model_name"], ",".join(r.get("model_lang") or r.get("language") or []),
          ",".join(r.get("model_ability", []) or []), r["is_builtin"])
