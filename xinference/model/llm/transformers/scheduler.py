@@ -299,10 +299,10 @@ class BatchScheduler:
         logits = logits.to("cpu")
         out = []
         for row, seq in zip(logits, seqs):
+            lsm = (torch.log_softmax(row, dim=-1) if seq.state.params.logprobs else None)
             token = self._sample_row(row, seq)
             lp = None
-            if seq.state.params.logprobs:
-                lsm = torch.log_softmax(row, dim=-1)
+            if lsm is not None:
                 k = seq.state.params.top_logprobs
                 top = []
                 if k:
@@ -313,7 +313,7 @@ class BatchScheduler:
         return out
 
     def _sample_row(self, row, seq: Sequence) -> int:
-        """Sample one row (see :meth:`_sample`); ``row`` itself is left unchanged."""
+        """Sample one row (see :meth:`_sample`); ``row`` may be changed in place."""
         import torch
 
         p = seq.state.params
@@ -327,10 +327,9 @@ class BatchScheduler:
                 vals = torch.where(vals > 0, vals / p.repeat_penalty,
                                    vals * p.repeat_penalty)
             vals = vals - counts.to(vals.dtype) * p.frequency_penalty - p.presence_penalty
-            row = row.clone()
             row[ids] = vals
         if seq.grammar is not None:
-            row = seq.grammar.mask(row.clone())
+            row = seq.grammar.mask(row)
         if p.temperature <= 0:
             return int(torch.argmax(row))
         row = row / p.temperature
