@@ -206,3 +206,16 @@ def test_forced_call_constraint_matches_parser():
         msg, finish = _message(_pipeline(name), alt.prefix + body + alt.suffix)
         assert _calls(msg["tool_calls"]) == [W], name
         assert finish == "tool_calls"
+
+
+def test_parallel_tool_calls_false_keeps_one_call():
+    p = get_tool_parser("hermes")
+
+    def make():
+        s = p.new_stream(TOOLS)
+        s.max_calls = 1
+        return ChatTextPipeline(None, s)
+    text = CASES[1][1]
+    msg, finish = _check_invariant(make, text)
+    assert _calls(msg["tool_calls"]) == [W] and finish == "tool_calls"
+    assert msg["content"].startswith("Let me check.") and "get_time" in msg["content"]

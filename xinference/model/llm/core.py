@@ -944,6 +944,8 @@ class LLM(abc.ABC):
             reasoning = (self.reasoning_parser.new_stream(prompt, markers)
                          if self.reasoning_parser is not None else None)
             tools = self.tool_parser.new_stream(params.tools) if parse_tools else None
+            if tools is not None and not params.parallel_tool_calls:
+                tools.max_calls = 1
             return ChatTextPipeline(reasoning, tools)
 
         return make

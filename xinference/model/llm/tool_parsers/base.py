@@ -71,6 +71,8 @@ class ToolCallStream:
         self._names = set(tool_names(tools))
         self._new_id = new_id
         self.num_calls = 0
+        # parallel_tool_calls=false: at most one call; later call markup stays content
+        self.max_calls: Optional[int] = None
 
     def _call(self, name: Any, args: Any) -> Optional[Dict[str, Any]]:
         """The stream entry of a parsed call, or None when it is not a valid call."""
@@ -94,6 +96,8 @@ class ToolCallStream:
     def _emit(self, calls: Optional[List[Call]], raw: str, out: ParsedDelta) -> None:
         """Add ``calls`` parsed from markup ``raw`` to ``out``; all or nothing: one invalid
         call sends the whole markup to content."""
+        if calls and self.max_calls is not None:
+            calls = calls[:max(0, self.max_calls - self.num_calls)]
         if calls:
             entries, start = [], self.num_calls
             for name, args in calls:
