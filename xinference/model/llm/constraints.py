@@ -97,7 +97,11 @@ def to_gbnf(constraint: Constraint) -> str:
     gbnf_roots: List[str] = []
     lark_roots: List[str] = []
     for n, alt in enumerate(constraint.alternatives):
-        g = xllamacpp.json_schema_to_grammar(alt.schema_json).strip()
+        schema = dict(alt.schema if alt.schema is not None else ANY_OBJECT_SCHEMA)
+        # llguidance: compact JSON (no free whitespace), as the Transformers engine makes it;
+        # GBNF converters ignore the unknown keyword
+        schema.setdefault("x-guidance", {"whitespace_flexible": False})
+        g = xllamacpp.json_schema_to_grammar(json.dumps(schema, ensure_ascii=False)).strip()
         if g.startswith("%llguidance"):
             body = g.split("\n", 1)[1] if "\n" in g else ""
             name = f"alt{n}"
