@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 # Any JSON object: what response_format json_object asks for.
-ANY_OBJECT_SCHEMA: Dict[str, Any] = {"type": "object"}
+ANY_OBJECT_SCHEMA: Dict[str, Any] = {"type": "object", "additionalProperties": True}
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,22 @@ class Constraint:
     def key(self) -> str:
         """A stable text key (for caches of compiled grammars)."""
         return json.dumps([[a.prefix, a.schema_json, a.suffix] for a in self.alternatives])
+
+
+def strict_schema(schema: Any) -> Any:
+    """A copy of ``schema`` where every object schema that lists ``properties`` and says
+    nothing of ``additionalProperties`` gets ``false`` (xgrammar's ``strict_mode``, OpenAI's
+    strict structured outputs): generated objects carry only the declared keys."""
+    if isinstance(schema, list):
+        return [strict_schema(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: (strict_schema(v) if k not in ("const", "enum", "default", "examples")
+               else v) for k, v in schema.items()}
+    if "properties" in out and isinstance(out["properties"], dict):
+        out["properties"] = {k: strict_schema(v) for k, v in schema["properties"].items()}
+        out.setdefault("additionalProperties", False)
+    return out
 
 
 def _rename_root(grammar: str, root: str, new: str, sep: str) -> str:
@@ -97,7 +113,7 @@ def to_gbnf(constraint: Constraint) -> str:
     gbnf_roots: List[str] = []
     lark_roots: List[str] = []
     for n, alt in enumerate(constraint.alternatives):
-        schema = dict(alt.schema if alt.schema is not None else ANY_OBJECT_SCHEMA)
+        schema = strict_schema(alt.schema if alt.schema is not None else ANY_OBJECT_SCHEMA)
         # llguidance: compact JSON (no free whitespace), as the Transformers engine makes it;
         # GBNF converters ignore the unknown keyword
         schema.setdefault("x-guidance", {"whitespace_flexible": False})
