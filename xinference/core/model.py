@@ -109,6 +109,13 @@ class ModelActor(xo.StatelessActor):
     def pid(self) -> int:
         return os.getpid()
 
+    async def engine_stats(self) -> Dict[str, Any]:
+        """The engine's counters (its ``stats()``: busy slots, cancelled requests ...) plus
+        ``admitted_requests``; ``{}`` from the engine when it keeps none."""
+        stats = getattr(self._model, "stats", None)
+        out = await asyncio.to_thread(stats) if callable(stats) else {}
+        return dict(out, admitted_requests=self._admitted)
+
     # ---- admission ----------------------------------------------------------------------
     def _admit(self):
         if self._request_limits is not None and self._admitted >= self._request_limits:
