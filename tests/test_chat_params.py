@@ -146,3 +146,11 @@ def test_grammar_constrains_llama_server():
     call = json.loads(text[len("<tool_call>\n"):-len("\n</tool_call>")])
     assert call["name"] == "get_weather"
     jsonschema.validate(call["arguments"], args)
+
+
+def test_reasoning_content_launch_option_is_checked():
+    from xinference.model.llm.core import LLM
+
+    LLM.check_options({"reasoning_content": "false"})
+    with pytest.raises(InvalidRequestError, match="reasoning_content"):
+        LLM.check_options({"reasoning_content": "maybe"})

@@ -857,6 +857,7 @@ class LLM(abc.ABC):
             InvalidRequestError: a bad option, naming it.
         """
         stream_interval_option(kwargs.get("stream_interval"))
+        flag("reasoning_content", kwargs.get("reasoning_content"), True)
 
     def stats(self) -> Dict[str, Any]:
         """Engine counters for monitoring and tests (e.g. busy slots, cancelled requests);
