@@ -291,20 +291,13 @@ class TransformersModel(LLM):
 
 def _byte_decoder(tokenizer) -> Optional[Dict[str, int]]:
     """GPT-2's unicode-to-byte table when ``tokenizer`` is byte-level BPE (its vocabulary
-    spells bytes with the printable stand-ins, e.g. ``Ġ`` for a space), else None."""
+    spells bytes with printable stand-ins, ``Ġ`` for a space), else None."""
     vocab = tokenizer.get_vocab()
-    if not any(t.startswith("\u0120") for t in list(vocab)[:5000]) and "\u0120" not in vocab:
+    if "\u0120" not in vocab and "\u0120the" not in vocab:
         return None
-    bs = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("\xa1"), ord("\xac") + 1))
-          + list(range(ord("\xae"), ord("\xff") + 1)))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {chr(c): b for b, c in zip(bs, cs)}
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    return {c: b for b, c in bytes_to_unicode().items()}
 
 
 def _plain_kv_cache(config) -> bool:
