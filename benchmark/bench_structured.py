@@ -8,8 +8,10 @@ engine that can run here, alternating the two modes so machine noise hits both a
 
 Tokens/s is measured on the stream, from the first content token to the last (decode only;
 the grammar's one-off compile is reported apart: the first constrained request's time to
-first token minus that of the same request again). Run: ``.venv/bin/python benchmark/bench_structured.py``; writes the
-"structured" section of doc/benchmarks.md. Target: constrained >= 0.9x unconstrained.
+first token minus that of the same request again).
+
+Run: ``.venv/bin/python benchmark/bench_structured.py``; writes the "structured" section
+of doc/benchmarks.md. Target: constrained >= 0.9x unconstrained.
 """
 
 from __future__ import annotations
