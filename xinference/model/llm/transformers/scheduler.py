@@ -279,49 +279,62 @@ class BatchScheduler:
             layer.values = layer.values.index_select(0, idx)[:, :, start:, :]
 
     # ---- sampling ----------------------------------------------------------------------
-    def _sample(self, logits, seqs: List[Sequence]) -> List[int]:
-        """One token per row of ``logits`` (batch, vocab), each with its request's params:
-        repeat/frequency/presence penalties over the last ``PENALTY_LAST_N`` tokens, then
-        greedy (``temperature == 0``) or temperature, top-k, top-p, min-p sampling with the
-        request's seeded generator."""
-        import torch
-
+    @staticmethod
+    def _sample(logits, seqs: List[Sequence]) -> List[int]:
+        """One token per row of ``logits`` (batch, vocab), each with its request's params
+        and seeded generator (:func:`sample_token`)."""
         logits = logits.to("cpu")
         out = []
         for row, seq in zip(logits, seqs):
-            p = seq.state.params
             recent = (seq.state.prompt_ids[-PENALTY_LAST_N:]
                       + seq.state.output_ids[-PENALTY_LAST_N:])[-PENALTY_LAST_N:]
-            if recent and (p.repeat_penalty != 1.0 or p.frequency_penalty
-                           or p.presence_penalty):
-                ids, counts = torch.unique(torch.tensor(recent), return_counts=True)
-                vals = row[ids]
-                if p.repeat_penalty != 1.0:
-                    vals = torch.where(vals > 0, vals / p.repeat_penalty,
-                                       vals * p.repeat_penalty)
-                vals = vals - counts.to(vals.dtype) * p.frequency_penalty - p.presence_penalty
-                row = row.clone()
-                row[ids] = vals
-            if p.temperature <= 0:
-                out.append(int(torch.argmax(row)))
-                continue
-            row = row / p.temperature
-            if p.top_k and 0 < p.top_k < row.shape[0]:
-                kth = torch.topk(row, p.top_k).values[-1]
-                row = row.masked_fill(row < kth, float("-inf"))
-            probs = torch.softmax(row, dim=-1)
-            if p.min_p and p.min_p > 0:
-                probs = probs.masked_fill(probs < p.min_p * probs.max(), 0.0)
-            if p.top_p is not None and p.top_p < 1.0:
-                # Sort only the candidates left by top-k/min-p (tens, not the vocabulary).
-                cand = probs.nonzero().squeeze(1)
-                sorted_p, order = torch.sort(probs[cand], descending=True)
-                cum = torch.cumsum(sorted_p, dim=-1)
-                drop = (cum - sorted_p) >= p.top_p  # keep the smallest set reaching top_p
-                probs = torch.zeros_like(probs)
-                probs[cand[order]] = sorted_p.masked_fill(drop, 0.0)
-            out.append(int(torch.multinomial(probs, 1, generator=seq.generator)))
+            out.append(sample_token(row, seq.state.params, recent, seq.generator))
         return out
+
+
+def sample_token(row, p, recent: List[int], generator) -> int:
+    """Sample one token id from ``row`` (a 1-D float CPU tensor of logits over the
+    vocabulary) with the request's parameters ``p`` (:class:`GenerationParams`), as
+    llama.cpp's sampler chain does:
+
+    1. repeat / frequency / presence penalties on the ids in ``recent`` (the last
+       ``PENALTY_LAST_N`` tokens of context): a positive logit is divided by
+       ``repeat_penalty``, a negative one multiplied; then ``count * frequency_penalty +
+       presence_penalty`` is subtracted;
+    2. ``temperature <= 0``: greedy (argmax);
+    3. otherwise divide by ``temperature``, keep the ``top_k`` highest logits (``top_k <= 0``
+       keeps all), softmax, drop tokens below ``min_p`` times the best probability, keep the
+       smallest set of most likely tokens whose probability reaches ``top_p``, and draw
+       from what is left with ``generator`` (a ``torch.Generator``).
+    """
+    import torch
+
+    if recent and (p.repeat_penalty != 1.0 or p.frequency_penalty or p.presence_penalty):
+        ids, counts = torch.unique(torch.tensor(recent), return_counts=True)
+        vals = row[ids]
+        if p.repeat_penalty != 1.0:
+            vals = torch.where(vals > 0, vals / p.repeat_penalty, vals * p.repeat_penalty)
+        vals = vals - counts.to(vals.dtype) * p.frequency_penalty - p.presence_penalty
+        row = row.clone()
+        row[ids] = vals
+    if p.temperature <= 0:
+        return int(torch.argmax(row))
+    row = row / p.temperature
+    if p.top_k and 0 < p.top_k < row.shape[0]:
+        kth = torch.topk(row, p.top_k).values[-1]
+        row = row.masked_fill(row < kth, float("-inf"))
+    probs = torch.softmax(row, dim=-1)
+    if p.min_p and p.min_p > 0:
+        probs = probs.masked_fill(probs < p.min_p * probs.max(), 0.0)
+    if p.top_p is not None and p.top_p < 1.0:
+        # Sort only the candidates left by top-k/min-p (tens, not the vocabulary).
+        cand = probs.nonzero().squeeze(1)
+        sorted_p, order = torch.sort(probs[cand], descending=True)
+        cum = torch.cumsum(sorted_p, dim=-1)
+        drop = (cum - sorted_p) >= p.top_p  # keep the smallest set reaching top_p
+        probs = torch.zeros_like(probs)
+        probs[cand[order]] = sorted_p.masked_fill(drop, 0.0)
+    return int(torch.multinomial(probs, 1, generator=generator))
 
 
 def _left_pad(t, length: int, dim: int = 2):
