@@ -56,8 +56,9 @@ def _bin(name: str) -> str:
 class Cluster:
     """A supervisor and workers; ``endpoint`` is the REST API."""
 
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, env: Optional[Dict[str, str]] = None):
         self.tmp = tmp
+        self.env = env  # on top of ENV, for every process of this cluster
         self.port, self.sport = free_port(), free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.supervisor: Optional[Proc] = None
@@ -67,7 +68,8 @@ class Cluster:
     def start_supervisor(self) -> Proc:
         self.supervisor = Proc("supervisor", [
             _bin("xinference-supervisor"), "-H", "127.0.0.1", "-p", str(self.port),
-            "--supervisor-port", str(self.sport)], self.tmp / "supervisor", self.tmp)
+            "--supervisor-port", str(self.sport)], self.tmp / "supervisor", self.tmp,
+            self.env)
         wait_until(lambda: self._ok("/status"), 60, "the supervisor's REST API")
         return self.supervisor
 
@@ -75,7 +77,8 @@ class Cluster:
         port = self.worker_ports.setdefault(host, free_port())
         p = Proc(f"worker-{host}", [
             _bin("xinference-worker"), "-e", self.endpoint, "-H", host,
-            "--worker-port", str(port)], self.tmp / f"worker-{host}", self.tmp, env)
+            "--worker-port", str(port)], self.tmp / f"worker-{host}", self.tmp,
+            dict(self.env or {}, **(env or {})))
         self.workers[host] = p
         wait_until(lambda: f"{host}:{port}" in self.worker_addresses(), 60,
                    f"worker {host} to register")
