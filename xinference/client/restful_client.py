@@ -166,7 +166,10 @@ class RESTfulClient(_Base):
                      gpu_idx: Optional[Union[int, List[int]]] = None,
                      model_path: Optional[str] = None, **kwargs) -> str:
         """Launch a registered model and wait until it is loaded; returns its ``model_uid``.
-        Extra keyword arguments are engine options (``n_ctx``, ``enable_thinking`` ...)."""
+        Extra keyword arguments are engine options (``n_ctx``, ``enable_thinking`` ...).
+        ``n_gpu=None`` means the CPU (sent as ``"none"``: a missing ``n_gpu`` is ``auto``)."""
+        if n_gpu is None:
+            n_gpu = "none"
         body = {
             "model_name": model_name, "model_type": model_type, "model_engine": model_engine,
             "model_uid": model_uid, "model_size_in_billions": model_size_in_billions,
