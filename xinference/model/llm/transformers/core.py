@@ -229,6 +229,13 @@ class TransformersModel(LLM):
         except Exception as e:  # jinja2 errors, raise_exception() in the template
             raise InvalidRequestError(f"chat template could not be rendered: {e}") from e
 
+    def stats(self) -> Dict[str, int]:
+        """Scheduler counters: ``running`` and ``waiting`` requests now, and
+        ``cancelled_requests`` (dropped before their end because their client left)."""
+        sched = self._scheduler
+        return {"running": sched.num_running, "waiting": sched.num_waiting,
+                "cancelled_requests": sched.cancelled_requests}
+
     # ---- serving ---------------------------------------------------------------------------
     async def _serve(self, req: PreparedRequest
                      ) -> Union[Dict[str, Any], AsyncIterator[Dict[str, Any]]]:

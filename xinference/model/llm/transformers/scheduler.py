@@ -118,6 +118,8 @@ class BatchScheduler:
         self._cache = None  # transformers DynamicCache of the running batch
         self._mask = None  # (batch, cache_len) long tensor, 0 on left padding
         self._closed = False
+        #: requests dropped because their consumer left before they finished
+        self.cancelled_requests = 0
         self._thread = threading.Thread(target=self._loop, name="batch-scheduler",
                                          daemon=True)
         self._thread.start()
@@ -180,6 +182,7 @@ class BatchScheduler:
         from transformers import DynamicCache
 
         if seq.cancelled.is_set():
+            self.cancelled_requests += 1
             seq.emit(seq.state.finish("stop"))
             return
         seed = seq.state.params.seed
@@ -229,6 +232,7 @@ class BatchScheduler:
     def _accept(self, seq: Sequence, token: int) -> bool:
         """Feed a sampled token to the request; False when the request has ended."""
         if seq.cancelled.is_set():
+            self.cancelled_requests += 1
             deltas = seq.state.finish("stop")
         else:
             deltas = seq.state.push(token)
