@@ -113,7 +113,7 @@ class AudioEncoder:
         self.sample_rate = sample_rate
         self.streaming = streaming
         self._pts = 0
-        self._pcm: List[bytes] = []  # wav (not streaming): the samples until finish()
+        self._pcm: List[bytes] = []  # wav/pcm (not streaming): samples until finish()
         self._header_sent = False
         self._container = self._stream = self._out = self._resampler = None
         if response_format in _CONTAINERS:
@@ -159,15 +159,16 @@ class AudioEncoder:
             for packet in self._stream.encode(self._frame(samples)):
                 self._container.mux(packet)
             return self._taken()
-        if fmt == "pcm":
-            if self._resampler is None:
-                return _int16(samples)
-            return b"".join(bytes(f.planes[0])[: f.samples * 2]
+        if fmt == "pcm" and self._resampler is not None:
+            data = b"".join(bytes(f.planes[0])[: f.samples * 2]
                             for f in self._resampler.resample(self._frame(samples)))
-        data = _int16(samples)  # wav
+        else:
+            data = _int16(samples)
         if not self.streaming:
             self._pcm.append(data)
             return b""
+        if fmt == "pcm":
+            return data
         if not self._header_sent:
             self._header_sent = True
             data = wav_header(self.sample_rate, None) + data
@@ -185,10 +186,9 @@ class AudioEncoder:
                 return self._out.getvalue()
             return self._out.take()
         if fmt == "pcm":
-            if self._resampler is None:
-                return b""
-            return b"".join(bytes(f.planes[0])[: f.samples * 2]
-                            for f in self._resampler.resample(None))
+            tail = b"" if self._resampler is None else b"".join(
+                bytes(f.planes[0])[: f.samples * 2] for f in self._resampler.resample(None))
+            return tail if self.streaming else b"".join(self._pcm) + tail
         if self.streaming:
             return b"" if self._header_sent else wav_header(self.sample_rate, None)
         data = b"".join(self._pcm)
