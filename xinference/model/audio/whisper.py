@@ -4,8 +4,10 @@ as OpenAI's Audio API defines them. Imported only inside model processes.
 Concurrency: the engine methods are ``async`` (the ModelActor awaits requests side by
 side); each request decodes and transcribes in one of ``num_workers`` threads, and
 CTranslate2 runs that many translations at once (``WhisperModel(num_workers=...)``).
-Measured on 2 CPU cores with tiny.en: 4 concurrent 6 s clips finish 1.2x faster with 2
-workers than one after another (see ``benchmark/bench_audio.py``).
+Measured on 2 busy CPU cores with tiny.en (6 s clips, in-process): 4 concurrent requests
+finish 1.2x faster with 2 workers of 2 threads than with 1 worker (2 workers of 1 thread:
+also 1.2x, but a lone request is slower), so the default is 2 workers, each with every core
+(see ``benchmark/bench_audio.py`` for the server).
 With the launch option ``batch_size`` a request's audio is cut at pauses (Silero VAD) and
 its pieces are decoded in batches (faster-whisper's ``BatchedInferencePipeline``): this
 pays off for long recordings on a GPU.
@@ -71,7 +73,7 @@ class WhisperEngine(AudioModel):
 
     Launch options: ``device`` (``cpu`` / ``cuda``; default cuda when visible unless
     ``n_gpu=0``), ``compute_type`` (default ``int8`` on CPU, ``float16`` on GPU),
-    ``cpu_threads`` (per worker; default the cores divided among the workers),
+    ``cpu_threads`` (per worker; default every core: one request alone uses them all),
     ``num_workers`` (requests transcribed at once, default 2), ``batch_size`` (batched
     pipeline, see the module docstring; default off).
     """
@@ -85,7 +87,7 @@ class WhisperEngine(AudioModel):
         self._compute_type = compute_type or ("float16" if self._device == "cuda" else "int8")
         self._num_workers = int(num_workers)
         cores = os.cpu_count() or 1
-        self._cpu_threads = int(cpu_threads or max(1, cores // self._num_workers))
+        self._cpu_threads = int(cpu_threads or cores)
         self._batch_size = batch_size
         self._model = None
         self._languages: List[str] = []
