@@ -313,6 +313,30 @@ def test_piper_streams_one_chunk_per_sentence():
     assert whole[:4] == b"RIFF" and 0.3 < len(decode(whole)) / 16000 < 3
 
 
+def test_whisper_batched_pipeline_in_process():
+    """The launch option ``batch_size`` runs faster-whisper's batched pipeline (VAD cuts,
+    batched decoding); the words come out the same."""
+    import asyncio
+
+    from xinference.model import model_type_handlers
+
+    h = model_type_handlers()["audio"]
+    tts = h.plan(h.builtins()[TTS], "tts", n_gpu=0)[0].load()
+    audio = tts.speech(SENTENCE + " " + SENTENCE, response_format="flac")
+    loader, _ = h.plan(h.builtins()[ASR], "asr", n_gpu=0, batch_size="4", num_workers=1)
+    assert loader.kwargs["batch_size"] == 4
+    asr = loader.load()
+    out = asyncio.run(asr.transcriptions(audio, response_format="verbose_json",
+                                         timestamp_granularities=["word", "segment"]))
+    assert word_recall(SENTENCE, out["text"]) >= 0.8 and out["segments"] and out["words"]
+    from xinference.core.errors import InvalidRequestError
+
+    with pytest.raises(InvalidRequestError, match="Unknown launch option"):
+        h.plan(h.builtins()[ASR], "asr", n_gpu=0, beam_width=2)
+    with pytest.raises(InvalidRequestError, match="'faster-whisper'"):
+        h.plan(h.builtins()[ASR], "asr", n_gpu=0, model_engine="transformers")
+
+
 @pytest.mark.e2e
 def test_bad_input(srv, spoken):
     before = pids(srv)
