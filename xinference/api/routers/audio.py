@@ -32,8 +32,8 @@ _LIST_FIELDS = {"timestamp_granularities[]": "timestamp_granularities",
                 "timestamp_granularities": "timestamp_granularities"}
 
 
-async def read_body_capped(request: Request, limit: int) -> None:
-    """Read the request body, keeping at most ``limit`` bytes (plus room for the form's
+async def read_body_capped(request: Request, limit: int) -> bytes:
+    """The request body, read keeping at most ``limit`` bytes (plus room for the form's
     other fields); a larger body is read to its end and discarded (so the client sees the
     answer, not a reset connection).
 
@@ -53,7 +53,7 @@ async def read_body_capped(request: Request, limit: int) -> None:
     if total > room:
         raise PayloadTooLargeError(
             f"The upload is {total} bytes; the limit is {limit} bytes")
-    request._body = b"".join(chunks)  # Request.form() parses the kept body
+    return b"".join(chunks)
 
 
 async def read_upload(request: Request, schema: Type[_AudioForm]):
@@ -66,8 +66,19 @@ async def read_upload(request: Request, schema: Type[_AudioForm]):
         InvalidRequestError: unknown form fields (400).
     """
     limit = max_upload_bytes()
-    await read_body_capped(request, limit)
-    form = await request.form(max_files=1, max_fields=64)
+    body = await read_body_capped(request, limit)
+
+    async def replay() -> Dict[str, Any]:  # the kept body, for the form parser
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    form = await Request(request.scope, replay).form(max_files=1, max_fields=64)
+    try:
+        return await _validated(form, schema, limit)
+    finally:
+        await form.close()
+
+
+async def _validated(form, schema: Type[_AudioForm], limit: int):
     upload = form.get("file")
     fields: Dict[str, Any] = {}
     for key in set(form.keys()) - {"file"}:
@@ -91,7 +102,6 @@ async def read_upload(request: Request, schema: Type[_AudioForm]):
     if errors:
         raise RequestValidationError(errors)
     data = await upload.read()
-    await form.close()
     if len(data) > limit:
         raise PayloadTooLargeError(f"The file is {len(data)} bytes; the limit is {limit} bytes")
     if not data:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
@@ -40,17 +40,24 @@ def _json_object(v: Any) -> Optional[Dict[str, Any]]:
     return v
 
 
-class _AudioForm(BaseModel):
+class _Kwargs(BaseModel):
+    """``kwargs``: engine options as a JSON object (or its JSON text)."""
+
+    kwargs: Optional[Dict[str, Any]] = None
+
+    @field_validator("kwargs", mode="before")
+    @classmethod
+    def _parse_kwargs(cls, v: Any) -> Optional[Dict[str, Any]]:
+        return _json_object(v)
+
+
+class _AudioForm(_Kwargs):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     model: str
     prompt: Optional[str] = None
     response_format: str = "json"
     temperature: Optional[float] = None
-    kwargs: Optional[Dict[str, Any]] = None
-
-    _check_kwargs = field_validator("kwargs", mode="before")(classmethod(
-        lambda cls, v: _json_object(v)))
 
     def config(self) -> Dict[str, Any]:
         """What the engine gets besides the audio (unset fields left out)."""
@@ -69,7 +76,7 @@ class TranslationForm(_AudioForm):
     """``POST /v1/audio/translations`` (multipart, besides ``file``)."""
 
 
-class CreateSpeechRequest(BaseModel):
+class CreateSpeechRequest(_Kwargs):
     """``POST /v1/audio/speech``. ``stream`` is Xinference's (audio sent sentence by
     sentence); ``stream_format`` only ``audio`` (raw bytes); other fields go to the engine,
     which refuses what it does not take (``instructions`` for Piper, say)."""
@@ -78,15 +85,11 @@ class CreateSpeechRequest(BaseModel):
 
     model: str
     input: str
-    voice: Optional[Union[str, Dict[str, Any]]] = None
+    voice: Optional[str] = None
     response_format: str = "mp3"
     speed: float = 1.0
     stream: bool = False
     stream_format: Optional[str] = None
-    kwargs: Optional[Dict[str, Any]] = None
-
-    _check_kwargs = field_validator("kwargs", mode="before")(classmethod(
-        lambda cls, v: _json_object(v)))
 
     def config(self) -> Dict[str, Any]:
         """Everything but ``model``, ``input`` and ``stream_format``; ``kwargs`` merged in."""
