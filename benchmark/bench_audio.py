@@ -8,8 +8,9 @@ run.
   ``transcribe`` of the decoded samples, segments drained (what an application does).
 * server: ``xinference-local`` with ``whisper-tiny.en`` and ``piper-en_US-joe-medium``
   launched; ``POST /v1/audio/transcriptions`` with the WAV upload (``json``), one request at
-  a time, then 4 client threads at once; ``POST /v1/audio/speech`` (``wav``) of the same
-  paragraph.
+  a time, then 4 client threads at once (also against the same model launched with
+  ``num_workers=1``, which transcribes one request at a time); ``POST /v1/audio/speech``
+  (``wav``) of the same paragraph.
 
 Speed is given as the real-time factor RTF = processing seconds / audio seconds (lower is
 faster) and as "x real time" (its inverse). Results go to the "audio" section of
@@ -39,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import machine, start_server, stop_server, write_section  # noqa: E402
 
 ASR, TTS = "whisper-tiny.en", "piper-en_US-joe-medium"
+ONE_WORKER = "whisper-one-worker"  # the same model with num_workers=1, for comparison
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 CONCURRENT = 4
 TEXT = ("Good morning everyone, and thank you for joining the weekly planning meeting. "
@@ -90,9 +92,9 @@ class InProcess:
         return time.perf_counter() - t0
 
 
-def post_transcription(url: str, wav: bytes) -> float:
+def post_transcription(url: str, wav: bytes, model: str = ASR) -> float:
     t0 = time.perf_counter()
-    r = requests.post(url + "/v1/audio/transcriptions", data={"model": ASR},
+    r = requests.post(url + "/v1/audio/transcriptions", data={"model": model},
                       files={"file": ("meeting.wav", io.BytesIO(wav))}, timeout=600)
     r.raise_for_status()
     assert "budget" in r.json()["text"].lower(), r.text
@@ -119,9 +121,10 @@ def main() -> None:
     home = tempfile.mkdtemp(prefix="bench-audio-")
     proc, url, _ = start_server(home)
     try:
-        for name in (ASR, TTS):
-            r = requests.post(url + "/v1/models", json={"model_name": name,
-                                                        "model_type": "audio"}, timeout=600)
+        for launch in ({"model_name": ASR}, {"model_name": TTS},
+                       {"model_name": ASR, "model_uid": ONE_WORKER, "num_workers": 1}):
+            r = requests.post(url + "/v1/models", json=dict(launch, model_type="audio"),
+                              timeout=600)
             r.raise_for_status()
         app = InProcess()
         wav, seconds, _ = app.speak(TEXT)
@@ -134,12 +137,16 @@ def main() -> None:
             tts_local.append(took / audio_s)
             audio_s, took = post_speech(url, TEXT)
             tts_served.append(took / audio_s)
-        with concurrent.futures.ThreadPoolExecutor(CONCURRENT) as ex:
-            t0 = time.perf_counter()
-            list(ex.map(lambda _: post_transcription(url, wav), range(CONCURRENT)))
-            wall4 = time.perf_counter() - t0
-        one_more = post_transcription(url, wav)  # a single request right after, same load
-        served.append(one_more)
+        def concurrent_wall(model: str) -> float:
+            with concurrent.futures.ThreadPoolExecutor(CONCURRENT) as ex:
+                t0 = time.perf_counter()
+                list(ex.map(lambda _: post_transcription(url, wav, model), range(CONCURRENT)))
+                return time.perf_counter() - t0
+
+        post_transcription(url, wav, ONE_WORKER)  # warm-up
+        wall4 = concurrent_wall(ASR)
+        wall4_one_worker = concurrent_wall(ONE_WORKER)
+        served.append(post_transcription(url, wav))  # a single request, same load
     finally:
         stop_server(proc)
     load[1] = os.getloadavg()[0]
@@ -154,6 +161,9 @@ def main() -> None:
          f"{t_local / t_served:.2f}x", ">= 0.95x"),
         (f"transcription, server, {CONCURRENT} concurrent requests (aggregate)",
          wall4 / (CONCURRENT * seconds), f"{four / one:.2f}x vs 1 request", ""),
+        ("same, engine launched with `num_workers=1` (requests one after another)",
+         wall4_one_worker / (CONCURRENT * seconds),
+         f"{CONCURRENT * seconds / wall4_one_worker / one:.2f}x vs 1 request", ""),
         ("speech (wav), in-process Piper", rtf_tts_local, "1.00x", ""),
         ("speech (wav), server", rtf_tts_served, f"{rtf_tts_local / rtf_tts_served:.2f}x",
          ""),
@@ -168,7 +178,7 @@ upload per request; Whisper tiny.en (CTranslate2, int8). RTF = processing second
 seconds (lower is faster); server times are client wall times (upload, decode, transcribe,
 JSON). In-process and server requests alternate (median of {ROUNDS} each), so load changes
 weigh on both; the server's engine runs `num_workers=2` (two requests decode at once).
-Ratios: speed against in-process (the 4-way row: against one request of the server).
+Ratios: speed against in-process (the 4-way rows: against one request of the server).
 
 | measure | RTF | x real time | ratio | target |
 | --- | --- | --- | --- | --- |
