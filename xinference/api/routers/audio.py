@@ -110,6 +110,8 @@ async def _validated(form, schema: Type[_AudioForm], limit: int):
 
 
 class AudioRouter(Router):
+    """OpenAI's Audio API; every route needs ``models:read``."""
+
     ROUTES = [
         Route("POST", "/v1/audio/transcriptions", "create_transcription", "models:read"),
         Route("POST", "/v1/audio/translations", "create_translation", "models:read"),

@@ -29,6 +29,7 @@ class AudioModel:
 
     @property
     def abilities(self) -> List[str]:
+        """The family's ``model_ability`` (``audio2text``, ``text2audio`` ...)."""
         return list(self._family.model_ability)
 
     def load(self) -> None:  # pragma: no cover - every engine overrides it

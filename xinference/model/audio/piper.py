@@ -64,6 +64,11 @@ class PiperEngine(AudioModel):
         return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
 
     def load(self) -> None:
+        """Load the ONNX voice and its config; work out the voice names it answers to.
+
+        Raises:
+            InvalidRequestError: see :func:`voice_files`.
+        """
         from piper import PiperVoice
 
         onnx, config = voice_files(self._model_path)
@@ -82,10 +87,12 @@ class PiperEngine(AudioModel):
 
     @property
     def voices(self) -> List[str]:
+        """The names ``voice`` may take (the first is the default)."""
         return list(self._voices)
 
     @property
     def sample_rate(self) -> int:
+        """Hz of the voice's output (22,050 for ``medium`` voices)."""
         return int(self._voice.config.sample_rate)
 
     def _synthesis_config(self, voice: Optional[str], speed: Any):

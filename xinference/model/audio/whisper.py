@@ -95,6 +95,12 @@ class WhisperEngine(AudioModel):
             max_workers=self._num_workers, thread_name_prefix="whisper")
 
     def load(self) -> None:
+        """Load the CTranslate2 model (no download: the path is local).
+
+        Raises:
+            RuntimeError / ValueError from CTranslate2: not a Whisper model directory, or
+            a ``compute_type`` this device lacks.
+        """
         from faster_whisper import WhisperModel
 
         self._model = WhisperModel(self._model_path, device=self._device,
@@ -109,6 +115,7 @@ class WhisperEngine(AudioModel):
 
     @property
     def multilingual(self) -> bool:
+        """Whether the weights know languages besides English (``.en`` models do not)."""
         return bool(self._model.model.is_multilingual)
 
     # ---- request checks (event loop, before any decoding) -------------------------------
