@@ -22,6 +22,7 @@ from xinference.client import RESTfulClient
 from xinference.client.restful_client import RESTfulClientError
 
 from .conftest import wait_until
+from .test_llama_cpp import engine_stats
 
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TF_MODEL = "smollm2-pt"  # tokenizer's own template via apply_chat_template
@@ -338,22 +339,6 @@ def test_enable_thinking_changes_rendered_prompt(endpoint, oai, think_model):
     assert m.chat(HI, generate_config=cfg)["usage"]["prompt_tokens"] == on
 
 
-def engine_stats(endpoint: str, model_uid: str) -> dict:
-    """The engine's counters (``running``, ``waiting``, ``cancelled_requests``), asked of
-    the model's own actor (``ModelActor.describe``) over xoscar, as the API talks to it."""
-    import asyncio
-
-    import xoscar as xo
-
-    (rep,) = requests.get(f"{endpoint}/v1/models/{model_uid}", timeout=10).json()["replicas"]
-
-    async def ask():
-        ref = await xo.actor_ref(rep["model_address"], rep["replica_uid"])
-        return await ref.describe()
-
-    return asyncio.run(ask())["engine_stats"]
-
-
 def admitted(oai, model: str) -> bool:
     """A short chat is accepted (False while ``request_limits`` refuses it with 429)."""
     try:
@@ -366,7 +351,7 @@ def admitted(oai, model: str) -> bool:
 def test_over_request_limits_is_429_at_once(endpoint, oai, think_model):
     """``request_limits=2``: two streams in flight fill it, a third request is refused with
     429 at once (not queued), and the model serves again when they end."""
-    cancelled = engine_stats(endpoint, think_model)["cancelled_requests"]
+    cancelled = engine_stats(endpoint, think_model)["requests_cancelled"]
     streams = [
         requests.post(f"{endpoint}/v1/chat/completions", stream=True, timeout=300,
                       json={"model": think_model, "stream": True, "max_tokens": 400,
@@ -393,7 +378,7 @@ def test_over_request_limits_is_429_at_once(endpoint, oai, think_model):
             s.close()
     # the closed streams are cancelled: the engine drops both rows (it counts only
     # requests it stopped before their end) and admits requests again
-    wait_until(lambda: engine_stats(endpoint, think_model)["cancelled_requests"]
+    wait_until(lambda: engine_stats(endpoint, think_model)["requests_cancelled"]
                == cancelled + 2, 30, "the engine to cancel both streams", step=0.5)
     wait_until(lambda: admitted(oai, think_model), 60, "the model to admit requests again",
                step=0.5)
@@ -412,8 +397,8 @@ def test_disconnected_non_stream_requests_leave_the_batch(endpoint, oai, think_m
     r = oai.completions.create(model=think_model, prompt="1, 2, 3, 4, 5, 6, 7, 8, 9, 10,",
                                max_tokens=24, temperature=0)
     assert r.choices[0].finish_reason == "length"  # counting does not stop by itself
-    assert engine_stats(endpoint, think_model)["cancelled_requests"] == \
-        before["cancelled_requests"]
+    assert engine_stats(endpoint, think_model)["requests_cancelled"] == \
+        before["requests_cancelled"]
     u = urlparse(endpoint)
     conns = []
     for _ in range(2):
@@ -432,10 +417,10 @@ def test_disconnected_non_stream_requests_leave_the_batch(endpoint, oai, think_m
         conn.close()
     # the engine stopped both before their end (1500 tokens take minutes here), freed
     # their rows, and the model admits requests again
-    wait_until(lambda: engine_stats(endpoint, think_model)["cancelled_requests"]
-               == before["cancelled_requests"] + 2, 20, "the engine to cancel both",
+    wait_until(lambda: engine_stats(endpoint, think_model)["requests_cancelled"]
+               == before["requests_cancelled"] + 2, 20, "the engine to cancel both",
                step=0.5)
-    wait_until(lambda: engine_stats(endpoint, think_model)["running"] == 0, 10,
+    wait_until(lambda: engine_stats(endpoint, think_model)["requests_running"] == 0, 10,
                "the rows to leave the batch")
     wait_until(lambda: admitted(oai, think_model), 20,
                "the cancelled requests to free the model", step=0.5)

@@ -104,11 +104,7 @@ class ModelActor(xo.StatelessActor):
         return {"load_seconds": time.perf_counter() - t0, "pid": os.getpid()}
 
     def describe(self) -> Dict[str, Any]:
-        """The launch description, this process's ``pid``, ``admitted_requests`` and, for
-        an engine with a ``stats()`` method, its counters under ``engine_stats``."""
-        stats = getattr(self._model, "stats", None)
-        return dict(self._desc, pid=os.getpid(), admitted_requests=self._admitted,
-                    engine_stats=stats() if callable(stats) else {})
+        return dict(self._desc, pid=os.getpid(), admitted_requests=self._admitted)
 
     def pid(self) -> int:
         return os.getpid()

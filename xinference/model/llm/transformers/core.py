@@ -239,11 +239,13 @@ class TransformersModel(LLM):
             raise InvalidRequestError(f"chat template could not be rendered: {e}") from e
 
     def stats(self) -> Dict[str, int]:
-        """Scheduler counters: ``running`` and ``waiting`` requests now, and
-        ``cancelled_requests`` (dropped before their end because their client left)."""
+        """Scheduler counters: ``requests_running`` (rows in the batch) and
+        ``requests_waiting`` now, ``requests_cancelled`` (dropped before their end because
+        their consumer went away), ``max_num_seqs``."""
         sched = self._scheduler
-        return {"running": sched.num_running, "waiting": sched.num_waiting,
-                "cancelled_requests": sched.cancelled_requests}
+        return {"max_num_seqs": sched.max_num_seqs, "requests_running": sched.num_running,
+                "requests_waiting": sched.num_waiting,
+                "requests_cancelled": sched.cancelled_requests}
 
     # ---- serving ---------------------------------------------------------------------------
     def submit(self, state: RequestState, emit: Callable[[Any], None]) -> Callable[[], None]:
