@@ -3,8 +3,10 @@
 * server start-up: ``xinference-local`` command to ``/status`` answering;
 * launch of the bundled SmolLM2 (``POST /v1/models`` round trip);
 * one stream through ``/v1/chat/completions`` (SSE): decode tokens/s and time to first
-  token, against the same prompts through llama-cpp-python in-process
-  (``Llama.create_chat_completion(stream=True)``), greedy, same context size.
+  token, against the same prompts through xllamacpp in-process (the library the engine
+  embeds: ``Server.handle_chat_completions`` streaming to a callback), greedy, same
+  context size, threads and slots. Tokens are counted the same way on both sides: the
+  final chunk's ``usage.completion_tokens``.
 
 Run: ``.venv/bin/python benchmark/bench_serving.py``; writes the "serving" section of
 doc/benchmarks.md. Targets: one stream >= 0.97x in-process tokens/s; start-up <= 2 s;
@@ -91,26 +93,52 @@ def server_stream(url: str, prompt: str):
             if c["choices"]:
                 yield c["choices"][0]["delta"].get("content")
 
-    ttft, n, dec = stream_timings(texts(), t0)
-    return ttft, usage.get("completion_tokens", n), dec
+    ttft, _, dec = stream_timings(texts(), t0)
+    assert usage, "the server's stream carried no usage"
+    return ttft, usage["completion_tokens"], dec
 
 
-def inprocess_stream(llm, prompt: str):
+def inprocess_server(gguf: Path, threads: int):
+    """xllamacpp's embedded llama-server in this process, with the engine's settings
+    (``LlamaCppModel.load``: slots, unified cache, batch, threads), for one stream."""
+    import xllamacpp
+
+    from xinference.model.llm.llama_cpp.core import DEFAULT_N_PARALLEL
+
+    p = xllamacpp.CommonParams()
+    p.model.path = str(gguf)
+    p.n_parallel = DEFAULT_N_PARALLEL
+    p.n_ctx = N_CTX
+    p.kv_unified = True
+    p.n_batch = 2048
+    p.cpuparams.n_threads = threads
+    p.cpuparams_batch.n_threads = threads
+    p.warmup = False
+    p.verbosity = -1
+    return xllamacpp.Server(p)
+
+
+def inprocess_stream(server, prompt: str):
+    """One streamed greedy chat in process; (ttft_s, usage completion tokens, decode_s)
+    with the same chunk timing as :func:`server_stream`."""
+    usage = {}
     t0 = time.perf_counter()
-    n_tokens = 0
+    stamps = []
 
-    def texts():
-        nonlocal n_tokens
-        for c in llm.create_chat_completion(
-                messages=[{"role": "user", "content": prompt}], max_tokens=MAX_TOKENS,
-                temperature=0, stream=True):
-            content = c["choices"][0]["delta"].get("content")
-            if content:
-                n_tokens += 1
-            yield content
+    def on_chunk(c) -> bool:
+        if c.get("usage"):
+            usage.update(c["usage"])
+        for ch in c.get("choices") or ():
+            if (ch.get("delta") or {}).get("content"):
+                stamps.append(time.perf_counter())
+        return False
 
-    ttft, n, dec = stream_timings(texts(), t0)
-    return ttft, n, dec
+    server.handle_chat_completions({
+        "messages": [{"role": "user", "content": prompt}], "max_tokens": MAX_TOKENS,
+        "temperature": 0, "stream": True, "stream_options": {"include_usage": True}},
+        on_chunk)
+    assert usage and stamps, "the in-process stream carried no usage or no text"
+    return stamps[0] - t0, usage["completion_tokens"], stamps[-1] - stamps[0]
 
 
 def model_process(server):
@@ -137,8 +165,6 @@ def summarize(rows):
 
 
 def main():
-    import llama_cpp
-
     home = tempfile.mkdtemp(prefix="xinf-bench-")
     startups, launches = [], []
     for _ in range(REPEATS):
@@ -168,7 +194,7 @@ def main():
         requests.post(url + "/v1/models", json={
             "model_name": "smollm2-instruct", "model_engine": "llama.cpp",
             "n_threads": threads, "stream_interval": interval}).raise_for_status()
-        llm = llama_cpp.Llama(str(gguf), n_ctx=N_CTX, n_threads=threads, verbose=False)
+        llm = inprocess_server(gguf, threads)
         server_stream(url, "warm up")
         inprocess_stream(llm, "warm up")
         server_rows, inproc_rows = [], []
@@ -204,10 +230,12 @@ def main():
     md = f"""## Serving: one stream, start-up, launch (benchmark/bench_serving.py)
 
 Machine: {machine()}. Model: SmolLM2-135M-Instruct Q4_1 (llama.cpp), greedy,
-max_tokens {MAX_TOKENS}, {len(PROMPTS)} chat prompts, n_ctx {N_CTX}. Start-up and launch:
-median of {REPEATS} fresh servers.
+max_tokens {MAX_TOKENS}, {len(PROMPTS)} chat prompts, n_ctx {N_CTX}. Tokens on both sides:
+`usage.completion_tokens` of the stream; decode tokens/s counts the tokens after the first
+over the time from the first text chunk to the last. Start-up and launch: median of
+{REPEATS} fresh servers.
 
-| measure | server (`/v1/chat/completions`, SSE) | in-process llama-cpp-python | ratio | target |
+| measure | server (`/v1/chat/completions`, SSE) | in-process xllamacpp | ratio | target |
 | --- | --- | --- | --- | --- |
 {table_rows}
 | server start-up (command to `/status`) | {startup:.2f} s | | | <= 2 s |
