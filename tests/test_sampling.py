@@ -126,10 +126,15 @@ def test_penalties_look_at_the_last_window_only():
     p = params(temperature=0.0, presence_penalty=1.0)
     # token 1 was seen, but more than PENALTY_LAST_N tokens ago: not penalised
     old = SimpleNamespace(params=p, prompt_ids=[1] + [0] * PENALTY_LAST_N, output_ids=[])
+    # prompt and output together: token 1 is the 65th last token, just outside
+    old_mixed = SimpleNamespace(params=p, prompt_ids=[1, 0, 0, 0],
+                                output_ids=[0] * (PENALTY_LAST_N - 3))
+    edge = SimpleNamespace(params=p, prompt_ids=[1, 0, 0],  # the 64th last: inside
+                           output_ids=[0] * (PENALTY_LAST_N - 3))
     recent = SimpleNamespace(params=p, prompt_ids=[0] * PENALTY_LAST_N, output_ids=[1])
-    seqs = [SimpleNamespace(state=old, generator=None),
-            SimpleNamespace(state=recent, generator=None)]
-    assert BatchScheduler._sample(torch.stack([row, row]), seqs) == [1, 2]
+    states = [old, old_mixed, edge, recent]
+    seqs = [SimpleNamespace(state=st, generator=None) for st in states]
+    assert BatchScheduler._sample(torch.stack([row] * len(seqs)), seqs) == [1, 1, 2, 2]
 
 
 def test_each_row_uses_its_own_request_params():
