@@ -128,12 +128,21 @@ class RESTfulAPI:
         With ``request``, a client that disconnects before a (non-stream) answer is ready
         cancels the call, so the model stops generating for nobody."""
         ref = await self._model(model_uid)
-        call = getattr(ref, method)(payload, config)
+        result = await self._call_model(ref, model_uid, method, (payload, config),
+                                        request if not config.get("stream") else None)
+        if not isinstance(result, ModelStream):
+            return OrjsonResponse(result)
+        return EventSourceResponse(self._sse(ref, result), sep="\n", ping=15)
+
+    @staticmethod
+    async def _call_model(ref, model_uid: str, method: str, args, request=None):
+        """``ref.<method>(*args)``; with ``request``, a client that disconnects first
+        cancels the call. A dead model process becomes :class:`ModelUnavailableError`."""
+        call = getattr(ref, method)(*args)
         try:
-            if request is not None and not config.get("stream"):
-                result = await _unless_disconnected(request, call)
-            else:
-                result = await call
+            if request is not None:
+                return await _unless_disconnected(request, call)
+            return await call
         except BaseException as e:
             if _connection_error(e):
                 raise ModelUnavailableError(
@@ -141,9 +150,6 @@ class RESTfulAPI:
                     "terminate it and launch it again."
                 ) from e
             raise
-        if not isinstance(result, ModelStream):
-            return OrjsonResponse(result)
-        return EventSourceResponse(self._sse(ref, result), sep="\n", ping=15)
 
     async def _sse(self, ref, stream: ModelStream) -> AsyncIterator[bytes]:
         """The SSE events of a model stream, encoded here (``data: <json>`` and a blank

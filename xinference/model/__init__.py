@@ -38,8 +38,9 @@ def model_type_handlers() -> Dict[str, ModelTypeHandler]:
     from .rerank.launch import plan_rerank_launch
     from .audio.custom import CustomAudioModelFamily
     from .custom_family import plan_not_supported
-    from .image.custom import CustomImageModelFamily
-    from .video.custom import CustomVideoModelFamily
+    from .image.family import ImageModelFamily, builtin_image_families
+    from .image.launch import media_engines_for_family, plan_image_launch, plan_video_launch
+    from .video.family import VideoModelFamily, builtin_video_families
 
     return {
         "LLM": ModelTypeHandler(LLMFamily, builtin_llm_families, plan_llm_launch,
@@ -49,10 +50,10 @@ def model_type_handlers() -> Dict[str, ModelTypeHandler]:
         "rerank": ModelTypeHandler(RerankModelFamily, builtin_rerank_families,
                                    plan_rerank_launch, sentence_engines_for_family),
         # Registration only (register/list/unregister); launching answers 400.
-        "image": ModelTypeHandler(CustomImageModelFamily, dict,
-                                  functools.partial(plan_not_supported, "image")),
+        "image": ModelTypeHandler(ImageModelFamily, builtin_image_families,
+                                  plan_image_launch, media_engines_for_family),
         "audio": ModelTypeHandler(CustomAudioModelFamily, dict,
                                   functools.partial(plan_not_supported, "audio")),
-        "video": ModelTypeHandler(CustomVideoModelFamily, dict,
-                                  functools.partial(plan_not_supported, "video")),
+        "video": ModelTypeHandler(VideoModelFamily, builtin_video_families,
+                                  plan_video_launch, media_engines_for_family),
     }
