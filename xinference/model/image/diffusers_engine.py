@@ -131,8 +131,13 @@ class DiffusersEngine:
         if not on_gpu and self._torch_threads:
             torch.set_num_threads(self._torch_threads)
         dtype = getattr(torch, self._dtype_name or ("float16" if on_gpu else "float32"))
+        diffusers.utils.logging.disable_progress_bar()  # bars garble the server log
+        # diffusers renamed from_pretrained's torch_dtype to dtype (the old name warns).
+        from diffusers.utils import deprecation_utils
+
+        key = "dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype"
         pipe = getattr(diffusers, auto_class).from_pretrained(self._model_path,
-                                                              torch_dtype=dtype)
+                                                              **{key: dtype})
         if on_gpu and self._sequential_offload:
             pipe.enable_sequential_cpu_offload(device=self.device)
         elif on_gpu and self._cpu_offload:
