@@ -1,0 +1,125 @@
+"""Image generation benchmark (issue 14): text-to-image through the server against the
+same pipeline in-process, in one run.
+
+No diffusion weights ship in a package here, so both sides run the small random-weight
+Stable Diffusion pipeline of ``tests/diffusion_helpers.py`` (a real SD UNet, VAE, CLIP text
+encoder and DDIM scheduler at a tiny size), loaded from the same directory, float32 on the
+CPU, same prompt, size, steps and seeds:
+
+* in-process: ``AutoPipelineForText2Image.from_pretrained(dir)(prompt, ...)`` → PIL images
+  (what an application gets by itself);
+* server: ``xinference-local`` with the directory registered as a custom image model
+  (``model_uri``), ``POST /v1/images/generations`` with ``response_format="b64_json"``
+  (the server also encodes PNGs, base64 and JSON, and carries them over HTTP).
+
+Rounds alternate between the two so that load from other work on the machine hits both
+alike. Images/s and the ratio go to the "image-generation" section of doc/benchmarks.md.
+Target: server >= 0.95x in-process.
+
+Run: ``PYTHONPATH=. .venv/bin/python benchmark/bench_image.py`` (under a minute on 2
+cores). ``BENCH_SIZE`` (default 256), ``BENCH_STEPS`` (default 10) and ``BENCH_ROUNDS``
+(default 3, of ``BENCH_IMAGES`` = 2 images each) change the workload.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(ROOT))
+from common import machine, start_server, stop_server, write_section  # noqa: E402
+from tests.diffusion_helpers import build_tiny_sd  # noqa: E402
+
+SIZE = int(os.environ.get("BENCH_SIZE", "256"))
+STEPS = int(os.environ.get("BENCH_STEPS", "10"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+IMAGES = int(os.environ.get("BENCH_IMAGES", "2"))
+PROMPT = "a photo of a red car on a bench"
+MODEL = "bench-sd"
+
+
+def main() -> None:
+    t_start = time.perf_counter()
+    load_start = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = build_tiny_sd(Path(tmp) / "sd")
+        import torch
+        from diffusers import AutoPipelineForText2Image
+
+        pipe = AutoPipelineForText2Image.from_pretrained(path, dtype=torch.float32)
+        pipe.set_progress_bar_config(disable=True)
+
+        def in_process(seed: int) -> None:
+            gen = torch.Generator("cpu").manual_seed(seed)
+            out = pipe(PROMPT, num_inference_steps=STEPS, height=SIZE, width=SIZE,
+                       guidance_scale=1.0, generator=gen)
+            assert out.images[0].size == (SIZE, SIZE)
+
+        proc, url, _ = start_server(str(Path(tmp) / "home"))
+        try:
+            r = requests.post(f"{url}/v1/model_registrations/image", json={"model": json.dumps(
+                {"model_name": MODEL, "model_uri": path, "model_ability": ["text2image"],
+                 "max_image_size": 1024})}, timeout=60)
+            r.raise_for_status()
+            r = requests.post(f"{url}/v1/models", json={"model_name": MODEL,
+                                                        "model_type": "image"}, timeout=600)
+            r.raise_for_status()
+            session = requests.Session()
+
+            def server(seed: int) -> None:
+                r = session.post(f"{url}/v1/images/generations", json={
+                    "model": MODEL, "prompt": PROMPT, "size": f"{SIZE}x{SIZE}",
+                    "response_format": "b64_json", "num_inference_steps": STEPS,
+                    "guidance_scale": 1.0, "seed": seed}, timeout=600)
+                r.raise_for_status()
+                assert len(r.json()["data"]) == 1
+
+            server(0)  # warm both up
+            in_process(0)
+            spent = {"in-process": 0.0, "server": 0.0}
+            for rnd in range(ROUNDS):
+                order = [("in-process", in_process), ("server", server)]
+                if rnd % 2:
+                    order.reverse()
+                for name, fn in order:
+                    t0 = time.perf_counter()
+                    for i in range(IMAGES):
+                        fn(1 + i)
+                    spent[name] += time.perf_counter() - t0
+        finally:
+            stop_server(proc)
+    n = ROUNDS * IMAGES
+    rate = {k: n / v for k, v in spent.items()}
+    ratio = rate["server"] / rate["in-process"]
+    load_end = os.getloadavg()[0]
+    md = f"""## Image generation (benchmark/bench_image.py)
+
+Machine: {machine()}, CPU, load average {load_start:.1f} at the start and {load_end:.1f} at
+the end (other work on the same cores). Pipeline: the tiny random-weight Stable Diffusion of
+`tests/diffusion_helpers.py` (SD UNet 16/32 channels, VAE, 2-layer CLIP text encoder, DDIM),
+float32, {SIZE}x{SIZE}, {STEPS} steps, guidance 1.0, one image per request, seeds 1..{IMAGES};
+{ROUNDS} alternating rounds of {IMAGES} images each side. The server answers `b64_json` PNGs
+over HTTP; in-process stops at PIL images.
+
+| path | images | seconds | images/s |
+| --- | --- | --- | --- |
+| in-process `AutoPipelineForText2Image` | {n} | {spent['in-process']:.2f} | {rate['in-process']:.2f} |
+| server `POST /v1/images/generations` | {n} | {spent['server']:.2f} | {rate['server']:.2f} |
+
+Server vs in-process: **{ratio:.2f}x** (target >= 0.95x). Run time
+{time.perf_counter() - t_start:.0f} s.
+"""
+    write_section("image-generation", md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
