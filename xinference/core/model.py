@@ -330,7 +330,9 @@ class ModelActor(xo.StatelessActor):
         try:
             return await self._call(method, *args, progress=prog, **config)
         except asyncio.CancelledError:
-            if prog.finished_at is None:
+            if prog.status == "queued":  # never reached the engine
+                prog.finish("cancelled")
+            elif prog.finished_at is None:
                 prog.status = "cancelling"  # the engine stops at its next step
             raise
         except BaseException:
