@@ -19,7 +19,7 @@ import inspect
 import io
 import logging
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from ...core.errors import InvalidRequestError
 from ..embedding.engine_utils import pick_device, prepare_torch_env
