@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..constants import xinference_home
-from ..core.errors import InvalidRequestError, RequestNotFoundError, XinferenceError
+from ..core.errors import InvalidRequestError, PayloadTooLargeError, RequestNotFoundError
 
 XINFERENCE_ENV_GENERATED_FILES_TTL = "XINFERENCE_GENERATED_FILES_TTL"
 DEFAULT_GENERATED_FILES_TTL = 3600.0
@@ -36,13 +36,6 @@ REQUEST_TTL = 600.0
 
 _NAME_RE = re.compile(r"^[0-9a-f]{32}\.(png|mp4)$")
 MEDIA_TYPES = {"png": "image/png", "mp4": "video/mp4"}
-
-
-class PayloadTooLargeError(XinferenceError):
-    """An upload is larger than :data:`MAX_UPLOAD_BYTES` (HTTP 413)."""
-
-    status_code = 413
-    error_type = "invalid_request_error"
 
 
 def generated_files_ttl() -> float:
@@ -131,19 +124,30 @@ def form_value(value: str) -> Any:
 
 async def read_form(request) -> Tuple[Dict[str, Any], Dict[str, List[Any]]]:
     """``(fields, files)`` of a multipart (or urlencoded) request: text fields, and the
-    uploads per field name (``image[]`` counts as ``image``).
+    uploads' bytes per field name (``image[]`` counts as ``image``).
 
     Raises:
         InvalidRequestError: the body is not a form.
+        PayloadTooLargeError: the body is over twice :data:`MAX_UPLOAD_BYTES`.
     """
     from starlette.datastructures import UploadFile
+
+    from starlette.requests import Request
+
+    from .routers.audio import read_body_capped
 
     ctype = request.headers.get("content-type", "")
     if not ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
         raise InvalidRequestError(
             f"This route takes multipart/form-data, got {ctype or 'no content type'!r}")
+    # The whole body is capped before it is parsed (an image and a mask at most).
+    body = await read_body_capped(request, 2 * MAX_UPLOAD_BYTES)
+
+    async def replay() -> Dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
     try:
-        form = await request.form()
+        form = await Request(request.scope, replay).form(max_files=4, max_fields=64)
     except Exception as e:
         raise InvalidRequestError(f"Could not read the form: {e}") from None
     fields: Dict[str, Any] = {}
@@ -151,14 +155,15 @@ async def read_form(request) -> Tuple[Dict[str, Any], Dict[str, List[Any]]]:
     for key, value in form.multi_items():
         key = key[:-2] if key.endswith("[]") else key
         if isinstance(value, UploadFile):
-            files.setdefault(key, []).append(value)
+            files.setdefault(key, []).append(await value.read())
         else:
             fields[key] = value
+    await form.close()
     return fields, files
 
 
-async def read_upload(files: Dict[str, List[Any]], name: str,
-                      required: bool = True) -> Optional[bytes]:
+def read_upload(files: Dict[str, List[bytes]], name: str,
+                required: bool = True) -> Optional[bytes]:
     """The bytes of the single upload named ``name``.
 
     Raises:
@@ -172,7 +177,7 @@ async def read_upload(files: Dict[str, List[Any]], name: str,
         return None
     if len(uploads) > 1:
         raise InvalidRequestError(f"Give one '{name}', got {len(uploads)}")
-    data = await uploads[0].read(MAX_UPLOAD_BYTES + 1)
+    data = uploads[0]
     if len(data) > MAX_UPLOAD_BYTES:
         raise PayloadTooLargeError(
             f"'{name}' is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MiB")
@@ -203,7 +208,7 @@ class MediaService:
         if entry is None:
             raise RequestNotFoundError(f"No image or video request {request_id!r}")
         ref, model_uid, _ = entry
-        return await self.api._call_model(ref, model_uid, "get_request_progress",
+        return await self.api._call_ref(ref, model_uid, "get_request_progress",
                                           (request_id,))
 
     async def call(self, request, method: str, model_uid: str, args: tuple,
@@ -215,7 +220,7 @@ class MediaService:
         config["request_id"] = rid
         ref = await self.api._model(model_uid)
         self.track(rid, ref, model_uid)
-        result = await self.api._call_model(ref, model_uid, method, args + (config,),
+        result = await self.api._call_ref(ref, model_uid, method, args + (config,),
                                             request)
         return result, rid
 

@@ -67,6 +67,13 @@ class ModelLoadError(XinferenceError):
     error_type = "invalid_request_error"
 
 
+class PayloadTooLargeError(XinferenceError):
+    """An upload is larger than the documented limit (HTTP 413)."""
+
+    status_code = 413
+    error_type = "invalid_request_error"
+
+
 class RequestNotFoundError(XinferenceError):
     """No image or video request has the given ``request_id`` (HTTP 404)."""
 

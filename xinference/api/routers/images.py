@@ -88,15 +88,15 @@ class ImagesRouter(Router):
         """Image-to-image (multipart ``image``; ``prompt`` optional): images of the
         input's size unless ``size`` is given."""
         fields, files = await self._form(request)
-        image = await read_upload(files, "image")
+        image = read_upload(files, "image")
         return await self._image_call(request, fields, "image_to_image", (image,))
 
     async def create_inpainting(self, request: Request):
         """Inpainting (multipart ``image`` and ``mask_image`` of the same size; white in
         the mask is repainted)."""
         fields, files = await self._form(request)
-        image = await read_upload(files, "image")
-        mask = await read_upload(files, "mask_image")
+        image = read_upload(files, "image")
+        mask = read_upload(files, "mask_image")
         return await self._image_call(request, fields, "inpainting", (image, mask))
 
     async def create_edits(self, request: Request):
@@ -106,8 +106,8 @@ class ImagesRouter(Router):
         fields, files = await self._form(request)
         if not fields.get("prompt"):
             raise InvalidRequestError("'prompt' is required")
-        image = await read_upload(files, "image")
-        mask = await read_upload(files, "mask", required=False)
+        image = read_upload(files, "image")
+        mask = read_upload(files, "mask", required=False)
         if mask is None:
             return await self._image_call(request, fields, "image_to_image", (image,))
         return await self._image_call(request, fields, "inpainting", (image, mask))
@@ -116,7 +116,7 @@ class ImagesRouter(Router):
         """OCR (multipart ``image``): ``{"created", "text", "data": [{"text", "box",
         "score"}]}``."""
         fields, files = await self._form(request)
-        image = await read_upload(files, "image")
+        image = read_upload(files, "image")
         config = {k: v for k, v in fields.items() if k not in ("model", "kwargs", "user")}
         from ...model.image.params import parse_kwargs
 
