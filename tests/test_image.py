@@ -93,6 +93,28 @@ def openai_client(srv):
     return openai.OpenAI(base_url=srv.endpoint + "/v1", api_key="unused")
 
 
+# ---- request parameters (pure functions shared by the gateway and the engines) ----------
+
+def test_parse_size_and_bounds():
+    from xinference.core.errors import InvalidRequestError
+    from xinference.model.image.params import check_n, parse_kwargs, parse_size
+
+    assert parse_size("512*256") == (512, 256)
+    assert parse_size("512x256") == (512, 256)
+    assert parse_size(" 64 X 32 ") == (64, 32)
+    assert parse_size(None) is None and parse_size("auto") is None
+    for bad in ("512", "0x5", "a*b", "512*512*3", "-1x5"):
+        with pytest.raises(InvalidRequestError):
+            parse_size(bad)
+    assert check_n("3") == 3 and check_n(None) == 1
+    for bad in (0, 11, "x", True, 1.5):
+        with pytest.raises(InvalidRequestError):
+            check_n(bad)
+    assert parse_kwargs('{"seed": 1}') == {"seed": 1} and parse_kwargs(None) == {}
+    with pytest.raises(InvalidRequestError):
+        parse_kwargs("[1]")
+
+
 # ---- text to image ----------------------------------------------------------------------
 
 def test_openai_sdk_generate_b64_same_seed_same_pixels(openai_client):

@@ -132,6 +132,9 @@ class DiffusersEngine:
             torch.set_num_threads(self._torch_threads)
         dtype = getattr(torch, self._dtype_name or ("float16" if on_gpu else "float32"))
         diffusers.utils.logging.disable_progress_bar()  # bars garble the server log
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
         # diffusers renamed from_pretrained's torch_dtype to dtype (the old name warns).
         from diffusers.utils import deprecation_utils
 
@@ -233,7 +236,9 @@ class DiffusersEngine:
             if cancel is not None and cancel.is_set():
                 if progress is not None:
                     progress.finish("cancelled")
-                raise GenerationCancelled(f"request cancelled after {i} steps")
+                logger.info("%s: request cancelled by its client after %d steps",
+                            self._model_uid, i + 1)
+                raise GenerationCancelled(f"request cancelled after {i + 1} steps")
             if progress is not None:
                 progress.update(index + (i + 1) / max(total or steps, 1), parts)
 
