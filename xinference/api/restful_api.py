@@ -137,12 +137,19 @@ class RESTfulAPI:
         """``(ref, result)`` of ``method`` of the model's ModelActor (see :meth:`_infer`;
         for routes that answer something else than JSON or SSE)."""
         ref = await self._model(model_uid)
-        call = getattr(ref, method)(payload, config)
+        result = await self._call_ref(ref, model_uid, method, (payload, config),
+                                      request if not config.get("stream") else None)
+        return ref, result
+
+    @staticmethod
+    async def _call_ref(ref, model_uid: str, method: str, args, request=None):
+        """``ref.<method>(*args)``; with ``request``, a client that disconnects first
+        cancels the call. A dead model process becomes :class:`ModelUnavailableError`."""
+        call = getattr(ref, method)(*args)
         try:
-            if request is not None and not config.get("stream"):
-                result = await _unless_disconnected(request, call)
-            else:
-                result = await call
+            if request is not None:
+                return await _unless_disconnected(request, call)
+            return await call
         except BaseException as e:
             if _connection_error(e):
                 raise ModelUnavailableError(
@@ -150,7 +157,6 @@ class RESTfulAPI:
                     "terminate it and launch it again."
                 ) from e
             raise
-        return ref, result
 
     async def _relay(self, ref, stream: ModelStream, encode: Callable[[Any], bytes],
                      on_error: Callable[[Exception], bytes], end: bytes = b""
