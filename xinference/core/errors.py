@@ -72,3 +72,10 @@ class PayloadTooLargeError(XinferenceError):
 
     status_code = 413
     error_type = "invalid_request_error"
+
+
+class RequestNotFoundError(XinferenceError):
+    """No image or video request has the given ``request_id`` (HTTP 404)."""
+
+    status_code = 404
+    error_type = "not_found_error"

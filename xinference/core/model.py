@@ -38,6 +38,9 @@ _END = object()
 #: dropped after this many seconds
 STREAM_IDLE_TIMEOUT = 600.0
 
+#: the progress of a finished image or video request stays readable this many seconds
+REQUEST_PROGRESS_TTL = 600.0
+
 
 @dataclass(frozen=True)
 class ModelStream:
@@ -83,6 +86,7 @@ class ModelActor(xo.StatelessActor):
         self._lock = asyncio.Lock()
         self._admitted = 0
         self._streams: Dict[str, _Stream] = {}
+        self._progress: Dict[str, Any] = {}  # request id -> RequestProgress
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="engine"
         )
@@ -129,8 +133,10 @@ class ModelActor(xo.StatelessActor):
         if self._model is None:
             raise InvalidRequestError(f"Model {self._model_uid!r} is not loaded")
         if not hasattr(self._model, method):
+            abilities = self._desc.get("model_ability")
             raise InvalidRequestError(
                 f"Model {self._model_uid!r} ({self._model_type}) does not support {method}"
+                + (f"; its abilities are {list(abilities)}" if abilities else "")
             )
         return getattr(self._model, method)
 
@@ -327,3 +333,81 @@ class ModelActor(xo.StatelessActor):
         chunks when ``config["stream"]``; ``config`` holds ``voice``, ``response_format``,
         ``speed``, ``stream``."""
         return await self._call("speech", input, **(config or {}))
+
+    # ---- image and video (blocking engines; progress readable while they run) --------
+    async def _tracked_call(self, method: str, *args, config: Optional[Dict[str, Any]]):
+        """:meth:`_call` with a :class:`RequestProgress` for ``config["request_id"]``
+        (generated when absent) passed to the engine as ``progress``.
+
+        Raises:
+            ConflictError: that request id is already queued or running here.
+        """
+        from .errors import ConflictError
+        from .progress import RequestProgress
+
+        config = dict(config or {})
+        rid = str(config.pop("request_id", None) or uuid.uuid4().hex)
+        self._reap_progress()
+        old = self._progress.get(rid)
+        if old is not None and old.finished_at is None:
+            raise ConflictError(f"Request {rid!r} is already running")
+        prog = self._progress[rid] = RequestProgress(rid)
+        try:
+            return await self._call(method, *args, progress=prog, **config)
+        except asyncio.CancelledError:
+            if prog.status == "queued":  # never reached the engine
+                prog.finish("cancelled")
+            elif prog.finished_at is None:
+                prog.status = "cancelling"  # the engine stops at its next step
+            raise
+        except BaseException:
+            if prog.finished_at is None:
+                prog.finish("error")
+            raise
+
+    def _reap_progress(self) -> None:
+        now = time.monotonic()
+        for rid, p in list(self._progress.items()):
+            if p.finished_at is not None and now - p.finished_at > REQUEST_PROGRESS_TTL:
+                del self._progress[rid]
+
+    def get_request_progress(self, request_id: str) -> Dict[str, Any]:
+        """``{"request_id", "status", "progress"}`` of an image or video request (see
+        :class:`~xinference.core.progress.RequestProgress`).
+
+        Raises:
+            RequestNotFoundError: unknown request id (HTTP 404).
+        """
+        from .errors import RequestNotFoundError
+
+        p = self._progress.get(request_id)
+        if p is None:
+            raise RequestNotFoundError(f"No request {request_id!r} on model "
+                                     f"{self._model_uid!r}")
+        return p.to_dict()
+
+    async def text_to_image(self, prompt: str, config: Optional[Dict[str, Any]] = None):
+        """Images for ``prompt``; ``config``: ``n``, ``size``, ``negative_prompt``,
+        ``request_id``, ``seed`` and pipeline options. Returns ``{"created", "data":
+        [PNG bytes]}``."""
+        return await self._tracked_call("text_to_image", prompt, config=config)
+
+    async def image_to_image(self, image: bytes, config: Optional[Dict[str, Any]] = None):
+        """Variations of ``image`` (encoded bytes); ``config`` as :meth:`text_to_image`
+        plus ``prompt``."""
+        return await self._tracked_call("image_to_image", image, config=config)
+
+    async def inpainting(self, image: bytes, mask_image: bytes,
+                         config: Optional[Dict[str, Any]] = None):
+        """Repaint the masked part of ``image``; ``config`` as :meth:`image_to_image`."""
+        return await self._tracked_call("inpainting", image, mask_image, config=config)
+
+    async def ocr(self, image: bytes, config: Optional[Dict[str, Any]] = None):
+        """The text in ``image``: ``{"created", "text", "data": [{"text", "box",
+        "score"}]}``."""
+        return await self._tracked_call("ocr", image, config=config)
+
+    async def text_to_video(self, prompt: str, config: Optional[Dict[str, Any]] = None):
+        """Videos for ``prompt``: ``{"created", "data": [MP4 bytes]}``; ``config``:
+        ``n``, ``size``, ``fps``, ``request_id``, ``seed``, ``num_frames`` ..."""
+        return await self._tracked_call("text_to_video", prompt, config=config)
