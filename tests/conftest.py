@@ -8,6 +8,7 @@ persistence) use :func:`start_server` directly.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -168,9 +169,9 @@ def endpoint(server) -> str:
 
 
 # ---- markers ------------------------------------------------------------------------------
-#: Source fragments that show a test (or one of its fixtures) starts server processes.
-_STARTS_PROCESSES = ("start_server(", "Server(", "Cluster(", "LoggedProcess", "Popen(",
-                     "subprocess.run(", "cmdline_local")
+#: Source that shows a test (or one of its fixtures) starts server processes.
+_STARTS_PROCESSES = re.compile(
+    r"\b(start_server|Server|Cluster|LoggedProcess|Popen|subprocess\.run)\(|cmdline_local")
 
 
 def _starts_processes(fn) -> bool:
@@ -180,7 +181,7 @@ def _starts_processes(fn) -> bool:
         src = inspect.getsource(fn)
     except (OSError, TypeError):
         return False
-    return any(s in src for s in _STARTS_PROCESSES)
+    return _STARTS_PROCESSES.search(src) is not None
 
 
 def pytest_collection_modifyitems(config, items):
