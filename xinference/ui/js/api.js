@@ -25,7 +25,9 @@ let keyPrompt = null;
  * Register the function that asks the user for a key after a 401; it receives the server's
  * message and resolves true when a new key was stored (the call is then retried).
  */
-export function onUnauthorized(fn) { keyPrompt = fn; }
+export function onUnauthorized(fn) {
+  keyPrompt = fn;
+}
 
 function headers(json) {
   const hd = {};
@@ -41,8 +43,11 @@ async function readError(resp) {
   try {
     const body = JSON.parse(text);
     const msg = body.error?.message ?? body.detail ?? text;
-    return new ApiError(resp.status, typeof msg === "string" ? msg : JSON.stringify(msg),
-      body.error?.param ?? null);
+    return new ApiError(
+      resp.status,
+      typeof msg === "string" ? msg : JSON.stringify(msg),
+      body.error?.param ?? null,
+    );
   } catch {
     return new ApiError(resp.status, text || resp.statusText || `HTTP ${resp.status}`);
   }
@@ -96,8 +101,11 @@ export async function stream(path, body, onChunk, { signal } = {}) {
     while ((cut = buf.search(/\r?\n\r?\n/)) >= 0) {
       const event = buf.slice(0, cut);
       buf = buf.slice(cut).replace(/^\r?\n\r?\n/, "");
-      const data = event.split(/\r?\n/).filter((l) => l.startsWith("data:"))
-        .map((l) => l.slice(5).trimStart()).join("\n");
+      const data = event
+        .split(/\r?\n/)
+        .filter((l) => l.startsWith("data:"))
+        .map((l) => l.slice(5).trimStart())
+        .join("\n");
       if (!data) continue; // comments, pings
       if (data === "[DONE]") return;
       const obj = JSON.parse(data);

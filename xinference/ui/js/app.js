@@ -22,16 +22,20 @@ function askKey(reason) {
     : "Enter an API key; it is kept in this browser (localStorage) and sent as ";
   input.value = getApiKey();
   return new Promise((resolve) => {
-    dlg.addEventListener("close", () => {
-      if (dlg.returnValue === "save" && input.value.trim()) {
-        setApiKey(input.value.trim());
-        document.getElementById("key-button").hidden = false;
-        resolve(true);
-      } else {
-        if (dlg.returnValue === "forget") setApiKey("");
-        resolve(false);
-      }
-    }, { once: true });
+    dlg.addEventListener(
+      "close",
+      () => {
+        if (dlg.returnValue === "save" && input.value.trim()) {
+          setApiKey(input.value.trim());
+          document.getElementById("key-button").hidden = false;
+          resolve(true);
+        } else {
+          if (dlg.returnValue === "forget") setApiKey("");
+          resolve(false);
+        }
+      },
+      { once: true },
+    );
     if (!dlg.open) dlg.showModal();
     input.focus();
   });
@@ -39,7 +43,10 @@ function askKey(reason) {
 
 let pendingAsk = null; // one dialog for concurrent 401s
 onUnauthorized((message) => {
-  if (!pendingAsk) pendingAsk = askKey(message).finally(() => { pendingAsk = null; });
+  if (!pendingAsk)
+    pendingAsk = askKey(message).finally(() => {
+      pendingAsk = null;
+    });
   return pendingAsk;
 });
 
@@ -62,6 +69,13 @@ async function render() {
 }
 
 async function start() {
+  // Enter in the key field saves (the form's first button would forget the key).
+  document.getElementById("key-input").addEventListener("keydown", (ev) => {
+    if (ev.key === "Enter") {
+      ev.preventDefault();
+      document.getElementById("key-dialog").close("save");
+    }
+  });
   document.getElementById("key-button").addEventListener("click", () => askKey(""));
   document.getElementById("skip").addEventListener("click", (ev) => {
     ev.preventDefault();
@@ -70,7 +84,10 @@ async function start() {
   window.addEventListener("hashchange", async () => {
     await render();
     const heading = main.querySelector("h1");
-    if (heading) { heading.tabIndex = -1; heading.focus({ preventScroll: false }); }
+    if (heading) {
+      heading.tabIndex = -1;
+      heading.focus({ preventScroll: false });
+    }
   });
   if (await authEnabled()) {
     document.getElementById("key-button").hidden = false;
@@ -78,15 +95,21 @@ async function start() {
   } else if (getApiKey()) {
     document.getElementById("key-button").hidden = false;
   }
-  api("GET", "/v1/cluster/version").then((v) => {
-    document.getElementById("version").textContent = `v${v.version}`;
-  }, () => {});
+  api("GET", "/v1/cluster/version").then(
+    (v) => {
+      document.getElementById("version").textContent = `v${v.version}`;
+    },
+    () => {},
+  );
   await render();
 }
 
 // Anything unexpected is shown on the page too, never only in the console.
 window.addEventListener("unhandledrejection", (ev) => {
-  if (ev.reason && ev.reason.name === "AbortError") { ev.preventDefault(); return; }
+  if (ev.reason && ev.reason.name === "AbortError") {
+    ev.preventDefault();
+    return;
+  }
   main.prepend(errorBox(ev.reason));
 });
 

@@ -32,17 +32,24 @@ export const uid = (prefix) => `${prefix}-${++uniq}`;
 /** A labelled form field: label text, the control, optional hint. */
 export function field(label, control, hint) {
   if (!control.id) control.id = uid("f");
-  return h("div", { class: "field" },
-    h("label", { for: control.id }, label), control,
-    hint ? h("small", { class: "hint" }, hint) : null);
+  return h(
+    "div",
+    { class: "field" },
+    h("label", { for: control.id }, label),
+    control,
+    hint ? h("small", { class: "hint" }, hint) : null,
+  );
 }
 
 /** An error box with the server's message (role=alert, read out by screen readers). */
 export function errorBox(err) {
   const status = err && err.status ? `${err.status}` : null;
-  return h("div", { class: "error", role: "alert" },
+  return h(
+    "div",
+    { class: "error", role: "alert" },
     status ? h("strong", {}, `Error ${status}: `) : h("strong", {}, "Error: "),
-    (err && err.message) || String(err));
+    (err && err.message) || String(err),
+  );
 }
 
 /** Replace the contents of `el` with `children`. */
@@ -55,13 +62,25 @@ export function fill(el, ...children) {
 /** A modal yes/no confirmation (native <dialog>: focus stays inside, Esc cancels). */
 export function confirmDialog(message, okLabel = "OK") {
   return new Promise((resolve) => {
-    const dlg = h("dialog", { class: "confirm", "aria-label": "Confirm" },
-      h("form", { method: "dialog" },
+    const dlg = h(
+      "dialog",
+      { class: "confirm", "aria-label": "Confirm" },
+      h(
+        "form",
+        { method: "dialog" },
         h("p", {}, message),
-        h("div", { class: "row end" },
+        h(
+          "div",
+          { class: "row end" },
           h("button", { value: "cancel", type: "submit" }, "Cancel"),
-          h("button", { value: "ok", type: "submit", class: "danger" }, okLabel))));
-    dlg.addEventListener("close", () => { dlg.remove(); resolve(dlg.returnValue === "ok"); });
+          h("button", { value: "ok", type: "submit", class: "danger" }, okLabel),
+        ),
+      ),
+    );
+    dlg.addEventListener("close", () => {
+      dlg.remove();
+      resolve(dlg.returnValue === "ok");
+    });
     document.body.append(dlg);
     dlg.showModal();
   });
@@ -72,7 +91,10 @@ export function bytes(n) {
   if (n === null || n === undefined || isNaN(n)) return "–";
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
   let i = 0;
-  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i++;
+  }
   return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
 }
 
@@ -84,9 +106,18 @@ export function sizeLabel(s) {
 /** A progress bar with a text label, value 0..1. */
 export function meter(value, label) {
   const pct = Math.max(0, Math.min(1, value || 0)) * 100;
-  return h("div", { class: "meter", role: "progressbar", "aria-valuemin": "0",
-    "aria-valuemax": "100", "aria-valuenow": pct.toFixed(0), "aria-label": label },
-  h("span", { style: `width:${pct.toFixed(1)}%` }));
+  return h(
+    "div",
+    {
+      class: "meter",
+      role: "progressbar",
+      "aria-valuemin": "0",
+      "aria-valuemax": "100",
+      "aria-valuenow": pct.toFixed(0),
+      "aria-label": label,
+    },
+    h("span", { style: `width:${pct.toFixed(1)}%` }),
+  );
 }
 
 /** Move a bar made by meter() to `value` (0..1). */

@@ -10,8 +10,15 @@ const cache = new Map(); // model type -> registrations (detailed), for this pag
 
 async function registrations(type, signal) {
   if (!cache.has(type)) {
-    cache.set(type, api("GET", `/v1/model_registrations/${type}?detailed=true`, undefined,
-      { signal }).catch((e) => { cache.delete(type); throw e; }));
+    cache.set(
+      type,
+      api("GET", `/v1/model_registrations/${type}?detailed=true`, undefined, { signal }).catch(
+        (e) => {
+          cache.delete(type);
+          throw e;
+        },
+      ),
+    );
   }
   return cache.get(type);
 }
@@ -21,15 +28,36 @@ const abilities = (reg) => reg.model_ability || [];
 export async function render(main, args, signal) {
   cache.clear();
   let type = MODEL_TYPES.includes(args[0]) ? args[0] : "LLM";
-  const search = h("input", { type: "search", placeholder: "Search models",
-    "aria-label": "Search models", id: "model-search" });
+  const search = h("input", {
+    type: "search",
+    placeholder: "Search models",
+    "aria-label": "Search models",
+    id: "model-search",
+  });
   const abilitySel = h("select", { id: "ability-filter", "aria-label": "Filter by ability" });
-  const tabs = MODEL_TYPES.map((t) => h("button", { type: "button", role: "tab", class: "tab",
-    "data-type": t, onclick: () => { type = t; selected = null; showList(); } }, t));
+  const tabs = MODEL_TYPES.map((t) =>
+    h(
+      "button",
+      {
+        type: "button",
+        role: "tab",
+        class: "tab",
+        "data-type": t,
+        onclick: () => {
+          type = t;
+          selected = null;
+          showList();
+        },
+      },
+      t,
+    ),
+  );
   const list = h("div", { class: "model-list", id: "model-list", "aria-live": "polite" });
-  const form = h("section", { class: "panel launch-panel", id: "launch-panel",
-    "aria-label": "Launch options" },
-  h("p", { class: "muted" }, "Choose a model to see its launch options."));
+  const form = h(
+    "section",
+    { class: "panel launch-panel", id: "launch-panel", "aria-label": "Launch options" },
+    h("p", { class: "muted" }, "Choose a model to see its launch options."),
+  );
   let selected = null;
 
   main.append(
@@ -51,47 +79,83 @@ export async function render(main, args, signal) {
     }
     const all = [...new Set(regs.flatMap(abilities))].sort();
     const prev = abilitySel.value;
-    fill(abilitySel, h("option", { value: "" }, all.length ? "All abilities" : "No abilities"),
-      all.map((a) => h("option", { value: a }, a)));
+    fill(
+      abilitySel,
+      h("option", { value: "" }, all.length ? "All abilities" : "No abilities"),
+      all.map((a) => h("option", { value: a }, a)),
+    );
     abilitySel.value = all.includes(prev) ? prev : "";
     abilitySel.disabled = !all.length;
     const q = search.value.trim().toLowerCase();
-    const shown = regs.filter((r) =>
-      (!q || r.model_name.toLowerCase().includes(q) ||
-        (r.model_description || "").toLowerCase().includes(q)) &&
-      (!abilitySel.value || abilities(r).includes(abilitySel.value)));
+    const shown = regs.filter(
+      (r) =>
+        (!q ||
+          r.model_name.toLowerCase().includes(q) ||
+          (r.model_description || "").toLowerCase().includes(q)) &&
+        (!abilitySel.value || abilities(r).includes(abilitySel.value)),
+    );
     if (!regs.length) {
-      fill(list, h("p", { class: "empty" }, `No ${type} models are registered. `,
-        h("a", { href: "#/register" }, "Register one"), "."));
+      fill(
+        list,
+        h(
+          "p",
+          { class: "empty" },
+          `No ${type} models are registered. `,
+          h("a", { href: "#/register" }, "Register one"),
+          ".",
+        ),
+      );
       return;
     }
     if (!shown.length) {
       fill(list, h("p", { class: "empty" }, "No model matches the search."));
       return;
     }
-    fill(list, shown.map((r) => h("button", {
-      type: "button", class: "model-card", "data-model": r.model_name,
-      "aria-pressed": String(selected === r.model_name),
-      onclick: () => { selected = r.model_name; showList(); showForm(r); },
-    },
-    h("span", { class: "name" }, r.model_name),
-    h("span", { class: "badges" }, r.is_builtin ? null : h("span", { class: "badge" }, "custom"),
-      abilities(r).map((a) => h("span", { class: "badge ability" }, a))),
-    r.model_description ? h("span", { class: "desc" }, r.model_description) : null)));
+    fill(
+      list,
+      shown.map((r) =>
+        h(
+          "button",
+          {
+            type: "button",
+            class: "model-card",
+            "data-model": r.model_name,
+            "aria-pressed": String(selected === r.model_name),
+            onclick: () => {
+              selected = r.model_name;
+              showList();
+              showForm(r);
+            },
+          },
+          h("span", { class: "name" }, r.model_name),
+          h(
+            "span",
+            { class: "badges" },
+            r.is_builtin ? null : h("span", { class: "badge" }, "custom"),
+            abilities(r).map((a) => h("span", { class: "badge ability" }, a)),
+          ),
+          r.model_description ? h("span", { class: "desc" }, r.model_description) : null,
+        ),
+      ),
+    );
   }
 
   async function showForm(reg) {
     fill(form, h("h2", {}, reg.model_name), h("p", { class: "muted" }, "Loading engines…"));
     let engines;
     try {
-      engines = await api("GET", `/v1/engines/${encodeURIComponent(reg.model_name)}`,
-        undefined, { signal });
+      engines = await api("GET", `/v1/engines/${encodeURIComponent(reg.model_name)}`, undefined, {
+        signal,
+      });
     } catch (e) {
       if (signal.aborted) return;
       // A model type without an engine here says so (400 from the server).
-      fill(form, h("h2", {}, reg.model_name),
+      fill(
+        form,
+        h("h2", {}, reg.model_name),
         h("p", { class: "cannot" }, `${type} models cannot be launched on this server yet.`),
-        errorBox(e));
+        errorBox(e),
+      );
       return;
     }
     if (selected !== reg.model_name) return;
@@ -107,8 +171,11 @@ export async function render(main, args, signal) {
 function buildForm(form, reg, type, engines, signal) {
   const names = Object.keys(engines);
   if (!names.length) {
-    fill(form, h("h2", {}, reg.model_name),
-      h("p", { class: "cannot" }, "No engine on this server can run this model."));
+    fill(
+      form,
+      h("h2", {}, reg.model_name),
+      h("p", { class: "cannot" }, "No engine on this server can run this model."),
+    );
     return;
   }
   const engineSel = h("select", { name: "model_engine" });
@@ -116,25 +183,42 @@ function buildForm(form, reg, type, engines, signal) {
   const sizeSel = h("select", { name: "model_size_in_billions" });
   const quantSel = h("select", { name: "quantization" });
   const why = h("p", { class: "warn", hidden: true });
-  const uidIn = h("input", { name: "model_uid", placeholder: reg.model_name,
-    autocomplete: "off", spellcheck: "false" });
+  const uidIn = h("input", {
+    name: "model_uid",
+    placeholder: reg.model_name,
+    autocomplete: "off",
+    spellcheck: "false",
+  });
   const replicaIn = h("input", { name: "replica", type: "number", min: "1", value: "1" });
-  const ngpuIn = h("input", { name: "n_gpu", value: "auto", list: "n-gpu-values",
-    autocomplete: "off" });
-  const extraIn = h("textarea", { name: "extra", rows: "3", spellcheck: "false",
-    placeholder: '{"n_ctx": 2048}' });
+  const ngpuIn = h("input", {
+    name: "n_gpu",
+    value: "auto",
+    list: "n-gpu-values",
+    autocomplete: "off",
+  });
+  const extraIn = h("textarea", {
+    name: "extra",
+    rows: "3",
+    spellcheck: "false",
+    placeholder: '{"n_ctx": 2048}',
+  });
   const status = h("div", { class: "status", "aria-live": "polite" });
-  const button = h("button", { type: "submit", class: "primary", id: "launch-button" },
-    "Launch");
+  const button = h("button", { type: "submit", class: "primary", id: "launch-button" }, "Launch");
 
   const rows = () => engines[engineSel.value] || [];
   const usable = (e) => (engines[e] || []).some((r) => r.available !== false);
-  fill(engineSel, names.map((e) => h("option", { value: e }, usable(e) ? e : `${e} (unavailable)`)));
+  fill(
+    engineSel,
+    names.map((e) => h("option", { value: e }, usable(e) ? e : `${e} (unavailable)`)),
+  );
   engineSel.value = names.find(usable) || names[0];
 
   function options(sel, values, label = (v) => v) {
     const prev = sel.value;
-    fill(sel, values.map((v) => h("option", { value: v }, label(v))));
+    fill(
+      sel,
+      values.map((v) => h("option", { value: v }, label(v))),
+    );
     if (values.includes(prev)) sel.value = prev;
   }
   function cascade() {
@@ -156,21 +240,36 @@ function buildForm(form, reg, type, engines, signal) {
   sizeSel.addEventListener("change", cascade);
   cascade();
 
-  const el = h("form", { class: "launch-form", novalidate: true },
+  const el = h(
+    "form",
+    { class: "launch-form", novalidate: true },
     h("h2", {}, reg.model_name),
     reg.model_description ? h("p", { class: "muted" }, reg.model_description) : null,
-    h("div", { class: "grid2" },
-      field("Engine", engineSel), field("Format", formatSel),
-      field("Size", sizeSel), field("Quantization", quantSel)),
+    h(
+      "div",
+      { class: "grid2" },
+      field("Engine", engineSel),
+      field("Format", formatSel),
+      field("Size", sizeSel),
+      field("Quantization", quantSel),
+    ),
     why,
-    h("div", { class: "grid2" },
+    h(
+      "div",
+      { class: "grid3" },
       field("Model UID", uidIn, "Default: the model name"),
       field("Replicas", replicaIn),
       field("GPUs (n_gpu)", ngpuIn, "auto, 0 for CPU only, or a count"),
     ),
-    h("datalist", { id: "n-gpu-values" }, ["auto", "0", "1", "2", "4"].map((v) => h("option", { value: v }))),
+    h(
+      "datalist",
+      { id: "n-gpu-values" },
+      ["auto", "0", "1", "2", "4"].map((v) => h("option", { value: v })),
+    ),
     field("Extra options (JSON object)", extraIn, "Engine options, e.g. n_ctx, max_num_seqs"),
-    h("div", { class: "row" }, button), status);
+    h("div", { class: "row" }, button),
+    status,
+  );
   fill(form, el);
 
   el.addEventListener("submit", async (ev) => {
@@ -190,7 +289,9 @@ function buildForm(form, reg, type, engines, signal) {
     }
     const ngpu = ngpuIn.value.trim();
     const body = {
-      model_name: reg.model_name, model_type: type, model_engine: engineSel.value,
+      model_name: reg.model_name,
+      model_type: type,
+      model_engine: engineSel.value,
       model_format: formatSel.value || undefined,
       model_size_in_billions: sizeSel.value || undefined,
       quantization: quantSel.value || undefined,
@@ -211,7 +312,9 @@ async function launchModel(body, status, button, signal) {
   fill(status, h("div", { class: "progress" }, text, bar));
   button.disabled = true;
   let done = false;
-  const launched = api("POST", "/v1/models", body).finally(() => { done = true; });
+  const launched = api("POST", "/v1/models", body).finally(() => {
+    done = true;
+  });
   // Poll while the request is pending; the first poll waits so that a request the server
   // refuses at once (400/409) never polls a uid it does not know.
   const poll = (async () => {
@@ -231,10 +334,17 @@ async function launchModel(body, status, button, signal) {
   try {
     const res = await launched;
     await poll;
-    fill(status, h("div", { class: "ok", role: "status" },
-      `Model ${res.model_uid} is running. `,
-      h("a", { href: `#/try/${encodeURIComponent(res.model_uid)}` }, "Try it"), " · ",
-      h("a", { href: "#/running" }, "Running models")));
+    fill(
+      status,
+      h(
+        "div",
+        { class: "ok", role: "status" },
+        `Model ${res.model_uid} is running. `,
+        h("a", { href: `#/try/${encodeURIComponent(res.model_uid)}` }, "Try it"),
+        " · ",
+        h("a", { href: "#/running" }, "Running models"),
+      ),
+    );
   } catch (e) {
     await poll;
     fill(status, errorBox(e));

@@ -16,8 +16,10 @@ export function viewsFor(m) {
       if (ab.includes("generate")) v.push("completion");
       return v.length ? v : ["chat", "completion"];
     }
-    case "embedding": return ["embeddings"];
-    case "rerank": return ["rerank"];
+    case "embedding":
+      return ["embeddings"];
+    case "rerank":
+      return ["rerank"];
     case "audio": {
       const v = [];
       if (ab.includes("audio2text") || !ab.length) v.push("transcription");
@@ -30,29 +32,58 @@ export function viewsFor(m) {
       if (ab.includes("ocr")) v.push("ocr");
       return v;
     }
-    default: return [];
+    default:
+      return [];
   }
 }
 
-const LABELS = { chat: "Chat", completion: "Completion", embeddings: "Embeddings",
-  rerank: "Rerank", transcription: "Speech to text", speech: "Text to speech",
-  image: "Text to image", ocr: "OCR" };
-const VIEWS = { chat: chatView, completion: completionView, embeddings: embeddingsView,
-  rerank: rerankView, transcription: transcriptionView, speech: speechView,
-  image: imageView, ocr: ocrView };
+const LABELS = {
+  chat: "Chat",
+  completion: "Completion",
+  embeddings: "Embeddings",
+  rerank: "Rerank",
+  transcription: "Speech to text",
+  speech: "Text to speech",
+  image: "Text to image",
+  ocr: "OCR",
+};
+const VIEWS = {
+  chat: chatView,
+  completion: completionView,
+  embeddings: embeddingsView,
+  rerank: rerankView,
+  transcription: transcriptionView,
+  speech: speechView,
+  image: imageView,
+  ocr: ocrView,
+};
 
 export async function render(main, args, signal) {
   const { data: models } = await api("GET", "/v1/models", undefined, { signal });
   main.append(h("h1", {}, "Try it"));
   if (!models.length) {
-    main.append(h("p", { class: "empty" }, "No model is running. ",
-      h("a", { href: "#/launch" }, "Launch one"), " first."));
+    main.append(
+      h(
+        "p",
+        { class: "empty" },
+        "No model is running. ",
+        h("a", { href: "#/launch" }, "Launch one"),
+        " first.",
+      ),
+    );
     return;
   }
   const model = models.find((m) => m.id === args[0]) || (args[0] ? null : models[0]);
-  const picker = h("select", { id: "try-model", onchange: () => {
-    location.hash = `#/try/${encodeURIComponent(picker.value)}`;
-  } }, models.map((m) => h("option", { value: m.id }, `${m.id} (${m.model_type})`)));
+  const picker = h(
+    "select",
+    {
+      id: "try-model",
+      onchange: () => {
+        location.hash = `#/try/${encodeURIComponent(picker.value)}`;
+      },
+    },
+    models.map((m) => h("option", { value: m.id }, `${m.id} (${m.model_type})`)),
+  );
   main.append(h("div", { class: "row filters" }, field("Model", picker)));
   if (!model) {
     main.append(errorBox(new Error(`No running model has the uid ${args[0]}`)));
@@ -62,18 +93,39 @@ export async function render(main, args, signal) {
   picker.value = model.id;
   const views = viewsFor(model);
   if (!views.length) {
-    main.append(h("p", { class: "empty" }, `There is no Try-it view for ${model.model_type} models yet.`));
+    main.append(
+      h("p", { class: "empty" }, `There is no Try-it view for ${model.model_type} models yet.`),
+    );
     return;
   }
   const view = views.includes(args[1]) ? args[1] : views[0];
   if (views.length > 1) {
-    main.append(h("div", { role: "tablist", class: "tabs", "aria-label": "Try-it view" },
-      views.map((v) => h("a", { role: "tab", class: "tab", "aria-selected": String(v === view),
-        href: `#/try/${encodeURIComponent(model.id)}/${v}`, "data-view": v }, LABELS[v]))));
+    main.append(
+      h(
+        "div",
+        { role: "tablist", class: "tabs", "aria-label": "Try-it view" },
+        views.map((v) =>
+          h(
+            "a",
+            {
+              role: "tab",
+              class: "tab",
+              "aria-selected": String(v === view),
+              href: `#/try/${encodeURIComponent(model.id)}/${v}`,
+              "data-view": v,
+            },
+            LABELS[v],
+          ),
+        ),
+      ),
+    );
   }
   const code = codePanel();
-  const pane = h("section", { class: "panel try-pane", id: `try-${view}`,
-    "aria-label": LABELS[view] });
+  const pane = h("section", {
+    class: "panel try-pane",
+    id: `try-${view}`,
+    "aria-label": LABELS[view],
+  });
   main.append(h("div", { class: "try-layout" }, pane, code.el));
   VIEWS[view](pane, model, code, signal);
 }
@@ -90,19 +142,28 @@ function sampling() {
   const stop = h("input", { name: "stop", placeholder: "e.g. ###", autocomplete: "off" });
   const streamBox = h("input", { type: "checkbox", name: "stream", checked: true });
   return {
-    el: h("div", { class: "grid4" }, field("Max tokens", maxTokens),
+    el: h(
+      "div",
+      { class: "grid4" },
+      field("Max tokens", maxTokens),
       field("Temperature", temperature),
       field("Stop", stop, "Comma-separated"),
-      h("div", { class: "field check" }, h("label", {}, streamBox, " Stream"))),
+      h("div", { class: "field check" }, h("label", {}, streamBox, " Stream")),
+    ),
     params() {
       const p = {};
       if (maxTokens.value) p.max_tokens = Number(maxTokens.value);
       if (temperature.value !== "") p.temperature = Number(temperature.value);
-      const s = stop.value.split(",").map((x) => x.trim()).filter(Boolean);
+      const s = stop.value
+        .split(",")
+        .map((x) => x.trim())
+        .filter(Boolean);
       if (s.length) p.stop = s;
       return p;
     },
-    get stream() { return streamBox.checked; },
+    get stream() {
+      return streamBox.checked;
+    },
   };
 }
 
@@ -115,37 +176,71 @@ function busy(button, on, label) {
 /** Submit a form with Ctrl/Cmd+Enter from any of its text areas. */
 function ctrlEnter(form) {
   form.addEventListener("keydown", (ev) => {
-    if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) { ev.preventDefault(); form.requestSubmit(); }
+    if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) {
+      ev.preventDefault();
+      form.requestSubmit();
+    }
   });
 }
 
 // ---- chat -------------------------------------------------------------------------------
 function chatView(pane, model, code, signal) {
-  const system = h("textarea", { rows: "2", name: "system",
-    placeholder: "You are a helpful assistant." });
+  const system = h("textarea", {
+    rows: "2",
+    name: "system",
+    placeholder: "You are a helpful assistant.",
+  });
   const s = sampling();
-  const log = h("div", { class: "chat-log", role: "log", "aria-live": "polite",
-    "aria-label": "Conversation", id: "chat-log" });
-  const input = h("textarea", { rows: "2", id: "chat-input", name: "message",
-    placeholder: "Type a message (Enter sends, Shift+Enter for a new line)" });
+  const log = h("div", {
+    class: "chat-log",
+    role: "log",
+    "aria-live": "polite",
+    "aria-label": "Conversation",
+    id: "chat-log",
+  });
+  const input = h("textarea", {
+    rows: "2",
+    id: "chat-input",
+    name: "message",
+    placeholder: "Type a message (Enter sends, Shift+Enter for a new line)",
+  });
   const sendBtn = h("button", { type: "submit", class: "primary", id: "chat-send" }, "Send");
   const stopBtn = h("button", { type: "button", id: "chat-stop", disabled: true }, "Stop");
-  const clearBtn = h("button", { type: "button", onclick: () => { history = []; fill(log); } },
-    "Clear");
+  const clearBtn = h(
+    "button",
+    {
+      type: "button",
+      onclick: () => {
+        history = [];
+        fill(log);
+      },
+    },
+    "Clear",
+  );
   let history = [];
   let inflight = null;
   stopBtn.addEventListener("click", () => inflight && inflight.abort());
   signal.addEventListener("abort", () => inflight && inflight.abort());
 
-  const form = h("form", { class: "chat" },
-    h("details", { class: "settings" }, h("summary", {}, "Settings"),
-      field("System prompt", system), s.el),
+  const form = h(
+    "form",
+    { class: "chat" },
+    h(
+      "details",
+      { class: "settings" },
+      h("summary", {}, "Settings"),
+      field("System prompt", system),
+      s.el,
+    ),
     log,
-    h("div", { class: "composer" }, input,
-      h("div", { class: "row" }, sendBtn, stopBtn, clearBtn)));
+    h("div", { class: "composer" }, input, h("div", { class: "row" }, sendBtn, stopBtn, clearBtn)),
+  );
   pane.append(form);
   input.addEventListener("keydown", (ev) => {
-    if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) { ev.preventDefault(); form.requestSubmit(); }
+    if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) {
+      ev.preventDefault();
+      form.requestSubmit();
+    }
   });
 
   form.addEventListener("submit", async (ev) => {
@@ -154,49 +249,77 @@ function chatView(pane, model, code, signal) {
     if (!text || inflight) return;
     input.value = "";
     history.push({ role: "user", content: text });
-    log.append(h("div", { class: "msg user" }, h("span", { class: "who" }, "You"),
-      h("div", { class: "text" }, text)));
-    const messages = [...(system.value.trim()
-      ? [{ role: "system", content: system.value.trim() }] : []), ...history];
+    log.append(
+      h(
+        "div",
+        { class: "msg user" },
+        h("span", { class: "who" }, "You"),
+        h("div", { class: "text" }, text),
+      ),
+    );
+    const messages = [
+      ...(system.value.trim() ? [{ role: "system", content: system.value.trim() }] : []),
+      ...history,
+    ];
     const body = { model: model.id, messages, ...s.params() };
     code.update("chat", { ...body, stream: s.stream });
 
     const reasoning = h("div", { class: "text" });
-    const think = h("details", { class: "reasoning", hidden: true, open: true },
-      h("summary", {}, "Reasoning"), reasoning);
+    const think = h(
+      "details",
+      { class: "reasoning", hidden: true, open: true },
+      h("summary", {}, "Reasoning"),
+      reasoning,
+    );
     const answer = h("div", { class: "text answer" });
     const meta = h("div", { class: "meta muted" });
-    const bubble = h("div", { class: "msg assistant", "aria-busy": "true" },
-      h("span", { class: "who" }, model.id), think, answer, meta);
+    const bubble = h(
+      "div",
+      { class: "msg assistant", "aria-busy": "true" },
+      h("span", { class: "who" }, model.id),
+      think,
+      answer,
+      meta,
+    );
     log.append(bubble);
     log.scrollTop = log.scrollHeight;
     inflight = new AbortController();
     busy(sendBtn, true);
     stopBtn.disabled = false;
-    let content = "", chunks = 0, finish = null;
+    let content = "",
+      chunks = 0,
+      finish = null;
     const started = performance.now();
     try {
       if (s.stream) {
-        await stream("/v1/chat/completions", body, (chunk) => {
-          const choice = chunk.choices && chunk.choices[0];
-          if (!choice) return;
-          const d = choice.delta || {};
-          if (d.reasoning_content) {
-            think.hidden = false;
-            reasoning.append(d.reasoning_content);
-          }
-          if (d.content) {
-            content += d.content;
-            answer.append(d.content);
-            chunks++;
-          }
-          if (choice.finish_reason) finish = choice.finish_reason;
-          log.scrollTop = log.scrollHeight;
-        }, { signal: inflight.signal });
+        await stream(
+          "/v1/chat/completions",
+          body,
+          (chunk) => {
+            const choice = chunk.choices && chunk.choices[0];
+            if (!choice) return;
+            const d = choice.delta || {};
+            if (d.reasoning_content) {
+              think.hidden = false;
+              reasoning.append(d.reasoning_content);
+            }
+            if (d.content) {
+              content += d.content;
+              answer.append(d.content);
+              chunks++;
+            }
+            if (choice.finish_reason) finish = choice.finish_reason;
+            log.scrollTop = log.scrollHeight;
+          },
+          { signal: inflight.signal },
+        );
       } else {
         const res = await api("POST", "/v1/chat/completions", body, { signal: inflight.signal });
         const msg = res.choices[0].message;
-        if (msg.reasoning_content) { think.hidden = false; reasoning.append(msg.reasoning_content); }
+        if (msg.reasoning_content) {
+          think.hidden = false;
+          reasoning.append(msg.reasoning_content);
+        }
         content = msg.content || "";
         answer.append(content);
         finish = res.choices[0].finish_reason;
@@ -204,8 +327,9 @@ function chatView(pane, model, code, signal) {
       }
       history.push({ role: "assistant", content });
       const secs = (performance.now() - started) / 1000;
-      meta.textContent = `${finish || "done"} · ${s.stream ? `${chunks} chunks` :
-        `${chunks} tokens`} · ${secs.toFixed(1)} s`;
+      meta.textContent = `${finish || "done"} · ${
+        s.stream ? `${chunks} chunks` : `${chunks} tokens`
+      } · ${secs.toFixed(1)} s`;
     } catch (e) {
       if (e.name === "AbortError") {
         history.push({ role: "assistant", content });
@@ -226,14 +350,25 @@ function chatView(pane, model, code, signal) {
 
 // ---- completion -------------------------------------------------------------------------
 function completionView(pane, model, code, signal) {
-  const prompt = h("textarea", { rows: "4", id: "completion-prompt", name: "prompt",
-    value: "Once upon a time" });
+  const prompt = h("textarea", {
+    rows: "4",
+    id: "completion-prompt",
+    name: "prompt",
+    value: "Once upon a time",
+  });
   const s = sampling();
   const out = h("pre", { class: "output", id: "completion-output", "aria-live": "polite" });
   const status = h("div", {});
   const go = h("button", { type: "submit", class: "primary" }, "Generate");
-  const form = h("form", {}, field("Prompt", prompt, "Ctrl+Enter generates"), s.el,
-    h("div", { class: "row" }, go), status, out);
+  const form = h(
+    "form",
+    {},
+    field("Prompt", prompt, "Ctrl+Enter generates"),
+    s.el,
+    h("div", { class: "row" }, go),
+    status,
+    out,
+  );
   ctrlEnter(form);
   pane.append(form);
   form.addEventListener("submit", async (ev) => {
@@ -245,10 +380,15 @@ function completionView(pane, model, code, signal) {
     busy(go, true);
     try {
       if (s.stream) {
-        await stream("/v1/completions", body, (chunk) => {
-          const c = chunk.choices && chunk.choices[0];
-          if (c && c.text) out.append(c.text);
-        }, { signal });
+        await stream(
+          "/v1/completions",
+          body,
+          (chunk) => {
+            const c = chunk.choices && chunk.choices[0];
+            if (c && c.text) out.append(c.text);
+          },
+          { signal },
+        );
       } else {
         const res = await api("POST", "/v1/completions", body, { signal });
         out.append(res.choices[0].text);
@@ -264,8 +404,14 @@ function completionView(pane, model, code, signal) {
 // ---- embeddings -------------------------------------------------------------------------
 /** Cosine similarity of two equal-length vectors. */
 export function cosine(a, b) {
-  let dot = 0, na = 0, nb = 0;
-  for (let i = 0; i < a.length; i++) { dot += a[i] * b[i]; na += a[i] * a[i]; nb += b[i] * b[i]; }
+  let dot = 0,
+    na = 0,
+    nb = 0;
+  for (let i = 0; i < a.length; i++) {
+    dot += a[i] * b[i];
+    na += a[i] * a[i];
+    nb += b[i] * b[i];
+  }
   return dot / (Math.sqrt(na) * Math.sqrt(nb) || 1);
 }
 
@@ -276,10 +422,14 @@ function embeddingsView(pane, model, code, signal) {
   dims.placeholder = model.dimensions ? `${model.dimensions} (full)` : "full";
   const out = h("div", { id: "embed-result", "aria-live": "polite" });
   const go = h("button", { type: "submit", class: "primary" }, "Embed");
-  const form = h("form", {}, h("div", { class: "grid2" },
-    field("Text A", a), field("Text B", b)),
-  h("div", { class: "grid4" }, field("Dimensions", dims, "Matryoshka models only")),
-  h("div", { class: "row" }, go), out);
+  const form = h(
+    "form",
+    {},
+    h("div", { class: "grid2" }, field("Text A", a), field("Text B", b)),
+    h("div", { class: "grid4" }, field("Dimensions", dims, "Matryoshka models only")),
+    h("div", { class: "row" }, go),
+    out,
+  );
   ctrlEnter(form);
   pane.append(form);
   form.addEventListener("submit", async (ev) => {
@@ -293,13 +443,27 @@ function embeddingsView(pane, model, code, signal) {
       const res = await api("POST", "/v1/embeddings", body, { signal });
       const [va, vb] = res.data.map((d) => d.embedding);
       const sim = cosine(va, vb);
-      const preview = (v) => `[${v.slice(0, 6).map((x) => x.toFixed(4)).join(", ")}, …]`;
-      fill(out, h("dl", { class: "facts result" },
-        h("dt", {}, "Dimensions"), h("dd", { id: "embed-dims" }, String(va.length)),
-        h("dt", {}, "Cosine similarity"), h("dd", { id: "embed-cosine" }, sim.toFixed(4)),
-        h("dt", {}, "Vector A"), h("dd", {}, h("code", {}, preview(va))),
-        h("dt", {}, "Vector B"), h("dd", {}, h("code", {}, preview(vb))),
-        res.usage ? [h("dt", {}, "Tokens"), h("dd", {}, String(res.usage.total_tokens))] : null));
+      const preview = (v) =>
+        `[${v
+          .slice(0, 6)
+          .map((x) => x.toFixed(4))
+          .join(", ")}, …]`;
+      fill(
+        out,
+        h(
+          "dl",
+          { class: "facts result" },
+          h("dt", {}, "Dimensions"),
+          h("dd", { id: "embed-dims" }, String(va.length)),
+          h("dt", {}, "Cosine similarity"),
+          h("dd", { id: "embed-cosine" }, sim.toFixed(4)),
+          h("dt", {}, "Vector A"),
+          h("dd", {}, h("code", {}, preview(va))),
+          h("dt", {}, "Vector B"),
+          h("dd", {}, h("code", {}, preview(vb))),
+          res.usage ? [h("dt", {}, "Tokens"), h("dd", {}, String(res.usage.total_tokens))] : null,
+        ),
+      );
     } catch (e) {
       if (e.name !== "AbortError") fill(out, errorBox(e));
     } finally {
@@ -311,19 +475,33 @@ function embeddingsView(pane, model, code, signal) {
 // ---- rerank -----------------------------------------------------------------------------
 function rerankView(pane, model, code, signal) {
   const query = h("input", { id: "rerank-query", value: "What is the capital of France?" });
-  const docs = h("textarea", { rows: "5", id: "rerank-docs",
-    value: "Paris is the capital of France.\nBerlin is the capital of Germany.\n" +
-      "The Eiffel Tower is in Paris.\nBananas are yellow." });
+  const docs = h("textarea", {
+    rows: "5",
+    id: "rerank-docs",
+    value:
+      "Paris is the capital of France.\nBerlin is the capital of Germany.\n" +
+      "The Eiffel Tower is in Paris.\nBananas are yellow.",
+  });
   const topN = num("", { min: "1", step: "1", name: "top_n" });
   const out = h("div", { id: "rerank-result", "aria-live": "polite" });
   const go = h("button", { type: "submit", class: "primary" }, "Rerank");
-  const form = h("form", {}, field("Query", query), field("Documents", docs, "One per line"),
-    h("div", { class: "grid4" }, field("Top n", topN)), h("div", { class: "row" }, go), out);
+  const form = h(
+    "form",
+    {},
+    field("Query", query),
+    field("Documents", docs, "One per line"),
+    h("div", { class: "grid4" }, field("Top n", topN)),
+    h("div", { class: "row" }, go),
+    out,
+  );
   ctrlEnter(form);
   pane.append(form);
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
-    const documents = docs.value.split("\n").map((d) => d.trim()).filter(Boolean);
+    const documents = docs.value
+      .split("\n")
+      .map((d) => d.trim())
+      .filter(Boolean);
     const body = { model: model.id, query: query.value, documents, return_documents: true };
     if (topN.value) body.top_n = Number(topN.value);
     code.update("rerank", body);
@@ -332,10 +510,29 @@ function rerankView(pane, model, code, signal) {
     try {
       const res = await api("POST", "/v1/rerank", body, { signal });
       const max = Math.max(...res.results.map((r) => Math.abs(r.relevance_score)), 1e-9);
-      fill(out, h("ol", { class: "ranked" }, res.results.map((r) => h("li", {},
-        h("span", { class: "score" }, r.relevance_score.toFixed(4)),
-        h("span", { class: "doc" }, r.document ? (r.document.text ?? r.document) : documents[r.index]),
-        h("span", { class: "bar", style: `width:${(Math.abs(r.relevance_score) / max * 100).toFixed(0)}%` })))));
+      fill(
+        out,
+        h(
+          "ol",
+          { class: "ranked" },
+          res.results.map((r) =>
+            h(
+              "li",
+              {},
+              h("span", { class: "score" }, r.relevance_score.toFixed(4)),
+              h(
+                "span",
+                { class: "doc" },
+                r.document ? (r.document.text ?? r.document) : documents[r.index],
+              ),
+              h("span", {
+                class: "bar",
+                style: `width:${((Math.abs(r.relevance_score) / max) * 100).toFixed(0)}%`,
+              }),
+            ),
+          ),
+        ),
+      );
     } catch (e) {
       if (e.name !== "AbortError") fill(out, errorBox(e));
     } finally {
@@ -351,14 +548,23 @@ function transcriptionView(pane, model, code, signal) {
   const prompt = h("input", { name: "prompt", autocomplete: "off" });
   const out = h("div", { id: "transcription-result", "aria-live": "polite" });
   const go = h("button", { type: "submit", class: "primary" }, "Transcribe");
-  const form = h("form", {}, field("Audio file", file),
+  const form = h(
+    "form",
+    {},
+    field("Audio file", file),
     h("div", { class: "grid2" }, field("Language", language), field("Prompt", prompt)),
-    h("div", { class: "row" }, go), out);
+    h("div", { class: "row" }, go),
+    out,
+  );
   pane.append(form);
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const f = file.files[0];
-    if (!f) { fill(out, errorBox(new Error("Choose an audio file first"))); file.focus(); return; }
+    if (!f) {
+      fill(out, errorBox(new Error("Choose an audio file first")));
+      file.focus();
+      return;
+    }
     const fields = { model: model.id, response_format: "json" };
     if (language.value.trim()) fields.language = language.value.trim();
     if (prompt.value.trim()) fields.prompt = prompt.value.trim();
@@ -380,25 +586,47 @@ function transcriptionView(pane, model, code, signal) {
 }
 
 function speechView(pane, model, code, signal) {
-  const text = h("textarea", { rows: "3", id: "speech-input",
-    value: "Hello! This voice comes from Xinference." });
+  const text = h("textarea", {
+    rows: "3",
+    id: "speech-input",
+    value: "Hello! This voice comes from Xinference.",
+  });
   const voice = h("input", { name: "voice", value: "default", autocomplete: "off" });
-  const format = h("select", { name: "response_format" },
-    ["mp3", "wav", "opus", "flac", "aac", "pcm"].map((f) => h("option", { value: f }, f)));
+  const format = h(
+    "select",
+    { name: "response_format" },
+    ["mp3", "wav", "opus", "flac", "aac", "pcm"].map((f) => h("option", { value: f }, f)),
+  );
   format.value = "wav";
   const speed = num("1", { min: "0.25", max: "4", step: "0.05", name: "speed" });
   const out = h("div", { id: "speech-result", "aria-live": "polite" });
   const go = h("button", { type: "submit", class: "primary" }, "Speak");
-  const form = h("form", {}, field("Text", text),
-    h("div", { class: "grid4" }, field("Voice", voice), field("Format", format),
-      field("Speed", speed)), h("div", { class: "row" }, go), out);
+  const form = h(
+    "form",
+    {},
+    field("Text", text),
+    h(
+      "div",
+      { class: "grid4" },
+      field("Voice", voice),
+      field("Format", format),
+      field("Speed", speed),
+    ),
+    h("div", { class: "row" }, go),
+    out,
+  );
   pane.append(form);
   let url = null;
   signal.addEventListener("abort", () => url && URL.revokeObjectURL(url));
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
-    const body = { model: model.id, input: text.value, voice: voice.value,
-      response_format: format.value, speed: Number(speed.value) };
+    const body = {
+      model: model.id,
+      input: text.value,
+      voice: voice.value,
+      response_format: format.value,
+      speed: Number(speed.value),
+    };
     code.update("speech", body);
     busy(go, true);
     fill(out);
@@ -407,9 +635,12 @@ function speechView(pane, model, code, signal) {
       const blob = await resp.blob();
       if (url) URL.revokeObjectURL(url);
       url = URL.createObjectURL(blob);
-      fill(out, h("audio", { controls: true, src: url }),
+      fill(
+        out,
+        h("audio", { controls: true, src: url }),
         h("a", { href: url, download: `speech.${format.value}` }, "Download"),
-        h("span", { class: "muted" }, ` ${blob.type || format.value}, ${blob.size} bytes`));
+        h("span", { class: "muted" }, ` ${blob.type || format.value}, ${blob.size} bytes`),
+      );
     } catch (e) {
       if (e.name !== "AbortError") fill(out, errorBox(e));
     } finally {
@@ -420,30 +651,53 @@ function speechView(pane, model, code, signal) {
 
 // ---- images -----------------------------------------------------------------------------
 function imageView(pane, model, code, signal) {
-  const prompt = h("textarea", { rows: "3", id: "image-prompt",
-    value: "A lighthouse on a cliff at sunset, oil painting" });
-  const size = h("select", { name: "size" },
-    ["256x256", "512x512", "768x768", "1024x1024"].map((s) => h("option", { value: s }, s)));
+  const prompt = h("textarea", {
+    rows: "3",
+    id: "image-prompt",
+    value: "A lighthouse on a cliff at sunset, oil painting",
+  });
+  const size = h(
+    "select",
+    { name: "size" },
+    ["256x256", "512x512", "768x768", "1024x1024"].map((s) => h("option", { value: s }, s)),
+  );
   size.value = "512x512";
   const n = num("1", { min: "1", max: "4", step: "1", name: "n" });
   const out = h("div", { class: "images", id: "image-result", "aria-live": "polite" });
   const go = h("button", { type: "submit", class: "primary" }, "Generate");
-  const form = h("form", {}, field("Prompt", prompt),
+  const form = h(
+    "form",
+    {},
+    field("Prompt", prompt),
     h("div", { class: "grid4" }, field("Size", size), field("Images", n)),
-    h("div", { class: "row" }, go), out);
+    h("div", { class: "row" }, go),
+    out,
+  );
   ctrlEnter(form);
   pane.append(form);
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
-    const body = { model: model.id, prompt: prompt.value, size: size.value,
-      n: Number(n.value) || 1, response_format: "b64_json" };
+    const body = {
+      model: model.id,
+      prompt: prompt.value,
+      size: size.value,
+      n: Number(n.value) || 1,
+      response_format: "b64_json",
+    };
     code.update("image", body);
     busy(go, true);
     fill(out, h("p", { class: "muted" }, "Generating…"));
     try {
       const res = await api("POST", "/v1/images/generations", body, { signal });
-      fill(out, res.data.map((d, i) => h("img", { alt: `Generated image ${i + 1}: ${prompt.value}`,
-        src: d.b64_json ? `data:image/png;base64,${d.b64_json}` : d.url })));
+      fill(
+        out,
+        res.data.map((d, i) =>
+          h("img", {
+            alt: `Generated image ${i + 1}: ${prompt.value}`,
+            src: d.b64_json ? `data:image/png;base64,${d.b64_json}` : d.url,
+          }),
+        ),
+      );
     } catch (e) {
       if (e.name !== "AbortError") fill(out, errorBox(e));
     } finally {
@@ -461,7 +715,11 @@ function ocrView(pane, model, code, signal) {
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const f = file.files[0];
-    if (!f) { fill(out, errorBox(new Error("Choose an image first"))); file.focus(); return; }
+    if (!f) {
+      fill(out, errorBox(new Error("Choose an image first")));
+      file.focus();
+      return;
+    }
     code.update("ocr", { file: f.name, model: model.id });
     const fd = new FormData();
     fd.append("model", model.id);
@@ -470,7 +728,7 @@ function ocrView(pane, model, code, signal) {
     fill(out);
     try {
       const res = await api("POST", "/v1/images/ocr", fd, { signal });
-      const text = typeof res === "string" ? res : res.text ?? JSON.stringify(res, null, 2);
+      const text = typeof res === "string" ? res : (res.text ?? JSON.stringify(res, null, 2));
       fill(out, h("pre", { class: "output" }, text));
     } catch (e) {
       if (e.name !== "AbortError") fill(out, errorBox(e));
@@ -479,4 +737,3 @@ function ocrView(pane, model, code, signal) {
     }
   });
 }
-
