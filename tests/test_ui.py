@@ -313,6 +313,19 @@ def test_launch_llm_and_chat_streams(ui):
     page.locator("details.settings summary").click()  # fold the settings for the picture
     ui.shot("try-chat")
 
+    # Completion (the model also has "generate"), streamed into the output.
+    page.locator('.tab[data-view="completion"]').click()
+    page.locator("#completion-prompt").fill("The capital of France is")
+    page.locator("#try-completion button[type=submit]").click()
+    out = page.locator("#completion-output")
+    expect(page.locator("#try-completion button[type=submit]")).to_be_enabled(timeout=120_000)
+    assert len(out.inner_text()) > len("The capital of France is"), out.inner_text()
+    expect(page.locator(".code-panel pre")).to_contain_text("/v1/completions")
+    page.locator('.code-panel [data-snippet="python"]').click()
+    expect(page.locator(".code-panel pre")).to_contain_text("client.completions.create(")
+    page.goto(ui.endpoint + f"/#/try/{name}/chat")
+    expect(page.locator("#chat-input")).to_be_visible()
+
     # The same conversation at phone width.
     ui.page.set_viewport_size(PHONE)
     page.locator("#chat-log").scroll_into_view_if_needed()
@@ -365,13 +378,50 @@ def test_register_and_unregister_from_json(ui):
                         timeout=10).status_code == 404
 
 
+def test_rerank_registered_launched_and_tried(ui, tmp_path_factory):
+    """A small random-weight cross-encoder (as in tests/test_rerank.py): registered from the
+    Register page, launched from the Launch page, tried on the Try-it page; the order and
+    scores shown are the server's."""
+    from .test_rerank import build_cross_encoder
+
+    path = build_cross_encoder(tmp_path_factory.mktemp("ui-cross-encoder"))
+    page = ui.open("#/register")
+    page.locator("#register-type").select_option("rerank")
+    page.locator("#register-json").fill(json.dumps({
+        "model_name": "ui-rerank", "type": "normal", "language": ["en"],
+        "model_id": "local/ui-rerank", "model_uri": f"file://{path}"}))
+    page.locator("#register-button").click()
+    expect(page.locator("#register-problems .ok")).to_contain_text("Registered rerank model")
+    page.locator("#register-problems a", has_text="Launch it").click()
+    expect(page.locator('.tab[data-type="rerank"]')).to_have_attribute("aria-selected", "true")
+    page.locator('.model-card[data-model="ui-rerank"]').click()
+    page.locator("#launch-button").click()
+    expect(page.locator("#launch-panel .ok")).to_contain_text("Model ui-rerank is running",
+                                                              timeout=120_000)
+    page.locator("#launch-panel .ok a", has_text="Try it").click()
+    docs = ["Paris is the capital of France.", "Berlin is in Germany.", "Bananas are yellow."]
+    page.locator("#rerank-query").fill("capital of France")
+    page.locator("#rerank-docs").fill("\n".join(docs))
+    page.locator("#try-rerank button[type=submit]").click()
+    items = page.locator("#rerank-result li")
+    expect(items).to_have_count(3)
+    want = requests.post(ui.endpoint + "/v1/rerank", timeout=30, json={
+        "model": "ui-rerank", "query": "capital of France", "documents": docs}).json()
+    for i, r in enumerate(want["results"]):
+        expect(items.nth(i).locator(".doc")).to_have_text(docs[r["index"]])
+        expect(items.nth(i).locator(".score")).to_have_text(f'{r["relevance_score"]:.4f}')
+    expect(page.locator(".code-panel pre")).to_contain_text("/v1/rerank")
+    ui.shot("try-rerank")
+    assert requests.delete(ui.endpoint + "/v1/models/ui-rerank", timeout=60).ok
+
+
 def test_phone_width_pages(phone, ui_server):
     page = phone.open("#/launch")
     page.locator(f'.model-card[data-model="{SMOLLM}"]').click()
-    expect(page.locator("#launch-panel form")).to_be_visible()
+    expect(page.locator("#launch-panel form")).to_be_in_viewport()
     # Nothing wider than the screen: no horizontal scrolling of the page.
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
-    phone.shot("launch-phone")
+    phone.shot("launch-phone", top=False)
     page.goto(ui_server.endpoint + "/#/running")
     expect(page.locator("main h1")).to_have_text("Running models")
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]

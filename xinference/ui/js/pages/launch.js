@@ -160,6 +160,8 @@ export async function render(main, args, signal) {
     }
     if (selected !== reg.model_name) return;
     buildForm(form, reg, type, engines, signal);
+    // On a phone the form sits below the list: bring it into view.
+    if (matchMedia("(max-width: 760px)").matches) form.scrollIntoView({ block: "start" });
   }
 
   search.addEventListener("input", showList);
