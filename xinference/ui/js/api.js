@@ -118,7 +118,8 @@ export async function stream(path, body, onChunk, { signal } = {}) {
 }
 
 /**
- * Whether the server has auth on: `GET /v1/cluster/auth` (true/false, or {auth: bool}).
+ * Whether the server has auth on: `GET /v1/cluster/auth` (true/false, or an object with
+ * `auth`, `auth_enabled` or `enabled`).
  * A server without that route has no auth.
  */
 export async function authEnabled() {
@@ -126,7 +127,8 @@ export async function authEnabled() {
     const resp = await fetch("/v1/cluster/auth");
     if (!resp.ok) return false;
     const body = await resp.json();
-    return typeof body === "object" && body !== null ? !!(body.auth ?? body.enabled) : !!body;
+    if (typeof body !== "object" || body === null) return !!body;
+    return !!(body.auth ?? body.auth_enabled ?? body.enabled);
   } catch {
     return false;
   }
