@@ -11,11 +11,13 @@ each page go to ``doc/ui/`` (1280x800, and phone width).
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 import math
 import re
-import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -126,6 +128,17 @@ def phone(browser, ui_server):
         p.close()
 
 
+def run_python_snippet(page, cwd) -> str:
+    """Run the page's Python (OpenAI SDK) snippet as shown, in ``cwd``; its stdout."""
+    page.locator('.code-panel [data-snippet="python"]').click()
+    code = page.locator(".code-panel pre").inner_text()
+    assert "from openai import OpenAI" in code, code
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=300, cwd=cwd)
+    assert r.returncode == 0, f"{code}\n{r.stderr}"
+    return r.stdout
+
+
 def running(endpoint):
     return {m["id"]: m for m in requests.get(endpoint + "/v1/models", timeout=10).json()["data"]}
 
@@ -224,7 +237,7 @@ def test_launch_error_is_shown(ui):
     expect(page.locator("#launch-panel [role=alert]")).to_contain_text("400")
 
 
-def test_launch_embedding_and_try_it(ui):
+def test_launch_embedding_and_try_it(ui, tmp_path):
     page = ui.open("#/launch")
     page.locator('.tab[data-type="embedding"]').click()
     page.locator("#model-search").fill("minilm")
@@ -258,10 +271,11 @@ def test_launch_embedding_and_try_it(ui):
     page.locator('.code-panel [data-snippet="python"]').click()
     expect(code).to_contain_text("client.embeddings.create(")
     expect(code).to_contain_text(f'model="{EMBED}"')
+    assert run_python_snippet(page, tmp_path).strip() == "384"
     ui.shot("try-embeddings")
 
 
-def test_launch_llm_and_chat_streams(ui):
+def test_launch_llm_and_chat_streams(ui, tmp_path):
     name, engine = chat_target(ui.endpoint)
     page = ui.open("#/launch")
     page.locator(f'.model-card[data-model="{name}"]').click()
@@ -310,6 +324,8 @@ def test_launch_llm_and_chat_streams(ui):
     code = page.locator(".code-panel pre")
     expect(code).to_contain_text("/v1/chat/completions")
     expect(code).to_contain_text('"stream": true')
+    assert "Paris" in run_python_snippet(page, tmp_path)  # temperature 0, as on the page
+    page.locator('.code-panel [data-snippet="curl"]').click()
     page.locator("details.settings summary").click()  # fold the settings for the picture
     ui.shot("try-chat")
 
@@ -412,7 +428,91 @@ def test_rerank_registered_launched_and_tried(ui, tmp_path_factory):
         expect(items.nth(i).locator(".score")).to_have_text(f'{r["relevance_score"]:.4f}')
     expect(page.locator(".code-panel pre")).to_contain_text("/v1/rerank")
     ui.shot("try-rerank")
+    printed = run_python_snippet(page, tmp_path_factory.mktemp("snippet")).split("\n")
+    assert printed[0].split() == [str(want["results"][0]["relevance_score"]),
+                                  str(want["results"][0]["index"])]
     assert requests.delete(ui.endpoint + "/v1/models/ui-rerank", timeout=60).ok
+
+
+TTS, ASR, OCR = "piper-en_US-joe-medium", "whisper-tiny.en", "PP-OCRv4"
+
+
+def registered(endpoint, model_type, *names) -> bool:
+    r = requests.get(f"{endpoint}/v1/model_registrations/{model_type}", timeout=10)
+    have = {x["model_name"] for x in r.json()} if r.ok else set()
+    return all(n in have for n in names)
+
+
+def launch(endpoint, name, model_type):
+    r = requests.post(endpoint + "/v1/models", timeout=300,
+                      json={"model_name": name, "model_type": model_type})
+    assert r.status_code == 200, r.text
+
+
+def test_audio_speech_then_transcription(ui, tmp_path):
+    """Text to speech on the bundled Piper voice, its WAV taken from the page and given to
+    the speech-to-text view on the bundled Whisper tiny.en."""
+    if not registered(ui.endpoint, "audio", TTS, ASR):
+        pytest.skip("no Piper/Whisper audio models on this server (audio model type absent)")
+    launch(ui.endpoint, TTS, "audio")
+    launch(ui.endpoint, ASR, "audio")
+    try:
+        page = ui.open(f"#/try/{TTS}")
+        page.locator("#speech-input").fill("The quick brown fox jumps over the lazy dog.")
+        page.locator('#try-speech select[name="response_format"]').select_option("wav")
+        page.locator("#try-speech button[type=submit]").click()
+        expect(page.locator("#speech-result audio")).to_be_visible(timeout=120_000)
+        b64 = page.evaluate("""async () => {
+            const r = await fetch(document.querySelector('#speech-result audio').src);
+            let s = '';
+            for (const x of new Uint8Array(await r.arrayBuffer())) s += String.fromCharCode(x);
+            return btoa(s);
+        }""")
+        wav = base64.b64decode(b64)
+        assert wav[:4] == b"RIFF" and len(wav) > 10_000
+        page.locator('.code-panel [data-snippet="python"]').click()
+        expect(page.locator(".code-panel pre")).to_contain_text("client.audio.speech")
+        ui.shot("try-speech")
+        run_python_snippet(page, tmp_path)
+        assert (tmp_path / "speech.wav").read_bytes()[:4] == b"RIFF"
+
+        path = tmp_path / "fox.wav"
+        path.write_bytes(wav)
+        page.goto(ui.endpoint + f"/#/try/{ASR}")
+        page.locator("#audio-file").set_input_files(str(path))
+        page.locator("#try-transcription button[type=submit]").click()
+        expect(page.locator("#transcription-result blockquote")).to_contain_text(
+            re.compile("fox", re.I), timeout=120_000)
+        expect(page.locator(".code-panel pre")).to_contain_text("/v1/audio/transcriptions")
+        ui.shot("try-transcription")
+        assert "fox" in run_python_snippet(page, tmp_path).lower()
+    finally:
+        for uid in (TTS, ASR):
+            requests.delete(f"{ui.endpoint}/v1/models/{uid}", timeout=60)
+
+
+def test_ocr_reads_rendered_text(ui, tmp_path):
+    """OCR on the bundled PP-OCRv4 of text drawn with PIL, uploaded on the page."""
+    if not registered(ui.endpoint, "image", OCR):
+        pytest.skip("no OCR image model on this server (image model type absent)")
+    from PIL import Image, ImageDraw, ImageFont
+
+    img = Image.new("RGB", (520, 140), "white")
+    ImageDraw.Draw(img).text((24, 36), "HELLO 2026", fill="black",
+                             font=ImageFont.load_default(size=56))
+    path = tmp_path / "hello.png"
+    img.save(path)
+    launch(ui.endpoint, OCR, "image")
+    try:
+        page = ui.open(f"#/try/{OCR}")
+        page.locator("#ocr-file").set_input_files(str(path))
+        page.locator("#try-ocr button[type=submit]").click()
+        expect(page.locator("#ocr-text")).to_contain_text("HELLO", timeout=120_000)
+        expect(page.locator(".code-panel pre")).to_contain_text("/v1/images/ocr")
+        ui.shot("try-ocr")
+        assert "HELLO" in run_python_snippet(page, tmp_path)
+    finally:
+        requests.delete(f"{ui.endpoint}/v1/models/{OCR}", timeout=60)
 
 
 def test_phone_width_pages(phone, ui_server):

@@ -162,10 +162,8 @@ export function snippetsFor(kind, body) {
         python:
           header() +
           `\nwith client.audio.speech.with_streaming_response.create(\n` +
-          `${kwargs(body, ["model", "input", "voice", "response_format", "speed"]).replace(
-            /^ {4}/gm,
-            "        ",
-          )}\n) as response:\n` +
+          `${kwargs(body, ["model", "input", "voice", "response_format", "speed"])}\n` +
+          `) as response:\n` +
           `    response.stream_to_file("speech.${ext}")\n`,
       };
     }

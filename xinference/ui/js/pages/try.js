@@ -546,13 +546,24 @@ function transcriptionView(pane, model, code, signal) {
   const file = h("input", { type: "file", accept: "audio/*", id: "audio-file", required: true });
   const language = h("input", { name: "language", placeholder: "e.g. en", autocomplete: "off" });
   const prompt = h("input", { name: "prompt", autocomplete: "off" });
+  const format = h(
+    "select",
+    { name: "response_format" },
+    ["json", "text", "verbose_json", "srt", "vtt"].map((f) => h("option", { value: f }, f)),
+  );
   const out = h("div", { id: "transcription-result", "aria-live": "polite" });
   const go = h("button", { type: "submit", class: "primary" }, "Transcribe");
   const form = h(
     "form",
     {},
     field("Audio file", file),
-    h("div", { class: "grid2" }, field("Language", language), field("Prompt", prompt)),
+    h(
+      "div",
+      { class: "grid3" },
+      field("Language", language),
+      field("Prompt", prompt),
+      field("Format", format),
+    ),
     h("div", { class: "row" }, go),
     out,
   );
@@ -565,7 +576,7 @@ function transcriptionView(pane, model, code, signal) {
       file.focus();
       return;
     }
-    const fields = { model: model.id, response_format: "json" };
+    const fields = { model: model.id, response_format: format.value };
     if (language.value.trim()) fields.language = language.value.trim();
     if (prompt.value.trim()) fields.prompt = prompt.value.trim();
     code.update("transcription", { file: f.name, ...fields });
@@ -576,7 +587,16 @@ function transcriptionView(pane, model, code, signal) {
     fill(out);
     try {
       const res = await api("POST", "/v1/audio/transcriptions", fd, { signal });
-      fill(out, h("blockquote", { class: "result" }, typeof res === "string" ? res : res.text));
+      if (typeof res === "string") fill(out, h("pre", { class: "output" }, res));
+      else {
+        fill(
+          out,
+          h("blockquote", { class: "result" }, res.text),
+          res.segments || res.words
+            ? h("pre", { class: "output" }, JSON.stringify(res, null, 2))
+            : null,
+        );
+      }
     } catch (e) {
       if (e.name !== "AbortError") fill(out, errorBox(e));
     } finally {
@@ -591,7 +611,15 @@ function speechView(pane, model, code, signal) {
     id: "speech-input",
     value: "Hello! This voice comes from Xinference.",
   });
-  const voice = h("input", { name: "voice", value: "default", autocomplete: "off" });
+  // The voices the model answers to (its description lists them); none: the default voice.
+  const voices = model.voices || [];
+  const voice = voices.length
+    ? h(
+        "select",
+        { name: "voice" },
+        voices.map((v) => h("option", { value: v }, v)),
+      )
+    : h("input", { name: "voice", placeholder: "the model's default", autocomplete: "off" });
   const format = h(
     "select",
     { name: "response_format" },
@@ -623,10 +651,11 @@ function speechView(pane, model, code, signal) {
     const body = {
       model: model.id,
       input: text.value,
-      voice: voice.value,
+      voice: voice.value.trim() || undefined,
       response_format: format.value,
       speed: Number(speed.value),
     };
+    if (body.voice === undefined) delete body.voice;
     code.update("speech", body);
     busy(go, true);
     fill(out);
@@ -729,7 +758,42 @@ function ocrView(pane, model, code, signal) {
     try {
       const res = await api("POST", "/v1/images/ocr", fd, { signal });
       const text = typeof res === "string" ? res : (res.text ?? JSON.stringify(res, null, 2));
-      fill(out, h("pre", { class: "output" }, text));
+      const lines = (res && res.data) || [];
+      fill(
+        out,
+        h("pre", { class: "output", id: "ocr-text" }, text),
+        lines.length
+          ? h(
+              "div",
+              { class: "table-wrap" },
+              h(
+                "table",
+                {},
+                h(
+                  "thead",
+                  {},
+                  h(
+                    "tr",
+                    {},
+                    ["Text", "Score"].map((c) => h("th", { scope: "col" }, c)),
+                  ),
+                ),
+                h(
+                  "tbody",
+                  {},
+                  lines.map((d) =>
+                    h(
+                      "tr",
+                      {},
+                      h("td", {}, d.text),
+                      h("td", {}, typeof d.score === "number" ? d.score.toFixed(3) : "–"),
+                    ),
+                  ),
+                ),
+              ),
+            )
+          : null,
+      );
     } catch (e) {
       if (e.name !== "AbortError") fill(out, errorBox(e));
     } finally {
