@@ -685,20 +685,40 @@ function imageView(pane, model, code, signal) {
     id: "image-prompt",
     value: "A lighthouse on a cliff at sunset, oil painting",
   });
-  const size = h(
-    "select",
-    { name: "size" },
-    ["256x256", "512x512", "768x768", "1024x1024"].map((s) => h("option", { value: s }, s)),
+  const sizes = h(
+    "datalist",
+    { id: "image-sizes" },
+    ["256x256", "512x512", "768x768", "1024x1024"].map((s) => h("option", { value: s })),
   );
-  size.value = "512x512";
+  const size = h("input", {
+    name: "size",
+    list: "image-sizes",
+    placeholder: "the model's own",
+    autocomplete: "off",
+  });
   const n = num("1", { min: "1", max: "4", step: "1", name: "n" });
+  const negative = h("input", { name: "negative_prompt", autocomplete: "off" });
+  const extra = h("textarea", {
+    name: "extra",
+    rows: "2",
+    spellcheck: "false",
+    placeholder: '{"num_inference_steps": 20, "guidance_scale": 7.5, "seed": 42}',
+  });
   const out = h("div", { class: "images", id: "image-result", "aria-live": "polite" });
   const go = h("button", { type: "submit", class: "primary" }, "Generate");
   const form = h(
     "form",
     {},
     field("Prompt", prompt),
-    h("div", { class: "grid4" }, field("Size", size), field("Images", n)),
+    h(
+      "div",
+      { class: "grid3" },
+      field("Size", size, "WxH"),
+      field("Images", n),
+      field("Negative prompt", negative),
+    ),
+    sizes,
+    field("Extra options (JSON object)", extra, "num_inference_steps, guidance_scale, seed…"),
     h("div", { class: "row" }, go),
     out,
   );
@@ -706,13 +726,26 @@ function imageView(pane, model, code, signal) {
   pane.append(form);
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
+    let options = {};
+    try {
+      options = extra.value.trim() ? JSON.parse(extra.value) : {};
+      if (typeof options !== "object" || options === null || Array.isArray(options)) {
+        throw new Error("must be a JSON object");
+      }
+    } catch (e) {
+      fill(out, errorBox(new Error(`Extra options: ${e.message}`)));
+      extra.focus();
+      return;
+    }
     const body = {
       model: model.id,
       prompt: prompt.value,
-      size: size.value,
       n: Number(n.value) || 1,
       response_format: "b64_json",
     };
+    if (size.value.trim()) body.size = size.value.trim();
+    if (negative.value.trim()) body.negative_prompt = negative.value.trim();
+    Object.assign(body, options);
     code.update("image", body);
     busy(go, true);
     fill(out, h("p", { class: "muted" }, "Generating…"));
