@@ -85,7 +85,7 @@ export async function render(main, args, signal) {
       all.map((a) => h("option", { value: a }, a)),
     );
     abilitySel.value = all.includes(prev) ? prev : "";
-    abilitySel.disabled = !all.length;
+    abilitySel.hidden = !all.length; // embedding and rerank families name none
     const q = search.value.trim().toLowerCase();
     const shown = regs.filter(
       (r) =>
@@ -249,7 +249,7 @@ function buildForm(form, reg, type, engines, signal) {
     reg.model_description ? h("p", { class: "muted" }, reg.model_description) : null,
     h(
       "div",
-      { class: "grid2" },
+      { class: "grid4 engine-row" },
       field("Engine", engineSel),
       field("Format", formatSel),
       field("Size", sizeSel),
