@@ -65,3 +65,10 @@ class ModelLoadError(XinferenceError):
 
     status_code = 400
     error_type = "invalid_request_error"
+
+
+class PayloadTooLargeError(XinferenceError):
+    """An upload is larger than the documented limit (HTTP 413)."""
+
+    status_code = 413
+    error_type = "invalid_request_error"

@@ -109,6 +109,13 @@ class ModelActor(xo.StatelessActor):
     def pid(self) -> int:
         return os.getpid()
 
+    async def engine_stats(self) -> Dict[str, Any]:
+        """The engine's counters (its ``stats()``: busy slots, cancelled requests ...) plus
+        ``admitted_requests``; ``{}`` from the engine when it keeps none."""
+        stats = getattr(self._model, "stats", None)
+        out = await asyncio.to_thread(stats) if callable(stats) else {}
+        return dict(out, admitted_requests=self._admitted)
+
     # ---- admission ----------------------------------------------------------------------
     def _admit(self):
         if self._request_limits is not None and self._admitted >= self._request_limits:
@@ -302,3 +309,21 @@ class ModelActor(xo.StatelessActor):
         """Rerank ``documents``; ``config`` holds ``query``, ``top_n``,
         ``max_chunks_per_doc``, ``return_documents`` (see the rerank engine's ``rerank``)."""
         return await self._call("rerank", documents, **(config or {}))
+
+    # ---- audio (see xinference.model.audio) --------------------------------------------
+    async def transcriptions(self, audio: bytes, config: Optional[Dict[str, Any]] = None):
+        """OpenAI create-transcription of ``audio`` (the uploaded file's bytes); ``config``
+        holds ``language``, ``prompt``, ``response_format``, ``temperature``,
+        ``timestamp_granularities``, ``kwargs``. A dict or a string (text formats)."""
+        return await self._call("transcriptions", audio, **(config or {}))
+
+    async def translations(self, audio: bytes, config: Optional[Dict[str, Any]] = None):
+        """OpenAI create-translation (English text of ``audio``); ``config`` as
+        :meth:`transcriptions` without ``language`` and granularities."""
+        return await self._call("translations", audio, **(config or {}))
+
+    async def speech(self, input: str, config: Optional[Dict[str, Any]] = None):
+        """OpenAI create-speech: the audio file's bytes, or a :class:`ModelStream` of byte
+        chunks when ``config["stream"]``; ``config`` holds ``voice``, ``response_format``,
+        ``speed``, ``stream``."""
+        return await self._call("speech", input, **(config or {}))

@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..restful_api import RESTfulAPI
 
 #: area modules of this package, in the order their routes are added
-AREAS = ["models", "cluster", "llm", "embeddings"]
+AREAS = ["models", "cluster", "llm", "embeddings", "audio"]
 
 #: the only paths that may be served without a scope
 PUBLIC_PATHS = {"/status", "/v1/address", "/v1/cluster/version"}
