@@ -28,6 +28,8 @@ _HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
 
 
 class UIRouter(Router):
+    """The web UI's page and files; public routes (no scope), see the module docstring."""
+
     ROUTES = [
         Route("GET", "/", "index", None),
         Route("GET", "/ui", "index", None),
