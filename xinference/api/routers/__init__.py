@@ -27,6 +27,11 @@ AREAS = ["models", "cluster", "llm", "embeddings", "audio", "images", "videos"]
 #: the only paths that may be served without a scope
 PUBLIC_PATHS = {"/status", "/v1/address", "/v1/cluster/version"}
 
+# The web UI (routers/ui.py): its page and static files hold no data and are public; its
+# API calls carry the user's key.
+AREAS.append("ui")
+PUBLIC_PATHS |= {"/", "/ui", "/ui/{path:path}"}
+
 
 @dataclass(frozen=True)
 class Route:
