@@ -317,8 +317,10 @@ def parse_model_version(version: str) -> Dict[str, Optional[str]]:
 
 
 def model_version_of(model_name: str, model_format: Any, size: Any) -> str:
-    """The cache directory name (``model_version``) of a launched spec."""
-    return cache_dir_for(model_name, str(model_format), str(size)).name
+    """The cache directory name (``model_version``) of a launched spec (no size: ``0``,
+    as embedding and rerank specs are cached)."""
+    return cache_dir_for(model_name, str(model_format),
+                         "0" if size is None else str(size)).name
 
 
 def list_cached_models(model_name: Optional[str] = None) -> List[Dict[str, Any]]:
