@@ -27,7 +27,14 @@ from xinference.api.routers import AREAS, PUBLIC_PATHS
 from xinference.client import RESTfulClient
 from xinference.client.restful_client import RESTfulClientError
 
-from .conftest import LoggedProcess, free_port, minilm_dir, start_server, wait_until
+from .conftest import (
+    LoggedProcess,
+    free_port,
+    minilm_dir,
+    start_server,
+    wait_gone,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -267,6 +274,32 @@ def test_worker_joins_an_auth_on_cluster(tmp_path):
         with pytest.raises(RESTfulClientError) as e:
             RESTfulClient(endpoint).get_workers_info()
         assert e.value.status_code == 401
+        # The supervisor's /metrics covers the worker and its model process.
+        uid = admin.launch_model(model_name="all-MiniLM-L6-v2", model_type="embedding",
+                                 model_uid="cluster-emb", model_path=minilm_dir())
+        pid = admin.describe_model(uid)["replicas"][0]["pid"]
+        sdk = openai.OpenAI(base_url=endpoint + "/v1", api_key=key_of("models:read"))
+        assert len(sdk.embeddings.create(model=uid, input="hi").data) == 1
+        text = requests.get(endpoint + "/metrics", timeout=30).text
+        from prometheus_client.parser import text_string_to_metric_families
+
+        samples = {(s.name, s.labels.get("node"), s.labels.get("model_uid")): s.value
+                   for f in text_string_to_metric_families(text) for s in f.samples}
+        nodes = {n for (name, n, _) in samples if name == "xinference_node_cpu_count"}
+        assert len(nodes) == 1 and next(iter(nodes)).startswith("127.0.0.2:")
+        assert samples[("xinference_model_requests_total", next(iter(nodes)), uid)] == 1
+        # stop-cluster (admin only) stops the worker, its model and the supervisor.
+        r = subprocess.run([sys.executable, "-m", "xinference.deploy.cmdline", "stop-cluster",
+                            "-e", endpoint, "-y", "-ak", key_of("models:stop")],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1 and "403" in r.stderr
+        r = subprocess.run([sys.executable, "-m", "xinference.deploy.cmdline", "stop-cluster",
+                            "-e", endpoint, "-y", "-ak", key_of("admin")],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert worker.proc.wait(60) == 0 and sup.proc.wait(60) == 0
+        assert not wait_gone([pid], 20)
+        assert "left the cluster" in sup.log()
     finally:
         for p in reversed(procs):
             p.stop()
