@@ -436,7 +436,7 @@ def stop_cluster(endpoint, api_key, yes):
 def _server_options(f):
     f = click.option("--auth-config", default=None, type=click.Path(dir_okay=False),
                      help="JSON file with API keys, users and permissions (see "
-                          "doc/auth.md); auth is off without it.")(f)
+                          "doc/team.md); auth is off without it.")(f)
     f = click.option("--persist-models", is_flag=True, default=False,
                      help="Launches are persisted unless they say persist=false: the "
                           "models come back after a restart.")(f)
