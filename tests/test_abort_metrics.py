@@ -1,5 +1,6 @@
 """Abort by ``request_id`` and the Prometheus ``/metrics``, against a real server running
-the bundled SmolLM2 (exported to ``pytorch``) on the Transformers engine.
+the bundled SmolLM2 (exported to ``pytorch``) on the Transformers engine, and the bundled
+GGUF on the llama.cpp engine where that engine can run here.
 
 Abort lives in the ModelActor (request id -> the running call or stream), so any engine
 that stops on cancellation honours it; the Transformers engine drops the request's row from
@@ -16,7 +17,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import start_server, wait_until
+from .conftest import SMOLLM, start_server, wait_until
 from .test_transformers import TF_MODEL, _register, smollm2_pytorch_dir  # noqa: F401
 
 pytestmark = pytest.mark.e2e
@@ -37,9 +38,25 @@ def tf(tmp_path_factory, smollm2_pytorch_dir):  # noqa: F811
         srv.stop()
 
 
-def _chat(endpoint, **body):
+@pytest.fixture(scope="module", params=["Transformers", "llama.cpp"])
+def model(request, tf):
+    """The uid of a model on each engine (llama.cpp: skipped where it cannot run here)."""
+    if request.param == "Transformers":
+        return TF_MODEL
+    engines = requests.get(f"{tf.endpoint}/v1/engines/{SMOLLM}", timeout=30).json()
+    if not any(r.get("available") for r in engines.get("llama.cpp", [])):
+        pytest.skip("the llama.cpp engine cannot run here")
+    r = requests.get(f"{tf.endpoint}/v1/models/{SMOLLM}", timeout=30)
+    if r.status_code == 404:
+        r = requests.post(f"{tf.endpoint}/v1/models", timeout=300, json={
+            "model_name": SMOLLM, "model_engine": "llama.cpp"})
+        assert r.status_code == 200, r.text
+    return SMOLLM
+
+
+def _chat(endpoint, model=TF_MODEL, **body):
     return requests.post(f"{endpoint}/v1/chat/completions", timeout=300,
-                         json={"model": TF_MODEL, "messages": LONG, **body}, **(
+                         json={"model": model, "messages": LONG, **body}, **(
                              {"stream": True} if body.get("stream") else {}))
 
 
@@ -47,9 +64,9 @@ def _abort(endpoint, rid, uid=TF_MODEL):
     return requests.post(f"{endpoint}/v1/models/{uid}/requests/{rid}/abort", timeout=30)
 
 
-def _describe_admitted(endpoint) -> int:
+def _describe_admitted(endpoint, model=TF_MODEL) -> int:
     text = requests.get(f"{endpoint}/metrics", timeout=30).text
-    return int(_value(text, "xinference_model_admitted_requests", model_uid=TF_MODEL))
+    return int(_value(text, "xinference_model_admitted_requests", model_uid=model))
 
 
 def _events(resp):
@@ -59,8 +76,8 @@ def _events(resp):
             yield None if data == "[DONE]" else json.loads(data)
 
 
-def test_abort_a_stream(tf):
-    resp = _chat(tf.endpoint, stream=True, max_tokens=2000, request_id="stream-1")
+def test_abort_a_stream(tf, model):
+    resp = _chat(tf.endpoint, model, stream=True, max_tokens=2000, request_id="stream-1")
     assert resp.status_code == 200
     events = _events(resp)
     first_text = None
@@ -71,11 +88,11 @@ def test_abort_a_stream(tf):
             break
     assert first_text is not None
     # The same id may not run twice at once.
-    dup = _chat(tf.endpoint, max_tokens=2, request_id="stream-1")
+    dup = _chat(tf.endpoint, model, max_tokens=2, request_id="stream-1")
     assert dup.status_code == 409, dup.text
-    r = _abort(tf.endpoint, "stream-1")
+    r = _abort(tf.endpoint, "stream-1", model)
     assert r.status_code == 200, r.text
-    assert r.json() == {"request_id": "stream-1", "model_uid": TF_MODEL, "aborted": True}
+    assert r.json() == {"request_id": "stream-1", "model_uid": model, "aborted": True}
     rest = list(events)
     assert rest[-1] is None  # [DONE]
     final = rest[-2]
@@ -85,20 +102,21 @@ def test_abort_a_stream(tf):
     generated = sum(1 for e in rest[:-2] if e["choices"][0]["delta"].get("content"))
     assert generated < 1900
     # The engine dropped the request: nothing is admitted any more; the id is free again.
-    wait_until(lambda: _describe_admitted(tf.endpoint) == 0, 30, "the row to be dropped")
-    assert _abort(tf.endpoint, "stream-1").status_code == 404
+    wait_until(lambda: _describe_admitted(tf.endpoint, model) == 0, 30,
+               "the row to be dropped")
+    assert _abort(tf.endpoint, "stream-1", model).status_code == 404
 
 
-def test_abort_a_non_stream_request(tf):
+def test_abort_a_non_stream_request(tf, model):
     out = {}
 
     def run():
-        out["resp"] = _chat(tf.endpoint, max_tokens=2000, request_id="whole-1")
+        out["resp"] = _chat(tf.endpoint, model, max_tokens=2000, request_id="whole-1")
 
     t = threading.Thread(target=run)
     t.start()
     # 404 until the request has reached the model, then 200.
-    aborted = wait_until(lambda: _abort(tf.endpoint, "whole-1").status_code == 200
+    aborted = wait_until(lambda: _abort(tf.endpoint, "whole-1", model).status_code == 200
                          or not t.is_alive(), 60, "the request to start")
     t.join(60)
     assert aborted and not t.is_alive()
@@ -106,7 +124,8 @@ def test_abort_a_non_stream_request(tf):
     assert resp.status_code == 499, resp.text
     body = resp.json()
     assert body["error"]["type"] == "request_aborted" and "whole-1" in body["detail"]
-    wait_until(lambda: _describe_admitted(tf.endpoint) == 0, 30, "the row to be dropped")
+    wait_until(lambda: _describe_admitted(tf.endpoint, model) == 0, 30,
+               "the row to be dropped")
 
 
 def test_abort_unknown(tf):
@@ -169,8 +188,9 @@ def test_metrics_count_known_requests(tf):
                 route="/v1/chat/completions", status="200") == 4
     assert rise("xinference_http_requests_total", method="POST",
                 route="/v1/chat/completions", status="400") == 1
-    assert _value(a, "xinference_running_models") == 1
+    running = len(requests.get(f"{e}/v1/models", timeout=30).json()["data"])
+    assert _value(a, "xinference_running_models") == running >= 1
     assert _value(a, "xinference_model_replicas", model_uid=TF_MODEL, status="ready") == 1
     assert _value(a, "xinference_node_memory_total_bytes") > 0
-    assert _value(a, "xinference_node_model_processes") == 1
+    assert _value(a, "xinference_node_model_processes") == running
     assert _value(a, "xinference_model_generation_tokens_per_second", **m) > 0

@@ -68,6 +68,7 @@ ALIASES: Dict[str, FrozenSet[str]] = {
 #: FastAPI's own documentation pages (every other route needs the scope in its row)
 PUBLIC_PATHS = frozenset(ROUTE_PUBLIC_PATHS | {
     "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json",
+    "/",  # the web UI's entry page (its API calls carry the key)
 })
 
 API_KEY_RE = re.compile(r"^sk-[A-Za-z0-9]{13,}$")
