@@ -116,3 +116,28 @@ def test_persisted_model_survives_sigterm_and_kill(tmp_path):
         assert not os.path.exists(tmp_path / "persisted_models" / f"{UID}.json")
     finally:
         srv.stop()
+
+
+def test_persisted_model_comes_back_when_its_cluster_worker_restarts(tmp_path):
+    from .test_cluster import W1, Cluster
+
+    c = Cluster(tmp_path)
+    try:
+        c.start_supervisor()
+        worker = c.start_worker(W1)
+        client = RESTfulClient(c.endpoint)
+        client.launch_model(model_name="all-MiniLM-L6-v2", model_type="embedding",
+                            model_uid=UID, model_path=minilm_dir(), persist=True)
+        assert _embed(c.endpoint).status_code == 200
+        pids = _pids(c.endpoint, UID)
+        # The worker stops (its models with it) and starts again: the model comes back.
+        assert worker.stop() == 0
+        assert not wait_gone(pids)
+        assert UID not in client.list_models()
+        c.start_worker(W1)
+        wait_until(lambda: _running(c.endpoint, UID), 120, "the relaunch on the worker")
+        assert _embed(c.endpoint).status_code == 200
+        assert _pids(c.endpoint, UID) != pids
+        assert (tmp_path / "supervisor" / "persisted_models" / f"{UID}.json").is_file()
+    finally:
+        c.stop()
