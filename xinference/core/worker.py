@@ -62,6 +62,8 @@ class WorkerActor(xo.StatelessActor):
             the supervisor's address (``GET /v1/address``) after heartbeats fail, so a
             supervisor restarted on another internal port is found too.
         heartbeat: send heartbeats (cluster workers and ``xinference-local`` alike).
+        api_key: the worker's credential for ``GET /v1/address`` when the supervisor runs
+            with ``--auth-config`` (an admin API key; see doc/team.md).
     """
 
     def __init__(self, supervisor_address: str, main_pool, endpoint: Optional[str] = None,
