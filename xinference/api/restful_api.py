@@ -132,6 +132,15 @@ class RESTfulAPI:
         """Call ``method`` of the model's ModelActor; a stream becomes an SSE response.
         With ``request``, a client that disconnects before a (non-stream) answer is ready
         cancels the call, so the model stops generating for nobody."""
+        ref, result = await self._call_model(method, model_uid, payload, config, request)
+        if not isinstance(result, ModelStream):
+            return OrjsonResponse(result)
+        return EventSourceResponse(self._sse(ref, result), sep="\n", ping=15)
+
+    async def _call_model(self, method: str, model_uid: str, payload,
+                          config: Dict[str, Any], request: Optional[Request] = None):
+        """``(ref, result)`` of ``method`` of the model's ModelActor (see :meth:`_infer`;
+        for routes that answer something else than JSON or SSE)."""
         ref = await self._model(model_uid)
         call = getattr(ref, method)(payload, config)
         try:
@@ -146,9 +155,7 @@ class RESTfulAPI:
                     "terminate it and launch it again."
                 ) from e
             raise
-        if not isinstance(result, ModelStream):
-            return OrjsonResponse(result)
-        return EventSourceResponse(self._sse(ref, result), sep="\n", ping=15)
+        return ref, result
 
     async def _sse(self, ref, stream: ModelStream) -> AsyncIterator[bytes]:
         """The SSE events of a model stream, encoded here (``data: <json>`` and a blank
@@ -171,6 +178,25 @@ class RESTfulAPI:
             task.add_done_callback(self._closing.discard)
             raise
         yield b"data: [DONE]\n\n"
+
+    async def _byte_stream(self, ref, stream: ModelStream) -> AsyncIterator[bytes]:
+        """The raw chunks (``bytes``) of a model stream, for binary answers (speech). An
+        error after the first bytes cannot be reported in-band: it is logged and the
+        answer ends short. When the client goes away first, the model stops the stream."""
+        try:
+            while True:
+                chunks = await ref.next_chunks(stream.stream_id)
+                if chunks is None:
+                    break
+                for chunk in chunks:
+                    yield chunk
+        except Exception:
+            logger.exception("Stream %s failed after it started", stream.stream_id)
+        except BaseException:  # cancelled or closed: the client disconnected
+            task = asyncio.ensure_future(self._close_stream(ref, stream))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+            raise
 
     @staticmethod
     async def _close_stream(ref, stream: ModelStream) -> None:

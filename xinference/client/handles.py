@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, Iterator, List, Optional, Union
 
 from .restful_client import RESTfulClientError, RESTfulModelHandle
 
@@ -65,9 +65,104 @@ class RESTfulRerankModelHandle(RESTfulModelHandle):
         return self._post("rerank", "/v1/rerank", body)
 
 
+class RESTfulAudioModelHandle(RESTfulModelHandle):
+    """An audio model: speech-to-text (``/v1/audio/transcriptions``,
+    ``/v1/audio/translations``) or text-to-speech (``/v1/audio/speech``), by its
+    abilities (``audio2text`` / ``text2audio``)."""
+
+    def _upload(self, action: str, path: str, audio: Union[bytes, Any],
+                fields: Dict[str, Any]) -> Union[Dict[str, Any], str]:
+        data = {k: v for k, v in fields.items() if v is not None}
+        if isinstance(data.get("kwargs"), dict):
+            import json
+
+            data["kwargs"] = json.dumps(data["kwargs"])
+        content = audio if isinstance(audio, (bytes, bytearray)) else audio.read()
+        resp = self._request(action, "POST", path, data=data,
+                             files={"file": ("audio", bytes(content))})
+        if resp.headers.get("content-type", "").startswith("application/json"):
+            return resp.json()
+        return resp.text
+
+    def transcriptions(self, audio: Union[bytes, Any], language: Optional[str] = None,
+                       prompt: Optional[str] = None, response_format: str = "json",
+                       temperature: float = 0,
+                       timestamp_granularities: Optional[List[str]] = None,
+                       **kwargs) -> Union[Dict[str, Any], str]:
+        """Transcribe ``audio`` (the bytes of any file FFmpeg reads, or a binary file).
+
+        Args:
+            language: ISO-639-1 code (None: detected).
+            response_format: ``json`` | ``text`` | ``srt`` | ``vtt`` | ``verbose_json``.
+            timestamp_granularities: ``["segment"]``, ``["word"]`` or both (with
+                ``verbose_json``).
+            kwargs: decoding options of the engine (``beam_size``, ``vad_filter`` ...).
+
+        Returns:
+            a dict for ``json`` (``{"text"}``) and ``verbose_json``; a string otherwise.
+
+        Raises:
+            RESTfulClientError: 400 for audio that cannot be decoded or a bad option, 413
+            for a file over the server's upload limit.
+        """
+        return self._upload("transcribe", "/v1/audio/transcriptions", audio, {
+            "model": self._model_uid, "language": language, "prompt": prompt,
+            "response_format": response_format, "temperature": temperature,
+            "timestamp_granularities[]": timestamp_granularities,
+            "kwargs": kwargs or None})
+
+    def translations(self, audio: Union[bytes, Any], prompt: Optional[str] = None,
+                     response_format: str = "json", temperature: float = 0,
+                     **kwargs) -> Union[Dict[str, Any], str]:
+        """English text of the speech in ``audio``; arguments and result as
+        :meth:`transcriptions`."""
+        return self._upload("translate", "/v1/audio/translations", audio, {
+            "model": self._model_uid, "prompt": prompt,
+            "response_format": response_format, "temperature": temperature,
+            "kwargs": kwargs or None})
+
+    def speech(self, input: str, voice: str = "", response_format: str = "mp3",
+               speed: float = 1.0, stream: bool = False,
+               **kwargs) -> Union[bytes, Iterator[bytes]]:
+        """Speak ``input``.
+
+        Args:
+            voice: one of the model's voices (``""``: its default).
+            response_format: ``mp3`` | ``opus`` | ``aac`` | ``flac`` | ``wav`` | ``pcm``
+                (raw 16-bit little-endian mono at 24 kHz).
+            speed: 0.25 .. 4.0.
+            stream: an iterator of byte chunks, sent as the sentences are synthesised.
+
+        Returns:
+            the audio file's bytes, or an iterator of its chunks when ``stream``.
+
+        Raises:
+            RESTfulClientError: 400 for empty input, an unknown voice or format, or a speed
+            out of range.
+        """
+        body: Dict[str, Any] = {"model": self._model_uid, "input": input,
+                                "voice": voice or None, "response_format": response_format,
+                                "speed": speed, "stream": stream, **kwargs}
+        resp = self._request("create speech", "POST", "/v1/audio/speech", stream=stream,
+                             json={k: v for k, v in body.items() if v is not None})
+        if not stream:
+            return resp.content
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                for chunk in resp.iter_content(chunk_size=None):
+                    if chunk:
+                        yield chunk
+            finally:
+                resp.close()
+
+        return chunks()
+
+
 _HANDLES = {
     "embedding": RESTfulEmbeddingModelHandle,
     "rerank": RESTfulRerankModelHandle,
+    "audio": RESTfulAudioModelHandle,
 }
 
 

@@ -67,6 +67,13 @@ class ModelLoadError(XinferenceError):
     error_type = "invalid_request_error"
 
 
+class PayloadTooLargeError(XinferenceError):
+    """An upload is larger than the documented limit (HTTP 413)."""
+
+    status_code = 413
+    error_type = "invalid_request_error"
+
+
 class AuthenticationError(XinferenceError):
     """No credential, or one that is not valid (unknown API key, bad or expired token)
     (HTTP 401, with ``WWW-Authenticate: Bearer``)."""

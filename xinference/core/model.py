@@ -186,6 +186,13 @@ class ModelActor(xo.StatelessActor):
     def pid(self) -> int:
         return os.getpid()
 
+    async def engine_stats(self) -> Dict[str, Any]:
+        """The engine's counters (its ``stats()``: busy slots, cancelled requests ...) plus
+        ``admitted_requests``; ``{}`` from the engine when it keeps none."""
+        stats = getattr(self._model, "stats", None)
+        out = await asyncio.to_thread(stats) if callable(stats) else {}
+        return dict(out, admitted_requests=self._admitted)
+
     # ---- admission ----------------------------------------------------------------------
     def _admit(self):
         if self._request_limits is not None and self._admitted >= self._request_limits:
@@ -374,8 +381,9 @@ class ModelActor(xo.StatelessActor):
 
     # ---- abort and metrics --------------------------------------------------------------
     def abort_request(self, request_id: str) -> Dict[str, Any]:
-        """Stop the running call ``request_id``: a stream ends at once with a chunk whose
-        ``finish_reason`` is ``"abort"`` (the engine stops at its next token); a non-stream
+        """Stop the running call ``request_id``: a stream ends at once, an LLM stream with a
+        chunk whose ``finish_reason`` is ``"abort"`` (the engine stops at its next token); a
+        non-stream
         call is answered with :class:`RequestAbortedError` (499). Works for every engine
         that stops on cancellation (async engines: task cancellation; blocking engines: the
         ``cancel`` event).
@@ -392,7 +400,8 @@ class ModelActor(xo.StatelessActor):
         st = req.stream
         if st is not None:
             if not st.final:
-                st.put(abort_chunk(st.last, req.method))
+                if req.method in ("chat", "generate"):  # OpenAI chunks: say why it ended
+                    st.put(abort_chunk(st.last, req.method))
                 st.put(_END)
             if not st.ended:
                 st.cancel()
@@ -495,3 +504,21 @@ class ModelActor(xo.StatelessActor):
         cfg = dict(config or {})
         rid = cfg.pop("request_id", None)
         return await self._call("rerank", documents, request_id=rid, **cfg)
+
+    # ---- audio (see xinference.model.audio) --------------------------------------------
+    async def transcriptions(self, audio: bytes, config: Optional[Dict[str, Any]] = None):
+        """OpenAI create-transcription of ``audio`` (the uploaded file's bytes); ``config``
+        holds ``language``, ``prompt``, ``response_format``, ``temperature``,
+        ``timestamp_granularities``, ``kwargs``. A dict or a string (text formats)."""
+        return await self._call("transcriptions", audio, **(config or {}))
+
+    async def translations(self, audio: bytes, config: Optional[Dict[str, Any]] = None):
+        """OpenAI create-translation (English text of ``audio``); ``config`` as
+        :meth:`transcriptions` without ``language`` and granularities."""
+        return await self._call("translations", audio, **(config or {}))
+
+    async def speech(self, input: str, config: Optional[Dict[str, Any]] = None):
+        """OpenAI create-speech: the audio file's bytes, or a :class:`ModelStream` of byte
+        chunks when ``config["stream"]``; ``config`` holds ``voice``, ``response_format``,
+        ``speed``, ``stream``."""
+        return await self._call("speech", input, **(config or {}))

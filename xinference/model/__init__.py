@@ -36,7 +36,8 @@ def model_type_handlers() -> Dict[str, ModelTypeHandler]:
     from .embedding.launch import plan_embedding_launch
     from .rerank.family import RerankModelFamily, builtin_rerank_families
     from .rerank.launch import plan_rerank_launch
-    from .audio.custom import CustomAudioModelFamily
+    from .audio.family import AudioModelFamily, builtin_audio_families
+    from .audio.launch import audio_engines_for_family, plan_audio_launch
     from .custom_family import plan_not_supported
     from .image.custom import CustomImageModelFamily
     from .video.custom import CustomVideoModelFamily
@@ -51,8 +52,8 @@ def model_type_handlers() -> Dict[str, ModelTypeHandler]:
         # Registration only (register/list/unregister); launching answers 400.
         "image": ModelTypeHandler(CustomImageModelFamily, dict,
                                   functools.partial(plan_not_supported, "image")),
-        "audio": ModelTypeHandler(CustomAudioModelFamily, dict,
-                                  functools.partial(plan_not_supported, "audio")),
+        "audio": ModelTypeHandler(AudioModelFamily, builtin_audio_families,
+                                  plan_audio_launch, audio_engines_for_family),
         "video": ModelTypeHandler(CustomVideoModelFamily, dict,
                                   functools.partial(plan_not_supported, "video")),
     }

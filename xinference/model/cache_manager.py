@@ -35,10 +35,13 @@ def uri_to_path(uri: str) -> Path:
 
 def find_file(directory: Path, file_name: str) -> Optional[Path]:
     """``directory/file_name``, matching the name case-insensitively (``q4_1`` finds
-    ``Q4_1``); ``None`` when absent."""
+    ``Q4_1``); a ``file_name`` with folders (its path in a hub repository) is also found
+    directly in ``directory`` (a package ships it flat); ``None`` when absent."""
     exact = directory / file_name
     if exact.is_file():
         return exact
+    if "/" in file_name:
+        return find_file(directory, file_name.rsplit("/", 1)[1])
     if directory.is_dir():
         low = file_name.lower()
         for p in directory.iterdir():

@@ -1,9 +1,10 @@
 """Engine-independent LLM logic shared by every engine.
 
 An engine subclass only knows how to load weights, tokenize, detokenize one token at a time
-and produce the next token ids for a prompt (:meth:`LLM.iter_token_ids`), or, for engines
-that batch requests, run a scheduler of their own. Everything the OpenAI API defines on top
-of that lives here, once: parameter validation, chat template rendering, ``max_tokens`` and
+and run requests concurrently (:meth:`LLM.submit`: the engine's own scheduler, continuous
+batching in the Transformers engine, llama.cpp's slots) feeding each request's sampled token
+ids into its :class:`RequestState`. Everything the OpenAI API defines on top of that lives
+here, once: parameter validation, chat template rendering, ``max_tokens`` and
 context checks, ``stop`` strings and ``stop_token_ids``, incremental detokenisation,
 ``finish_reason``, ``usage`` (the per-request :class:`RequestState`) and the response / chunk
 shapes (:class:`ResponseBuilder`: OpenAI Completions and Chat Completions API, including the
@@ -13,14 +14,14 @@ streaming chunk format).
 from __future__ import annotations
 
 import abc
+import asyncio
 import codecs
 import random
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import (
-    Any, AsyncIterator, Dict, Iterator, List, Optional, Sequence, Tuple, Union,
+    Any, AsyncIterator, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union,
 )
 
 from ...core.errors import InvalidRequestError
@@ -35,6 +36,9 @@ class GenerationParams:
 
     Field names are OpenAI's (``max_tokens``, ``stop``, ``seed`` ...) and llama.cpp's
     (``top_k``, ``repeat_penalty``). ``temperature == 0`` means greedy decoding.
+    ``ignore_eos`` (vLLM's and llama.cpp's extension) keeps generating past the model's
+    end-of-generation tokens until ``max_tokens``, a ``stop`` string or a
+    ``stop_token_ids`` id: fixed-length outputs for benchmarks and tests.
     """
 
     max_tokens: Optional[int] = None
@@ -48,6 +52,7 @@ class GenerationParams:
     stop: List[str] = field(default_factory=list)
     stop_token_ids: List[int] = field(default_factory=list)
     seed: Optional[int] = None
+    ignore_eos: bool = False
     stream: bool = False
     include_usage: bool = False
     chat_template_kwargs: Dict[str, Any] = field(default_factory=dict)
@@ -105,6 +110,10 @@ class GenerationParams:
         if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
             raise InvalidRequestError("'stop_token_ids' must be a list of integers")
         p.stop_token_ids = list(ids)
+        ignore_eos = config.get("ignore_eos", False)
+        if not isinstance(ignore_eos, bool):
+            raise InvalidRequestError(f"'ignore_eos' must be true or false, got {ignore_eos!r}")
+        p.ignore_eos = ignore_eos
         p.stream = bool(config.get("stream", False))
         so = config.get("stream_options") or {}
         p.include_usage = bool(isinstance(so, dict) and so.get("include_usage"))
@@ -319,6 +328,48 @@ class RequestState:
         return out
 
 
+class AsyncDeltaStream:
+    """The asyncio side of a running request: an async iterator of its deltas that ends
+    after the delta carrying ``finish_reason`` and re-raises an engine error.
+
+    Create it on the event loop that will consume it; :meth:`emit` may be called from any
+    thread (an engine's scheduler thread, a llama.cpp callback).
+    """
+
+    def __init__(self):
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._done = False
+
+    def emit(self, item: Any) -> None:
+        """A list of deltas or an exception, from any thread."""
+        try:
+            self._loop.call_soon_threadsafe(self._put, item)
+        except RuntimeError:  # the consumer's loop is closed: nobody is listening
+            pass
+
+    def _put(self, item: Any) -> None:
+        if isinstance(item, list):
+            for d in item:
+                self._queue.put_nowait(d)
+        else:
+            self._queue.put_nowait(item)
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> Delta:
+        if self._done:
+            raise StopAsyncIteration
+        item = await self._queue.get()
+        if isinstance(item, BaseException):
+            self._done = True
+            raise item
+        if item.finish_reason is not None:
+            self._done = True
+        return item
+
+
 class ResponseBuilder(abc.ABC):
     """OpenAI response shapes of one request, built from its :class:`Delta` s.
 
@@ -462,10 +513,11 @@ class PreparedRequest:
 class LLM(abc.ABC):
     """Base class of every LLM engine.
 
-    Engines that serve one request at a time implement :meth:`iter_token_ids` and inherit
-    :meth:`generate` / :meth:`chat`. Engines that batch requests themselves override
-    ``generate`` / ``chat`` with ``async def`` methods built on :meth:`prepare_generate`,
-    :meth:`prepare_chat` and :meth:`new_request_state`.
+    An engine implements loading, tokenization, detokenization and :meth:`submit` (start
+    one request in the engine's own scheduler, which runs requests concurrently); the
+    ``async def`` :meth:`generate` / :meth:`chat` here validate the request, render and
+    tokenize the prompt, and turn the request's deltas into OpenAI responses or streams.
+    The ModelActor awaits them concurrently (no engine lock).
 
     Args:
         model_uid: the running model's uid, reported as ``model`` in responses.
@@ -500,6 +552,22 @@ class LLM(abc.ABC):
         self.kwargs = dict(kwargs or {})
         self.stream_interval = stream_interval_option(self.kwargs.get("stream_interval"))
 
+    @classmethod
+    def check_options(cls, kwargs: Dict[str, Any]) -> None:
+        """Validate the engine's launch options before any process starts (the supervisor
+        calls it while planning a launch, so a bad value is a 400 at once). An engine adds
+        its own options.
+
+        Raises:
+            InvalidRequestError: a bad option, naming it.
+        """
+        stream_interval_option(kwargs.get("stream_interval"))
+
+    def stats(self) -> Dict[str, Any]:
+        """Engine counters for monitoring and tests (e.g. busy slots, cancelled requests);
+        engines add theirs."""
+        return {}
+
     # ---- what an engine provides -------------------------------------------------------
     @abc.abstractmethod
     def load(self) -> None:
@@ -519,10 +587,22 @@ class LLM(abc.ABC):
     def new_detokenizer(self) -> IncrementalDetokenizer:
         """A fresh incremental detokenizer for one request."""
 
-    def iter_token_ids(self, prompt_ids: List[int], params: GenerationParams) -> Iterator[int]:
-        """Yield sampled token ids one by one, forever; the caller stops the iteration.
-        One-at-a-time engines implement it; batching engines override generate/chat."""
-        raise NotImplementedError(f"{type(self).__name__} does not generate one at a time")
+    @abc.abstractmethod
+    def submit(self, state: RequestState, emit: Callable[[Any], None]
+               ) -> Callable[[], None]:
+        """Start generating for ``state`` (its prompt ids and parameters) in the engine's
+        scheduler and return at once.
+
+        The engine feeds each sampled token id to ``state.push`` and passes every non-empty
+        list of deltas it returns to ``emit``, from any thread; when the engine itself ends
+        the request (it ran out of budget or hit an end-of-generation token it handles), it
+        emits ``state.finish(reason)``; on an engine error it emits the exception. After the
+        delta carrying ``finish_reason`` (or an exception) nothing more is emitted.
+
+        Returns:
+            ``cancel()``: stop the request at its next token and free what it holds (its
+            consumer went away); a no-op once it has finished.
+        """
 
     @property
     @abc.abstractmethod
@@ -578,10 +658,12 @@ class LLM(abc.ABC):
 
     def new_request_state(self, prompt_ids: List[int], params: GenerationParams
                           ) -> RequestState:
-        """The :class:`RequestState` of one request on this model (EOS ids, the family's
-        and the request's stop ids and strings, a fresh detokenizer)."""
-        stop_ids = set(self.eos_token_ids) | set(params.stop_token_ids)
-        stop_ids |= set(self.family.stop_token_ids)
+        """The :class:`RequestState` of one request on this model (EOS ids and the family's
+        stop ids unless ``ignore_eos``, the request's stop ids, the family's and the
+        request's stop strings, a fresh detokenizer)."""
+        stop_ids = set(params.stop_token_ids)
+        if not params.ignore_eos:
+            stop_ids |= set(self.eos_token_ids) | set(self.family.stop_token_ids)
         return RequestState(
             prompt_ids, params, context_length=self.context_length, stop_ids=stop_ids,
             stop=list(params.stop) + list(self.family.stop),
@@ -622,58 +704,53 @@ class LLM(abc.ABC):
         return PreparedRequest(ids, params, ChatBuilder(self.model_uid, params.include_usage,
                                                         self.stream_interval))
 
-    def run(self, prompt_ids: List[int], params: GenerationParams,
-            cancel: Optional[threading.Event] = None) -> Iterator[Delta]:
-        """Generate from ``prompt_ids`` one request at a time (:meth:`iter_token_ids`);
-        yield text deltas, the last one carrying ``finish_reason`` (``"stop"`` on EOS, a
-        stop token or a stop string; ``"length"`` on ``max_tokens`` or a full context) and
-        the token counts for ``usage``."""
-        state = self.new_request_state(prompt_ids, params)
-        gen = self.iter_token_ids(prompt_ids, params)
-        try:
-            for token_id in gen:
-                if cancel is not None and cancel.is_set():
-                    break
-                yield from state.push(token_id)
-                if state.finished:
-                    return
-        finally:
-            gen.close()
-        yield from state.finish("stop" if cancel is not None and cancel.is_set()
-                                else "length")
+    async def _serve(self, req: PreparedRequest
+                     ) -> Union[Dict[str, Any], AsyncIterator[Dict[str, Any]]]:
+        stream = AsyncDeltaStream()
+        cancel = self.submit(self.new_request_state(req.prompt_ids, req.params), stream.emit)
+        if not req.params.stream:
+            try:
+                return await req.builder.acollect(stream)
+            finally:
+                cancel()  # no-op when finished; frees the engine when the caller left
 
-    def _respond(self, req: PreparedRequest, cancel: Optional[threading.Event]):
-        deltas = self.run(req.prompt_ids, req.params, cancel)
-        if req.params.stream:
-            return req.builder.stream(deltas)
-        return req.builder.collect(deltas)
+        async def chunks():
+            try:
+                async for c in req.builder.astream(stream):
+                    yield c
+            finally:
+                cancel()
+
+        return chunks()
 
     # ---- OpenAI-shaped entry points -------------------------------------------------------
-    def generate(self, prompt: str, generate_config: Optional[Dict[str, Any]] = None,
-                 cancel: Optional[threading.Event] = None
-                 ) -> Union[Dict[str, Any], Iterator[Dict[str, Any]]]:
-        """OpenAI Completions: a ``text_completion`` dict, or with ``stream`` an iterator of
-        ``text_completion`` chunks (the last carries ``finish_reason``; a usage-only chunk
-        follows when ``stream_options.include_usage``).
+    async def generate(self, prompt: str, generate_config: Optional[Dict[str, Any]] = None
+                       ) -> Union[Dict[str, Any], AsyncIterator[Dict[str, Any]]]:
+        """OpenAI Completions, run concurrently with other requests: a ``text_completion``
+        dict, or with ``stream`` an async iterator of ``text_completion`` chunks (the last
+        carries ``finish_reason``; a usage-only chunk follows when
+        ``stream_options.include_usage``).
 
         Raises:
             InvalidRequestError: bad parameters or a prompt longer than the context.
         """
-        return self._respond(self.prepare_generate(prompt, generate_config), cancel)
+        req = await asyncio.to_thread(self.prepare_generate, prompt, generate_config)
+        return await self._serve(req)
 
-    def chat(self, messages: List[Dict[str, Any]],
-             generate_config: Optional[Dict[str, Any]] = None,
-             cancel: Optional[threading.Event] = None
-             ) -> Union[Dict[str, Any], Iterator[Dict[str, Any]]]:
-        """OpenAI Chat Completions: a ``chat.completion`` dict, or with ``stream`` an
-        iterator of ``chat.completion.chunk`` dicts (first delta carries the role, the last
+    async def chat(self, messages: List[Dict[str, Any]],
+                   generate_config: Optional[Dict[str, Any]] = None
+                   ) -> Union[Dict[str, Any], AsyncIterator[Dict[str, Any]]]:
+        """OpenAI Chat Completions, run concurrently with other requests: a
+        ``chat.completion`` dict, or with ``stream`` an async iterator of
+        ``chat.completion.chunk`` dicts (first delta carries the role, the last
         ``finish_reason``; a usage-only chunk follows when ``stream_options.include_usage``).
 
         Raises:
             InvalidRequestError: bad messages or parameters, the model lacks the ``chat``
             ability, or the prompt is longer than the context.
         """
-        return self._respond(self.prepare_chat(messages, generate_config), cancel)
+        req = await asyncio.to_thread(self.prepare_chat, messages, generate_config)
+        return await self._serve(req)
 
 
 def random_seed() -> int:

@@ -1,7 +1,7 @@
 """Which engine runs which spec, and how a launch request picks one.
 
 ``llama.cpp`` runs ``ggufv2``; ``Transformers`` runs ``pytorch``. Availability is checked
-with ``importlib.util.find_spec`` so that asking never imports torch or llama_cpp.
+with ``importlib.util.find_spec`` so that asking never imports torch or xllamacpp.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class EngineInfo:
 
 LLM_ENGINES: Dict[str, EngineInfo] = {
     "llama.cpp": EngineInfo(
-        "llama.cpp", ("ggufv2",), ("llama_cpp",),
+        "llama.cpp", ("ggufv2",), ("xllamacpp",),
         "xinference.model.llm.llama_cpp.core:LlamaCppModel",
     ),
     "Transformers": EngineInfo(

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, Dict, Optional, Tuple
 
 from ..options import flag
-from .core import stream_interval_option
 from .engines import match_spec
 from .llm_family import LLMFamily
 from .loader import LLMLoader
@@ -21,16 +20,17 @@ def plan_llm_launch(family: LLMFamily, model_uid: str, *, model_engine: Optional
     /v1/models/{model_uid}`` reports.
 
     Raises:
-        InvalidRequestError: nothing matches (see :func:`match_spec`), or a bad
-        ``stream_interval``, ``trust_remote_code`` or ``enable_thinking``.
+        InvalidRequestError: nothing matches (see :func:`match_spec`), a bad
+        ``trust_remote_code`` or ``enable_thinking``, or an option the engine refuses
+        (``LLM.check_options``: ``stream_interval``, ``n_parallel`` ...).
     """
-    stream_interval_option(kwargs.get("stream_interval"))  # refused here, before a process
     for name in ("trust_remote_code", "enable_thinking"):  # "false" from JSON is False
         if kwargs.get(name) is not None:
             kwargs[name] = flag(name, kwargs[name])
     engine, spec, quant = match_spec(
         family, model_engine, model_format, model_size_in_billions, quantization
     )
+    engine.load_class().check_options(kwargs)  # refused here, before a process starts
     loader = LLMLoader(model_uid, family, spec, quant, engine.name, model_path, kwargs)
     desc = {
         "model_type": "LLM",

@@ -1,100 +1,308 @@
-"""llama.cpp engine (llama-cpp-python) for ``ggufv2`` specs.
+"""llama.cpp engine for ``ggufv2`` specs, on xllamacpp (llama.cpp's server in-process).
 
-Only sampling and token bookkeeping live here; request handling is shared in
-:class:`xinference.model.llm.core.LLM`. ``llama_cpp`` is imported in :meth:`load`, which
-runs inside the model's own process.
+xllamacpp (PyPI, MIT, prebuilt CPU and GPU wheels) embeds llama-server: a fixed number of
+*slots* (``n_parallel``) decode together with continuous batching; a request that arrives
+while every slot is busy waits in llama-server's queue and takes the first slot that frees.
+This engine keeps the shared request logic of :class:`xinference.model.llm.core.LLM`
+(parameter validation, chat templates, stop strings and stop token ids, ``max_tokens``,
+incremental UTF-8 detokenisation, ``usage``, response shapes): it sends llama-server the
+prompt as token ids and reads back the id and bytes of every sampled token (the per-token
+entries of ``n_probs``), which it feeds to the request's :class:`RequestState`.
+
+Each running request holds one Python thread blocked in ``Server.handle_completions``,
+whose callback receives the chunks; returning True from the callback stops the request
+and frees its slot (a stop string matched, the client went away). Tokenization uses the
+embedded server's ``/tokenize`` route (127.0.0.1, random port, a random API key of this
+process). ``xllamacpp`` is imported in :meth:`LlamaCppModel.load`, inside the model's own
+process.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import http.client
+import json
+import logging
 import os
-from typing import Iterator, List, Optional, Tuple
+import secrets
+import threading
+from typing import Any, Callable, Dict, List, Optional, Tuple
+from urllib.parse import urlsplit
 
-from ....core.errors import ModelLoadError
-from ..core import LLM, BytesDetokenizer, GenerationParams, IncrementalDetokenizer, random_seed
+from ....core.errors import InvalidRequestError, ModelLoadError
+from ...options import positive_int
+from ..core import LLM, BytesDetokenizer, IncrementalDetokenizer, RequestState, random_seed
+
+logger = logging.getLogger(__name__)
+
+#: default slots. Measured on a 2-core CPU with the bundled SmolLM2-135M (benchmark/
+#: bench_serving.py): aggregate tokens/s rises up to 4-8 concurrent streams and a slot
+#: costs only KV-cache bookkeeping while idle (the cache is shared, see ``n_ctx``).
+DEFAULT_N_PARALLEL = 8
+#: tokens of history the repeat / frequency / presence penalties look at (llama.cpp's
+#: and llama-cpp-python's default)
+PENALTY_LAST_N = 64
 
 
 class LlamaCppModel(LLM):
-    """A GGUF model served by llama.cpp.
+    """A GGUF model served by llama.cpp's server with continuous batching.
 
-    Launch kwargs passed to ``llama_cpp.Llama``: ``n_ctx`` (default: the family's
-    ``context_length``), ``n_threads`` (default: all cores), ``n_batch``, ``n_gpu_layers``
-    (default: all layers when ``n_gpu`` is set and the build has GPU support, else 0).
+    Launch kwargs (``xinference launch ... --key value``):
+
+    * ``n_parallel``: slots, i.e. requests decoded together (default
+      :data:`DEFAULT_N_PARALLEL`); more requests wait for a free slot.
+    * ``n_ctx``: tokens of KV cache (default: the family's ``context_length``). The cache is
+      **shared** by the slots (llama.cpp's unified KV cache): one request may use up to
+      ``n_ctx`` tokens (prompt + completion), and all running requests together hold at
+      most ``n_ctx``.
+    * ``n_threads``: CPU threads for decoding and prompt processing (default: all cores).
+    * ``n_batch``: most prompt tokens processed per step (default 2048, llama.cpp's).
+    * ``n_gpu_layers``: layers offloaded to a GPU; default all of them when ``n_gpu`` is
+      set (not 0) and llama.cpp sees a GPU device, else 0.
+
+    Raises (from the constructor / :meth:`load`):
+        InvalidRequestError: an option that is not a positive integer.
+        ModelLoadError: xllamacpp is missing or cannot load the file.
     """
 
     engine_name = "llama.cpp"
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        opts = self._parse_options(self.kwargs, self.family.context_length)
+        self.n_parallel, self.n_ctx, self.n_threads, self.n_batch, self._n_gpu_layers = opts
+        self._server = None
+        self._pieces: Dict[int, bytes] = {}  # token id -> its bytes, as llama.cpp renders
+        self._lock = threading.Lock()
+        self._running = 0  # requests inside llama.cpp (in a slot or waiting for one)
+        self._cancelled = 0  # requests stopped because their consumer went away
+
+    @staticmethod
+    def _parse_options(kw: Dict[str, Any], context_length: Optional[int]):
+        layers = kw.get("n_gpu_layers")
+        if layers is not None and not (isinstance(layers, (int, str)) and
+                                       not isinstance(layers, bool) and
+                                       str(layers).strip().lstrip("-").isdigit()):
+            raise InvalidRequestError(f"'n_gpu_layers' must be an integer, got {layers!r}")
+        return (positive_int("n_parallel", kw.get("n_parallel"), DEFAULT_N_PARALLEL),
+                positive_int("n_ctx", kw.get("n_ctx"), context_length),
+                positive_int("n_threads", kw.get("n_threads"), os.cpu_count() or 1),
+                positive_int("n_batch", kw.get("n_batch"), 2048),
+                None if layers is None else int(layers))
+
+    @classmethod
+    def check_options(cls, kwargs: Dict[str, Any]) -> None:
+        """``stream_interval``, and ``n_parallel``, ``n_ctx``, ``n_threads``, ``n_batch``
+        (positive integers), ``n_gpu_layers`` (an integer).
+
+        Raises:
+            InvalidRequestError: a bad value, naming the option.
+        """
+        super().check_options(kwargs)
+        cls._parse_options(kwargs, None)
+
+    def stats(self) -> Dict[str, Any]:
+        """``n_parallel``; ``slots_busy`` (slots decoding a request now, from llama-server);
+        ``requests_running`` (requests handed to llama.cpp and not yet returned: in a slot
+        or waiting for one); ``requests_cancelled`` (stopped because their consumer went
+        away)."""
+        slots = self._get("/slots") if self._server is not None else []
+        return {"n_parallel": self.n_parallel,
+                "slots_busy": sum(1 for s in slots if s.get("is_processing")),
+                "requests_running": self._running,
+                "requests_cancelled": self._cancelled}
+
+    # ---- loading -------------------------------------------------------------------------
+    def _gpu_layers(self, xllamacpp) -> int:
+        if self._n_gpu_layers is not None:
+            return self._n_gpu_layers
+        n_gpu = self.kwargs.get("n_gpu")
+        if n_gpu in (None, 0, "0", "none", "None"):
+            return 0
+        gpus = [d for d in xllamacpp.get_device_info()
+                if d["type"] != xllamacpp.ggml_backend_dev_type.GGML_BACKEND_DEVICE_TYPE_CPU]
+        return -1 if gpus else 0  # -1: every layer
+
     def load(self) -> None:
         try:
-            import llama_cpp
+            import xllamacpp
         except ImportError as e:
             raise ModelLoadError(
-                "The llama.cpp engine needs llama-cpp-python: pip install 'xinference[llama_cpp]'"
+                "The llama.cpp engine needs xllamacpp: pip install 'xinference[llama_cpp]'"
             ) from e
-        kw = self.kwargs
-        n_gpu = kw.get("n_gpu")
-        default_layers = -1 if (n_gpu not in (None, 0, "0") and
-                                llama_cpp.llama_supports_gpu_offload()) else 0
+        p = xllamacpp.CommonParams()
+        p.model.path = self.model_path
+        p.n_parallel = self.n_parallel
+        p.n_ctx = self.n_ctx
+        p.kv_unified = True  # one cache for all slots: a request may use all of n_ctx
+        p.n_batch = self.n_batch
+        p.cpuparams.n_threads = self.n_threads
+        p.cpuparams_batch.n_threads = self.n_threads
+        p.n_gpu_layers = self._gpu_layers(xllamacpp)
+        p.warmup = False  # a warm-up decode costs launch time; the first request pays it
+        p.ui = False
+        p.endpoint_slots = True  # read by stats(); the port takes only our key
+        p.api_keys = [secrets.token_hex(16)]
+        debug = logging.getLogger("xinference").getEffectiveLevel() <= logging.DEBUG
+        p.verbosity = 3 if debug else -1
+        if not os.path.isfile(self.model_path):
+            raise ModelLoadError(f"llama.cpp could not load {self.model_path}: no such file")
         try:
-            self._llm = llama_cpp.Llama(
-                model_path=self.model_path,
-                n_ctx=int(kw.get("n_ctx") or self.family.context_length),
-                n_threads=int(kw.get("n_threads") or os.cpu_count() or 1),
-                n_batch=int(kw.get("n_batch") or 512),
-                n_gpu_layers=int(kw.get("n_gpu_layers", default_layers)),
-                verbose=False,
-            )
-        except Exception as e:  # llama.cpp raises ValueError on unreadable files
+            self._server = xllamacpp.Server(p)
+        except Exception as e:  # llama.cpp reports unreadable files as runtime errors
             raise ModelLoadError(f"llama.cpp could not load {self.model_path}: {e}") from e
-        meta = self._llm.metadata or {}
-        eos = {self._llm.token_eos()}
-        for key in ("tokenizer.ggml.eot_token_id", "tokenizer.ggml.eos_token_id"):
-            if key in meta:
-                eos.add(int(meta[key]))
-        self._eos_ids = sorted(i for i in eos if i >= 0)
-        self._template = meta.get("tokenizer.chat_template")
-        self._add_bos = meta.get("tokenizer.ggml.add_bos_token", "true") != "false"
+        url = urlsplit(self._server.listening_address)
+        self._http = (url.hostname, url.port, p.api_keys[0])
+        props = self._get("/props")
+        self._template = props.get("chat_template") or None
+        self._special = (props.get("bos_token") or "", props.get("eos_token") or "")
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max(2 * self.n_parallel, 8), thread_name_prefix="llama-request"
+        )
 
+    def _request(self, method: str, path: str, body: Optional[dict] = None) -> Any:
+        host, port, key = self._http
+        conn = http.client.HTTPConnection(host, port, timeout=60)
+        try:
+            conn.request(method, path, body=None if body is None else json.dumps(body),
+                         headers={"Authorization": f"Bearer {key}",
+                                  "Content-Type": "application/json"})
+            resp = conn.getresponse()
+            data = json.loads(resp.read() or b"null")
+        finally:
+            conn.close()
+        if resp.status != 200:
+            raise RuntimeError(f"llama.cpp {path} answered {resp.status}: {data}")
+        return data
+
+    def _get(self, path: str) -> Any:
+        return self._request("GET", path)
+
+    # ---- what the shared base needs ------------------------------------------------------
     @property
     def context_length(self) -> int:
-        return self._llm.n_ctx()
+        return self.n_ctx
 
     @property
     def eos_token_ids(self) -> List[int]:
-        return self._eos_ids
+        # llama.cpp ends a generation at every end-of-generation token of the vocabulary
+        # itself (EOS, EOT, <|im_end|> ...) and never emits it.
+        return []
 
     def tokenize(self, text: str, add_special: bool) -> List[int]:
-        return self._llm.tokenize(
-            text.encode("utf-8"), add_bos=add_special and self._add_bos, special=True
-        )
-
-    def _piece(self, token_id: int) -> bytes:
-        return self._llm.detokenize([token_id], special=False)
+        return self._request("POST", "/tokenize", {
+            "content": text, "add_special": add_special, "parse_special": True,
+        })["tokens"]
 
     def new_detokenizer(self) -> IncrementalDetokenizer:
-        return BytesDetokenizer(self._piece)
+        return BytesDetokenizer(self._pieces.__getitem__)
 
     def model_chat_template(self) -> Optional[str]:
         return self._template
 
     def special_token_text(self) -> Tuple[str, str]:
-        def text(tid):
-            if tid < 0:
-                return ""
-            return self._llm.detokenize([tid], special=True).decode("utf-8", "replace")
+        return self._special
 
-        return text(self._llm.token_bos()), text(self._llm.token_eos())
+    # ---- serving -------------------------------------------------------------------------
+    def completion_body(self, state: RequestState) -> Dict[str, Any]:
+        """The llama-server completion request for ``state``: the prompt as token ids, the
+        sampling parameters, the token budget, and ``n_probs`` so that every streamed
+        chunk names the ids and bytes of its tokens (post-sampling candidates: the cheap
+        kind, llama.cpp does not sort the whole vocabulary for them)."""
+        p = state.params
+        return {
+            "prompt": state.prompt_ids,
+            "stream": True,
+            "n_predict": state.max_tokens,
+            "temperature": p.temperature,
+            "top_p": p.top_p,
+            "top_k": p.top_k,
+            "min_p": p.min_p,
+            "repeat_penalty": p.repeat_penalty,
+            "repeat_last_n": PENALTY_LAST_N,
+            "frequency_penalty": p.frequency_penalty,
+            "presence_penalty": p.presence_penalty,
+            "seed": p.seed if p.seed is not None else random_seed(),
+            "ignore_eos": p.ignore_eos,
+            "n_probs": 1,
+            "post_sampling_probs": True,
+            "cache_prompt": True,
+        }
 
-    def iter_token_ids(self, prompt_ids: List[int], params: GenerationParams) -> Iterator[int]:
-        self._llm.set_seed(params.seed if params.seed is not None else random_seed())
-        return self._llm.generate(
-            prompt_ids,
-            top_k=params.top_k,
-            top_p=params.top_p,
-            min_p=params.min_p,
-            temp=params.temperature,
-            repeat_penalty=params.repeat_penalty,
-            frequency_penalty=params.frequency_penalty,
-            presence_penalty=params.presence_penalty,
-            reset=True,
-        )
+    def _feed(self, state: RequestState, chunk: Dict[str, Any],
+              emit: Callable[[Any], None]) -> bool:
+        """Push the tokens of one llama-server chunk into ``state``; True when the request
+        is over (its own stop conditions, or llama.cpp ended it)."""
+        error = chunk.get("error")
+        if error is not None:
+            raise _llama_error(error)
+        choice = (chunk.get("choices") or [{}])[0]
+        for entry in (choice.get("logprobs") or {}).get("content") or ():
+            tid = entry["id"]
+            if tid not in self._pieces:
+                self._pieces[tid] = bytes(entry["bytes"])
+            deltas = state.push(tid)
+            if deltas:
+                emit(deltas)
+            if state.finished:
+                return True
+        reason = choice.get("finish_reason")
+        if reason is not None:  # llama.cpp ended it: an end-of-generation token, or the
+            # n_predict budget (the request's max_tokens / what the context left)
+            emit(state.finish("length" if reason == "length" else "stop"))
+            return True
+        return False
+
+    def submit(self, state: RequestState, emit: Callable[[Any], None]) -> Callable[[], None]:
+        """Run the request in a llama.cpp slot (it waits for one when all are busy)."""
+        cancelled = threading.Event()
+        body = self.completion_body(state)
+
+        failure: List[BaseException] = []
+
+        def on_chunk(chunk: Dict[str, Any]) -> bool:
+            # Called in this request's thread for each chunk; True stops the request.
+            if cancelled.is_set():
+                return True
+            try:
+                return self._feed(state, chunk, emit)
+            except BaseException as e:  # noqa: BLE001 - relayed after the call returns
+                failure.append(e)
+                return True
+
+        def run() -> None:
+            if cancelled.is_set():
+                return
+            with self._lock:
+                self._running += 1
+            try:
+                result = self._server.handle_completions(body, on_chunk)
+                if isinstance(result, dict) and result.get("error") is not None:
+                    failure.append(_llama_error(result["error"]))
+            except Exception as e:  # noqa: BLE001 - relayed to the request's consumer
+                failure.append(e)
+            finally:
+                with self._lock:
+                    self._running -= 1
+                    if cancelled.is_set() and not state.finished:
+                        self._cancelled += 1
+            if state.finished:
+                return
+            if failure:
+                emit(failure[0])
+            else:  # stopped early by cancel: close the request
+                emit(state.finish("stop"))
+
+        self._pool.submit(run)
+        return cancelled.set
+
+
+def _llama_error(error: Any) -> Exception:
+    """The exception for an error object llama-server reported for one request: a 400 of
+    llama.cpp's stays a 400 (InvalidRequestError), anything else is an engine error."""
+    error = error if isinstance(error, dict) else {"message": str(error)}
+    message = error.get("message") or str(error)
+    if error.get("code") == 400 or error.get("type") in (
+            "invalid_request_error", "exceed_context_size_error"):
+        return InvalidRequestError(f"llama.cpp: {message}")
+    return RuntimeError(f"llama.cpp: {message}")

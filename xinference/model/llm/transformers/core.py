@@ -6,21 +6,19 @@ requests that arrive while others generate join the running batch between decodi
 Request validation, stop conditions, detokenisation bookkeeping and the OpenAI response
 shapes are the shared ones of :class:`xinference.model.llm.core.LLM`.
 
-``generate`` and ``chat`` are ``async def``: the ModelActor awaits them concurrently (no
-engine lock) and relays the async iterators they return for streams. torch and transformers
+torch and transformers
 are imported in :meth:`TransformersModel.load`, inside the model's own process.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-from typing import Any, AsyncIterator, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ....core.errors import InvalidRequestError, ModelLoadError
 from ...options import positive_int
-from ..core import LLM, GenerationParams, IncrementalDetokenizer, PreparedRequest
+from ..core import LLM, GenerationParams, IncrementalDetokenizer, RequestState
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +126,17 @@ class TransformersModel(LLM):
             return torch.float32
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
+    @classmethod
+    def check_options(cls, kwargs: Dict[str, Any]) -> None:
+        """``stream_interval``, ``max_num_seqs`` and ``n_threads`` (positive integers).
+
+        Raises:
+            InvalidRequestError: a bad value, naming the option.
+        """
+        super().check_options(kwargs)
+        for name in ("max_num_seqs", "n_threads"):
+            positive_int(name, kwargs.get(name))
+
     def _n_threads(self) -> int:
         # Half the cores by default: torch's OpenMP workers spin-wait, and when the cores are
         # shared (the API, tokenizers, other models) a full-width pool slows every step
@@ -230,51 +239,14 @@ class TransformersModel(LLM):
             raise InvalidRequestError(f"chat template could not be rendered: {e}") from e
 
     # ---- serving ---------------------------------------------------------------------------
-    async def _serve(self, req: PreparedRequest
-                     ) -> Union[Dict[str, Any], AsyncIterator[Dict[str, Any]]]:
-        from .scheduler import AsyncDeltaStream, Sequence
+    def submit(self, state: RequestState, emit: Callable[[Any], None]) -> Callable[[], None]:
+        """Queue the request in the batch scheduler: it joins the running batch between two
+        decoding steps; ``cancel`` drops its row at the next step."""
+        from .scheduler import Sequence
 
-        stream = AsyncDeltaStream()
-        seq = Sequence(self.new_request_state(req.prompt_ids, req.params), stream.emit)
+        seq = Sequence(state, emit)
         self._scheduler.submit(seq)
-        if not req.params.stream:
-            try:
-                return await req.builder.acollect(stream)
-            finally:
-                seq.cancel()  # no-op when finished; frees the row when the caller left
-
-        async def chunks():
-            try:
-                async for c in req.builder.astream(stream):
-                    yield c
-            finally:
-                seq.cancel()
-
-        return chunks()
-
-    async def generate(self, prompt: str, generate_config: Optional[Dict[str, Any]] = None
-                       ) -> Union[Dict[str, Any], AsyncIterator[Dict[str, Any]]]:
-        """OpenAI Completions, batched with concurrent requests: a ``text_completion`` dict,
-        or with ``stream`` an async iterator of chunks (shapes: :meth:`LLM.generate`).
-
-        Raises:
-            InvalidRequestError: bad parameters or a prompt longer than the context.
-        """
-        req = await asyncio.to_thread(self.prepare_generate, prompt, generate_config)
-        return await self._serve(req)
-
-    async def chat(self, messages: List[Dict[str, Any]],
-                   generate_config: Optional[Dict[str, Any]] = None
-                   ) -> Union[Dict[str, Any], AsyncIterator[Dict[str, Any]]]:
-        """OpenAI Chat Completions, batched with concurrent requests: a ``chat.completion``
-        dict, or with ``stream`` an async iterator of chunks (shapes: :meth:`LLM.chat`).
-
-        Raises:
-            InvalidRequestError: bad messages or parameters, no ``chat`` ability, or the
-            prompt is longer than the context.
-        """
-        req = await asyncio.to_thread(self.prepare_chat, messages, generate_config)
-        return await self._serve(req)
+        return seq.cancel
 
 
 def _plain_kv_cache(config) -> bool:

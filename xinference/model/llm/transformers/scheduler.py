@@ -18,13 +18,12 @@ torch is imported lazily: this module is only imported inside a model process.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import logging
 import threading
 from typing import Any, Callable, Deque, List, Optional
 
-from ..core import Delta, RequestState, random_seed
+from ..core import RequestState, random_seed
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +38,7 @@ class Sequence:
     Args:
         state: the request's :class:`RequestState` (prompt ids, params, stop conditions).
         emit: called in the scheduler thread with each list of deltas, or with an exception
-            that ends the request; must be thread-safe (see :class:`AsyncDeltaStream`).
+            that ends the request; must be thread-safe (see :class:`~xinference.model.llm.core.AsyncDeltaStream`).
     """
 
     def __init__(self, state: RequestState, emit: Callable[[Any], None]):
@@ -53,48 +52,6 @@ class Sequence:
     def cancel(self) -> None:
         """Ask the scheduler to drop the request at the next step (its consumer left)."""
         self.cancelled.set()
-
-
-class AsyncDeltaStream:
-    """The asyncio side of a :class:`Sequence`: an async iterator of its deltas that ends
-    after the delta carrying ``finish_reason`` and re-raises a scheduler error.
-
-    Create it on the event loop that will consume it; :meth:`emit` may be called from any
-    thread.
-    """
-
-    def __init__(self):
-        self._loop = asyncio.get_running_loop()
-        self._queue: asyncio.Queue = asyncio.Queue()
-        self._done = False
-
-    def emit(self, item: Any) -> None:
-        """A list of deltas or an exception, from any thread."""
-        try:
-            self._loop.call_soon_threadsafe(self._put, item)
-        except RuntimeError:  # the consumer's loop is closed: nobody is listening
-            pass
-
-    def _put(self, item: Any) -> None:
-        if isinstance(item, list):
-            for d in item:
-                self._queue.put_nowait(d)
-        else:
-            self._queue.put_nowait(item)
-
-    def __aiter__(self):
-        return self
-
-    async def __anext__(self) -> Delta:
-        if self._done:
-            raise StopAsyncIteration
-        item = await self._queue.get()
-        if isinstance(item, BaseException):
-            self._done = True
-            raise item
-        if item.finish_reason is not None:
-            self._done = True
-        return item
 
 
 class BatchScheduler:
