@@ -383,10 +383,9 @@ class ModelActor(xo.StatelessActor):
     def abort_request(self, request_id: str) -> Dict[str, Any]:
         """Stop the running call ``request_id``: a stream ends at once, an LLM stream with a
         chunk whose ``finish_reason`` is ``"abort"`` (the engine stops at its next token); a
-        non-stream
-        call is answered with :class:`RequestAbortedError` (499). Works for every engine
-        that stops on cancellation (async engines: task cancellation; blocking engines: the
-        ``cancel`` event).
+        non-stream call is answered with :class:`RequestAbortedError` (499). Works for every
+        engine that stops on cancellation (async engines: task cancellation; blocking
+        engines: the ``cancel`` event).
 
         Raises:
             RequestNotFoundError: no call with that id runs here (never started, or
