@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, AsyncIterator, Dict, Optional
+from typing import Any, AsyncIterator, Callable, Dict, Optional
 
 import orjson
 import xoscar as xo
@@ -157,46 +157,51 @@ class RESTfulAPI:
             raise
         return ref, result
 
-    async def _sse(self, ref, stream: ModelStream) -> AsyncIterator[bytes]:
-        """The SSE events of a model stream, encoded here (``data: <json>`` and a blank
-        line; JSON has no raw newlines, so one ``data`` line each): its chunks, pulled from
-        the model process in batches (every chunk ready at each pull), then ``[DONE]``. An
-        error after the stream has started is sent in-band as an error object. When the
-        client goes away first (the generator is closed), the model stops the stream."""
+    async def _relay(self, ref, stream: ModelStream, encode: Callable[[Any], bytes],
+                     on_error: Callable[[Exception], bytes], end: bytes = b""
+                     ) -> AsyncIterator[bytes]:
+        """The chunks of a model stream as ``encode(chunk)`` bytes, pulled from the model
+        process in batches (every chunk ready at each pull), then ``end``. An error after
+        the stream has started becomes ``on_error(e)`` (in-band), then ``end``. When the
+        client goes away first (the generator is closed or cancelled), the model stops the
+        stream."""
         try:
             while True:
                 chunks = await ref.next_chunks(stream.stream_id)
                 if chunks is None:
                     break
                 for chunk in chunks:
-                    yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+                    yield encode(chunk)
         except Exception as e:  # the stream has started: report in-band, then end it
-            yield b"data: " + exception_to_response(e).body + b"\n\n"
+            tail = on_error(e)
+            if tail:
+                yield tail
         except BaseException:  # cancelled or closed: the client disconnected
             task = asyncio.ensure_future(self._close_stream(ref, stream))
             self._closing.add(task)  # a reference until it is done
             task.add_done_callback(self._closing.discard)
             raise
-        yield b"data: [DONE]\n\n"
+        if end:
+            yield end
 
-    async def _byte_stream(self, ref, stream: ModelStream) -> AsyncIterator[bytes]:
+    def _sse(self, ref, stream: ModelStream) -> AsyncIterator[bytes]:
+        """SSE events of a model stream, encoded here (``data: <json>`` and a blank line;
+        JSON has no raw newlines, so one ``data`` line each), an error in-band as an error
+        object, then ``data: [DONE]``."""
+        return self._relay(
+            ref, stream, lambda chunk: b"data: " + orjson.dumps(chunk) + b"\n\n",
+            lambda e: b"data: " + exception_to_response(e).body + b"\n\n",
+            b"data: [DONE]\n\n")
+
+    def _byte_stream(self, ref, stream: ModelStream) -> AsyncIterator[bytes]:
         """The raw chunks (``bytes``) of a model stream, for binary answers (speech). An
         error after the first bytes cannot be reported in-band: it is logged and the
-        answer ends short. When the client goes away first, the model stops the stream."""
-        try:
-            while True:
-                chunks = await ref.next_chunks(stream.stream_id)
-                if chunks is None:
-                    break
-                for chunk in chunks:
-                    yield chunk
-        except Exception:
-            logger.exception("Stream %s failed after it started", stream.stream_id)
-        except BaseException:  # cancelled or closed: the client disconnected
-            task = asyncio.ensure_future(self._close_stream(ref, stream))
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
-            raise
+        answer ends short."""
+        def log(e: Exception) -> bytes:
+            logger.error("Stream %s failed after it started: %s", stream.stream_id, e)
+            return b""
+
+        return self._relay(ref, stream, lambda chunk: chunk, log)
 
     @staticmethod
     async def _close_stream(ref, stream: ModelStream) -> None:
