@@ -124,12 +124,12 @@ class Server(LoggedProcess):
     """A running ``xinference-local`` process; ``endpoint`` is its base URL."""
 
     def __init__(self, home: Path, port: Optional[int] = None,
-                 env: Optional[Dict[str, str]] = None):
+                 env: Optional[Dict[str, str]] = None, args=()):
         self.port = port or free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         super().__init__(
             [sys.executable, "-m", "xinference.deploy.cmdline_local", "--host", "127.0.0.1",
-             "--port", str(self.port), "--log-level", "INFO"],
+             "--port", str(self.port), "--log-level", "INFO", *args],
             home, Path(home) / f"server-{self.port}.log", env,
         )
         self.wait_ready()

@@ -64,7 +64,10 @@ class ClientDisconnected(Exception):
 def exception_to_response(e: BaseException) -> JSONResponse:
     """Map an exception (possibly raised in another process) to an error response."""
     if isinstance(e, XinferenceError):
-        return error_response(e.status_code, e.message, e.error_type)
+        resp = error_response(e.status_code, e.message, e.error_type)
+        if e.status_code == 401:
+            resp.headers["WWW-Authenticate"] = "Bearer"
+        return resp
     if isinstance(e, ClientDisconnected):  # nobody reads it; 499 as nginx logs it
         return error_response(499, "Client closed the request", "client_closed_request")
     if _connection_error(e):
@@ -110,6 +113,8 @@ class RESTfulAPI:
         self._supervisor_ref = None
         self.started = time.time()
         self._closing: set = set()  # close_stream calls of abandoned streams, in flight
+        self.auth = None  # an AuthService when --auth-config is given
+        self.http_metrics = None  # HTTPMetrics unless XINFERENCE_DISABLE_METRICS
 
     async def supervisor(self):
         if self._supervisor_ref is None:
@@ -212,15 +217,30 @@ class RESTfulAPI:
             logger.debug("Closing stream %s failed", stream.stream_id, exc_info=True)
 
 
-def create_app(supervisor_address: str) -> FastAPI:
-    """The FastAPI app serving the supervisor at ``supervisor_address`` (xoscar address)."""
+def create_app(supervisor_address: str, auth=None) -> FastAPI:
+    """The FastAPI app serving the supervisor at ``supervisor_address`` (xoscar address).
+
+    ``auth``: an :class:`~xinference.api.auth.AuthService` (``--auth-config``); every route
+    then needs a credential with the scope of its row (:class:`~xinference.api.auth.
+    AuthMiddleware`). HTTP metrics are counted unless ``XINFERENCE_DISABLE_METRICS``."""
+    from ..core.metrics import HTTPMetrics, HTTPMetricsMiddleware, metrics_enabled
+    from .auth import AuthMiddleware
+
     app = FastAPI(title="Xinference", version=__version__)
     api = RESTfulAPI(supervisor_address)
+    api.auth = auth
+    api.http_metrics = HTTPMetrics() if metrics_enabled() else None
     app.state.api = api
     routes = all_routes(api)
     for route, handler in routes:
         app.add_api_route(route.path, handler, methods=[route.method])
     app.state.routes = [r for r, _ in routes]  # with their scopes, for auth
+    if auth is not None:
+        app.add_middleware(AuthMiddleware, fastapi_app=app, service=auth,
+                           scopes={(r.method, r.path): r.scope for r in app.state.routes})
+    if api.http_metrics is not None:  # outermost: refused requests are counted too
+        app.add_middleware(HTTPMetricsMiddleware, fastapi_app=app,
+                           metrics=api.http_metrics)
 
     @app.exception_handler(Exception)
     async def _any_error(request: Request, exc: Exception):

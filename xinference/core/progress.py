@@ -38,6 +38,21 @@ def reset_progress() -> None:
     global _progress
     with _lock:
         _progress = 0.0
+    _cancelled.clear()
+
+
+_cancelled = threading.Event()
+
+
+def cancel_launch() -> None:
+    """Ask this process's launch to stop (``POST /v1/models/{uid}/cancel``): a download
+    stops at its next chunk and removes its partial files."""
+    _cancelled.set()
+
+
+def launch_cancelled() -> bool:
+    """True once :func:`cancel_launch` was called in this process."""
+    return _cancelled.is_set()
 
 
 class LaunchProgressActor(xo.StatelessActor):
@@ -59,6 +74,9 @@ class LaunchProgressActor(xo.StatelessActor):
     def get(self) -> float:
         return current_progress()
 
+    def cancel(self) -> None:
+        """Stop the launch of this process's model (see :func:`cancel_launch`)."""
+        cancel_launch()
 
 class RequestProgress:
     """Progress of one image or video request (``GET /v1/requests/{request_id}/progress``),

@@ -36,6 +36,9 @@ class LaunchModelRequest(_Extra):
     worker_ip: Optional[str] = None
     gpu_idx: Optional[Union[int, List[int]]] = None
     model_path: Optional[str] = None
+    #: record the launch so the model comes back after a restart (default: the server's
+    #: --persist-models)
+    persist: Optional[bool] = None
 
 
 class _GenerateFields(_Extra):
@@ -52,6 +55,8 @@ class _GenerateFields(_Extra):
     presence_penalty: Optional[float] = None
     repeat_penalty: Optional[float] = None
     n: int = Field(1, ge=1, le=1, description="only 1 is supported")
+    #: makes the request abortable: POST /v1/models/{uid}/requests/{request_id}/abort
+    request_id: Optional[str] = Field(None, min_length=1, max_length=256)
 
     def generate_config(self) -> Dict[str, Any]:
         """Everything but the model, the input and unset fields."""
