@@ -82,53 +82,53 @@ def _vae(seed: int):
                          norm_num_groups=8, sample_size=64)
 
 
+def _save_pipeline(path, seed: int, pipeline_cls, unet_cls, unet_config: dict,
+                   **extra) -> str:
+    """Build ``pipeline_cls`` from the tiny text parts and VAE, a ``unet_cls(**unet_config)``
+    and a DDIM scheduler (seeded in that order, so a seed gives the same weights), save it
+    to ``path`` and return the directory; ``extra`` goes to the pipeline."""
+    import torch
+    from diffusers import DDIMScheduler
+
+    path = Path(path)
+    tokenizer, text_encoder = _text_parts(path.parent / f".{path.name}-src", seed)
+    torch.manual_seed(seed)
+    unet = unet_cls(**unet_config)
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012,
+                              beta_schedule="scaled_linear", clip_sample=False,
+                              set_alpha_to_one=False)
+    pipe = pipeline_cls(vae=_vae(seed), text_encoder=text_encoder, tokenizer=tokenizer,
+                        unet=unet, scheduler=scheduler, **extra)
+    pipe.save_pretrained(str(path))
+    return str(path)
+
+
 def build_tiny_sd(path, seed: int = 0) -> str:
     """Save a tiny Stable Diffusion pipeline (random weights, about 1 MB) to ``path``;
     returns the directory. Images are multiples of 8 pixels (VAE factor 2 ... see
     ``vae_scale_factor``: 2 here, latent 4 channels); 64x64 takes well under a second per
     step on a CPU."""
-    import torch
-    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 
-    path = Path(path)
-    tokenizer, text_encoder = _text_parts(path.parent / f".{path.name}-src", seed)
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        block_out_channels=(16, 32), layers_per_block=1, sample_size=32, in_channels=4,
-        out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
-        attention_head_dim=8, norm_num_groups=8,
-    )
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012,
-                              beta_schedule="scaled_linear", clip_sample=False,
-                              set_alpha_to_one=False)
-    pipe = StableDiffusionPipeline(vae=_vae(seed), text_encoder=text_encoder,
-                                   tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-                                   safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
-    pipe.save_pretrained(str(path))
-    return str(path)
+    return _save_pipeline(
+        path, seed, StableDiffusionPipeline, UNet2DConditionModel, dict(
+            block_out_channels=(16, 32), layers_per_block=1, sample_size=32, in_channels=4,
+            out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
+            attention_head_dim=8, norm_num_groups=8,
+        ),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
 
 
 def build_tiny_video(path, seed: int = 0) -> str:
     """Save a tiny ``TextToVideoSDPipeline`` (random weights) to ``path``; returns the
     directory."""
-    import torch
-    from diffusers import DDIMScheduler, TextToVideoSDPipeline, UNet3DConditionModel
+    from diffusers import TextToVideoSDPipeline, UNet3DConditionModel
 
-    path = Path(path)
-    tokenizer, text_encoder = _text_parts(path.parent / f".{path.name}-src", seed)
-    torch.manual_seed(seed)
-    unet = UNet3DConditionModel(
-        block_out_channels=(8, 16), layers_per_block=1, sample_size=32, in_channels=4,
-        out_channels=4, down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
-        up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"), cross_attention_dim=32,
-        attention_head_dim=4, norm_num_groups=4,
-    )
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012,
-                              beta_schedule="scaled_linear", clip_sample=False,
-                              set_alpha_to_one=False)
-    pipe = TextToVideoSDPipeline(vae=_vae(seed), text_encoder=text_encoder,
-                                 tokenizer=tokenizer, unet=unet, scheduler=scheduler)
-    pipe.save_pretrained(str(path))
-    return str(path)
+    return _save_pipeline(
+        path, seed, TextToVideoSDPipeline, UNet3DConditionModel, dict(
+            block_out_channels=(8, 16), layers_per_block=1, sample_size=32, in_channels=4,
+            out_channels=4, down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
+            up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"), cross_attention_dim=32,
+            attention_head_dim=4, norm_num_groups=4,
+        ))

@@ -10,12 +10,11 @@ model process.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
 from ...core.errors import InvalidRequestError
-from ..cache_manager import resolve_model_path
+from ..loader import ModelLoader
 from ..options import positive_int
 from .family import AudioModelFamily
 
@@ -64,44 +63,21 @@ def engine_for(family: AudioModelFamily) -> AudioEngineInfo:
 
 
 @dataclass
-class AudioModelLoader:
-    """Launch parameters of one audio replica (picklable)."""
+class AudioModelLoader(ModelLoader):
+    """Launch parameters of one audio replica (picklable); ``model_format`` is the weight
+    format the engine runs (``ctranslate2``, ``onnx``)."""
 
-    model_uid: str
-    family: AudioModelFamily
-    engine: AudioEngineInfo
-    model_path: Optional[str] = None
-    kwargs: Dict[str, Any] = field(default_factory=dict)
-
-    def _resolve(self, file_name: Optional[str]) -> str:
-        f = self.family
-        return resolve_model_path(
-            model_name=f.model_name, model_format=self.engine.model_format, size="0",
-            model_id=f.model_id, file_name=file_name, model_uri=f.model_uri,
-            model_path=self.model_path, package=f.package, package_subdir=f.package_subdir,
-            model_revision=f.model_revision,
-        )
+    model_format: str = field(kw_only=True)
 
     def resolve_path(self) -> str:
         """Local path of the weights: a directory (Whisper), or the voice's ``.onnx`` file
         with its ``.onnx.json`` beside it (Piper with ``model_file``; the config is fetched
         from the hub too when only the voice is local)."""
-        name = self.family.model_file
-        if not name:
-            return self._resolve(None)
-        path = self._resolve(name)
-        if path.endswith(".onnx") and not _exists(path + ".json"):
-            self._resolve(name + ".json")
+        name = self.family.model_file or None
+        path = self._resolve(self.family, self.model_format, file_name=name)
+        if name and path.endswith(".onnx") and not _exists(path + ".json"):
+            self._resolve(self.family, self.model_format, file_name=name + ".json")
         return path
-
-    def load(self):
-        """Resolve the files, build the engine and load it; returns the engine."""
-        path = self.resolve_path()
-        module, _, name = self.engine.engine_class.partition(":")
-        cls = getattr(importlib.import_module(module), name)
-        engine = cls(self.model_uid, self.family, path, **self.kwargs)
-        engine.load()
-        return engine
 
 
 def _exists(path: str) -> bool:
@@ -156,7 +132,8 @@ def plan_audio_launch(family: AudioModelFamily, model_uid: str, *,
     for name in ("cpu_threads", "num_workers", "batch_size"):
         if name in kwargs:
             kwargs[name] = positive_int(name, kwargs[name])
-    loader = AudioModelLoader(model_uid, family, info, model_path, dict(kwargs))
+    loader = AudioModelLoader(model_uid, family, info.engine_class, model_path, dict(kwargs),
+                              model_format=info.model_format)
     desc = {
         "model_type": "audio",
         "model_name": family.model_name,

@@ -8,12 +8,11 @@ rapidocr for an OCR family), check the launch options and return a picklable
 
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, ClassVar, Dict, Optional, Tuple
 
 from ...core.errors import InvalidRequestError
-from ..cache_manager import resolve_model_path
+from ..loader import ModelLoader
 from ..options import flag, positive_int
 from .family import DiffusionFamilyBase, ImageModelFamily
 
@@ -47,37 +46,15 @@ RAPIDOCR = MediaEngine(
 
 
 @dataclass
-class MediaModelLoader:
-    """Launch parameters of one image or video replica (picklable); ``engine_class`` is
-    ``"module:Class"``, imported only in the model process."""
+class MediaModelLoader(ModelLoader):
+    """Launch parameters of one image or video replica (picklable)."""
 
-    model_uid: str
-    family: DiffusionFamilyBase
-    engine_class: str
-    model_path: Optional[str] = None
-    kwargs: Dict[str, Any] = field(default_factory=dict)
+    uses_torch: ClassVar[bool] = True
 
     def resolve_path(self) -> str:
-        """Local directory of the weights (see :func:`resolve_model_path`): ``model_path``,
-        ``model_uri``, the cache, the ``package``, or a download of ``model_id``."""
-        f = self.family
-        return resolve_model_path(
-            model_name=f.model_name, model_format="pytorch", size="0", model_id=f.model_id,
-            model_uri=f.model_uri, model_path=self.model_path, package=f.package,
-            package_subdir=f.package_subdir, model_revision=f.model_revision,
-        )
-
-    def load(self):
-        """Resolve the files, build the engine and load it; returns the engine."""
-        from ..embedding.engine_utils import prepare_torch_env
-
-        prepare_torch_env()
-        path = self.resolve_path()
-        module, _, name = self.engine_class.partition(":")
-        cls = getattr(importlib.import_module(module), name)
-        engine = cls(self.model_uid, self.family, path, **self.kwargs)
-        engine.load()
-        return engine
+        """Local directory of the weights: ``model_path``, ``model_uri``, the cache, the
+        ``package``, or a download of ``model_id`` (all from the family)."""
+        return self._resolve(self.family, "pytorch")
 
 
 def _engine_of(family: DiffusionFamilyBase, video: bool) -> MediaEngine:

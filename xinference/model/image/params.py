@@ -8,11 +8,11 @@ gateway imports this module to refuse bad requests before they reach a model pro
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any, Dict, Optional, Tuple
 
 from ...core.errors import InvalidRequestError
+from ..options import json_object
 
 MAX_N = 10
 RESPONSE_FORMATS = ("url", "b64_json")
@@ -79,11 +79,4 @@ def parse_kwargs(kwargs: Any) -> Dict[str, Any]:
     """
     if kwargs in (None, ""):
         return {}
-    if isinstance(kwargs, str):
-        try:
-            kwargs = json.loads(kwargs)
-        except json.JSONDecodeError as e:
-            raise InvalidRequestError(f"'kwargs' is not valid JSON: {e}") from None
-    if not isinstance(kwargs, dict):
-        raise InvalidRequestError("'kwargs' must be a JSON object")
-    return kwargs
+    return json_object(kwargs, "'kwargs' is not valid JSON", "'kwargs' must be a JSON object")

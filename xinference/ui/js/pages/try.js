@@ -173,6 +173,20 @@ function busy(button, on, label) {
   if (label) button.textContent = label;
 }
 
+/** Run a request's `work` with `go` busy and `out` emptied first; an error other than an abort
+ * is shown in `out`. */
+async function running(go, out, work) {
+  busy(go, true);
+  fill(out);
+  try {
+    await work();
+  } catch (e) {
+    if (e.name !== "AbortError") fill(out, errorBox(e));
+  } finally {
+    busy(go, false);
+  }
+}
+
 /** Submit a form with Ctrl/Cmd+Enter from any of its text areas. */
 function ctrlEnter(form) {
   form.addEventListener("keydown", (ev) => {
@@ -376,9 +390,7 @@ function completionView(pane, model, code, signal) {
     const body = { model: model.id, prompt: prompt.value, ...s.params() };
     code.update("completion", { ...body, stream: s.stream });
     fill(out, h("span", { class: "prompt-echo" }, prompt.value));
-    fill(status);
-    busy(go, true);
-    try {
+    await running(go, status, async () => {
       if (s.stream) {
         await stream(
           "/v1/completions",
@@ -393,11 +405,7 @@ function completionView(pane, model, code, signal) {
         const res = await api("POST", "/v1/completions", body, { signal });
         out.append(res.choices[0].text);
       }
-    } catch (e) {
-      if (e.name !== "AbortError") fill(status, errorBox(e));
-    } finally {
-      busy(go, false);
-    }
+    });
   });
 }
 
@@ -437,9 +445,7 @@ function embeddingsView(pane, model, code, signal) {
     const body = { model: model.id, input: [a.value, b.value] };
     if (dims.value) body.dimensions = Number(dims.value);
     code.update("embeddings", body);
-    busy(go, true);
-    fill(out);
-    try {
+    await running(go, out, async () => {
       const res = await api("POST", "/v1/embeddings", body, { signal });
       const [va, vb] = res.data.map((d) => d.embedding);
       const sim = cosine(va, vb);
@@ -464,11 +470,7 @@ function embeddingsView(pane, model, code, signal) {
           res.usage ? [h("dt", {}, "Tokens"), h("dd", {}, String(res.usage.total_tokens))] : null,
         ),
       );
-    } catch (e) {
-      if (e.name !== "AbortError") fill(out, errorBox(e));
-    } finally {
-      busy(go, false);
-    }
+    });
   });
 }
 
@@ -505,9 +507,7 @@ function rerankView(pane, model, code, signal) {
     const body = { model: model.id, query: query.value, documents, return_documents: true };
     if (topN.value) body.top_n = Number(topN.value);
     code.update("rerank", body);
-    busy(go, true);
-    fill(out);
-    try {
+    await running(go, out, async () => {
       const res = await api("POST", "/v1/rerank", body, { signal });
       const max = Math.max(...res.results.map((r) => Math.abs(r.relevance_score)), 1e-9);
       fill(
@@ -533,11 +533,7 @@ function rerankView(pane, model, code, signal) {
           ),
         ),
       );
-    } catch (e) {
-      if (e.name !== "AbortError") fill(out, errorBox(e));
-    } finally {
-      busy(go, false);
-    }
+    });
   });
 }
 
@@ -583,9 +579,7 @@ function transcriptionView(pane, model, code, signal) {
     const fd = new FormData();
     fd.append("file", f, f.name);
     for (const [k, v] of Object.entries(fields)) fd.append(k, v);
-    busy(go, true);
-    fill(out);
-    try {
+    await running(go, out, async () => {
       const res = await api("POST", "/v1/audio/transcriptions", fd, { signal });
       if (typeof res === "string") fill(out, h("pre", { class: "output" }, res));
       else {
@@ -597,11 +591,7 @@ function transcriptionView(pane, model, code, signal) {
             : null,
         );
       }
-    } catch (e) {
-      if (e.name !== "AbortError") fill(out, errorBox(e));
-    } finally {
-      busy(go, false);
-    }
+    });
   });
 }
 
@@ -657,9 +647,7 @@ function speechView(pane, model, code, signal) {
     };
     if (body.voice === undefined) delete body.voice;
     code.update("speech", body);
-    busy(go, true);
-    fill(out);
-    try {
+    await running(go, out, async () => {
       const resp = await send("POST", "/v1/audio/speech", body, { signal });
       const blob = await resp.blob();
       if (url) URL.revokeObjectURL(url);
@@ -670,11 +658,7 @@ function speechView(pane, model, code, signal) {
         h("a", { href: url, download: `speech.${format.value}` }, "Download"),
         h("span", { class: "muted" }, ` ${blob.type || format.value}, ${blob.size} bytes`),
       );
-    } catch (e) {
-      if (e.name !== "AbortError") fill(out, errorBox(e));
-    } finally {
-      busy(go, false);
-    }
+    });
   });
 }
 
@@ -747,9 +731,8 @@ function imageView(pane, model, code, signal) {
     if (negative.value.trim()) body.negative_prompt = negative.value.trim();
     Object.assign(body, options);
     code.update("image", body);
-    busy(go, true);
-    fill(out, h("p", { class: "muted" }, "Generating…"));
-    try {
+    await running(go, out, async () => {
+      fill(out, h("p", { class: "muted" }, "Generating…"));
       const res = await api("POST", "/v1/images/generations", body, { signal });
       fill(
         out,
@@ -760,11 +743,7 @@ function imageView(pane, model, code, signal) {
           }),
         ),
       );
-    } catch (e) {
-      if (e.name !== "AbortError") fill(out, errorBox(e));
-    } finally {
-      busy(go, false);
-    }
+    });
   });
 }
 
@@ -786,9 +765,7 @@ function ocrView(pane, model, code, signal) {
     const fd = new FormData();
     fd.append("model", model.id);
     fd.append("image", f, f.name);
-    busy(go, true);
-    fill(out);
-    try {
+    await running(go, out, async () => {
       const res = await api("POST", "/v1/images/ocr", fd, { signal });
       const text = typeof res === "string" ? res : (res.text ?? JSON.stringify(res, null, 2));
       const lines = (res && res.data) || [];
@@ -827,10 +804,6 @@ function ocrView(pane, model, code, signal) {
             )
           : null,
       );
-    } catch (e) {
-      if (e.name !== "AbortError") fill(out, errorBox(e));
-    } finally {
-      busy(go, false);
-    }
+    });
   });
 }
