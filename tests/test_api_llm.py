@@ -109,6 +109,46 @@ def test_greedy_is_deterministic_and_seed_repeats(endpoint):
     assert s1["choices"][0]["text"] == s2["choices"][0]["text"]
 
 
+def test_top_k_1_and_tiny_top_p_are_greedy_at_any_temperature(endpoint):
+    def once(**kw):
+        r = post(endpoint, "/v1/chat/completions", dict({
+            "model": SMOLLM, "max_tokens": 16,
+            "messages": [{"role": "user", "content": "Tell me a story."}]}, **kw))
+        assert r.status_code == 200, r.text
+        return r.json()["choices"][0]["message"]["content"]
+
+    greedy = once(temperature=0)
+    for seed in (1, 2, 3):
+        assert once(temperature=1.5, seed=seed, top_k=1) == greedy
+        assert once(temperature=1.5, seed=seed, top_p=1e-6) == greedy
+    # control: the same temperature and seeds without them do sample something else
+    assert any(once(temperature=1.5, seed=s) != greedy for s in (1, 2, 3))
+
+
+@pytest.mark.parametrize("prompt, extra", [
+    ("1, 1, 1, 1, 1, 1, 1, 1, 1, 1,", {"frequency_penalty": 2.0}),
+    ("1, 1, 1, 1, 1, 1, 1, 1, 1, 1,", {"repeat_penalty": 3.0}),
+    ("The cat sat on the mat. The cat sat on the mat. The cat sat on the",
+     {"presence_penalty": 2.0}),
+])
+def test_penalties_change_a_repeating_greedy_output(endpoint, prompt, extra):
+    def once(**kw):
+        r = post(endpoint, "/v1/completions", dict({
+            "model": SMOLLM, "prompt": prompt, "max_tokens": 12, "temperature": 0,
+            "repeat_penalty": 1.0}, **kw))
+        assert r.status_code == 200, r.text
+        return r.json()["choices"][0]["text"]
+
+    words = prompt.split()
+    plain = once()
+    # greedy without penalty keeps repeating the prompt's words
+    assert sum(w in words for w in plain.split()) >= 3, plain
+    other = once(**extra)
+    assert other != plain, other
+    assert sum(w in words for w in other.split()) < sum(w in words for w in plain.split()), (
+        plain, other)
+
+
 def test_stop_string_cuts_output(endpoint):
     base = {"model": SMOLLM, "prompt": "Count: 1, 2, 3, 4, 5,", "max_tokens": 20,
             "temperature": 0}
@@ -188,6 +228,49 @@ def test_chat_template_kwargs_and_enable_thinking_accepted(endpoint):
         r = post(endpoint, "/v1/chat/completions",
                  dict({"model": SMOLLM, "messages": MSG, "max_tokens": 4}, **extra))
         assert r.status_code == 200, r.text
+
+
+def test_enable_thinking_changes_the_rendered_prompt_on_llama_cpp(endpoint):
+    """A custom GGUF model whose chat template adds a system line only when thinking is
+    off, launched on llama.cpp with ``enable_thinking=False``: the request fields and the
+    launch default change the rendered prompt (its token count), through the REST API
+    and through RESTfulClient."""
+    from .test_custom_models import smol_family
+    from .test_transformers import THINK_MARKER, THINK_TEMPLATE
+
+    fam = dict(smol_family("smol-think-gguf"), chat_template=THINK_TEMPLATE)
+    r = post(endpoint, "/v1/model_registrations/LLM", {"model": json.dumps(fam)})
+    assert r.status_code == 200, r.text
+    uid = "think-llama"
+    try:
+        r = post(endpoint, "/v1/models", {"model_name": fam["model_name"], "model_uid": uid,
+                                          "model_engine": "llama.cpp",
+                                          "enable_thinking": False})
+        assert r.status_code == 200, r.text
+
+        def prompt_tokens(**extra):
+            r = post(endpoint, "/v1/chat/completions",
+                     dict({"model": uid, "messages": MSG, "max_tokens": 1}, **extra))
+            assert r.status_code == 200, r.text
+            return r.json()["usage"]["prompt_tokens"]
+
+        default_off = prompt_tokens()
+        on = prompt_tokens(enable_thinking=True)
+        off = prompt_tokens(enable_thinking=False)
+        kw_on = prompt_tokens(chat_template_kwargs={"enable_thinking": True})
+        marker = RESTfulClient(endpoint).get_model(uid).generate(
+            THINK_MARKER, {"max_tokens": 1})["usage"]["prompt_tokens"]
+        assert default_off == off > on == kw_on
+        assert off - on > marker  # a system line holding the marker was rendered
+        m = RESTfulClient(endpoint).get_model(uid)
+        for cfg, expected in (({"chat_template_kwargs": {"enable_thinking": True}}, on),
+                              ({"enable_thinking": True}, on), ({}, off)):
+            out = m.chat(MSG, generate_config=dict(cfg, max_tokens=1))
+            assert out["usage"]["prompt_tokens"] == expected, cfg
+    finally:
+        requests.delete(f"{endpoint}/v1/models/{uid}", timeout=60)
+        requests.delete(f"{endpoint}/v1/model_registrations/LLM/{fam['model_name']}",
+                        timeout=30)
 
 
 # ---- OpenAI SDK ---------------------------------------------------------------------------
@@ -363,11 +446,36 @@ def test_generate_only_model_refuses_chat(endpoint):
         requests.delete(f"{endpoint}/v1/model_registrations/LLM/{fam['model_name']}")
 
 
+def _cancelled(endpoint) -> int:
+    from .test_llama_cpp import engine_stats
+
+    return engine_stats(endpoint)["requests_cancelled"]
+
+
+def _wait_cancelled(endpoint, expected: int) -> dict:
+    """Wait until the engine counts ``expected`` cancelled requests and runs none."""
+    from .test_llama_cpp import poll_stats
+
+    stats, _ = poll_stats(endpoint, lambda s: s["requests_cancelled"] >= expected
+                          and s["requests_running"] == 0, timeout=15)
+    assert stats["requests_cancelled"] == expected, stats
+    return stats
+
+
 def test_client_disconnect_stops_generation(endpoint):
-    """Closing a stream mid-way frees the model: the next request is answered at once
-    instead of waiting behind 3000 tokens (about 40 s of generation here)."""
-    r = post(endpoint, "/v1/completions", {"model": SMOLLM, "prompt": "Write a long essay.",
-                                           "max_tokens": 3000, "stream": True}, stream=True)
+    """Closing a stream mid-way stops its generation: the engine reports the request
+    cancelled (it counts only requests it stopped before their end: 3000 tokens with
+    ``ignore_eos`` take most of a minute here). Control: the same request left alone to a
+    small ``max_tokens`` runs to its end and is not counted."""
+    body = {"model": SMOLLM, "prompt": "Write a long essay.", "ignore_eos": True,
+            "temperature": 0}
+    before = _cancelled(endpoint)
+    done = post(endpoint, "/v1/completions", dict(body, max_tokens=16)).json()
+    assert done["choices"][0]["finish_reason"] == "length"
+    assert done["usage"]["completion_tokens"] == 16
+    assert _cancelled(endpoint) == before
+    r = post(endpoint, "/v1/completions", dict(body, max_tokens=3000, stream=True),
+             stream=True)
     seen = 0
     for line in r.iter_lines():
         if line.startswith(b"data:"):
@@ -375,9 +483,7 @@ def test_client_disconnect_stops_generation(endpoint):
             if seen == 3:
                 break
     r.close()
-    nxt = requests.post(endpoint + "/v1/completions",
-                        json={"model": SMOLLM, "prompt": "Hi", "max_tokens": 2}, timeout=30)
-    assert nxt.status_code == 200
+    _wait_cancelled(endpoint, before + 1)
 
 
 @pytest.mark.parametrize("path,body", [
@@ -387,21 +493,26 @@ def test_client_disconnect_stops_generation(endpoint):
          "content": "Write the numbers from 1 to 3000, one per line, without stopping."}]}),
 ])
 def test_client_disconnect_cancels_a_non_stream_request(endpoint, path, body):
-    """A client that gives up on a long non-stream request frees the model: greedy
-    counting runs to max_tokens (3000 tokens, about 35 s here) unless the server cancels
-    it, and the next request would then time out behind it."""
+    """A client that gives up on a long non-stream request (3000 tokens with
+    ``ignore_eos``: most of a minute here) gets it cancelled: the engine counts it and
+    frees its slot. Control: without a disconnect, a short request runs to its end."""
     import http.client
     import socket
     from urllib.parse import urlparse
 
+    body = dict(body, model=SMOLLM, temperature=0, ignore_eos=True)
+    before = _cancelled(endpoint)
+    done = post(endpoint, path, dict(body, max_tokens=8)).json()
+    assert done["choices"][0]["finish_reason"] == "length"
+    assert _cancelled(endpoint) == before
     u = urlparse(endpoint)
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=1.5)
-    conn.request("POST", path, json.dumps(dict(body, model=SMOLLM, max_tokens=3000,
-                                               temperature=0)),
+    conn.request("POST", path, json.dumps(dict(body, max_tokens=3000)),
                  {"Content-Type": "application/json"})
     with pytest.raises(socket.timeout):
         conn.getresponse()
+    from .test_llama_cpp import engine_stats
+
+    assert engine_stats(endpoint)["requests_running"] >= 1  # still generating
     conn.close()
-    nxt = requests.post(endpoint + "/v1/completions", timeout=15,
-                        json={"model": SMOLLM, "prompt": "Hi", "max_tokens": 2})
-    assert nxt.status_code == 200
+    _wait_cancelled(endpoint, before + 1)

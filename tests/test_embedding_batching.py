@@ -163,8 +163,10 @@ def test_engine_gathers_concurrent_requests(engine, ref):
     np.testing.assert_allclose(got, ref.encode(sentences), atol=1e-5)
     calls = after["batches"] - before["batches"]
     assert after["items"] - before["items"] == 64
-    assert 2 <= calls < 64  # gathered, but never more than max_batch_size (32) at once
-    assert after["max_items"] <= 32
+    # 64 requests arrive in one burst: they are gathered into a few large batches (two of
+    # 32 here), not served one by one or in pairs, and never more than max_batch_size (32)
+    assert 2 <= calls <= 8, calls
+    assert 8 <= after["max_items"] <= 32, after
 
 
 def test_engine_prompts_are_batched_apart(engine, ref):

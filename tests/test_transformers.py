@@ -22,6 +22,7 @@ from xinference.client import RESTfulClient
 from xinference.client.restful_client import RESTfulClientError
 
 from .conftest import wait_until
+from .test_llama_cpp import engine_stats
 
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TF_MODEL = "smollm2-pt"  # tokenizer's own template via apply_chat_template
@@ -237,6 +238,43 @@ def test_seed_repeats_sampling(oai, tf_model):
     assert any(once(s) != a for s in (1, 2, 3))
 
 
+def test_top_k_1_and_tiny_top_p_are_greedy_at_any_temperature(oai, tf_model):
+    def once(**kw):
+        return oai.chat.completions.create(
+            model=tf_model, messages=[{"role": "user", "content": "Tell me a story."}],
+            max_tokens=16, **kw).choices[0].message.content
+
+    greedy = once(temperature=0)
+    for seed in (1, 2, 3):
+        assert once(temperature=1.5, seed=seed, extra_body={"top_k": 1}) == greedy
+        assert once(temperature=1.5, seed=seed, top_p=1e-6) == greedy
+    # control: the same temperature and seeds without them do sample something else
+    assert any(once(temperature=1.5, seed=s) != greedy for s in (1, 2, 3))
+
+
+@pytest.mark.parametrize("prompt, extra", [
+    ("1, 1, 1, 1, 1, 1, 1, 1, 1, 1,", {"frequency_penalty": 2.0}),
+    ("1, 1, 1, 1, 1, 1, 1, 1, 1, 1,", {"repeat_penalty": 3.0}),
+    ("The cat sat on the mat. The cat sat on the mat. The cat sat on the",
+     {"presence_penalty": 2.0}),
+])
+def test_penalties_change_a_repeating_greedy_output(oai, tf_model, prompt, extra):
+    def once(**extra):
+        return oai.completions.create(model=tf_model, prompt=prompt, max_tokens=12,
+                                      temperature=0,
+                                      extra_body=dict({"repeat_penalty": 1.0}, **extra)
+                                      ).choices[0].text
+
+    plain = once()
+    words = prompt.split()
+    # greedy without penalty keeps repeating the prompt's words
+    assert sum(w in words for w in plain.split()) >= 3, plain
+    other = once(**extra)
+    assert other != plain, other
+    assert sum(w in words for w in other.split()) < sum(w in words for w in plain.split()), (
+        plain, other)
+
+
 def test_batched_greedy_equals_alone(endpoint, tf_model):
     """Concurrent requests of different lengths give, token for token, what each gives
     alone; and they really ran together (each got its first token before the longest one
@@ -313,6 +351,7 @@ def admitted(oai, model: str) -> bool:
 def test_over_request_limits_is_429_at_once(endpoint, oai, think_model):
     """``request_limits=2``: two streams in flight fill it, a third request is refused with
     429 at once (not queued), and the model serves again when they end."""
+    cancelled = engine_stats(endpoint, think_model)["requests_cancelled"]
     streams = [
         requests.post(f"{endpoint}/v1/chat/completions", stream=True, timeout=300,
                       json={"model": think_model, "stream": True, "max_tokens": 400,
@@ -337,7 +376,10 @@ def test_over_request_limits_is_429_at_once(endpoint, oai, think_model):
     finally:
         for s in streams:
             s.close()
-    # the closed streams are cancelled and leave the batch
+    # the closed streams are cancelled: the engine drops both rows (it counts only
+    # requests it stopped before their end) and admits requests again
+    wait_until(lambda: engine_stats(endpoint, think_model)["requests_cancelled"]
+               == cancelled + 2, 30, "the engine to cancel both streams", step=0.5)
     wait_until(lambda: admitted(oai, think_model), 60, "the model to admit requests again",
                step=0.5)
 
@@ -350,6 +392,13 @@ def test_disconnected_non_stream_requests_leave_the_batch(endpoint, oai, think_m
     import socket
     from urllib.parse import urlparse
 
+    # control: without a disconnect, a request runs to its end and is not counted
+    before = engine_stats(endpoint, think_model)
+    r = oai.completions.create(model=think_model, prompt="1, 2, 3, 4, 5, 6, 7, 8, 9, 10,",
+                               max_tokens=24, temperature=0)
+    assert r.choices[0].finish_reason == "length"  # counting does not stop by itself
+    assert engine_stats(endpoint, think_model)["requests_cancelled"] == \
+        before["requests_cancelled"]
     u = urlparse(endpoint)
     conns = []
     for _ in range(2):
@@ -366,6 +415,13 @@ def test_disconnected_non_stream_requests_leave_the_batch(endpoint, oai, think_m
         oai.chat.completions.create(model=think_model, messages=HI, max_tokens=2)
     for conn in conns:
         conn.close()
+    # the engine stopped both before their end (1500 tokens take minutes here), freed
+    # their rows, and the model admits requests again
+    wait_until(lambda: engine_stats(endpoint, think_model)["requests_cancelled"]
+               == before["requests_cancelled"] + 2, 20, "the engine to cancel both",
+               step=0.5)
+    wait_until(lambda: engine_stats(endpoint, think_model)["requests_running"] == 0, 10,
+               "the rows to leave the batch")
     wait_until(lambda: admitted(oai, think_model), 20,
                "the cancelled requests to free the model", step=0.5)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, AsyncIterator, Dict, Optional
+from typing import Any, AsyncIterator, Callable, Dict, Optional
 
 import orjson
 import xoscar as xo
@@ -64,7 +64,10 @@ class ClientDisconnected(Exception):
 def exception_to_response(e: BaseException) -> JSONResponse:
     """Map an exception (possibly raised in another process) to an error response."""
     if isinstance(e, XinferenceError):
-        return error_response(e.status_code, e.message, e.error_type)
+        resp = error_response(e.status_code, e.message, e.error_type)
+        if e.status_code == 401:
+            resp.headers["WWW-Authenticate"] = "Bearer"
+        return resp
     if isinstance(e, ClientDisconnected):  # nobody reads it; 499 as nginx logs it
         return error_response(499, "Client closed the request", "client_closed_request")
     if _connection_error(e):
@@ -110,6 +113,8 @@ class RESTfulAPI:
         self._supervisor_ref = None
         self.started = time.time()
         self._closing: set = set()  # close_stream calls of abandoned streams, in flight
+        self.auth = None  # an AuthService when --auth-config is given
+        self.http_metrics = None  # HTTPMetrics unless XINFERENCE_DISABLE_METRICS
 
     async def supervisor(self):
         if self._supervisor_ref is None:
@@ -127,13 +132,29 @@ class RESTfulAPI:
         """Call ``method`` of the model's ModelActor; a stream becomes an SSE response.
         With ``request``, a client that disconnects before a (non-stream) answer is ready
         cancels the call, so the model stops generating for nobody."""
+        ref, result = await self._call_model(method, model_uid, payload, config, request)
+        if not isinstance(result, ModelStream):
+            return OrjsonResponse(result)
+        return EventSourceResponse(self._sse(ref, result), sep="\n", ping=15)
+
+    async def _call_model(self, method: str, model_uid: str, payload,
+                          config: Dict[str, Any], request: Optional[Request] = None):
+        """``(ref, result)`` of ``method`` of the model's ModelActor (see :meth:`_infer`;
+        for routes that answer something else than JSON or SSE)."""
         ref = await self._model(model_uid)
-        call = getattr(ref, method)(payload, config)
+        result = await self._call_ref(ref, model_uid, method, (payload, config),
+                                      request if not config.get("stream") else None)
+        return ref, result
+
+    @staticmethod
+    async def _call_ref(ref, model_uid: str, method: str, args, request=None):
+        """``ref.<method>(*args)``; with ``request``, a client that disconnects first
+        cancels the call. A dead model process becomes :class:`ModelUnavailableError`."""
+        call = getattr(ref, method)(*args)
         try:
-            if request is not None and not config.get("stream"):
-                result = await _unless_disconnected(request, call)
-            else:
-                result = await call
+            if request is not None:
+                return await _unless_disconnected(request, call)
+            return await call
         except BaseException as e:
             if _connection_error(e):
                 raise ModelUnavailableError(
@@ -141,31 +162,52 @@ class RESTfulAPI:
                     "terminate it and launch it again."
                 ) from e
             raise
-        if not isinstance(result, ModelStream):
-            return OrjsonResponse(result)
-        return EventSourceResponse(self._sse(ref, result), sep="\n", ping=15)
 
-    async def _sse(self, ref, stream: ModelStream) -> AsyncIterator[bytes]:
-        """The SSE events of a model stream, encoded here (``data: <json>`` and a blank
-        line; JSON has no raw newlines, so one ``data`` line each): its chunks, pulled from
-        the model process in batches (every chunk ready at each pull), then ``[DONE]``. An
-        error after the stream has started is sent in-band as an error object. When the
-        client goes away first (the generator is closed), the model stops the stream."""
+    async def _relay(self, ref, stream: ModelStream, encode: Callable[[Any], bytes],
+                     on_error: Callable[[Exception], bytes], end: bytes = b""
+                     ) -> AsyncIterator[bytes]:
+        """The chunks of a model stream as ``encode(chunk)`` bytes, pulled from the model
+        process in batches (every chunk ready at each pull), then ``end``. An error after
+        the stream has started becomes ``on_error(e)`` (in-band), then ``end``. When the
+        client goes away first (the generator is closed or cancelled), the model stops the
+        stream."""
         try:
             while True:
                 chunks = await ref.next_chunks(stream.stream_id)
                 if chunks is None:
                     break
                 for chunk in chunks:
-                    yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+                    yield encode(chunk)
         except Exception as e:  # the stream has started: report in-band, then end it
-            yield b"data: " + exception_to_response(e).body + b"\n\n"
+            tail = on_error(e)
+            if tail:
+                yield tail
         except BaseException:  # cancelled or closed: the client disconnected
             task = asyncio.ensure_future(self._close_stream(ref, stream))
             self._closing.add(task)  # a reference until it is done
             task.add_done_callback(self._closing.discard)
             raise
-        yield b"data: [DONE]\n\n"
+        if end:
+            yield end
+
+    def _sse(self, ref, stream: ModelStream) -> AsyncIterator[bytes]:
+        """SSE events of a model stream, encoded here (``data: <json>`` and a blank line;
+        JSON has no raw newlines, so one ``data`` line each), an error in-band as an error
+        object, then ``data: [DONE]``."""
+        return self._relay(
+            ref, stream, lambda chunk: b"data: " + orjson.dumps(chunk) + b"\n\n",
+            lambda e: b"data: " + exception_to_response(e).body + b"\n\n",
+            b"data: [DONE]\n\n")
+
+    def _byte_stream(self, ref, stream: ModelStream) -> AsyncIterator[bytes]:
+        """The raw chunks (``bytes``) of a model stream, for binary answers (speech). An
+        error after the first bytes cannot be reported in-band: it is logged and the
+        answer ends short."""
+        def log(e: Exception) -> bytes:
+            logger.error("Stream %s failed after it started: %s", stream.stream_id, e)
+            return b""
+
+        return self._relay(ref, stream, lambda chunk: chunk, log)
 
     @staticmethod
     async def _close_stream(ref, stream: ModelStream) -> None:
@@ -175,15 +217,30 @@ class RESTfulAPI:
             logger.debug("Closing stream %s failed", stream.stream_id, exc_info=True)
 
 
-def create_app(supervisor_address: str) -> FastAPI:
-    """The FastAPI app serving the supervisor at ``supervisor_address`` (xoscar address)."""
+def create_app(supervisor_address: str, auth=None) -> FastAPI:
+    """The FastAPI app serving the supervisor at ``supervisor_address`` (xoscar address).
+
+    ``auth``: an :class:`~xinference.api.auth.AuthService` (``--auth-config``); every route
+    then needs a credential with the scope of its row (:class:`~xinference.api.auth.
+    AuthMiddleware`). HTTP metrics are counted unless ``XINFERENCE_DISABLE_METRICS``."""
+    from ..core.metrics import HTTPMetrics, HTTPMetricsMiddleware, metrics_enabled
+    from .auth import AuthMiddleware
+
     app = FastAPI(title="Xinference", version=__version__)
     api = RESTfulAPI(supervisor_address)
+    api.auth = auth
+    api.http_metrics = HTTPMetrics() if metrics_enabled() else None
     app.state.api = api
     routes = all_routes(api)
     for route, handler in routes:
         app.add_api_route(route.path, handler, methods=[route.method])
     app.state.routes = [r for r, _ in routes]  # with their scopes, for auth
+    if auth is not None:
+        app.add_middleware(AuthMiddleware, fastapi_app=app, service=auth,
+                           scopes={(r.method, r.path): r.scope for r in app.state.routes})
+    if api.http_metrics is not None:  # outermost: refused requests are counted too
+        app.add_middleware(HTTPMetricsMiddleware, fastapi_app=app,
+                           metrics=api.http_metrics)
 
     @app.exception_handler(Exception)
     async def _any_error(request: Request, exc: Exception):

@@ -9,6 +9,7 @@ from .restful_client import (
     RESTfulModelHandle,
 )
 from .handles import RESTfulEmbeddingModelHandle, RESTfulRerankModelHandle
+from .handles import RESTfulImageModelHandle, RESTfulVideoModelHandle
 
 __all__ = [
     "Client",
@@ -19,4 +20,6 @@ __all__ = [
     "RESTfulChatModelHandle",
     "RESTfulEmbeddingModelHandle",
     "RESTfulRerankModelHandle",
+    "RESTfulImageModelHandle",
+    "RESTfulVideoModelHandle",
 ]

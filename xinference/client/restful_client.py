@@ -156,6 +156,22 @@ class RESTfulClient(_Base):
     def close(self) -> None:
         self._session.close()
 
+    # ---- auth ------------------------------------------------------------------------
+    token: Optional[str] = None
+
+    def login(self, username: str, password: str) -> None:
+        """Log in (``POST /token``, OAuth2 password form) and send the JWT with every
+        later request of this client and its model handles; ``self.token`` holds it.
+
+        Raises:
+            RESTfulClientError: 401 for a wrong username or password, 400 when the server
+            has no auth.
+        """
+        resp = self._request("log in", "POST", "/token",
+                             data={"username": username, "password": password})
+        self.token = resp.json()["access_token"]
+        self._session.headers["Authorization"] = f"Bearer {self.token}"
+
     # ---- running models --------------------------------------------------------------
     def launch_model(self, model_name: str, model_type: str = "LLM",
                      model_engine: Optional[str] = None, model_uid: Optional[str] = None,
@@ -166,7 +182,10 @@ class RESTfulClient(_Base):
                      gpu_idx: Optional[Union[int, List[int]]] = None,
                      model_path: Optional[str] = None, **kwargs) -> str:
         """Launch a registered model and wait until it is loaded; returns its ``model_uid``.
-        Extra keyword arguments are engine options (``n_ctx``, ``enable_thinking`` ...)."""
+        Extra keyword arguments are engine options (``n_ctx``, ``enable_thinking`` ...).
+        ``n_gpu=None`` means the CPU (sent as ``"none"``: a missing ``n_gpu`` is ``auto``)."""
+        if n_gpu is None:
+            n_gpu = "none"
         body = {
             "model_name": model_name, "model_type": model_type, "model_engine": model_engine,
             "model_uid": model_uid, "model_size_in_billions": model_size_in_billions,
@@ -251,6 +270,70 @@ class RESTfulClient(_Base):
     def get_supervisor_info(self) -> Dict[str, Any]:
         """The supervisor node of :meth:`get_cluster_info`."""
         return self.get_cluster_info()[0]
+
+    def get_instance_info(self, model_name: Optional[str] = None,
+                          model_uid: Optional[str] = None) -> List[Dict[str, Any]]:
+        """Model instances, running, launching or failed (``GET /v1/models/instances``)."""
+        params = {k: v for k, v in (("model_name", model_name), ("model_uid", model_uid))
+                  if v is not None}
+        return self._request("get instance info", "GET", "/v1/models/instances",
+                             params=params).json()
+
+    def abort_request(self, model_uid: str, request_id: str) -> Dict[str, Any]:
+        """Abort the running request that was sent with ``request_id`` (a stream ends
+        with ``finish_reason`` ``"abort"``; a non-stream request is answered 499).
+
+        Raises:
+            RESTfulClientError: 404 when no such request runs.
+        """
+        return self._request("abort request", "POST",
+                             f"/v1/models/{model_uid}/requests/{request_id}/abort").json()
+
+    def cancel_launch_model(self, model_uid: str) -> Dict[str, Any]:
+        """Cancel a launch in progress (``POST /v1/models/{uid}/cancel``); 400 when the
+        model is not launching."""
+        return self._request("cancel launch", "POST", f"/v1/models/{model_uid}/cancel").json()
+
+    def list_persisted_models(self) -> List[Dict[str, Any]]:
+        """Launches recorded to come back after a restart (``GET /v1/models/persisted``)."""
+        return self._request("list persisted models", "GET", "/v1/models/persisted").json()
+
+    def forget_persisted_model(self, model_uid: str) -> None:
+        self._request("forget persisted model", "DELETE", f"/v1/models/persisted/{model_uid}")
+
+    def list_cached_models(self, model_name: Optional[str] = None,
+                           worker_ip: Optional[str] = None) -> List[Dict[str, Any]]:
+        """Cached model versions on each worker (``GET /v1/cache/models``)."""
+        params = {k: v for k, v in (("model_name", model_name), ("worker_ip", worker_ip))
+                  if v is not None}
+        return self._request("list cached models", "GET", "/v1/cache/models",
+                             params=params).json()["list"]
+
+    def list_deletable_models(self, model_version: str,
+                              worker_ip: Optional[str] = None) -> Dict[str, Any]:
+        """``{"paths": [...], "workers": {...}}`` that removing ``model_version`` deletes."""
+        params = {"model_version": model_version}
+        if worker_ip:
+            params["worker_ip"] = worker_ip
+        return self._request("list cached files", "GET", "/v1/cache/models/files",
+                             params=params).json()
+
+    list_cached_model_files = list_deletable_models
+
+    def confirm_and_remove_model(self, model_version: str,
+                                 worker_ip: Optional[str] = None) -> Dict[str, Any]:
+        """Delete one model version from the cache (409 while a model runs from it)."""
+        params = {"model_version": model_version}
+        if worker_ip:
+            params["worker_ip"] = worker_ip
+        return self._request("remove cached model", "DELETE", "/v1/cache/models",
+                             params=params).json()
+
+    remove_cached_model = confirm_and_remove_model
+
+    def abort_cluster(self) -> Dict[str, Any]:
+        """Stop every worker and then the supervisor (``DELETE /v1/clusters``)."""
+        return self._request("stop cluster", "DELETE", "/v1/clusters").json()
 
     def get_cluster_version(self) -> Dict[str, Any]:
         """``{"version": ...}`` of the server (``GET /v1/cluster/version``)."""

@@ -65,3 +65,42 @@ class ModelLoadError(XinferenceError):
 
     status_code = 400
     error_type = "invalid_request_error"
+
+
+class PayloadTooLargeError(XinferenceError):
+    """An upload is larger than the documented limit (HTTP 413)."""
+
+    status_code = 413
+    error_type = "invalid_request_error"
+
+
+class AuthenticationError(XinferenceError):
+    """No credential, or one that is not valid (unknown API key, bad or expired token)
+    (HTTP 401, with ``WWW-Authenticate: Bearer``)."""
+
+    status_code = 401
+    error_type = "authentication_error"
+
+
+class PermissionDeniedError(XinferenceError):
+    """The credential is valid but lacks the permission the route needs (HTTP 403)."""
+
+    status_code = 403
+    error_type = "permission_error"
+
+
+class RequestAbortedError(XinferenceError):
+    """The request was aborted by ``POST /v1/models/{uid}/requests/{id}/abort``, or the
+    launch by ``POST /v1/models/{uid}/cancel`` (HTTP 499, as nginx logs a request its
+    client gave up on)."""
+
+    status_code = 499
+    error_type = "request_aborted"
+
+
+class RequestNotFoundError(XinferenceError):
+    """No request (running, or an image/video request with progress) has the given
+    ``request_id`` (HTTP 404)."""
+
+    status_code = 404
+    error_type = "not_found_error"

@@ -23,12 +23,19 @@ import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass
-from typing import Any, AsyncIterator, Dict, Iterator, List, Optional
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Optional
 
 import xoscar as xo
 
-from .errors import InvalidRequestError, TooManyRequestsError
+from .errors import (
+    ConflictError,
+    InvalidRequestError,
+    RequestAbortedError,
+    RequestNotFoundError,
+    TooManyRequestsError,
+)
+from .metrics import ModelStats, metrics_enabled
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +44,9 @@ _END = object()
 #: a finished stream that nobody pulls (its client went away without closing it) is
 #: dropped after this many seconds
 STREAM_IDLE_TIMEOUT = 600.0
+
+#: the progress of a finished image or video request stays readable this many seconds
+REQUEST_PROGRESS_TTL = 600.0
 
 
 @dataclass(frozen=True)
@@ -48,16 +58,82 @@ class ModelStream:
     stream_id: str
 
 
+@dataclass
+class _Request:
+    """One admitted call: what :meth:`ModelActor.abort_request` needs to stop it, and what
+    the metrics record when it ends."""
+
+    request_id: Optional[str]
+    method: str
+    started: float = field(default_factory=time.monotonic)
+    strip_usage: bool = False  # usage was asked for the metrics only: drop its chunk
+    abort: Optional[Callable[[], None]] = None  # cancels the call while it has no stream
+    stream: Optional["_Stream"] = None
+    aborted: bool = False
+    ttft: Optional[float] = None
+    usage: Optional[Dict[str, Any]] = None
+
+
+def _has_text(chunk: Dict[str, Any]) -> bool:
+    """A stream chunk carrying generated output (not only the role or the usage)."""
+    for c in chunk.get("choices") or ():
+        if not isinstance(c, dict):
+            continue
+        d = c.get("delta") or {}
+        if c.get("text") or d.get("content") or d.get("reasoning_content") \
+                or d.get("tool_calls"):
+            return True
+    return False
+
+
+def abort_chunk(last: Optional[Dict[str, Any]], method: str) -> Dict[str, Any]:
+    """The closing chunk of an aborted stream: the shape of the stream's previous chunk
+    (or of an OpenAI chat / completion chunk) with ``finish_reason`` ``"abort"``."""
+    last = last or {}
+    obj = last.get("object") or ("chat.completion.chunk" if method == "chat"
+                                 else "text_completion")
+    out = {k: last[k] for k in ("id", "created", "model") if k in last}
+    out["object"] = obj
+    if obj.startswith("chat"):
+        choice = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "abort"}
+    else:
+        choice = {"index": 0, "text": "", "logprobs": None, "finish_reason": "abort"}
+    out["choices"] = [choice]
+    return out
+
+
 class _Stream:
     """The buffer of one streamed response: the producer (engine thread or pump task) puts
     chunks, :meth:`ModelActor.next_chunks` takes every ready one. Ends with ``_END`` or an
-    exception put as an item."""
+    exception put as an item; nothing put after that is kept (an abort ends a stream
+    before its producer has stopped)."""
 
-    def __init__(self, cancel):
+    def __init__(self, cancel, req: Optional[_Request] = None):
         self.queue: asyncio.Queue = asyncio.Queue()
         self.cancel = cancel  # () -> None: stop producing
+        self.req = req
         self.ended = False  # the producer finished
+        self.final = False  # the end is in the queue: later items are dropped
+        self.last: Optional[Dict[str, Any]] = None  # the last chunk put
         self.touched = time.monotonic()
+
+    def put(self, item: Any) -> None:
+        """Queue a chunk, ``_END`` or an exception (event loop thread only)."""
+        if self.final:
+            return
+        if isinstance(item, dict):
+            req = self.req
+            if req is not None:
+                if req.ttft is None and _has_text(item):
+                    req.ttft = time.monotonic() - req.started
+                if item.get("usage") is not None:
+                    req.usage = item["usage"]
+                    if req.strip_usage and not item.get("choices"):
+                        return
+            self.last = item
+        elif item is _END or isinstance(item, BaseException):
+            self.final = True
+        self.queue.put_nowait(item)
 
 
 class ModelActor(xo.StatelessActor):
@@ -82,7 +158,12 @@ class ModelActor(xo.StatelessActor):
         self._model = None
         self._lock = asyncio.Lock()
         self._admitted = 0
+        self._queued = 0  # admitted calls waiting for the engine lock
+        self._requests: Dict[str, _Request] = {}  # request_id -> its call, while it runs
+        self._stats = ModelStats()
+        self._metrics = metrics_enabled()
         self._streams: Dict[str, _Stream] = {}
+        self._progress: Dict[str, Any] = {}  # request id -> RequestProgress
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="engine"
         )
@@ -129,14 +210,21 @@ class ModelActor(xo.StatelessActor):
         if self._model is None:
             raise InvalidRequestError(f"Model {self._model_uid!r} is not loaded")
         if not hasattr(self._model, method):
+            abilities = self._desc.get("model_ability")
             raise InvalidRequestError(
                 f"Model {self._model_uid!r} ({self._model_type}) does not support {method}"
+                + (f"; its abilities are {list(abilities)}" if abilities else "")
             )
         return getattr(self._model, method)
 
-    async def _call(self, method: str, *args, **kwargs):
+    async def _call(self, method: str, *args, request_id: Optional[str] = None,
+                    strip_usage: bool = False, **kwargs):
         """Run an engine method; returns its result, or a :class:`ModelStream` when the
         result is a stream of chunks.
+
+        ``request_id`` (optional, unique among the calls running here) makes the call
+        abortable with :meth:`abort_request`; ``strip_usage``: a stream's usage-only chunk
+        was asked for the metrics and is not passed on.
 
         Two kinds of engine method:
 
@@ -147,69 +235,117 @@ class ModelActor(xo.StatelessActor):
           get a ``cancel`` event, set when this call is cancelled. A returned iterator is
           drained in the engine thread, which keeps the lock until the generation ends
           (whether or not anyone pulls).
+
+        Raises:
+            ConflictError: ``request_id`` is already running here (409).
+            TooManyRequestsError: over ``request_limits`` (429).
+            RequestAbortedError: a non-stream call was aborted (499).
         """
         fn = self._require(method)
+        if request_id is not None:
+            if not isinstance(request_id, str) or not request_id or len(request_id) > 256:
+                raise InvalidRequestError("'request_id' must be a non-empty string of at "
+                                          "most 256 characters")
+            if request_id in self._requests:
+                raise ConflictError(f"Request {request_id!r} is already running on model "
+                                    f"{self._model_uid!r}")
         self._admit()
-        if inspect.iscoroutinefunction(fn):
+        req = _Request(request_id, method, strip_usage=strip_usage)
+        if request_id is not None:
+            self._requests[request_id] = req
+        streaming = False
+        outcome = "error"
+        try:
+            task = asyncio.ensure_future(self._run(fn, args, kwargs, req))
+            req.abort = task.cancel
             try:
-                result = await fn(*args, **kwargs)
-            except BaseException:
-                self._admitted -= 1
+                result = await task
+            except asyncio.CancelledError:
+                outcome = "aborted"
+                if req.aborted:
+                    raise RequestAbortedError(
+                        f"Request {request_id!r} was aborted") from None
                 raise
+            if isinstance(result, ModelStream):
+                streaming = True  # the stream's producer ends the request
+            elif isinstance(result, dict) and isinstance(result.get("usage"), dict):
+                req.usage = result["usage"]
+            outcome = "ok"
+            return result
+        finally:
+            if not streaming:
+                self._finish(req, outcome)
+
+    def _finish(self, req: _Request, outcome: str) -> None:
+        """A call ended: release its admission, forget its id, record its metrics."""
+        self._admitted -= 1
+        if req.request_id is not None and self._requests.get(req.request_id) is req:
+            del self._requests[req.request_id]
+        if req.aborted:
+            outcome = "aborted"
+        if self._metrics:
+            self._stats.finished(req.started, outcome, req.ttft, req.usage)
+
+    async def _run(self, fn, args, kwargs, req: _Request):
+        if inspect.iscoroutinefunction(fn):
+            result = await fn(*args, **kwargs)
             if isinstance(result, AsyncIterator):
-                return self._pump(result)
-            self._admitted -= 1
+                return self._pump(result, req)
             return result
         released = False
+        self._queued += 1
         try:
             await self._lock.acquire()
+        finally:
+            self._queued -= 1
+        try:
+            cancel = threading.Event()
+            loop = asyncio.get_running_loop()
             try:
-                cancel = threading.Event()
-                loop = asyncio.get_running_loop()
-                try:
-                    result = await loop.run_in_executor(
-                        self._executor, lambda: fn(*args, cancel=cancel, **kwargs)
-                    )
-                except asyncio.CancelledError:
-                    # The caller went away (the API cancels the call when its client
-                    # disconnects): the engine stops at its next token. The next request
-                    # queues behind it in the one engine thread.
-                    cancel.set()
-                    raise
-                if isinstance(result, Iterator):
-                    released = True
-                    return self._drain(result, cancel)
-                return result
-            finally:
-                if not released:
-                    self._lock.release()
+                result = await loop.run_in_executor(
+                    self._executor, lambda: fn(*args, cancel=cancel, **kwargs)
+                )
+            except asyncio.CancelledError:
+                # The caller went away (the API cancels the call when its client
+                # disconnects) or the request was aborted: the engine stops at its next
+                # token. The next request queues behind it in the one engine thread.
+                cancel.set()
+                raise
+            if isinstance(result, Iterator):
+                released = True
+                return self._drain(result, cancel, req)
+            return result
         finally:
             if not released:
-                self._admitted -= 1
+                self._lock.release()
 
-    def _open(self, cancel) -> "tuple[ModelStream, _Stream]":
+    def _open(self, cancel, req: _Request) -> "tuple[ModelStream, _Stream]":
         self._reap()
-        st = _Stream(cancel)
+        st = _Stream(cancel, req)
+        req.stream = st
         sid = uuid.uuid4().hex
         self._streams[sid] = st
         return ModelStream(sid), st
 
-    def _pump(self, source: AsyncIterator) -> ModelStream:
+    def _pump(self, source: AsyncIterator, req: _Request) -> ModelStream:
         """Stream an async engine's iterator: a task moves its chunks into the buffer."""
-        handle, st = self._open(lambda: task.cancel())
+        handle, st = self._open(lambda: task.cancel(), req)
 
         async def pump():
+            outcome = "error"
             try:
                 async for item in source:
-                    st.queue.put_nowait(item)
-                st.queue.put_nowait(_END)
+                    st.put(item)
+                st.put(_END)
+                outcome = "ok"
             except asyncio.CancelledError:
-                st.queue.put_nowait(_END)
+                st.put(_END)
+                outcome = "aborted"
             except BaseException as e:  # relayed to the puller
-                st.queue.put_nowait(e)
+                st.put(e)
             finally:
                 st.ended = True
-                self._admitted -= 1
+                self._finish(req, outcome)
                 aclose = getattr(source, "aclose", None)
                 if aclose is not None:
                     await aclose()
@@ -217,34 +353,76 @@ class ModelActor(xo.StatelessActor):
         task = asyncio.get_running_loop().create_task(pump())
         return handle
 
-    def _drain(self, it: Iterator, cancel: threading.Event) -> ModelStream:
+    def _drain(self, it: Iterator, cancel: threading.Event, req: _Request) -> ModelStream:
         """Stream a blocking engine's iterator: the engine thread drains it into the buffer
         and then releases the engine lock."""
         loop = asyncio.get_running_loop()
-        handle, st = self._open(cancel.set)
-        put = st.queue.put_nowait
+        handle, st = self._open(cancel.set, req)
+        put = st.put
 
-        def produce():
+        def produce() -> str:
             try:
                 for item in it:
                     loop.call_soon_threadsafe(put, item)
                     if cancel.is_set():
                         break
                 loop.call_soon_threadsafe(put, _END)
+                return "aborted" if cancel.is_set() else "ok"
             except BaseException as e:  # relayed to the puller
                 loop.call_soon_threadsafe(put, e)
+                return "error"
             finally:
                 close = getattr(it, "close", None)
                 if close:
                     close()
 
-        def done(_):
+        def done(fut):
             st.ended = True
-            self._admitted -= 1
+            outcome = "error" if fut.cancelled() or fut.exception() else fut.result()
+            self._finish(req, outcome)
             self._lock.release()
 
         loop.run_in_executor(self._executor, produce).add_done_callback(done)
         return handle
+
+    # ---- abort and metrics --------------------------------------------------------------
+    def abort_request(self, request_id: str) -> Dict[str, Any]:
+        """Stop the running call ``request_id``: a stream ends at once, an LLM stream with a
+        chunk whose ``finish_reason`` is ``"abort"`` (the engine stops at its next token); a
+        non-stream call is answered with :class:`RequestAbortedError` (499). Works for every
+        engine that stops on cancellation (async engines: task cancellation; blocking
+        engines: the ``cancel`` event).
+
+        Raises:
+            RequestNotFoundError: no call with that id runs here (never started, or
+                finished already).
+        """
+        req = self._requests.get(request_id)
+        if req is None:
+            raise RequestNotFoundError(
+                f"No running request {request_id!r} on model {self._model_uid!r}")
+        req.aborted = True
+        st = req.stream
+        if st is not None:
+            if not st.final:
+                if req.method in ("chat", "generate"):  # OpenAI chunks: say why it ended
+                    st.put(abort_chunk(st.last, req.method))
+                st.put(_END)
+            if not st.ended:
+                st.cancel()
+        elif req.abort is not None:
+            req.abort()
+        return {"request_id": request_id, "model_uid": self._model_uid, "aborted": True}
+
+    def has_request(self, request_id: str) -> bool:
+        return request_id in self._requests
+
+    def get_metrics(self) -> Dict[str, Any]:
+        """``{"model_uid", "model_name", "engine", "stats"}``: this replica's counters
+        (see :class:`~xinference.core.metrics.ModelStats`), for one scrape."""
+        return {"model_uid": self._model_uid, "model_name": self._desc.get("model_name"),
+                "engine": self._desc.get("model_engine"),
+                "stats": self._stats.snapshot(self._admitted, self._queued)}
 
     def _reap(self) -> None:
         """Drop finished streams nobody pulled for ``STREAM_IDLE_TIMEOUT`` seconds."""
@@ -289,23 +467,142 @@ class ModelActor(xo.StatelessActor):
             st.cancel()
 
     # ---- public API ---------------------------------------------------------------------
+    def _llm_config(self, generate_config: Optional[Dict[str, Any]]):
+        """``(config, request_id, strip_usage)``: ``request_id`` taken out of the config;
+        for a stream without ``stream_options.include_usage``, usage is asked for anyway
+        (the token metrics need it) and its chunk dropped."""
+        cfg = dict(generate_config or {})
+        rid = cfg.pop("request_id", None)
+        strip = False
+        if self._metrics and cfg.get("stream"):
+            so = cfg.get("stream_options")
+            if so is None or (isinstance(so, dict) and not so.get("include_usage")):
+                cfg["stream_options"] = dict(so or {}, include_usage=True)
+                strip = True
+        return cfg, rid, strip
+
     async def generate(self, prompt: str, generate_config: Optional[Dict[str, Any]] = None):
-        """OpenAI Completions; a :class:`ModelStream` when ``generate_config["stream"]``."""
-        return await self._call("generate", prompt, generate_config)
+        """OpenAI Completions; a :class:`ModelStream` when ``generate_config["stream"]``.
+        ``generate_config["request_id"]`` makes it abortable (:meth:`abort_request`)."""
+        cfg, rid, strip = self._llm_config(generate_config)
+        return await self._call("generate", prompt, cfg, request_id=rid, strip_usage=strip)
 
     async def chat(self, messages: List[Dict[str, Any]],
                    generate_config: Optional[Dict[str, Any]] = None):
         """OpenAI Chat Completions; a :class:`ModelStream` when
-        ``generate_config["stream"]``."""
-        return await self._call("chat", messages, generate_config)
+        ``generate_config["stream"]``; ``generate_config["request_id"]`` as in
+        :meth:`generate`."""
+        cfg, rid, strip = self._llm_config(generate_config)
+        return await self._call("chat", messages, cfg, request_id=rid, strip_usage=strip)
 
     # ---- embedding and rerank (engines batch concurrent requests themselves) ----------
     async def create_embedding(self, input: Any, config: Optional[Dict[str, Any]] = None):
         """OpenAI Embeddings: ``input`` plus ``config`` (``encoding_format``,
         ``dimensions`` ...); see the embedding engine's ``create_embedding``."""
-        return await self._call("create_embedding", input, **(config or {}))
+        cfg = dict(config or {})
+        rid = cfg.pop("request_id", None)
+        return await self._call("create_embedding", input, request_id=rid, **cfg)
 
     async def rerank(self, documents: Any, config: Optional[Dict[str, Any]] = None):
         """Rerank ``documents``; ``config`` holds ``query``, ``top_n``,
         ``max_chunks_per_doc``, ``return_documents`` (see the rerank engine's ``rerank``)."""
-        return await self._call("rerank", documents, **(config or {}))
+        cfg = dict(config or {})
+        rid = cfg.pop("request_id", None)
+        return await self._call("rerank", documents, request_id=rid, **cfg)
+
+    # ---- audio (see xinference.model.audio) --------------------------------------------
+    async def transcriptions(self, audio: bytes, config: Optional[Dict[str, Any]] = None):
+        """OpenAI create-transcription of ``audio`` (the uploaded file's bytes); ``config``
+        holds ``language``, ``prompt``, ``response_format``, ``temperature``,
+        ``timestamp_granularities``, ``kwargs``. A dict or a string (text formats)."""
+        return await self._call("transcriptions", audio, **(config or {}))
+
+    async def translations(self, audio: bytes, config: Optional[Dict[str, Any]] = None):
+        """OpenAI create-translation (English text of ``audio``); ``config`` as
+        :meth:`transcriptions` without ``language`` and granularities."""
+        return await self._call("translations", audio, **(config or {}))
+
+    async def speech(self, input: str, config: Optional[Dict[str, Any]] = None):
+        """OpenAI create-speech: the audio file's bytes, or a :class:`ModelStream` of byte
+        chunks when ``config["stream"]``; ``config`` holds ``voice``, ``response_format``,
+        ``speed``, ``stream``."""
+        return await self._call("speech", input, **(config or {}))
+
+    # ---- image and video (blocking engines; progress readable while they run) --------
+    async def _tracked_call(self, method: str, *args, config: Optional[Dict[str, Any]]):
+        """:meth:`_call` with a :class:`RequestProgress` for ``config["request_id"]``
+        (generated when absent) passed to the engine as ``progress``; the id also makes
+        the request abortable (:meth:`abort_request`).
+
+        Raises:
+            ConflictError: that request id is already queued or running here.
+        """
+        from .errors import ConflictError
+        from .progress import RequestProgress
+
+        config = dict(config or {})
+        rid = str(config.pop("request_id", None) or uuid.uuid4().hex)
+        self._reap_progress()
+        old = self._progress.get(rid)
+        if old is not None and old.finished_at is None:
+            raise ConflictError(f"Request {rid!r} is already running")
+        prog = self._progress[rid] = RequestProgress(rid)
+        try:
+            return await self._call(method, *args, request_id=rid, progress=prog, **config)
+        except asyncio.CancelledError:
+            if prog.status == "queued":  # never reached the engine
+                prog.finish("cancelled")
+            elif prog.finished_at is None:
+                prog.status = "cancelling"  # the engine stops at its next step
+            raise
+        except BaseException:
+            if prog.finished_at is None:
+                prog.finish("error")
+            raise
+
+    def _reap_progress(self) -> None:
+        now = time.monotonic()
+        for rid, p in list(self._progress.items()):
+            if p.finished_at is not None and now - p.finished_at > REQUEST_PROGRESS_TTL:
+                del self._progress[rid]
+
+    def get_request_progress(self, request_id: str) -> Dict[str, Any]:
+        """``{"request_id", "status", "progress"}`` of an image or video request (see
+        :class:`~xinference.core.progress.RequestProgress`).
+
+        Raises:
+            RequestNotFoundError: unknown request id (HTTP 404).
+        """
+        from .errors import RequestNotFoundError
+
+        p = self._progress.get(request_id)
+        if p is None:
+            raise RequestNotFoundError(f"No request {request_id!r} on model "
+                                     f"{self._model_uid!r}")
+        return p.to_dict()
+
+    async def text_to_image(self, prompt: str, config: Optional[Dict[str, Any]] = None):
+        """Images for ``prompt``; ``config``: ``n``, ``size``, ``negative_prompt``,
+        ``request_id``, ``seed`` and pipeline options. Returns ``{"created", "data":
+        [PNG bytes]}``."""
+        return await self._tracked_call("text_to_image", prompt, config=config)
+
+    async def image_to_image(self, image: bytes, config: Optional[Dict[str, Any]] = None):
+        """Variations of ``image`` (encoded bytes); ``config`` as :meth:`text_to_image`
+        plus ``prompt``."""
+        return await self._tracked_call("image_to_image", image, config=config)
+
+    async def inpainting(self, image: bytes, mask_image: bytes,
+                         config: Optional[Dict[str, Any]] = None):
+        """Repaint the masked part of ``image``; ``config`` as :meth:`image_to_image`."""
+        return await self._tracked_call("inpainting", image, mask_image, config=config)
+
+    async def ocr(self, image: bytes, config: Optional[Dict[str, Any]] = None):
+        """The text in ``image``: ``{"created", "text", "data": [{"text", "box",
+        "score"}]}``."""
+        return await self._tracked_call("ocr", image, config=config)
+
+    async def text_to_video(self, prompt: str, config: Optional[Dict[str, Any]] = None):
+        """Videos for ``prompt``: ``{"created", "data": [MP4 bytes]}``; ``config``:
+        ``n``, ``size``, ``fps``, ``request_id``, ``seed``, ``num_frames`` ..."""
+        return await self._tracked_call("text_to_video", prompt, config=config)

@@ -38,6 +38,21 @@ def reset_progress() -> None:
     global _progress
     with _lock:
         _progress = 0.0
+    _cancelled.clear()
+
+
+_cancelled = threading.Event()
+
+
+def cancel_launch() -> None:
+    """Ask this process's launch to stop (``POST /v1/models/{uid}/cancel``): a download
+    stops at its next chunk and removes its partial files."""
+    _cancelled.set()
+
+
+def launch_cancelled() -> bool:
+    """True once :func:`cancel_launch` was called in this process."""
+    return _cancelled.is_set()
 
 
 class LaunchProgressActor(xo.StatelessActor):
@@ -58,3 +73,40 @@ class LaunchProgressActor(xo.StatelessActor):
 
     def get(self) -> float:
         return current_progress()
+
+    def cancel(self) -> None:
+        """Stop the launch of this process's model (see :func:`cancel_launch`)."""
+        cancel_launch()
+
+class RequestProgress:
+    """Progress of one image or video request (``GET /v1/requests/{request_id}/progress``),
+    updated by the engine thread, read by the ModelActor's event loop.
+
+    ``status``: ``"queued"`` (waiting for the engine) → ``"running"`` → ``"done"``,
+    ``"cancelled"`` (its client went away; the engine stopped at the next step) or
+    ``"error"``. ``progress`` is steps done / total steps (0..1); 1.0 once done.
+    """
+
+    def __init__(self, request_id: str):
+        self.request_id = request_id
+        self.status = "queued"
+        self.progress = 0.0
+        self.finished_at = None  # time.monotonic() once no longer queued or running
+
+    def update(self, done: float, total: float) -> None:
+        """``done`` of ``total`` steps are finished (kept below 1.0 until :meth:`finish`)."""
+        self.status = "running"
+        if total > 0:
+            self.progress = max(self.progress, min(0.99, float(done) / float(total)))
+
+    def finish(self, status: str = "done") -> None:
+        import time
+
+        self.status = status
+        if status == "done":
+            self.progress = 1.0
+        self.finished_at = time.monotonic()
+
+    def to_dict(self) -> dict:
+        return {"request_id": self.request_id, "status": self.status,
+                "progress": self.progress}

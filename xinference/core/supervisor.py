@@ -35,7 +35,10 @@ from .errors import (
     ModelNotFoundError,
     ModelUnavailableError,
     RegistrationNotFoundError,
+    RequestAbortedError,
+    RequestNotFoundError,
 )
+from .persist import PersistStore, persist_by_default
 from .resource import allocate_gpus, node_resources, normalize_gpu_idx, normalize_n_gpu
 
 logger = logging.getLogger(__name__)
@@ -109,6 +112,15 @@ class SupervisorActor(xo.StatelessActor):
         self._to_stop: Dict[str, set] = {}
         self._inflight: Dict[str, int] = {}  # worker address -> replicas being launched
         self._watch_task: Optional[asyncio.Task] = None
+        # model_uid -> the task running its launch, and the launches asked to stop
+        self._launch_tasks: Dict[str, asyncio.Task] = {}
+        self._cancelled: set = set()
+        # persisted models: records on disk, and why a relaunch failed (not retried)
+        self._persist = PersistStore()
+        self._relaunch_failed: Dict[str, str] = {}
+        self._relaunch_lock = asyncio.Lock()
+        self._relaunch_tasks: set = set()
+        self._started = time.monotonic()
 
     @classmethod
     def default_uid(cls) -> str:
@@ -147,6 +159,7 @@ class SupervisorActor(xo.StatelessActor):
         except Exception:  # its heartbeat will fill it in
             return
         w.status, w.worker_id = status, status.get("worker_id")
+        self._schedule_relaunch()
 
     async def remove_worker(self, worker_address: str) -> None:
         """A worker leaving on purpose (it stopped its models): forget it and its replicas."""
@@ -221,6 +234,7 @@ class SupervisorActor(xo.StatelessActor):
                     status.get("cpu_count"), (status.get("memory_total") or 0) / 2 ** 30,
                     status.get("gpu_count", 0),
                     f"; serving its replicas {adopted} again" if adopted else "")
+        self._schedule_relaunch()
         return {"terminate": terminate}
 
     def _drop_replicas_on(self, address: str, why: str, remember: bool) -> List[str]:
@@ -344,7 +358,72 @@ class SupervisorActor(xo.StatelessActor):
                                    model_uid: Optional[str] = None, replica: int = 1,
                                    n_gpu: Any = "auto", request_limits: Optional[int] = None,
                                    worker_ip: Optional[str] = None, gpu_idx: Any = None,
-                                   **kwargs) -> str:
+                                   persist: Optional[bool] = None, **kwargs) -> str:
+        """Launch a model (see :meth:`_launch_model` for the arguments and errors).
+
+        ``persist`` (default: ``XINFERENCE_PERSIST_MODELS``) records the launch once it
+        runs, so the model is launched again with the same uid and options when the
+        server or its worker restarts (:mod:`xinference.core.persist`).
+
+        Raises:
+            RequestAbortedError: the launch was cancelled (:meth:`cancel_launch`, 499).
+        """
+        if persist is not None and not isinstance(persist, bool):
+            raise InvalidRequestError(f"'persist' must be true or false, got {persist!r}")
+        record = dict(kwargs, model_name=model_name, model_type=model_type,
+                      model_uid=model_uid or model_name, replica=replica, n_gpu=n_gpu,
+                      request_limits=request_limits, worker_ip=worker_ip, gpu_idx=gpu_idx)
+        task = asyncio.ensure_future(self._launch_model(
+            model_name, model_type, model_uid, replica, n_gpu, request_limits, worker_ip,
+            gpu_idx, **kwargs))
+        uid = record["model_uid"]
+        try:
+            await task
+        except asyncio.CancelledError:
+            if uid in self._cancelled:
+                raise RequestAbortedError(f"The launch of model {uid!r} was cancelled") \
+                    from None
+            raise
+        finally:
+            if uid not in self._launching:
+                self._cancelled.discard(uid)
+        if persist or (persist is None and persist_by_default()):
+            self._persist.save(uid, {k: v for k, v in record.items() if v is not None})
+        self._relaunch_failed.pop(uid, None)
+        return uid
+
+    async def cancel_launch(self, model_uid: str) -> Dict[str, Any]:
+        """Stop the launch of ``model_uid`` (download or load): its processes are removed
+        and a download's partial files deleted; the launch call answers 499. Returns once
+        the launch has ended.
+
+        Raises:
+            InvalidRequestError: ``model_uid`` is not launching (400).
+        """
+        if model_uid not in self._launching:
+            raise InvalidRequestError(f"Model {model_uid!r} is not launching")
+        self._cancelled.add(model_uid)
+        task = self._launch_tasks.get(model_uid)
+        state = self._launch_state.get(model_uid)
+        if state is not None:
+            try:
+                await state["worker"].cancel_launch(state["replica_uid"])
+            except ModelNotFoundError:  # that replica finished meanwhile
+                pass
+            except Exception as e:
+                logger.warning("Cancelling the launch of %s on its worker failed: %s",
+                               model_uid, e)
+        if task is not None and not task.done():
+            task.cancel()
+        if task is not None:
+            await asyncio.wait({task}, timeout=health_check_timeout() * 6)
+        return {"model_uid": model_uid, "cancelled": True}
+
+    async def _launch_model(self, model_name: str, model_type: str = "LLM",
+                            model_uid: Optional[str] = None, replica: int = 1,
+                            n_gpu: Any = "auto", request_limits: Optional[int] = None,
+                            worker_ip: Optional[str] = None, gpu_idx: Any = None,
+                            **kwargs) -> str:
         """Launch ``replica`` copies of a registered model under ``model_uid`` (default: the
         model name), spread over the workers (see :meth:`_place`). Returns the uid once
         every replica is loaded.
@@ -388,6 +467,7 @@ class SupervisorActor(xo.StatelessActor):
         self._place(worker_ip, n_gpu, gpu_idx, [])  # fail fast, before any process starts
 
         self._launching.add(model_uid)
+        self._launch_tasks[model_uid] = asyncio.current_task()
         self._lost.pop(model_uid, None)
         self._forget_away(model_uid)
         launched: List[Dict[str, Any]] = []
@@ -426,6 +506,7 @@ class SupervisorActor(xo.StatelessActor):
             raise
         finally:
             self._launching.discard(model_uid)
+            self._launch_tasks.pop(model_uid, None)
             self._launch_state.pop(model_uid, None)
         self._models[model_uid] = _RunningModel(model_uid, model_type, desc, launched)
         return model_uid
@@ -446,8 +527,10 @@ class SupervisorActor(xo.StatelessActor):
         """
         m = self._models.pop(model_uid, None)
         self._forget_away(model_uid)
+        persisted = self._persist.delete(model_uid)
+        failed = self._relaunch_failed.pop(model_uid, None)
         if m is None:
-            if self._lost.pop(model_uid, None) is not None:
+            if self._lost.pop(model_uid, None) is not None or persisted or failed:
                 return
             raise ModelNotFoundError(f"Model not found in the model list, uid: {model_uid}")
         answered = {}  # workers that took a terminate call: their status is refreshed once
@@ -502,6 +585,8 @@ class SupervisorActor(xo.StatelessActor):
         if m is None:
             if model_uid in self._lost:
                 raise ModelUnavailableError(self._lost[model_uid])
+            if model_uid in self._relaunch_failed:
+                raise ModelUnavailableError(self._relaunch_failed[model_uid])
             raise ModelNotFoundError(f"Model not found in the model list, uid: {model_uid}")
         return m
 
@@ -564,13 +649,30 @@ class SupervisorActor(xo.StatelessActor):
         """The launch description plus each replica (``replica_uid``, ``worker_address``,
         ``pid``, ``model_address``, ``gpu_idx``, ``status``) and ``address`` (the first
         replica's worker)."""
+        if model_uid not in self._models and model_uid in self._relaunch_failed:
+            return self._failed_row(model_uid)
         m = self._running(model_uid)
         return dict(m.desc, created=m.created, replicas=[dict(r) for r in m.replicas],
-                    address=m.replicas[0]["worker_address"] if m.replicas else None)
+                    address=m.replicas[0]["worker_address"] if m.replicas else None,
+                    status="ready" if any(r["status"] == "ready" for r in m.replicas)
+                    else "error")
+
+    def _failed_row(self, model_uid: str) -> Dict[str, Any]:
+        rec = self._persist.load_all().get(model_uid) or {"model_uid": model_uid}
+        return {"model_uid": model_uid, "model_name": rec.get("model_name"),
+                "model_type": rec.get("model_type", "LLM"),
+                "model_engine": rec.get("model_engine"), "replica": rec.get("replica", 1),
+                "replicas": [], "address": None, "created": None, "persisted": True,
+                "status": "error", "error": self._relaunch_failed[model_uid]}
 
     def list_models(self) -> Dict[str, Dict[str, Any]]:
-        """``{model_uid: description}`` of every running model."""
-        return {uid: self.describe_model(uid) for uid in self._models}
+        """``{model_uid: description}`` of every running model, plus persisted models
+        whose relaunch failed (``status: "error"`` and ``error``)."""
+        out = {uid: self.describe_model(uid) for uid in self._models}
+        for uid in self._relaunch_failed:
+            if uid not in out:
+                out[uid] = self._failed_row(uid)
+        return out
 
     # ---- cluster ---------------------------------------------------------------------------
     def get_workers_info(self) -> List[Dict[str, Any]]:
@@ -634,3 +736,226 @@ class SupervisorActor(xo.StatelessActor):
         if engines is None:
             raise InvalidRequestError(f"No engine runs {model_type} models here yet")
         return engines(family)
+
+    # ---- persisted models ------------------------------------------------------------------
+    def list_persisted_models(self) -> List[Dict[str, Any]]:
+        """The launch records (``GET /v1/models/persisted``), each with ``status``:
+        ``running``, ``launching``, ``failed`` (with ``error``) or ``pending`` (waiting for
+        a worker)."""
+        out = []
+        for uid, rec in self._persist.load_all().items():
+            status = ("running" if uid in self._models else "launching"
+                      if uid in self._launching else "failed"
+                      if uid in self._relaunch_failed else "pending")
+            row = {"model_uid": uid, "launch": rec, "status": status}
+            if status == "failed":
+                row["error"] = self._relaunch_failed[uid]
+            out.append(row)
+        return out
+
+    def forget_persisted_model(self, model_uid: str) -> None:
+        """Remove a launch record (the model keeps running if it runs).
+
+        Raises:
+            ModelNotFoundError: no record for ``model_uid``.
+        """
+        if not self._persist.delete(model_uid):
+            raise ModelNotFoundError(f"No persisted model {model_uid!r}")
+        self._relaunch_failed.pop(model_uid, None)
+
+    def _schedule_relaunch(self) -> None:
+        task = asyncio.ensure_future(self._relaunch_persisted())
+        self._relaunch_tasks.add(task)
+        task.add_done_callback(self._relaunch_tasks.discard)
+
+    async def _relaunch_persisted(self) -> None:
+        """Launch the recorded models that are not running, once each: a relaunch that
+        fails is reported (``status: "error"`` in the model list) and not retried; one
+        that finds no room or not its worker waits for the next worker to register."""
+        if not any(w.local for w in self._workers.values()):
+            # A restarted supervisor: let the running workers report their models first.
+            wait = self._started + 2 * health_check_interval() - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        async with self._relaunch_lock:
+            for uid, rec in self._persist.load_all().items():
+                if uid in self._models or uid in self._launching \
+                        or uid in self._relaunch_failed or not self._workers:
+                    continue
+                wip = rec.get("worker_ip")
+                if wip and not any(wip in (w.address, _host(w.address))
+                                   for w in self._workers.values()):
+                    continue  # its worker has not joined yet
+                logger.info("Launching the persisted model %s again", uid)
+                try:
+                    await self.launch_builtin_model(**dict(rec, persist=True))
+                except ModelUnavailableError as e:
+                    logger.warning("Persisted model %s waits for room: %s", uid, e.message)
+                except Exception as e:
+                    msg = getattr(e, "message", None) or f"{type(e).__name__}: {e}"
+                    self._relaunch_failed[uid] = (
+                        f"The relaunch of persisted model {uid!r} failed: {msg}")
+                    logger.error("%s", self._relaunch_failed[uid])
+
+    # ---- requests, instances, cache, cluster ----------------------------------------------
+    async def abort_request(self, model_uid: str, request_id: str) -> Dict[str, Any]:
+        """Abort the running request ``request_id`` of ``model_uid`` on whichever replica
+        runs it (see :meth:`ModelActor.abort_request`).
+
+        Raises:
+            ModelNotFoundError: no such model. RequestNotFoundError: no replica runs it.
+        """
+        m = self._running(model_uid)
+        for r in list(m.replicas):
+            w = self._workers.get(r["worker_address"])
+            if w is None or r["status"] != "ready":
+                continue
+            try:
+                ref = await self._call_worker(w, w.ref.get_model(r["replica_uid"]),
+                                              health_check_timeout())
+                return await xo.wait_for(ref.abort_request(request_id),
+                                         health_check_timeout())
+            except RequestNotFoundError:
+                continue
+            except Exception as e:  # a replica that cannot answer does not run it
+                logger.warning("Abort on replica %s failed: %s", r["replica_uid"], e)
+        raise RequestNotFoundError(
+            f"No running request {request_id!r} on model {model_uid!r}")
+
+    def list_instances(self, model_name: Optional[str] = None,
+                       model_uid: Optional[str] = None) -> List[Dict[str, Any]]:
+        """``GET /v1/models/instances``: every model instance known here, running or not:
+        ``model_name``, ``model_uid``, ``model_version``, ``model_ability``, ``replica``,
+        ``status`` (``CREATING``, ``READY``, ``ERROR``), ``instance_created_ts`` and
+        ``error``."""
+        from ..model.cache_manager import model_version_of
+
+        rows = []
+        for uid, m in self._models.items():
+            d = m.desc
+            ready = any(r["status"] == "ready" for r in m.replicas)
+            dead = [r for r in m.replicas if r["status"] != "ready"]
+            rows.append({
+                "model_name": d.get("model_name"), "model_uid": uid,
+                "model_version": model_version_of(d["model_name"], d.get("model_format"),
+                                                  d.get("model_size_in_billions"))
+                if d.get("model_name") else None,
+                "model_ability": d.get("model_ability", []), "replica": len(m.replicas),
+                "status": "READY" if ready else "ERROR",
+                "instance_created_ts": m.created,
+                "error": None if ready else (dead[0]["error"] if dead else None)})
+        records = self._persist.load_all()
+        for uid in sorted(self._launching):
+            rec = records.get(uid, {})
+            state = self._launch_state.get(uid) or {}
+            rows.append({"model_name": rec.get("model_name"), "model_uid": uid,
+                         "model_version": None, "model_ability": [],
+                         "replica": state.get("replica", rec.get("replica", 1)),
+                         "status": "CREATING", "instance_created_ts": None, "error": None})
+        for uid, why in list(self._lost.items()) + list(self._relaunch_failed.items()):
+            if uid in self._models or uid in self._launching:
+                continue
+            rows.append({"model_name": records.get(uid, {}).get("model_name"),
+                         "model_uid": uid, "model_version": None, "model_ability": [],
+                         "replica": 0, "status": "ERROR", "instance_created_ts": None,
+                         "error": why})
+        return [r for r in rows
+                if (model_name is None or r["model_name"] == model_name)
+                and (model_uid is None or r["model_uid"] == model_uid)]
+
+    def _workers_at(self, worker_ip: Optional[str]) -> List[_Worker]:
+        ws = list(self._workers.values())
+        if worker_ip:
+            ws = [w for w in ws if worker_ip in (w.address, _host(w.address))]
+            if not ws:
+                raise InvalidRequestError(f"No worker at {worker_ip!r}")
+        return ws
+
+    async def list_cached_models(self, model_name: Optional[str] = None,
+                                 worker_ip: Optional[str] = None) -> List[Dict[str, Any]]:
+        """Every worker's cache rows (see :meth:`WorkerActor.list_cached_models`)."""
+        out = []
+        for w in self._workers_at(worker_ip):
+            try:
+                out.extend(await self._call_worker(w, w.ref.list_cached_models(model_name),
+                                                   health_check_timeout() * 3))
+            except ModelUnavailableError as e:
+                logger.warning("Listing the cache of %s failed: %s", w.address, e.message)
+        return out
+
+    async def cached_model_paths(self, model_version: str,
+                                 worker_ip: Optional[str] = None) -> Dict[str, List[str]]:
+        """``{worker address: [paths]}`` that removing ``model_version`` would delete."""
+        out = {}
+        for w in self._workers_at(worker_ip):
+            paths = await self._call_worker(w, w.ref.cached_model_paths(model_version),
+                                            health_check_timeout() * 3)
+            if paths:
+                out[w.address] = paths
+        return out
+
+    async def remove_cached_model(self, model_version: str,
+                                  worker_ip: Optional[str] = None) -> Dict[str, List[str]]:
+        """Delete one model version from the caches (of one worker with ``worker_ip``);
+        returns ``{worker address: [removed paths]}``.
+
+        Raises:
+            ConflictError: a running model uses that version (409).
+            ModelNotFoundError: it is cached nowhere (404).
+        """
+        from ..model.cache_manager import model_version_of
+
+        for uid, m in self._models.items():
+            d = m.desc
+            if d.get("model_name") and model_version_of(
+                    d["model_name"], d.get("model_format"),
+                    d.get("model_size_in_billions")) == model_version:
+                raise ConflictError(f"Model version {model_version!r} is in use by the "
+                                    f"running model {uid!r}; terminate it first")
+        out = {}
+        for w in self._workers_at(worker_ip):
+            paths = await self._call_worker(w, w.ref.remove_cached_model(model_version),
+                                            health_check_timeout() * 3)
+            if paths:
+                out[w.address] = paths
+        if not out:
+            raise ModelNotFoundError(f"Model version {model_version!r} is not cached"
+                                     + (f" on {worker_ip}" if worker_ip else ""))
+        return out
+
+    async def stop_cluster(self) -> List[str]:
+        """``DELETE /v1/clusters``: tell every worker process to stop (each terminates
+        its models and exits as on SIGTERM); returns their addresses. The caller stops
+        the supervisor's own process afterwards. Persisted launch records are kept."""
+        stopped = []
+        for w in list(self._workers.values()):
+            if w.local:
+                continue
+            try:
+                await self._call_worker(w, w.ref.stop_process(), health_check_timeout())
+                stopped.append(w.address)
+            except Exception as e:
+                logger.warning("Stopping worker %s failed: %s", w.address, e)
+        return stopped
+
+    async def collect_metrics(self) -> Dict[str, Any]:
+        """One scrape (see :func:`xinference.core.metrics.render`): the model table here
+        and every worker's :meth:`WorkerActor.get_metrics` (a worker that does not answer
+        in the health-check timeout is left out)."""
+        models = []
+        for uid, m in self._models.items():
+            counts: Dict[str, int] = {}
+            for r in m.replicas:
+                counts[r["status"]] = counts.get(r["status"], 0) + 1
+            models.append({"model_uid": uid, "model_name": m.desc.get("model_name"),
+                           "engine": m.desc.get("model_engine"), "replicas": counts})
+
+        async def node(w: _Worker):
+            try:
+                return await self._call_worker(w, w.ref.get_metrics(),
+                                               health_check_timeout())
+            except Exception:
+                return None
+
+        nodes = await asyncio.gather(*(node(w) for w in list(self._workers.values())))
+        return {"models": models, "nodes": [n for n in nodes if n]}

@@ -62,11 +62,14 @@ class WorkerActor(xo.StatelessActor):
             the supervisor's address (``GET /v1/address``) after heartbeats fail, so a
             supervisor restarted on another internal port is found too.
         heartbeat: send heartbeats (cluster workers and ``xinference-local`` alike).
+        api_key: the worker's credential for ``GET /v1/address`` when the supervisor runs
+            with ``--auth-config`` (an admin API key; see doc/team.md).
     """
 
     def __init__(self, supervisor_address: str, main_pool, endpoint: Optional[str] = None,
-                 heartbeat: bool = True):
+                 heartbeat: bool = True, api_key: Optional[str] = None):
         super().__init__()
+        self._api_key = api_key  # for GET /v1/address when the supervisor has auth on
         self._supervisor_address = supervisor_address
         self._main_pool = main_pool
         self._endpoint = endpoint
@@ -250,6 +253,94 @@ class WorkerActor(xo.StatelessActor):
                 logger.warning("ModelActor %s did not stop cleanly", replica_uid)
         await self._remove_sub_pool(rep.sub_pool_address)
 
+    async def cancel_launch(self, replica_uid: str, grace: float = 10.0) -> None:
+        """Stop a launch in progress and remove its process. The model process is asked to
+        stop first (a download stops at its next chunk and removes its partial files); a
+        load that has not ended after ``grace`` seconds is cut off by removing the process.
+        Returns once the launch has ended.
+
+        Raises:
+            ModelNotFoundError: ``replica_uid`` is not launching here.
+        """
+        task = self._launching.get(replica_uid)
+        if task is None:
+            raise ModelNotFoundError(f"Model {replica_uid!r} is not launching on this worker")
+        ref = self._progress_refs.get(replica_uid)
+        if ref is not None:
+            try:
+                await asyncio.wait_for(ref.cancel(), timeout=5)
+            except Exception:  # the process is going away already
+                pass
+        done, _ = await asyncio.wait({task}, timeout=grace)
+        if not done:
+            task.cancel()
+            await asyncio.wait({task})
+        logger.info("Launch of %s cancelled", replica_uid)
+
+    def stop_process(self) -> None:
+        """Stop this worker process as SIGTERM does (``DELETE /v1/clusters``): leave the
+        cluster, terminate its models, exit. Returns before that happens."""
+        import signal
+
+        asyncio.get_running_loop().call_later(0.2, os.kill, os.getpid(), signal.SIGTERM)
+
+    # ---- cache and metrics ---------------------------------------------------------------
+    async def list_cached_models(self, model_name: Optional[str] = None
+                                 ) -> List[Dict[str, Any]]:
+        """This machine's cache rows (see
+        :func:`xinference.model.cache_manager.list_cached_models`) with
+        ``actor_ip_address`` (this worker's address)."""
+        from ..model.cache_manager import list_cached_models
+
+        rows = await asyncio.to_thread(list_cached_models, model_name)
+        return [dict(r, actor_ip_address=self.address) for r in rows]
+
+    async def cached_model_paths(self, model_version: str) -> List[str]:
+        from ..model.cache_manager import cached_model_paths
+
+        return await asyncio.to_thread(cached_model_paths, model_version)
+
+    async def remove_cached_model(self, model_version: str) -> List[str]:
+        """Delete one model version's cache here; refused while a replica here uses it.
+
+        Raises:
+            ConflictError: a running replica here was launched from it (409).
+        """
+        from ..model.cache_manager import model_version_of, remove_cached_model
+
+        for r in self._replicas.values():
+            d = r.desc
+            if d.get("model_name") and model_version_of(
+                    d["model_name"], d.get("model_format"),
+                    d.get("model_size_in_billions")) == model_version:
+                raise ConflictError(f"Model version {model_version!r} is in use by the "
+                                    f"running model {r.model_uid!r}; terminate it first")
+        return await asyncio.to_thread(remove_cached_model, model_version)
+
+    async def get_metrics(self) -> Dict[str, Any]:
+        """One scrape of this node: resources and each live replica's counters (see
+        :mod:`xinference.core.metrics`); a replica that does not answer in 5 s is
+        skipped."""
+        from .resource import node_resources
+
+        res = await asyncio.to_thread(node_resources)
+
+        async def stats(rep: _Replica):
+            try:
+                return await asyncio.wait_for(rep.ref.get_metrics(), timeout=5)
+            except Exception:
+                return None
+
+        live = [r for r in self._replicas.values() if self._is_alive(r)]
+        replicas = [m for m in await asyncio.gather(*(stats(r) for r in live)) if m]
+        return {"node": self.address, "cpu_count": res["cpu_count"],
+                "cpu_utilization": (res.get("cpu_utilization") or 0.0) / 100.0,
+                "memory_total": res["memory_total"],
+                "memory_available": res["memory_available"],
+                "gpus": [{"index": g.get("index"), "memory_total": g.get("memory_total"),
+                          "memory_used": g.get("memory_used")} for g in res["gpus"]],
+                "model_processes": len(live), "replicas": replicas}
+
     def _is_alive(self, rep: _Replica) -> bool:
         proc = self._main_pool.sub_processes.get(rep.sub_pool_address)
         return proc is not None and proc.returncode is None
@@ -315,9 +406,12 @@ class WorkerActor(xo.StatelessActor):
         import json
         import urllib.request
 
+        from ..deploy.worker import auth_headers
+
         def fetch():
             url = self._endpoint.rstrip("/") + "/v1/address"
-            with urllib.request.urlopen(url, timeout=health_check_timeout()) as resp:
+            req = urllib.request.Request(url, headers=auth_headers(self._api_key))
+            with urllib.request.urlopen(req, timeout=health_check_timeout()) as resp:
                 return json.loads(resp.read())
 
         try:

@@ -18,10 +18,30 @@ from ..constants import XINFERENCE_DEFAULT_HOST, XINFERENCE_DEFAULT_PORT, defaul
 MODEL_TYPES = ["LLM", "embedding", "rerank", "image", "audio", "video"]
 
 
+def _token_file():
+    from ..constants import xinference_home
+
+    return xinference_home() / "auth" / "tokens.json"
+
+
+def _saved_tokens() -> Dict[str, str]:
+    try:
+        data = json.loads(_token_file().read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
 def _client(endpoint: Optional[str], api_key: Optional[str] = None):
+    """A client of ``endpoint``; its credential is ``api_key``, else
+    ``$XINFERENCE_API_KEY``, else the token ``xinference login`` saved for it."""
+    import os
+
     from ..client import RESTfulClient
 
-    return RESTfulClient(endpoint or default_endpoint(), api_key=api_key)
+    endpoint = (endpoint or default_endpoint()).rstrip("/")
+    key = api_key or os.environ.get("XINFERENCE_API_KEY") or _saved_tokens().get(endpoint)
+    return RESTfulClient(endpoint, api_key=key)
 
 
 def _endpoint_option(f):
@@ -100,14 +120,19 @@ def cli():
 @click.option("--gpu-idx", default=None, help="Comma-separated GPU indexes.")
 @click.option("--enable-thinking/--disable-thinking", default=None,
               help="Default thinking mode for hybrid reasoning models.")
+@click.option("--persist/--no-persist", default=None,
+              help="Launch the model again (same uid and options) when the server restarts "
+                   "(default: the server's --persist-models).")
 @click.pass_context
 def launch(ctx, endpoint, api_key, model_name, model_type, model_engine, model_uid,
            size_in_billions, model_format, quantization, replica, n_gpu, request_limits,
-           model_path, worker_ip, gpu_idx, enable_thinking):
+           model_path, worker_ip, gpu_idx, enable_thinking, persist):
     """Launch a model. Extra ``--key value`` options are passed to the engine."""
     kwargs = _extra_kwargs(ctx.args)
     if enable_thinking is not None:
         kwargs["enable_thinking"] = enable_thinking
+    if persist is not None:
+        kwargs["persist"] = persist
     n_gpu_value: Any = n_gpu
     if str(n_gpu).lower() == "none":
         n_gpu_value = None
@@ -325,20 +350,132 @@ def chat(endpoint, api_key, model_uid, max_tokens, stream, system_prompt):
         messages.append({"role": "assistant", "content": answer})
 
 
+@cli.command()
+@click.option("--endpoint", "-e", default=None,
+              help="Xinference endpoint (default: $XINFERENCE_ENDPOINT or http://127.0.0.1:9997).")
+@click.option("--username", "-u", required=True)
+@click.option("--password", "-p", prompt=True, hide_input=True)
+def login(endpoint, username, password):
+    """Log in to a server with auth on; later commands to the same endpoint use the token
+    (saved under XINFERENCE_HOME/auth, readable by you only)."""
+    import os
+
+    from ..client import RESTfulClient
+
+    endpoint = (endpoint or default_endpoint()).rstrip("/")
+    client = RESTfulClient(endpoint)
+    try:
+        client.login(username, password)
+    except Exception as e:
+        _fail(e)
+    path = _token_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tokens = dict(_saved_tokens(), **{endpoint: client.token})
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(tokens, f)
+    click.echo(f"Logged in to {endpoint} as {username}.")
+
+
+@cli.command()
+@_endpoint_option
+@click.option("--model-name", "-n", default=None, help="Only this model's versions.")
+@click.option("--worker-ip", default=None, help="Only this worker's cache.")
+def cached(endpoint, api_key, model_name, worker_ip):
+    """List the model files cached under XINFERENCE_HOME/cache on each worker."""
+    from tabulate import tabulate
+
+    try:
+        rows = _client(endpoint, api_key).list_cached_models(model_name, worker_ip)
+    except Exception as e:
+        _fail(e)
+    click.echo(tabulate(
+        [(r["model_name"], r.get("model_format") or "", r.get("model_size_in_billions") or "",
+          r["model_version"], f"{r['size_bytes'] / 2 ** 20:.1f}", r["path"],
+          r.get("actor_ip_address", "")) for r in rows],
+        headers=["Name", "Format", "Size (B)", "Version", "MiB", "Path", "Worker"]))
+
+
+@cli.command("remove-cache")
+@_endpoint_option
+@click.option("--model-version", "--model_version", "model_version", required=True,
+              help="The version to remove, as `xinference cached` lists it.")
+@click.option("--worker-ip", default=None, help="Only this worker's cache.")
+@click.option("--check", is_flag=True, default=False,
+              help="Deletion confirmed: do not list the files and ask.")
+def remove_cache(endpoint, api_key, model_version, worker_ip, check):
+    """Delete one model version from the cache (refused while a model runs from it)."""
+    client = _client(endpoint, api_key)
+    try:
+        if not check:
+            paths = client.list_cached_model_files(model_version, worker_ip)["paths"]
+            if not paths:
+                _fail(RuntimeError(f"Model version {model_version} is not cached"))
+            click.echo("Files to delete:")
+            for p in paths:
+                click.echo(f"  {p}")
+            click.confirm("Delete them?", abort=True)
+        result = client.remove_cached_model(model_version, worker_ip)
+    except click.Abort:
+        raise
+    except Exception as e:
+        _fail(e)
+    click.echo(f"Removed {model_version}: " + ", ".join(result["paths"]))
+
+
+@cli.command("stop-cluster")
+@_endpoint_option
+@click.option("--yes", "-y", is_flag=True, default=False, help="Do not ask.")
+def stop_cluster(endpoint, api_key, yes):
+    """Stop the whole cluster: every worker (and its models), then the supervisor."""
+    if not yes:
+        click.confirm("Stop the cluster and every model in it?", abort=True)
+    try:
+        out = _client(endpoint, api_key).abort_cluster()
+    except Exception as e:
+        _fail(e)
+    click.echo(f"Stopping the cluster ({len(out.get('stopped_workers', []))} remote "
+               "worker(s)).")
+
+
 def _server_options(f):
+    f = click.option("--auth-config", default=None, type=click.Path(dir_okay=False),
+                     help="JSON file with API keys, users and permissions (see "
+                          "doc/team.md); auth is off without it.")(f)
+    f = click.option("--persist-models", is_flag=True, default=False,
+                     help="Launches are persisted unless they say persist=false: the "
+                          "models come back after a restart.")(f)
     f = click.option("--log-level", default="INFO", show_default=True)(f)
     f = click.option("--port", "-p", default=XINFERENCE_DEFAULT_PORT, type=int,
                      show_default=True)(f)
     return click.option("--host", "-H", default=XINFERENCE_DEFAULT_HOST, show_default=True)(f)
 
 
+def _server_setup(auth_config, persist_models):
+    """Validate ``--auth-config`` before anything starts (exit 1 naming the bad field);
+    ``--persist-models`` becomes ``XINFERENCE_PERSIST_MODELS=1``."""
+    import os
+
+    if persist_models:
+        os.environ["XINFERENCE_PERSIST_MODELS"] = "1"
+    if auth_config is None:
+        return None
+    from ..api.auth import AuthConfigError, load_auth_config
+
+    try:
+        return load_auth_config(auth_config)
+    except AuthConfigError as e:
+        _fail(e)
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @_server_options
-def local(host, port, log_level):
+def local(host, port, log_level, persist_models, auth_config):
     """Start supervisor, worker and REST API on this machine."""
     from .local import run_local
 
-    run_local(host, port, log_level)
+    auth = _server_setup(auth_config, persist_models)
+    run_local(host, port, log_level, auth)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -346,11 +483,12 @@ def local(host, port, log_level):
 @click.option("--supervisor-port", default=None, type=int,
               help="Port of the supervisor's internal actor pool (default: a free one). "
                    "Fix it so a restarted supervisor is found at the same address.")
-def supervisor(host, port, log_level, supervisor_port):
+def supervisor(host, port, log_level, persist_models, auth_config, supervisor_port):
     """Start a cluster supervisor and its REST API (see doc/cluster.md)."""
     from .supervisor import run_supervisor
 
-    run_supervisor(host, port, supervisor_port, log_level)
+    auth = _server_setup(auth_config, persist_models)
+    run_supervisor(host, port, supervisor_port, log_level, auth)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -362,12 +500,15 @@ def supervisor(host, port, log_level, supervisor_port):
 @click.option("--worker-port", default=None, type=int,
               help="Port of this worker's actor pool (default: a free one).")
 @click.option("--log-level", default="INFO", show_default=True)
-def worker(endpoint, host, worker_port, log_level):
+@click.option("--api-key", "-ak", default=None,
+              help="API key of an admin user, when the supervisor runs with --auth-config "
+                   "(default: $XINFERENCE_API_KEY).")
+def worker(endpoint, host, worker_port, log_level, api_key):
     """Start a cluster worker that joins the supervisor at ENDPOINT (see doc/cluster.md)."""
     from .worker import run_worker
 
     try:
-        run_worker(endpoint or default_endpoint(), host, worker_port, log_level)
+        run_worker(endpoint or default_endpoint(), host, worker_port, log_level, api_key)
     except RuntimeError as e:
         _fail(e)
 

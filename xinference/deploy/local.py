@@ -69,30 +69,33 @@ def _uvicorn_server(config):
     return _Server(config)
 
 
-async def serve_rest_api(supervisor_address: str, host: str, port: int, log_level: str) -> None:
+async def serve_rest_api(supervisor_address: str, host: str, port: int, log_level: str,
+                         auth=None) -> None:
     """Serve the REST API of the supervisor at ``supervisor_address`` on ``host:port`` until
-    SIGINT/SIGTERM; returns then, leaving clean-up to the caller."""
+    SIGINT/SIGTERM; returns then, leaving clean-up to the caller. ``auth``: an
+    :class:`~xinference.api.auth.AuthService` (``--auth-config``)."""
     import uvicorn
 
     from ..api.restful_api import create_app
 
-    config = uvicorn.Config(create_app(supervisor_address), host=host, port=port,
+    config = uvicorn.Config(create_app(supervisor_address, auth), host=host, port=port,
                             log_level=log_level.lower(), timeout_graceful_shutdown=5)
     logger.info("Xinference serving at http://%s:%d (actor pool %s)", host, port,
                 supervisor_address)
     await _uvicorn_server(config).serve()
 
 
-async def _serve(host: str, port: int, log_level: str) -> None:
+async def _serve(host: str, port: int, log_level: str, auth=None) -> None:
     pool, supervisor, worker = await create_local_cluster()
     try:
-        await serve_rest_api(pool.external_address, host, port, log_level)
+        await serve_rest_api(pool.external_address, host, port, log_level, auth)
     finally:
         logger.info("Shutting down: terminating model processes")
         await shutdown_cluster(pool, worker)
 
 
-def run_local(host: str, port: int, log_level: str = "INFO") -> None:
-    """Blocking entry point of ``xinference-local``."""
+def run_local(host: str, port: int, log_level: str = "INFO", auth=None) -> None:
+    """Blocking entry point of ``xinference-local``; ``auth`` as in
+    :func:`serve_rest_api`."""
     setup_logging(log_level)
-    run_event_loop(_serve(host, port, log_level))
+    run_event_loop(_serve(host, port, log_level, auth))

@@ -37,16 +37,17 @@ async def start_supervisor(host: str, supervisor_port: Optional[int] = None):
 
 
 async def _serve(host: str, port: int, supervisor_port: Optional[int],
-                 log_level: str) -> None:
+                 log_level: str, auth=None) -> None:
     pool, _ = await start_supervisor(host, supervisor_port)
     try:
-        await serve_rest_api(pool.external_address, host, port, log_level)
+        await serve_rest_api(pool.external_address, host, port, log_level, auth)
     finally:
         await pool.stop()
 
 
 def run_supervisor(host: str, port: int, supervisor_port: Optional[int] = None,
-                   log_level: str = "INFO") -> None:
-    """Blocking entry point of ``xinference-supervisor``."""
+                   log_level: str = "INFO", auth=None) -> None:
+    """Blocking entry point of ``xinference-supervisor``; ``auth``: an
+    :class:`~xinference.api.auth.AuthService` (``--auth-config``)."""
     setup_logging(log_level)
-    run_event_loop(_serve(host, port, supervisor_port, log_level))
+    run_event_loop(_serve(host, port, supervisor_port, log_level, auth))

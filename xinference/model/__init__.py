@@ -36,10 +36,11 @@ def model_type_handlers() -> Dict[str, ModelTypeHandler]:
     from .embedding.launch import plan_embedding_launch
     from .rerank.family import RerankModelFamily, builtin_rerank_families
     from .rerank.launch import plan_rerank_launch
-    from .audio.custom import CustomAudioModelFamily
-    from .custom_family import plan_not_supported
-    from .image.custom import CustomImageModelFamily
-    from .video.custom import CustomVideoModelFamily
+    from .audio.family import AudioModelFamily, builtin_audio_families
+    from .audio.launch import audio_engines_for_family, plan_audio_launch
+    from .image.family import ImageModelFamily, builtin_image_families
+    from .image.launch import media_engines_for_family, plan_image_launch, plan_video_launch
+    from .video.family import VideoModelFamily, builtin_video_families
 
     return {
         "LLM": ModelTypeHandler(LLMFamily, builtin_llm_families, plan_llm_launch,
@@ -48,11 +49,10 @@ def model_type_handlers() -> Dict[str, ModelTypeHandler]:
                                       plan_embedding_launch, sentence_engines_for_family),
         "rerank": ModelTypeHandler(RerankModelFamily, builtin_rerank_families,
                                    plan_rerank_launch, sentence_engines_for_family),
-        # Registration only (register/list/unregister); launching answers 400.
-        "image": ModelTypeHandler(CustomImageModelFamily, dict,
-                                  functools.partial(plan_not_supported, "image")),
-        "audio": ModelTypeHandler(CustomAudioModelFamily, dict,
-                                  functools.partial(plan_not_supported, "audio")),
-        "video": ModelTypeHandler(CustomVideoModelFamily, dict,
-                                  functools.partial(plan_not_supported, "video")),
+        "image": ModelTypeHandler(ImageModelFamily, builtin_image_families,
+                                  plan_image_launch, media_engines_for_family),
+        "audio": ModelTypeHandler(AudioModelFamily, builtin_audio_families,
+                                  plan_audio_launch, audio_engines_for_family),
+        "video": ModelTypeHandler(VideoModelFamily, builtin_video_families,
+                                  plan_video_launch, media_engines_for_family),
     }

@@ -13,12 +13,12 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Optional
+from typing import Any, Dict, List, Optional
 from urllib.parse import unquote, urlparse
 
 from ..constants import xinference_cache_dir
-from ..core.errors import ModelLoadError
-from ..core.progress import DOWNLOAD_SHARE, report_progress
+from ..core.errors import ModelLoadError, RequestAbortedError
+from ..core.progress import DOWNLOAD_SHARE, launch_cancelled, report_progress
 
 # Seconds to wait for a TCP connection to the hub before calling this machine offline.
 XINFERENCE_ENV_HUB_PROBE_TIMEOUT = "XINFERENCE_HUB_PROBE_TIMEOUT"
@@ -35,10 +35,13 @@ def uri_to_path(uri: str) -> Path:
 
 def find_file(directory: Path, file_name: str) -> Optional[Path]:
     """``directory/file_name``, matching the name case-insensitively (``q4_1`` finds
-    ``Q4_1``); ``None`` when absent."""
+    ``Q4_1``); a ``file_name`` with folders (its path in a hub repository) is also found
+    directly in ``directory`` (a package ships it flat); ``None`` when absent."""
     exact = directory / file_name
     if exact.is_file():
         return exact
+    if "/" in file_name:
+        return find_file(directory, file_name.rsplit("/", 1)[1])
     if directory.is_dir():
         low = file_name.lower()
         for p in directory.iterdir():
@@ -202,6 +205,8 @@ def _progress_tqdm_class():
             self._report()
 
         def update(self, n=1):
+            if launch_cancelled():  # raised through huggingface_hub's download loop
+                raise RequestAbortedError("The launch was cancelled during the download")
             self._done += float(n or 0)
             out = super().update(n)
             self._report()
@@ -232,6 +237,8 @@ def _download(model_id: str, cache: Path, file_name: Optional[str],
         ModelLoadError: offline, unknown repository or file, or any download failure; a
         half-filled cache directory is removed.
     """
+    if launch_cancelled():
+        raise RequestAbortedError("The launch was cancelled before the download")
     offline = hub_offline_reason()
     if offline:
         raise _offline_error(model_id, file_name or "the model", RuntimeError(offline))
@@ -266,9 +273,106 @@ def _download(model_id: str, cache: Path, file_name: Optional[str],
                                           etag_timeout=etag_timeout, tqdm_class=tqdm_class)
         return str(cache)
     except Exception as e:
-        # Leave no half-filled cache directory behind.
-        if not existed and not _has_model_files(cache):
-            import shutil
+        import shutil
 
+        cancelled = isinstance(e, RequestAbortedError) or launch_cancelled()
+        # Leave no half-filled cache directory behind; a cancelled download leaves no
+        # partial file either.
+        if not existed and (cancelled or not _has_model_files(cache)):
             shutil.rmtree(cache, ignore_errors=True)
+        elif cancelled:
+            _remove_incomplete(cache)
+        if cancelled:
+            raise RequestAbortedError("The launch was cancelled during the download of "
+                                      f"{model_id}; its partial files were removed") from None
         raise _offline_error(model_id, file_name or "the model", e) from None
+
+
+def _remove_incomplete(cache: Path) -> None:
+    """Delete huggingface_hub's partial downloads (``*.incomplete``) under ``cache``."""
+    for p in cache.rglob("*.incomplete"):
+        try:
+            p.unlink()
+        except OSError:
+            pass
+
+
+# ---- cache management (``GET/DELETE /v1/cache/models``) ---------------------------------
+def _dir_size(path: Path) -> int:
+    total = 0
+    for p in path.rglob("*"):
+        try:
+            if p.is_file() and not p.is_symlink():
+                total += p.stat().st_size
+        except OSError:
+            pass
+    return total
+
+
+def parse_model_version(version: str) -> Dict[str, Optional[str]]:
+    """``<model_name>-<model_format>-<size>b`` (a cache directory's name, see
+    :func:`cache_dir_for`) → its parts; unknown layouts give only ``model_name``."""
+    parts = version.rsplit("-", 2)
+    if len(parts) == 3 and parts[2].endswith("b") and parts[0]:
+        return {"model_name": parts[0], "model_format": parts[1],
+                "model_size_in_billions": parts[2][:-1]}
+    return {"model_name": version, "model_format": None, "model_size_in_billions": None}
+
+
+def model_version_of(model_name: str, model_format: Any, size: Any) -> str:
+    """The cache directory name (``model_version``) of a launched spec (no size: ``0``,
+    as embedding and rerank specs are cached)."""
+    return cache_dir_for(model_name, str(model_format),
+                         "0" if size is None else str(size)).name
+
+
+def list_cached_models(model_name: Optional[str] = None) -> List[Dict[str, Any]]:
+    """What ``XINFERENCE_HOME/cache`` holds on this machine: one row per model version
+    (cache directory) with ``model_name``, ``model_format``, ``model_size_in_billions``,
+    ``model_version``, ``path``, ``size_bytes`` and ``files`` (relative paths, partial
+    downloads excluded), sorted by version; ``model_name`` filters."""
+    root = xinference_cache_dir()
+    if not root.is_dir():
+        return []
+    out = []
+    for d in sorted(root.iterdir()):
+        if not d.is_dir() or d.name.startswith("."):
+            continue
+        row: Dict[str, Any] = dict(parse_model_version(d.name), model_version=d.name)
+        if model_name and row["model_name"] != model_name:
+            continue
+        files = sorted(str(p.relative_to(d)) for p in d.rglob("*")
+                       if p.is_file() and ".cache" not in p.relative_to(d).parts)
+        row.update(path=str(d), size_bytes=_dir_size(d), files=files)
+        out.append(row)
+    return out
+
+
+def cached_model_paths(model_version: str) -> List[str]:
+    """The paths :func:`remove_cached_model` would delete (empty when not cached)."""
+    d = _version_dir(model_version)
+    return [str(d)] if d.is_dir() else []
+
+
+def _version_dir(model_version: str) -> Path:
+    from ..core.errors import InvalidRequestError
+
+    if not model_version or "/" in model_version or model_version in (".", "..") \
+            or model_version.startswith("."):
+        raise InvalidRequestError(f"Invalid model_version {model_version!r}")
+    return xinference_cache_dir() / model_version
+
+
+def remove_cached_model(model_version: str) -> List[str]:
+    """Delete one model version's cache directory; returns the removed paths (empty when
+    it was not cached here).
+
+    Raises:
+        InvalidRequestError: a ``model_version`` that is not a plain directory name.
+    """
+    import shutil
+
+    paths = cached_model_paths(model_version)
+    for p in paths:
+        shutil.rmtree(p)
+    return paths

@@ -7,8 +7,8 @@
 
 :class:`WeightSource` declares where weights come from (``model_id`` on ``model_hub``,
 ``model_uri``, ``model_revision``) for every schema that has them: LLM and sentence-model
-specs and :class:`CustomFamilyBase`, the pydantic base of the registration-only schemas
-(image, audio, video: name, family, abilities, ``model_id`` and/or ``model_uri``). Unknown
+specs and :class:`CustomFamilyBase`, the pydantic base of the image, audio and video family
+schemas (name, family, abilities, ``model_id`` and/or ``model_uri``). Unknown
 fields are kept (``extra="allow"``) so a JSON written for Xinference registers unchanged.
 """
 
@@ -116,17 +116,3 @@ class CustomFamilyBase(NamedModel, WeightSource):
         if not self.model_id and not self.model_uri:
             raise ValueError("give model_uri (file:///abs/path) or model_id (a hub id)")
         return self
-
-
-def plan_not_supported(model_type: str, family: BaseModel, model_uid: str, **kwargs) -> Any:
-    """Launch planner of types that can be registered but not run here yet.
-
-    Raises:
-        InvalidRequestError: always (HTTP 400), naming the type and the model.
-    """
-    from ..core.errors import InvalidRequestError
-
-    raise InvalidRequestError(
-        f"Launching {model_type} models is not supported yet: {family.model_name!r} is "
-        f"registered, but this version has no {model_type} engine."
-    )

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import json
+from typing import Any, Dict, Optional
 
 from ..core.errors import InvalidRequestError
 
@@ -50,3 +51,21 @@ def flag(name: str, value: Any, default: Optional[bool] = None) -> Optional[bool
     if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
         return value.strip().lower() in _TRUE
     raise InvalidRequestError(f"'{name}' must be true or false, got {value!r}")
+
+
+def json_object(value: Any, invalid_json: str, not_object: str) -> Dict[str, Any]:
+    """``value`` as a dict: a dict as it is, a string parsed as JSON (forms and the CLI can
+    only send text).
+
+    Raises:
+        InvalidRequestError: ``"{invalid_json}: {why}"`` for text that is not JSON,
+        ``not_object`` for anything but a JSON object.
+    """
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as e:
+            raise InvalidRequestError(f"{invalid_json}: {e}") from None
+    if not isinstance(value, dict):
+        raise InvalidRequestError(not_object)
+    return value

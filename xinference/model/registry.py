@@ -7,7 +7,6 @@ Xinference's "Custom Models" documentation; ``persist=True`` writes the JSON to
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -23,6 +22,7 @@ from ..core.errors import (
     RegistrationNotFoundError,
     XinferenceError,
 )
+from .options import json_object
 
 logger = logging.getLogger(__name__)
 
@@ -133,13 +133,8 @@ class ModelRegistry:
         schema = self._schemas.get(model_type)
         if schema is None:
             raise InvalidRequestError(f"Registering {model_type} models is not supported yet")
-        if isinstance(model, str):
-            try:
-                model = json.loads(model)
-            except json.JSONDecodeError as e:
-                raise InvalidRequestError(f"Invalid model JSON: {e}") from None
-        if not isinstance(model, dict):
-            raise InvalidRequestError("The model definition must be a JSON object")
+        model = json_object(model, "Invalid model JSON",
+                            "The model definition must be a JSON object")
         try:
             return schema.model_validate(model)
         except ValidationError as e:

@@ -22,10 +22,17 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..restful_api import RESTfulAPI
 
 #: area modules of this package, in the order their routes are added
-AREAS = ["models", "cluster", "llm", "embeddings"]
+AREAS = ["admin", "models", "cluster", "llm", "embeddings", "audio", "images", "videos",
+         "auth", "metrics"]
 
-#: the only paths that may be served without a scope
-PUBLIC_PATHS = {"/status", "/v1/address", "/v1/cluster/version"}
+#: the only paths that may be served without a scope (with auth on, everything else needs
+#: a credential holding the route's scope; see :mod:`xinference.api.auth`)
+PUBLIC_PATHS = {"/status", "/v1/cluster/version", "/token", "/v1/cluster/auth", "/metrics"}
+
+# The web UI (routers/ui.py): its page and static files hold no data and are public; its
+# API calls carry the user's key.
+AREAS.append("ui")
+PUBLIC_PATHS |= {"/", "/ui", "/ui/{path:path}"}
 
 
 @dataclass(frozen=True)

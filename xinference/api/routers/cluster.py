@@ -12,8 +12,9 @@ from . import Route, Router
 class ClusterRouter(Router):
     ROUTES = [
         Route("GET", "/status", "status", None),
-        # Workers ask it for the supervisor's internal xoscar address when they join.
-        Route("GET", "/v1/address", "address", None),
+        # Workers ask it for the supervisor's internal xoscar address when they join (with
+        # auth on, using an admin API key: see doc/team.md).
+        Route("GET", "/v1/address", "address", "admin"),
         Route("GET", "/v1/cluster/info", "cluster_info", "admin"),
         Route("GET", "/v1/cluster/version", "cluster_version", None),
         Route("GET", "/v1/workers", "workers_info", "admin"),

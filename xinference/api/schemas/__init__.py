@@ -36,6 +36,9 @@ class LaunchModelRequest(_Extra):
     worker_ip: Optional[str] = None
     gpu_idx: Optional[Union[int, List[int]]] = None
     model_path: Optional[str] = None
+    #: record the launch so the model comes back after a restart (default: the server's
+    #: --persist-models)
+    persist: Optional[bool] = None
 
 
 class _GenerateFields(_Extra):
@@ -57,6 +60,8 @@ class _GenerateFields(_Extra):
     n: Optional[Any] = None
     response_format: Optional[Any] = None
     logprobs: Optional[Any] = None
+    #: makes the request abortable: POST /v1/models/{uid}/requests/{request_id}/abort
+    request_id: Optional[str] = Field(None, min_length=1, max_length=256)
 
     def generate_config(self) -> Dict[str, Any]:
         """Everything but the model, the input and unset fields."""

@@ -1,1 +1,1 @@
-"""Audio models (speech-to-text, text-to-speech): registration only for now."""
+"""Audio models: speech-to-text (faster-whisper) and text-to-speech (piper-tts)."""

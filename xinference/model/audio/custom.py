@@ -1,26 +1,17 @@
-"""Schema of a custom audio model, as Xinference's "Custom Models" page writes it::
+"""Custom audio registrations, as Xinference's "Custom Models" page writes them::
 
     {"model_name": "my-whisper", "model_family": "whisper", "multilingual": true,
      "model_uri": "file:///path/to/whisper", "model_ability": ["audio2text"]}
 
-Registration, listing and unregistering work; launching answers 400 (no audio engine here).
+A custom audio model uses the same schema as the builtin ones
+(:class:`~xinference.model.audio.family.AudioModelFamily`) and launches like them.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, List, Literal, Optional, Tuple
+from .family import AudioModelFamily
 
-from ..custom_family import CustomFamilyBase
+#: the schema of a custom audio model (the builtin schema; kept under its old name)
+CustomAudioModelFamily = AudioModelFamily
 
-
-class CustomAudioModelFamily(CustomFamilyBase):
-    """A custom audio model; ``multilingual`` as in Xinference's whisper specs."""
-
-    KNOWN_ABILITIES: ClassVar[Tuple[str, ...]] = (
-        "audio2text", "text2audio", "audio2audio",
-    )
-
-    model_type: Literal["audio"] = "audio"
-    model_family: Optional[str] = "whisper"
-    model_ability: List[str] = ["audio2text"]
-    multilingual: bool = True
+__all__ = ["CustomAudioModelFamily"]

@@ -7,12 +7,11 @@ The loader's :meth:`~SentenceModelLoader.load` runs inside the model process.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, ClassVar, Dict, Optional, Tuple
 
 from ...core.errors import InvalidRequestError
-from ..cache_manager import resolve_model_path
+from ..loader import ModelLoader
 from ..options import flag, positive_int
 from .family import EmbeddingModelFamily, SentenceModelFamily, SentenceModelSpec
 
@@ -28,44 +27,17 @@ EMBEDDING_OPTIONS = ENGINE_OPTIONS | {"padding_free"}
 
 
 @dataclass
-class SentenceModelLoader:
-    """Launch parameters of one embedding or rerank replica (picklable).
+class SentenceModelLoader(ModelLoader):
+    """Launch parameters of one embedding or rerank replica (picklable); ``spec`` is the
+    spec the plan picked (its format and where its weights are)."""
 
-    ``engine_class`` is ``"module:Class"``; it is imported only in the model process.
-    """
+    uses_torch: ClassVar[bool] = True
 
-    model_uid: str
-    family: SentenceModelFamily
-    spec: SentenceModelSpec
-    engine_class: str
-    model_path: Optional[str] = None
-    kwargs: Dict[str, Any] = field(default_factory=dict)
+    spec: SentenceModelSpec = field(kw_only=True)
 
     def resolve_path(self) -> str:
-        """Local directory of the weights (see :func:`resolve_model_path`)."""
-        return resolve_model_path(
-            model_name=self.family.model_name,
-            model_format=self.spec.model_format,
-            size="0",
-            model_id=self.spec.model_id,
-            model_uri=self.spec.model_uri,
-            model_path=self.model_path,
-            package=self.spec.package,
-            package_subdir=self.spec.package_subdir,
-            model_revision=self.spec.model_revision,
-        )
-
-    def load(self):
-        """Resolve the files, build the engine and load it; returns the engine."""
-        from .engine_utils import prepare_torch_env
-
-        prepare_torch_env()
-        path = self.resolve_path()
-        module, _, name = self.engine_class.partition(":")
-        cls = getattr(importlib.import_module(module), name)
-        engine = cls(self.model_uid, self.family, path, **self.kwargs)
-        engine.load()
-        return engine
+        """Local directory of the weights of ``spec``."""
+        return self._resolve(self.spec, self.spec.model_format)
 
 
 def sentence_engines_for_family(family: SentenceModelFamily) -> Dict[str, Any]:
@@ -128,8 +100,8 @@ def plan_sentence_launch(family: SentenceModelFamily, model_uid: str, engine_cla
             f"quantization={quantization!r}"
         )
     spec = specs[0]
-    loader = SentenceModelLoader(model_uid, family, spec, engine_class, model_path,
-                                 dict(kwargs))
+    loader = SentenceModelLoader(model_uid, family, engine_class, model_path, dict(kwargs),
+                                 spec=spec)
     desc = {
         "model_type": family.model_type,
         "model_name": family.model_name,

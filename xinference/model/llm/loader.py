@@ -9,43 +9,42 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
-from ..cache_manager import resolve_model_path
+from ..loader import ModelLoader
 from .engines import find_engine
 from .llm_family import LLMFamily, LLMSpec
 
 
-@dataclass
-class LLMLoader:
-    """Launch parameters of one LLM replica (picklable)."""
+@dataclass(init=False)
+class LLMLoader(ModelLoader):
+    """Launch parameters of one LLM replica (picklable): the spec and quantization the plan
+    picked and the engine's name (``engine_class`` is that engine's class path)."""
 
-    model_uid: str
-    family: LLMFamily
-    spec: LLMSpec
-    quantization: str
-    model_engine: str
-    model_path: Optional[str] = None
-    kwargs: Dict[str, Any] = field(default_factory=dict)
+    spec: LLMSpec = field(kw_only=True)
+    quantization: str = field(kw_only=True)
+    model_engine: str = field(kw_only=True)
+
+    def __init__(self, model_uid: str, family: LLMFamily, spec: LLMSpec, quantization: str,
+                 model_engine: str, model_path: Optional[str] = None,
+                 kwargs: Optional[Dict[str, Any]] = None):
+        """Positional as the LLM launch plan builds it; ``model_engine`` is a name
+        (``"llama.cpp"``, ``"Transformers"``).
+
+        Raises:
+            InvalidRequestError: ``model_engine`` names no engine.
+        """
+        super().__init__(model_uid, family, find_engine(model_engine).class_path, model_path,
+                         {} if kwargs is None else kwargs)
+        self.spec = spec
+        self.quantization = quantization
+        self.model_engine = model_engine
 
     def resolve_path(self) -> str:
         """Local path of the weights: a GGUF file or a Hugging Face directory."""
         template = self.spec.model_file_name_template
         file_name = template.format(quantization=self.quantization) if template else None
-        return resolve_model_path(
-            model_name=self.family.model_name,
-            model_format=self.spec.model_format,
-            size=str(self.spec.model_size_in_billions),
-            model_id=self.spec.model_id,
-            file_name=file_name,
-            model_uri=self.spec.model_uri,
-            model_path=self.model_path,
-            package=self.spec.package,
-            model_revision=self.spec.model_revision,
-        )
+        return self._resolve(self.spec, self.spec.model_format,
+                             size=str(self.spec.model_size_in_billions), file_name=file_name)
 
-    def load(self):
-        """Resolve the files and return the loaded engine (an ``LLM`` subclass)."""
-        path = self.resolve_path()
-        cls = find_engine(self.model_engine).load_class()
-        model = cls(self.model_uid, self.family, self.spec, self.quantization, path, self.kwargs)
-        model.load()
-        return model
+    def build(self, cls, path: str):
+        """An ``LLM`` engine: ``cls(model_uid, family, spec, quantization, path, kwargs)``."""
+        return cls(self.model_uid, self.family, self.spec, self.quantization, path, self.kwargs)

@@ -1,1 +1,1 @@
-"""Video models (text-to-video, image-to-video): registration only for now."""
+"""Video models: text-to-video on diffusers pipelines (:mod:`.diffusers_engine`)."""

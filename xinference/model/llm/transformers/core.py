@@ -257,6 +257,15 @@ class TransformersModel(LLM):
         except Exception as e:  # jinja2 errors, raise_exception() in the template
             raise InvalidRequestError(f"chat template could not be rendered: {e}") from e
 
+    def stats(self) -> Dict[str, int]:
+        """Scheduler counters: ``requests_running`` (rows in the batch) and
+        ``requests_waiting`` now, ``requests_cancelled`` (dropped before their end because
+        their consumer went away), ``max_num_seqs``."""
+        sched = self._scheduler
+        return {"max_num_seqs": sched.max_num_seqs, "requests_running": sched.num_running,
+                "requests_waiting": sched.num_waiting,
+                "requests_cancelled": sched.cancelled_requests}
+
     # ---- serving ---------------------------------------------------------------------------
     def submit(self, state: RequestState, emit: Callable[[Any], None]) -> Callable[[], None]:
         """Queue the request in the batch scheduler: it joins the running batch between two

@@ -77,6 +77,8 @@ class BatchScheduler:
         self._cache = None  # transformers DynamicCache of the running batch
         self._mask = None  # (batch, cache_len) long tensor, 0 on left padding
         self._closed = False
+        #: requests dropped because their consumer left before they finished
+        self.cancelled_requests = 0
         self._thread = threading.Thread(target=self._loop, name="batch-scheduler",
                                          daemon=True)
         self._thread.start()
@@ -139,6 +141,7 @@ class BatchScheduler:
         from transformers import DynamicCache
 
         if seq.cancelled.is_set():
+            self.cancelled_requests += 1
             seq.emit(seq.state.finish("stop"))
             return
         seq.generator = torch.Generator(device="cpu")
@@ -153,7 +156,7 @@ class BatchScheduler:
             past_key_values=cache, use_cache=True, logits_to_keep=1,
         )
         seq.position = len(ids)
-        token, lp = self._sample(out.logits[:, -1, :].float(), [seq])[0]
+        token, lp = self._sample_with_logprobs(out.logits[:, -1, :].float(), [seq])[0]
         if not self._accept(seq, token, lp):
             return
         self._merge(out.past_key_values, len(ids))
@@ -175,7 +178,7 @@ class BatchScheduler:
             past_key_values=self._cache, use_cache=True,
         )
         self._cache = out.past_key_values
-        tokens = self._sample(out.logits[:, -1, :].float(), seqs)
+        tokens = self._sample_with_logprobs(out.logits[:, -1, :].float(), seqs)
         keep = []
         for i, (seq, (token, lp)) in enumerate(zip(seqs, tokens)):
             seq.position += 1
@@ -187,6 +190,7 @@ class BatchScheduler:
     def _accept(self, seq: Sequence, token: int, logprobs=None) -> bool:
         """Feed a sampled token to the request; False when the request has ended."""
         if seq.cancelled.is_set():
+            self.cancelled_requests += 1
             deltas = seq.state.finish("stop")
         else:
             if seq.grammar is not None:
@@ -239,69 +243,99 @@ class BatchScheduler:
             layer.values = layer.values.index_select(0, idx)[:, :, start:, :]
 
     # ---- sampling ----------------------------------------------------------------------
-    def _sample(self, logits, seqs: List[Sequence]) -> List[Tuple[int, Optional[tuple]]]:
-        """One token per row of ``logits`` (batch, vocab), each with its request's params:
-        repeat/frequency/presence penalties over the last ``PENALTY_LAST_N`` tokens, the
-        grammar mask of a constrained request, then greedy (``temperature == 0``) or
-        temperature, top-k, top-p, min-p sampling with the request's seeded generator.
-
-        Returns ``(token, logprobs)`` per row; ``logprobs`` (when the request asked) is
-        ``(logprob of the token, [(id, logprob)] of the top_logprobs most likely)`` from the
-        log-softmax of the raw logits, before penalties, mask and temperature."""
-        import torch
-
+    @staticmethod
+    def _sample(logits, seqs: List[Sequence]) -> List[int]:
+        """One token per row of ``logits`` (batch, vocab), each with its request's params,
+        seeded generator and, for a constrained request, grammar mask
+        (:func:`sample_token`)."""
         logits = logits.to("cpu")
         out = []
         for row, seq in zip(logits, seqs):
-            lsm = (torch.log_softmax(row, dim=-1) if seq.state.params.logprobs else None)
-            token = self._sample_row(row, seq)
-            lp = None
-            if lsm is not None:
-                k = seq.state.params.top_logprobs
-                top = []
-                if k:
-                    vals, ids = torch.topk(lsm, k)
-                    top = list(zip(ids.tolist(), vals.tolist()))
-                lp = (float(lsm[token]), top)
-            out.append((token, lp))
+            recent = (seq.state.prompt_ids[-PENALTY_LAST_N:]
+                      + seq.state.output_ids[-PENALTY_LAST_N:])[-PENALTY_LAST_N:]
+            out.append(sample_token(row, seq.state.params, recent, seq.generator,
+                                    seq.grammar))
         return out
 
-    def _sample_row(self, row, seq: Sequence) -> int:
-        """Sample one row (see :meth:`_sample`); ``row`` may be changed in place."""
+    @staticmethod
+    def _logprobs(logits, seqs: List[Sequence], tokens: List[int]) -> List[Optional[tuple]]:
+        """Per row, when its request asked for logprobs: ``(logprob of the sampled token,
+        [(id, logprob)] of the top_logprobs most likely)``, from the log-softmax of the raw
+        logits (before penalties, grammar mask and temperature); else None."""
         import torch
 
-        p = seq.state.params
-        recent = (seq.state.prompt_ids[-PENALTY_LAST_N:]
-                  + seq.state.output_ids[-PENALTY_LAST_N:])[-PENALTY_LAST_N:]
-        if recent and (p.repeat_penalty != 1.0 or p.frequency_penalty
-                       or p.presence_penalty):
-            ids, counts = torch.unique(torch.tensor(recent), return_counts=True)
-            vals = row[ids]
-            if p.repeat_penalty != 1.0:
-                vals = torch.where(vals > 0, vals / p.repeat_penalty,
-                                   vals * p.repeat_penalty)
-            vals = vals - counts.to(vals.dtype) * p.frequency_penalty - p.presence_penalty
-            row[ids] = vals
-        if seq.grammar is not None:
-            row = seq.grammar.mask(row)
-        if p.temperature <= 0:
-            return int(torch.argmax(row))
-        row = row / p.temperature
-        if p.top_k and 0 < p.top_k < row.shape[0]:
-            kth = torch.topk(row, p.top_k).values[-1]
-            row = row.masked_fill(row < kth, float("-inf"))
-        probs = torch.softmax(row, dim=-1)
-        if p.min_p and p.min_p > 0:
-            probs = probs.masked_fill(probs < p.min_p * probs.max(), 0.0)
-        if p.top_p is not None and p.top_p < 1.0:
-            # Sort only the candidates left by top-k/min-p (tens, not the vocabulary).
-            cand = probs.nonzero().squeeze(1)
-            sorted_p, order = torch.sort(probs[cand], descending=True)
-            cum = torch.cumsum(sorted_p, dim=-1)
-            drop = (cum - sorted_p) >= p.top_p  # keep the smallest set reaching top_p
-            probs = torch.zeros_like(probs)
-            probs[cand[order]] = sorted_p.masked_fill(drop, 0.0)
-        return int(torch.multinomial(probs, 1, generator=seq.generator))
+        out: List[Optional[tuple]] = []
+        for row, seq, token in zip(logits, seqs, tokens):
+            p = seq.state.params
+            if not p.logprobs:
+                out.append(None)
+                continue
+            lsm = torch.log_softmax(row.to("cpu"), dim=-1)
+            top = []
+            if p.top_logprobs:
+                vals, ids = torch.topk(lsm, p.top_logprobs)
+                top = list(zip(ids.tolist(), vals.tolist()))
+            out.append((float(lsm[token]), top))
+        return out
+
+    def _sample_with_logprobs(self, logits, seqs: List[Sequence]
+                              ) -> List[Tuple[int, Optional[tuple]]]:
+        tokens = self._sample(logits, seqs)
+        if not any(s.state.params.logprobs for s in seqs):
+            return [(t, None) for t in tokens]
+        return list(zip(tokens, self._logprobs(logits, seqs, tokens)))
+
+
+def sample_token(row, p, recent: List[int], generator, grammar=None) -> int:
+    """Sample one token id from ``row`` (a 1-D float CPU tensor of logits over the
+    vocabulary) with the request's parameters ``p`` (:class:`GenerationParams`), as
+    llama.cpp's sampler chain does:
+
+    1. repeat / frequency / presence penalties on the ids in ``recent`` (the last
+       ``PENALTY_LAST_N`` tokens of context): a positive logit is divided by
+       ``repeat_penalty``, a negative one multiplied; then ``count * frequency_penalty +
+       presence_penalty`` is subtracted;
+    2. ``temperature <= 0``: greedy (argmax);
+    3. otherwise divide by ``temperature``, keep the ``top_k`` highest logits (``top_k <= 0``
+       keeps all), softmax, drop tokens below ``min_p`` times the best probability, keep the
+       smallest set of most likely tokens whose probability reaches ``top_p``, and draw
+       from what is left with ``generator`` (a ``torch.Generator``).
+
+    ``grammar`` (a ``grammar.RowGrammar`` of a constrained request) masks the tokens its
+    grammar does not allow, after the penalties. ``row`` itself is left unchanged.
+    """
+    import torch
+
+    changed = bool(recent) and bool(p.repeat_penalty != 1.0 or p.frequency_penalty
+                                     or p.presence_penalty)
+    if changed:
+        ids, counts = torch.unique(torch.tensor(recent), return_counts=True)
+        vals = row[ids]
+        if p.repeat_penalty != 1.0:
+            vals = torch.where(vals > 0, vals / p.repeat_penalty, vals * p.repeat_penalty)
+        vals = vals - counts.to(vals.dtype) * p.frequency_penalty - p.presence_penalty
+        row = row.clone()
+        row[ids] = vals
+    if grammar is not None:
+        row = grammar.mask(row if changed else row.clone())
+    if p.temperature <= 0:
+        return int(torch.argmax(row))
+    row = row / p.temperature
+    if p.top_k and 0 < p.top_k < row.shape[0]:
+        kth = torch.topk(row, p.top_k).values[-1]
+        row = row.masked_fill(row < kth, float("-inf"))
+    probs = torch.softmax(row, dim=-1)
+    if p.min_p and p.min_p > 0:
+        probs = probs.masked_fill(probs < p.min_p * probs.max(), 0.0)
+    if p.top_p is not None and p.top_p < 1.0:
+        # Sort only the candidates left by top-k/min-p (tens, not the vocabulary).
+        cand = probs.nonzero().squeeze(1)
+        sorted_p, order = torch.sort(probs[cand], descending=True)
+        cum = torch.cumsum(sorted_p, dim=-1)
+        drop = (cum - sorted_p) >= p.top_p  # keep the smallest set reaching top_p
+        probs = torch.zeros_like(probs)
+        probs[cand[order]] = sorted_p.masked_fill(drop, 0.0)
+    return int(torch.multinomial(probs, 1, generator=generator))
 
 
 def _left_pad(t, length: int, dim: int = 2):

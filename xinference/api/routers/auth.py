@@ -1,0 +1,56 @@
+"""Login and auth state: ``POST /token`` (OAuth2 password form → JWT) and
+``GET /v1/cluster/auth`` (whether auth is on; public, the web UI asks it first)."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import parse_qs
+
+from fastapi import Request
+
+from ...core.errors import InvalidRequestError
+from . import Route, Router
+
+
+class AuthRouter(Router):
+    ROUTES = [
+        Route("POST", "/token", "login", None),
+        Route("GET", "/v1/cluster/auth", "cluster_auth", None),
+    ]
+
+    async def cluster_auth(self):
+        """``{"auth": true}`` when the server checks credentials."""
+        return {"auth": self.api.auth is not None}
+
+    async def login(self, request: Request):
+        """OAuth2 password grant: a form (``application/x-www-form-urlencoded``, or JSON)
+        with ``username`` and ``password``; answers ``{"access_token", "token_type":
+        "bearer", "expires_in"}``.
+
+        Raises:
+            InvalidRequestError: auth is off, or the form lacks a field (400).
+            AuthenticationError: wrong username or password (401).
+        """
+        if self.api.auth is None:
+            raise InvalidRequestError("Authentication is not enabled on this server")
+        body = await request.body()
+        if (request.headers.get("content-type") or "").startswith("application/json"):
+            try:
+                form = json.loads(body or b"{}")
+            except ValueError:
+                raise InvalidRequestError("Request body is not valid JSON") from None
+            if not isinstance(form, dict):
+                raise InvalidRequestError("Send a JSON object with username and password")
+        else:
+            form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace"),
+                                                 keep_blank_values=True).items()}
+        grant = form.get("grant_type")
+        if grant not in (None, "", "password"):
+            raise InvalidRequestError(f"Unsupported grant_type {grant!r}; use 'password'")
+        username, password = form.get("username"), form.get("password")
+        if not isinstance(username, str) or not isinstance(password, str) or not username:
+            raise InvalidRequestError("'username' and 'password' are required")
+        return self.api.auth.issue_token(username, password)
+
+
+ROUTERS = [AuthRouter]

@@ -1,0 +1,94 @@
+"""The picklable loader every model type hands from the supervisor to its model process.
+
+A launch plan (``ModelTypeHandler.plan``) returns a :class:`ModelLoader` subclass; it is
+pickled by xoscar from the supervisor to the worker and on into the model's sub-pool
+process, where ``ModelActor`` calls :meth:`ModelLoader.load`. Only that call imports the
+engine (and with it torch, diffusers, faster-whisper, ...): building a loader imports
+nothing heavy.
+
+Each model type subclasses it with the fields its weights are found by (a spec, a weight
+format) and its own :meth:`~ModelLoader.resolve_path`; :meth:`~ModelLoader.load` is shared.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Dict, Optional
+
+from .cache_manager import resolve_model_path
+
+
+def import_class(class_path: str):
+    """The class named by ``"package.module:Class"`` (imports the module)."""
+    module, _, name = class_path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+@dataclass
+class ModelLoader:
+    """Launch parameters of one replica (picklable).
+
+    Attributes:
+        model_uid: the model's uid.
+        family: the model's family (builtin or custom registration), carried whole so the
+            worker needs no registry.
+        engine_class: the engine as ``"module:Class"``; imported only by :meth:`load`.
+        model_path: an explicit local path of the weights (``model_path`` of the launch).
+        kwargs: the engine's launch options, already checked and parsed by the plan.
+
+    Subclasses add their own fields as keyword-only (``field(kw_only=True)``), so the
+    positional order of these five stays the same for every type.
+    """
+
+    #: set ``OMP_WAIT_POLICY=PASSIVE`` before the engine imports torch (see
+    #: :func:`~xinference.model.embedding.engine_utils.prepare_torch_env`)
+    uses_torch: ClassVar[bool] = False
+
+    model_uid: str
+    family: Any
+    engine_class: str
+    model_path: Optional[str] = None
+    kwargs: Dict[str, Any] = field(default_factory=dict)
+
+    def resolve_path(self) -> str:
+        """Local path of the weights (a directory or one file); see
+        :func:`~xinference.model.cache_manager.resolve_model_path`.
+
+        Raises:
+            ModelLoadError: the files are neither local nor downloadable.
+        """
+        raise NotImplementedError
+
+    def _resolve(self, source: Any, model_format: str, size: str = "0",
+                 file_name: Optional[str] = None) -> str:
+        """:func:`resolve_model_path` for this model with the hub and local fields
+        (``model_id``, ``model_uri``, ``package``, ``package_subdir``, ``model_revision``)
+        of ``source``, a spec or a family."""
+        return resolve_model_path(
+            model_name=self.family.model_name, model_format=model_format, size=size,
+            model_id=source.model_id, file_name=file_name, model_uri=source.model_uri,
+            model_path=self.model_path, package=source.package,
+            package_subdir=getattr(source, "package_subdir", None),
+            model_revision=source.model_revision,
+        )
+
+    def build(self, cls, path: str):
+        """The engine object, not yet loaded: ``cls(model_uid, family, path, **kwargs)``."""
+        return cls(self.model_uid, self.family, path, **self.kwargs)
+
+    def load(self):
+        """Prepare the process, resolve the files, import, build and load the engine;
+        returns the loaded engine. Runs inside the model process.
+
+        Raises:
+            ModelLoadError: the weights cannot be found (or the engine's own load errors).
+        """
+        if self.uses_torch:
+            from .embedding.engine_utils import prepare_torch_env
+
+            prepare_torch_env()
+        path = self.resolve_path()
+        engine = self.build(import_class(self.engine_class), path)
+        engine.load()
+        return engine
