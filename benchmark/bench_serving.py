@@ -202,14 +202,11 @@ def main():
     p.warmup = False
     p.verbosity = -1
     lib = xllamacpp.Server(p)
-    lcp = None
-    if importlib.util.find_spec("llama_cpp") is not None:
-        import llama_cpp
-
     # One stream: the server (default launch options, then stream_interval=4) and the
     # library in-process alternate prompt by prompt, so a change of background load hits
     # both sides alike.
     results, api_ms, ref_rows = {}, {}, []
+    ref_failed = "not installed (`pip install llama-cpp-python`, a source build)"
     for interval in (1, STREAM_INTERVAL):
         proc, url, _ = start_server(home)
         requests.post(url + "/v1/models", json={
@@ -240,10 +237,15 @@ def main():
         api_ms[interval] = (1000 * api_cpu / tokens, 1000 * loop_cpu / tokens)
     del lib
     if importlib.util.find_spec("llama_cpp") is not None:
-        lcp = llama_cpp.Llama(str(gguf), n_ctx=N_CTX, n_threads=cores, verbose=False)
-        llama_cpp_python_stream(lcp, "warm up")
-        ref_rows = [llama_cpp_python_stream(lcp, prompt) for prompt in PROMPTS]
-        del lcp
+        # its own process: two builds of ggml in one process crash
+        import subprocess
+
+        run = subprocess.run([sys.executable, __file__, "--llama-cpp-python", str(gguf)],
+                             capture_output=True, text=True)
+        if run.returncode == 0:
+            ref_rows = json.loads(run.stdout.strip().splitlines()[-1])
+        else:
+            ref_failed = f"failed (exit code {run.returncode})"
 
     startup, launch = statistics.median(startups), statistics.median(launches)
     rows = []
@@ -269,8 +271,7 @@ def main():
                     f"{r_tps:.1f} tokens/s, ttft {r_ttft * 1000:.0f} ms | "
                     f"{results[1][0][1] / r_tps:.3f}x (server / it) | |")
     else:
-        rows.append("| previous engine: llama-cpp-python in-process | not installed "
-                    "(`pip install llama-cpp-python`, a source build) | | | |")
+        rows.append(f"| previous engine: llama-cpp-python in-process | {ref_failed} | | | |")
     table_rows = "\n".join(rows)
     md = f"""## Serving: llama.cpp engine, one and many streams, start-up, launch (benchmark/bench_serving.py)
 
@@ -297,5 +298,17 @@ every core, that work preempts llama.cpp's compute threads and adds onto each to
     write_section("serving", md)
 
 
+def llama_cpp_python_rows(gguf: str) -> None:
+    """The previous engine, llama-cpp-python, in this process: prints its rows as JSON."""
+    import llama_cpp
+
+    lcp = llama_cpp.Llama(gguf, n_ctx=N_CTX, n_threads=os.cpu_count() or 1, verbose=False)
+    llama_cpp_python_stream(lcp, "warm up")
+    print(json.dumps([llama_cpp_python_stream(lcp, prompt) for prompt in PROMPTS]))
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--llama-cpp-python"]:
+        llama_cpp_python_rows(sys.argv[2])
+    else:
+        main()
