@@ -101,19 +101,37 @@ def test_eight_streams_overlap(endpoint):
 
 
 def test_batched_greedy_equals_alone(endpoint):
-    """Greedy outputs of requests decoded together equal the same requests run alone."""
+    """Greedy outputs of requests decoded together equal the same requests run alone.
+
+    llama.cpp's CPU kernels are not bitwise batch-invariant (a batch of 4 sums in other
+    orders than a batch of 1), so where the two best candidates of a step are within
+    float noise of each other, greedy may pick either. The check is therefore: both runs
+    give the same tokens up to their first difference, the log-probabilities agree (1e-2)
+    until then, and a difference only happens at a near-tie (top-2 gap < 0.05 nats)."""
     def complete(prompt):
         r = requests.post(f"{endpoint}/v1/completions", timeout=300, json={
             "model": SMOLLM, "prompt": prompt, "max_tokens": 24, "temperature": 0,
-            "ignore_eos": True})
+            "ignore_eos": True, "logprobs": 2})
         assert r.status_code == 200, r.text
-        return r.json()["choices"][0]["text"]
+        return r.json()["choices"][0]["logprobs"]
 
     prompts = PROMPTS[:4]
     alone = [complete(p) for p in prompts]
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         together = list(pool.map(complete, prompts))
-    assert together == alone
+    identical = 0
+    for a, t in zip(alone, together):
+        n = next((i for i, (x, y) in enumerate(zip(a["tokens"], t["tokens"])) if x != y),
+                 None)
+        same = len(a["tokens"]) if n is None else n
+        for i in range(same):
+            assert abs(a["token_logprobs"][i] - t["token_logprobs"][i]) < 1e-2, (i, a, t)
+        if n is None:
+            identical += 1
+            continue
+        top2 = sorted(a["top_logprobs"][n].values(), reverse=True)[:2]
+        assert len(top2) == 2 and top2[0] - top2[1] < 0.05, (n, a["top_logprobs"][n])
+    assert identical >= len(prompts) - 1  # a near-tie in more than one is not noise
 
 
 def test_ignore_eos_gives_exactly_max_tokens(endpoint):
