@@ -903,15 +903,10 @@ class SupervisorActor(xo.StatelessActor):
             ConflictError: a running model uses that version (409).
             ModelNotFoundError: it is cached nowhere (404).
         """
-        from ..model.cache_manager import model_version_of
+        from ..model.cache_manager import check_version_not_running
 
-        for uid, m in self._models.items():
-            d = m.desc
-            if d.get("model_name") and model_version_of(
-                    d["model_name"], d.get("model_format"),
-                    d.get("model_size_in_billions")) == model_version:
-                raise ConflictError(f"Model version {model_version!r} is in use by the "
-                                    f"running model {uid!r}; terminate it first")
+        check_version_not_running(model_version,
+                                  ((uid, m.desc) for uid, m in self._models.items()))
         out = {}
         for w in self._workers_at(worker_ip):
             paths = await self._call_worker(w, w.ref.remove_cached_model(model_version),

@@ -306,15 +306,10 @@ class WorkerActor(xo.StatelessActor):
         Raises:
             ConflictError: a running replica here was launched from it (409).
         """
-        from ..model.cache_manager import model_version_of, remove_cached_model
+        from ..model.cache_manager import check_version_not_running, remove_cached_model
 
-        for r in self._replicas.values():
-            d = r.desc
-            if d.get("model_name") and model_version_of(
-                    d["model_name"], d.get("model_format"),
-                    d.get("model_size_in_billions")) == model_version:
-                raise ConflictError(f"Model version {model_version!r} is in use by the "
-                                    f"running model {r.model_uid!r}; terminate it first")
+        check_version_not_running(model_version,
+                                  ((r.model_uid, r.desc) for r in self._replicas.values()))
         return await asyncio.to_thread(remove_cached_model, model_version)
 
     async def get_metrics(self) -> Dict[str, Any]:

@@ -326,6 +326,25 @@ def model_version_of(model_name: str, model_format: Any, size: Any) -> str:
                          "0" if size is None else str(size)).name
 
 
+def check_version_not_running(model_version: str, running) -> None:
+    """Refuse to touch ``model_version`` while a model runs from it.
+
+    Args:
+        running: ``(model_uid, launch description)`` pairs of the running models.
+
+    Raises:
+        ConflictError: one of them uses that version (HTTP 409), naming it.
+    """
+    from ..core.errors import ConflictError
+
+    for uid, d in running:
+        if d.get("model_name") and model_version_of(
+                d["model_name"], d.get("model_format"),
+                d.get("model_size_in_billions")) == model_version:
+            raise ConflictError(f"Model version {model_version!r} is in use by the "
+                                f"running model {uid!r}; terminate it first")
+
+
 def list_cached_models(model_name: Optional[str] = None) -> List[Dict[str, Any]]:
     """What ``XINFERENCE_HOME/cache`` holds on this machine: one row per model version
     (cache directory) with ``model_name``, ``model_format``, ``model_size_in_billions``,
