@@ -105,13 +105,18 @@ def test_batched_greedy_equals_alone(endpoint):
 
     llama.cpp's CPU kernels are not bitwise batch-invariant (a batch of 4 sums in other
     orders than a batch of 1), so where the two best candidates of a step are within
-    float noise of each other, greedy may pick either. The check is therefore: both runs
-    give the same tokens up to their first difference, the log-probabilities agree (1e-2)
-    until then, and a difference only happens at a near-tie (top-2 gap < 0.05 nats)."""
+    rounding noise of each other, greedy may pick either (measured in the full suite:
+    the same token's log-probability differs by 0.01 nats at the first step and a 0.19-nat
+    lead flipped a few steps later; SmolLM2 Q4_1). The check is therefore, with no penalty
+    (so greedy takes the argmax of the reported raw distribution): both runs give the same
+    tokens up to their first difference, the log-probabilities agree within 0.3 nats until
+    then (a request that saw another's tokens is off by nats, and says other words from
+    its first token), a difference only happens where the two best candidates are within
+    0.3 nats, and at least 3 of the 4 outputs are identical."""
     def complete(prompt):
         r = requests.post(f"{endpoint}/v1/completions", timeout=300, json={
             "model": SMOLLM, "prompt": prompt, "max_tokens": 24, "temperature": 0,
-            "ignore_eos": True, "logprobs": 2})
+            "ignore_eos": True, "logprobs": 2, "repeat_penalty": 1.0})
         assert r.status_code == 200, r.text
         return r.json()["choices"][0]["logprobs"]
 
@@ -125,12 +130,12 @@ def test_batched_greedy_equals_alone(endpoint):
                  None)
         same = len(a["tokens"]) if n is None else n
         for i in range(same):
-            assert abs(a["token_logprobs"][i] - t["token_logprobs"][i]) < 1e-2, (i, a, t)
+            assert abs(a["token_logprobs"][i] - t["token_logprobs"][i]) < 0.3, (i, a, t)
         if n is None:
             identical += 1
             continue
         top2 = sorted(a["top_logprobs"][n].values(), reverse=True)[:2]
-        assert len(top2) == 2 and top2[0] - top2[1] < 0.05, (n, a["top_logprobs"][n])
+        assert len(top2) == 2 and top2[0] - top2[1] < 0.3, (n, a["top_logprobs"][n])
     assert identical >= len(prompts) - 1  # a near-tie in more than one is not noise
 
 
