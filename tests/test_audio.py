@@ -133,7 +133,7 @@ def test_pcm_is_24khz_int16():
 
 
 def test_decode_rejects_what_is_not_audio():
-    from xinference.core.errors import InvalidRequestError
+    from xinference.errors import InvalidRequestError
 
     for data, why in ((b"", "empty"), (b"plain text, not audio " * 50, "not audio")):
         with pytest.raises(InvalidRequestError, match=why):
@@ -329,7 +329,7 @@ def test_whisper_batched_pipeline_in_process():
     out = asyncio.run(asr.transcriptions(audio, response_format="verbose_json",
                                          timestamp_granularities=["word", "segment"]))
     assert word_recall(SENTENCE, out["text"]) >= 0.8 and out["segments"] and out["words"]
-    from xinference.core.errors import InvalidRequestError
+    from xinference.errors import InvalidRequestError
 
     with pytest.raises(InvalidRequestError, match="Unknown launch option"):
         h.plan(h.builtins()[ASR], "asr", n_gpu=0, beam_width=2)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from xinference.core.errors import InvalidRequestError
+from xinference.errors import InvalidRequestError
 from xinference.model.llm.chat_template import normalize_messages
 from xinference.model.llm.constraints import Alternative, Constraint, to_gbnf
 from xinference.model.llm.core import GenerationParams

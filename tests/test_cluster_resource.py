@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from xinference.core.errors import InvalidRequestError, ModelUnavailableError
+from xinference.errors import InvalidRequestError, ModelUnavailableError
 from xinference.core.resource import (
     allocate_gpus,
     gpu_env,

@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 
-from xinference.core.errors import InvalidRequestError
+from xinference.errors import InvalidRequestError
 from xinference.model.embedding.batching import DynamicBatcher
 
 from .conftest import load_embedding_engine, minilm_dir

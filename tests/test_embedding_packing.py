@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xinference.core.errors import InvalidRequestError
+from xinference.errors import InvalidRequestError
 from xinference.model import model_type_handlers
 from xinference.model.embedding.packing import PaddingFreeEncoder, pack_rows
 from xinference.model.options import flag

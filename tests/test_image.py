@@ -96,7 +96,7 @@ def openai_client(srv):
 # ---- request parameters (pure functions shared by the gateway and the engines) ----------
 
 def test_parse_size_and_bounds():
-    from xinference.core.errors import InvalidRequestError
+    from xinference.errors import InvalidRequestError
     from xinference.model.image.params import check_n, parse_kwargs, parse_size
 
     assert parse_size("512*256") == (512, 256)

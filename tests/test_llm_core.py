@@ -2,7 +2,7 @@
 
 import pytest
 
-from xinference.core.errors import InvalidRequestError
+from xinference.errors import InvalidRequestError
 from xinference.model.llm.chat_template import CHATML_TEMPLATE, render_chat_template
 from xinference.model.llm.core import (
     BytesDetokenizer,

@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from xinference.core.errors import ConflictError, RequestAbortedError, RequestNotFoundError
+from xinference.errors import ConflictError, RequestAbortedError, RequestNotFoundError
 
 from .test_model_streams import AsyncEngine, BlockingEngine, loaded_actor
 

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from xinference.core.errors import InvalidRequestError
+from xinference.errors import InvalidRequestError
 from xinference.core.model import ModelActor, ModelStream
 
 

@@ -13,14 +13,14 @@ import socket
 
 import pytest
 
-from xinference.core.errors import (
+from xinference.errors import (
     ConflictError,
     InvalidRequestError,
     ModelLoadError,
     RegistrationNotFoundError,
     XinferenceError,
 )
-from xinference.core.progress import DOWNLOAD_SHARE, current_progress, reset_progress
+from xinference.model.progress import DOWNLOAD_SHARE, current_progress, reset_progress
 from xinference.model import model_type_handlers
 from xinference.model.cache_manager import hub_offline_reason, resolve_model_path
 from xinference.model.registry import ModelRegistry

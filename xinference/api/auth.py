@@ -43,7 +43,7 @@ from typing import Any, Dict, FrozenSet, Iterable, List, Literal, Optional, Tupl
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..core.errors import AuthenticationError, PermissionDeniedError
+from ..errors import AuthenticationError, PermissionDeniedError
 from .routers import PUBLIC_PATHS as ROUTE_PUBLIC_PATHS
 
 logger = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..constants import xinference_home
-from ..core.errors import InvalidRequestError, PayloadTooLargeError, RequestNotFoundError
+from ..errors import InvalidRequestError, PayloadTooLargeError, RequestNotFoundError
 
 XINFERENCE_ENV_GENERATED_FILES_TTL = "XINFERENCE_GENERATED_FILES_TTL"
 DEFAULT_GENERATED_FILES_TTL = 3600.0

@@ -22,7 +22,7 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from ..core.errors import ModelUnavailableError, XinferenceError
+from ..errors import ModelUnavailableError, XinferenceError
 from ..core.model import ModelStream
 from .routers import all_routes
 

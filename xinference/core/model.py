@@ -28,7 +28,7 @@ from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Optional
 
 import xoscar as xo
 
-from .errors import (
+from ..errors import (
     ConflictError,
     InvalidRequestError,
     RequestAbortedError,
@@ -537,8 +537,8 @@ class ModelActor(xo.StatelessActor):
         Raises:
             ConflictError: that request id is already queued or running here.
         """
-        from .errors import ConflictError
-        from .progress import RequestProgress
+        from ..errors import ConflictError
+        from ..model.progress import RequestProgress
 
         config = dict(config or {})
         rid = str(config.pop("request_id", None) or uuid.uuid4().hex)
@@ -568,12 +568,12 @@ class ModelActor(xo.StatelessActor):
 
     def get_request_progress(self, request_id: str) -> Dict[str, Any]:
         """``{"request_id", "status", "progress"}`` of an image or video request (see
-        :class:`~xinference.core.progress.RequestProgress`).
+        :class:`~xinference.model.progress.RequestProgress`).
 
         Raises:
             RequestNotFoundError: unknown request id (HTTP 404).
         """
-        from .errors import RequestNotFoundError
+        from ..errors import RequestNotFoundError
 
         p = self._progress.get(request_id)
         if p is None:

@@ -18,7 +18,7 @@ import shutil
 import subprocess
 from typing import Any, Dict, List, Optional, Union
 
-from .errors import InvalidRequestError, ModelUnavailableError
+from ..errors import InvalidRequestError, ModelUnavailableError
 
 logger = logging.getLogger(__name__)
 

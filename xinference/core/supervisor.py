@@ -29,7 +29,7 @@ from ..constants import (
 )
 from ..model import model_type_handlers
 from ..model.registry import ModelRegistry, canonical_model_type
-from .errors import (
+from ..errors import (
     ConflictError,
     InvalidRequestError,
     ModelNotFoundError,
@@ -557,7 +557,7 @@ class SupervisorActor(xo.StatelessActor):
     async def get_launch_progress(self, model_uid: str) -> float:
         """Launch progress of ``model_uid``, 0..1 (``GET /v1/models/{model_uid}/progress``):
         replicas already loaded count 1 each, the one loading counts its process's report
-        (download fraction, see :mod:`xinference.core.progress`); 1.0 once running.
+        (download fraction, see :mod:`xinference.model.progress`); 1.0 once running.
 
         Raises:
             ModelNotFoundError: neither launching nor running.

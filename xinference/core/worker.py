@@ -29,9 +29,9 @@ from ..constants import (
     health_check_interval,
     health_check_timeout,
 )
-from .errors import ConflictError, ModelNotFoundError, ModelUnavailableError
+from ..errors import ConflictError, ModelNotFoundError, ModelUnavailableError
 from .model import ModelActor
-from .progress import LaunchProgressActor
+from ..model.progress import LaunchProgressActor
 from .resource import allocate_gpus, gpu_env, normalize_gpu_idx, normalize_n_gpu
 
 logger = logging.getLogger(__name__)
@@ -214,7 +214,7 @@ class WorkerActor(xo.StatelessActor):
 
     async def get_launch_progress(self, replica_uid: str) -> float:
         """0..1: 1.0 once the replica is loaded, the model process's own report while it
-        loads (see :mod:`xinference.core.progress`), 0.0 while its process starts.
+        loads (see :mod:`xinference.model.progress`), 0.0 while its process starts.
 
         Raises:
             ModelNotFoundError: the replica is neither launching nor running here.

@@ -17,8 +17,8 @@ from typing import Any, Dict, List, Optional
 from urllib.parse import unquote, urlparse
 
 from ..constants import xinference_cache_dir
-from ..core.errors import ModelLoadError, RequestAbortedError
-from ..core.progress import DOWNLOAD_SHARE, launch_cancelled, report_progress
+from ..errors import ModelLoadError, RequestAbortedError
+from .progress import DOWNLOAD_SHARE, launch_cancelled, report_progress
 
 # Seconds to wait for a TCP connection to the hub before calling this machine offline.
 XINFERENCE_ENV_HUB_PROBE_TIMEOUT = "XINFERENCE_HUB_PROBE_TIMEOUT"
@@ -102,7 +102,7 @@ def resolve_model_path(
     """Return a local path to the model: the file ``file_name`` (single-file formats such as
     GGUF) or a directory (Hugging Face layout).
 
-    Reports launch progress (:mod:`xinference.core.progress`): download fractions while
+    Reports launch progress (:mod:`xinference.model.progress`): download fractions while
     downloading, ``DOWNLOAD_SHARE`` once the files are local.
 
     Raises:
@@ -335,7 +335,7 @@ def check_version_not_running(model_version: str, running) -> None:
     Raises:
         ConflictError: one of them uses that version (HTTP 409), naming it.
     """
-    from ..core.errors import ConflictError
+    from ..errors import ConflictError
 
     for uid, d in running:
         if d.get("model_name") and model_version_of(
@@ -374,7 +374,7 @@ def cached_model_paths(model_version: str) -> List[str]:
 
 
 def _version_dir(model_version: str) -> Path:
-    from ..core.errors import InvalidRequestError
+    from ..errors import InvalidRequestError
 
     if not model_version or "/" in model_version or model_version in (".", "..") \
             or model_version.startswith("."):

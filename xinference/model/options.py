@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, Optional
 
-from ..core.errors import InvalidRequestError
+from ..errors import InvalidRequestError
 
 
 def positive_int(name: str, value: Any, default: Optional[int] = None) -> Optional[int]:

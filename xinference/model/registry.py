@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Type
 from pydantic import BaseModel, ValidationError
 
 from ..constants import xinference_model_dir
-from ..core.errors import (
+from ..errors import (
     ConflictError,
     InvalidRequestError,
     RegistrationNotFoundError,

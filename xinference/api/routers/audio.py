@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
-from ...core.errors import InvalidRequestError, PayloadTooLargeError
+from ...errors import InvalidRequestError, PayloadTooLargeError
 from ...core.model import ModelStream
 from ...model.audio.formats import SPEECH_CONTENT_TYPES
 from ..schemas.audio import (

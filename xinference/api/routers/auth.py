@@ -8,7 +8,7 @@ from urllib.parse import parse_qs
 
 from fastapi import Request
 
-from ...core.errors import InvalidRequestError
+from ...errors import InvalidRequestError
 from . import Route, Router
 
 

@@ -16,7 +16,7 @@ from typing import Any, Dict
 from fastapi import Request
 from fastapi.responses import FileResponse
 
-from ...core.errors import InvalidRequestError
+from ...errors import InvalidRequestError
 from ..media import (
     MEDIA_TYPES,
     form_value,

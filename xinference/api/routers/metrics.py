@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from fastapi.responses import Response
 
-from ...core.errors import ModelNotFoundError
+from ...errors import ModelNotFoundError
 from . import Route, Router
 
 

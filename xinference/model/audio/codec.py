@@ -16,7 +16,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from ...core.errors import InvalidRequestError
+from ...errors import InvalidRequestError
 from .formats import SPEECH_CONTENT_TYPES
 
 #: response_format -> (FFmpeg muxer, encoder, sample rate or None for the input's)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
-from ...core.errors import InvalidRequestError
+from ...errors import InvalidRequestError
 from .family import AudioModelFamily
 
 #: ModelActor method -> the ability it needs

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence
 
-from ...core.errors import InvalidRequestError
+from ...errors import InvalidRequestError
 
 TRANSCRIPTION_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 TIMESTAMP_GRANULARITIES = ("segment", "word")

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
-from ...core.errors import InvalidRequestError
+from ...errors import InvalidRequestError
 from ..loader import ModelLoader
 from ..options import positive_int
 from .family import AudioModelFamily

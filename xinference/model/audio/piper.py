@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any, Iterator, List, Optional
 
-from ...core.errors import InvalidRequestError
+from ...errors import InvalidRequestError
 from .core import AudioModel
 from .formats import MAX_SPEECH_INPUT, SPEECH_CONTENT_TYPES, SPEED_RANGE, check_choice
 

@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ...core.errors import InvalidRequestError
+from ...errors import InvalidRequestError
 from .core import AudioModel
 from .formats import (
     TIMESTAMP_GRANULARITIES,

@@ -8,7 +8,7 @@ import sys
 import threading
 from typing import Any, Dict, Optional
 
-from ...core.errors import InvalidRequestError
+from ...errors import InvalidRequestError
 from ..options import positive_int
 
 # Tokenizers without a real limit report a huge model_max_length (1e30).

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, Optional, Tuple
 
-from ...core.errors import InvalidRequestError
+from ...errors import InvalidRequestError
 from ..loader import ModelLoader
 from ..options import flag, positive_int
 from .family import EmbeddingModelFamily, SentenceModelFamily, SentenceModelSpec

@@ -18,7 +18,7 @@ import base64
 import logging
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ...core.errors import InvalidRequestError
+from ...errors import InvalidRequestError
 from .engine_utils import (
     BatchedSentenceEngine,
     check_token_ids,

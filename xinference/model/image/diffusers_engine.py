@@ -10,7 +10,7 @@ went away. :class:`DiffusersImageModel` adds text-to-image, image-to-image and i
 
 Methods are plain (blocking): the ModelActor runs them one at a time in its engine thread
 and passes ``cancel`` (a ``threading.Event``) and ``progress`` (a
-:class:`~xinference.core.progress.RequestProgress`).
+:class:`~xinference.model.progress.RequestProgress`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import logging
 import time
 from typing import Any, Dict, Optional, Tuple
 
-from ...core.errors import InvalidRequestError
+from ...errors import InvalidRequestError
 from ..embedding.engine_utils import pick_device, prepare_torch_env
 from .params import check_n, parse_size
 

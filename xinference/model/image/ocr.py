@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from ...core.errors import InvalidRequestError
+from ...errors import InvalidRequestError
 from .diffusers_engine import load_image
 
 
@@ -63,7 +63,7 @@ class RapidOCRModel:
         Raises:
             ModelLoadError: the folder lacks a detection or recognition model.
         """
-        from ...core.errors import ModelLoadError
+        from ...errors import ModelLoadError
         from rapidocr_onnxruntime import RapidOCR
 
         paths = {k: _pick(self._path, k) for k in ("det", "rec", "cls")}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any, Dict, Optional, Tuple
 
-from ...core.errors import InvalidRequestError
+from ...errors import InvalidRequestError
 from ..options import json_object
 
 MAX_N = 10

@@ -2,7 +2,7 @@
 ``tool_choice``, ``parallel_tool_calls``, ``response_format``, ``logprobs`` /
 ``top_logprobs`` and ``n`` (the OpenAI API reference, "Create chat completion").
 
-Every check raises :class:`~xinference.core.errors.InvalidRequestError` (HTTP 400) with a
+Every check raises :class:`~xinference.errors.InvalidRequestError` (HTTP 400) with a
 message that names the field; a field we do not support is refused the same way instead of
 being ignored (:data:`UNSUPPORTED_FIELDS`).
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any, Dict, List, Optional, Tuple
 
-from ...core.errors import InvalidRequestError
+from ...errors import InvalidRequestError
 
 MAX_TOP_LOGPROBS = 20  # OpenAI's bound
 MAX_N = 16  # most choices per request (each is a sequence in the engine's batch)

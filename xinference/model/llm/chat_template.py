@@ -12,7 +12,7 @@ import datetime
 import functools
 from typing import Any, Dict, List, Optional
 
-from ...core.errors import InvalidRequestError
+from ...errors import InvalidRequestError
 
 
 def _raise_exception(message: str):

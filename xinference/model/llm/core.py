@@ -24,7 +24,7 @@ from typing import (
     Any, AsyncIterator, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union,
 )
 
-from ...core.errors import InvalidRequestError
+from ...errors import InvalidRequestError
 from ..options import flag, positive_int
 from . import chat_params
 from .constraints import Constraint

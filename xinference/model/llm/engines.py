@@ -11,7 +11,7 @@ import importlib.util
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
-from ...core.errors import InvalidRequestError
+from ...errors import InvalidRequestError
 from .llm_family import LLMFamily, LLMSpec, normalize_size
 
 

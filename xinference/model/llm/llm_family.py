@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Literal, Optional, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from ...core.errors import InvalidRequestError
+from ...errors import InvalidRequestError
 from ..custom_family import NamedModel, WeightSource, check_abilities
 KNOWN_FORMATS = ("pytorch", "ggufv2", "ggmlv3", "gptq", "awq", "fp8", "mlx", "bnb")
 # Formats whose spec names one file per quantization (model_file_name_template required).

@@ -16,7 +16,7 @@ import logging
 import uuid
 from typing import Any, Dict, List, Optional, Tuple
 
-from ...core.errors import InvalidRequestError
+from ...errors import InvalidRequestError
 from ..embedding.engine_utils import BatchedSentenceEngine, effective_max_length
 
 logger = logging.getLogger(__name__)

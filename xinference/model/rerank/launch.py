@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...core.errors import InvalidRequestError
+from ...errors import InvalidRequestError
 from ..embedding.launch import plan_sentence_launch
 from .family import RerankModelFamily
 

@@ -9,7 +9,7 @@ import io
 import time
 from typing import Any, Dict, List, Optional
 
-from ...core.errors import InvalidRequestError
+from ...errors import InvalidRequestError
 from ..image.diffusers_engine import DiffusersEngine
 from ..image.params import check_n
 

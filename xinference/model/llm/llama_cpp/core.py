@@ -30,7 +30,7 @@ import threading
 from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
-from ....core.errors import InvalidRequestError, ModelLoadError
+from ....errors import InvalidRequestError, ModelLoadError
 from ...options import positive_int
 from ..core import LLM, BytesDetokenizer, IncrementalDetokenizer, RequestState
 

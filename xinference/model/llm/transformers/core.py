@@ -16,7 +16,7 @@ import logging
 import os
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from ....core.errors import InvalidRequestError, ModelLoadError
+from ....errors import InvalidRequestError, ModelLoadError
 from ...options import positive_int
 from ..core import LLM, GenerationParams, IncrementalDetokenizer, RequestState
 

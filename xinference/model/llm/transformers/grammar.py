@@ -20,7 +20,7 @@ import json
 import threading
 from typing import List, Sequence
 
-from ....core.errors import InvalidRequestError
+from ....errors import InvalidRequestError
 from ..constraints import Constraint
 
 _CACHE_SIZE = 64

@@ -67,7 +67,7 @@ class LaunchProgressActor(xo.StatelessActor):
         import logging
 
         if not logging.getLogger().handlers:
-            from ..deploy.utils import setup_logging
+            from ..log import setup_logging
 
             setup_logging()  # the server's --log-level, inherited through the environment
 
