@@ -135,17 +135,6 @@ class TransformersModel(LLM):
             return torch.float32
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
-    @classmethod
-    def check_options(cls, kwargs: Dict[str, Any]) -> None:
-        """``stream_interval``, ``max_num_seqs`` and ``n_threads`` (positive integers).
-
-        Raises:
-            InvalidRequestError: a bad value, naming the option.
-        """
-        super().check_options(kwargs)
-        for name in ("max_num_seqs", "n_threads"):
-            positive_int(name, kwargs.get(name))
-
     def _n_threads(self) -> int:
         # Half the cores by default: torch's OpenMP workers spin-wait, and when the cores are
         # shared (the API, tokenizers, other models) a full-width pool slows every step
