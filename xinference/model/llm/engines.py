@@ -24,6 +24,9 @@ _COMMON = {
         "split reasoning into ``reasoning_content`` (default true)"),
     "trust_remote_code": bool_option("allow the model repository's own code"),
     "enable_thinking": bool_option("default of the chat template's enable_thinking"),
+    "max_images": int_option("most images one chat request may carry (default 8)"),
+    "allow_private_image_urls": bool_option(
+        "fetch image URLs on loopback/private/link-local addresses (default false)"),
 }
 
 LLM_ENGINES: Dict[str, EngineSpec] = {

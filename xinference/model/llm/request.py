@@ -77,6 +77,8 @@ class RequestState:
         self._lps: Optional[List[Dict[str, Any]]] = [] if params.logprobs else None
         # the engine's lowering of params.constraint (LLM.prepare_constraint)
         self.grammar: Any = None
+        # the engine's image inputs of the prompt (LLM.encode_images), shared by choices
+        self.mm_inputs: Any = None
 
     @property
     def completion_tokens(self) -> int:

@@ -154,6 +154,7 @@ class BatchScheduler:
             attention_mask=torch.ones_like(input_ids),
             position_ids=torch.arange(len(ids), device=self.device).unsqueeze(0),
             past_key_values=cache, use_cache=True, logits_to_keep=1,
+            **self._image_inputs(seq.state.mm_inputs),
         )
         seq.position = len(ids)
         token, lp = self._sample_with_logprobs(out.logits[:, -1, :].float(), [seq])[0]
@@ -161,6 +162,22 @@ class BatchScheduler:
             return
         self._merge(out.past_key_values, len(ids))
         self._running.append(seq)
+
+    def _image_inputs(self, mm) -> dict:
+        """A request's image tensors (``pixel_values`` ...) on the model's device, floats
+        in the model's dtype; images are only read by the prefill, whose cache then holds
+        them like any text, so rows with and without images decode in one batch."""
+        if not mm:
+            return {}
+        dtype = getattr(self.model, "dtype", None)
+        out = {}
+        for k, v in mm.items():
+            if hasattr(v, "to"):
+                v = v.to(self.device)
+                if v.is_floating_point() and dtype is not None:
+                    v = v.to(dtype)
+            out[k] = v
+        return out
 
     def _decode_step(self) -> None:
         import torch
