@@ -4,9 +4,13 @@ refs, calls to a model's ModelActor and the relay of its streams as SSE.
 A request reaches its model in one hop: :class:`ModelRefCache` keeps, per model uid, the
 ModelActor refs of its ready replicas (read once from the supervisor's
 ``describe_model``) and takes them in turn (round-robin, as the supervisor does). When a
-call through a cached ref finds the model gone (the actor or its process no longer
-exists), the entry is dropped and the supervisor is asked once again (its health-checked
-``get_model``): a model terminated and launched again under the same uid is found anew.
+call through such a ref finds the model gone (no such actor, or its process's connection
+refused or closed), the entry is dropped, the supervisor is asked once again (its
+health-checked ``get_model``, which also marks dead replicas) and the call is sent to the
+replica it names: a model terminated and launched again under the same uid is found anew.
+A call whose process dies while it runs is sent again in the same way (xoscar reports a
+dead process and a connection closed mid-call alike); with no other replica the
+supervisor's answer (503, or 404 once terminated) is the response.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import orjson
 import xoscar as xo
 from fastapi import Request
 from sse_starlette.sse import EventSourceResponse
+from xoscar.core import create_actor_ref
 
 from ..core.model import ModelStream
 from ..errors import ModelUnavailableError
@@ -31,15 +36,6 @@ from .errors import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-def _never_reached(e: BaseException) -> bool:
-    """Whether ``e`` proves a call never reached a model (its actor does not exist, or
-    its process refused the connection), so it may be sent again elsewhere. A connection
-    closed mid-call (``ServerClosed``) may have run part of the request: not resent."""
-    from xoscar.errors import ActorNotExist
-
-    return isinstance(e, (ActorNotExist, ConnectionRefusedError))
 
 
 async def _unless_disconnected(request: Request, call):
@@ -83,8 +79,9 @@ class ModelRefCache:
         self.misses = 0
 
     async def get(self, model_uid: str) -> Tuple[Any, bool]:
-        """``(ref, cached)``: the next replica's ref; ``cached`` is False when the
-        supervisor was asked now.
+        """``(ref, checked)``: the next replica's ref; ``checked`` when it comes from the
+        supervisor's health-checked ``get_model`` (refs read from the cache or from
+        ``describe_model`` are not checked: the process may have died since).
 
         Raises:
             ModelNotFoundError, ModelUnavailableError: from the supervisor.
@@ -94,18 +91,18 @@ class ModelRefCache:
             self.hits += 1
             i = self._next[model_uid]
             self._next[model_uid] = (i + 1) % len(refs)
-            return refs[i], True
+            return refs[i], False
         self.misses += 1
         sup = await self._supervisor()
         desc = await sup.describe_model(model_uid)
         rows = [r for r in desc.get("replicas") or [] if r.get("status") == "ready"]
         if rows and all(r.get("model_address") for r in rows):
-            refs = [await xo.actor_ref(address=r["model_address"], uid=r["replica_uid"])
-                    for r in rows]
+            # made here, without a round trip (xo.actor_ref asks the process first)
+            refs = [create_actor_ref(r["model_address"], r["replica_uid"]) for r in rows]
             self._refs[model_uid], self._next[model_uid] = refs, 1 % len(refs)
             return refs[0], False
         # no ready replica listed: the supervisor's health-checked lookup names the cause
-        return await sup.get_model(model_uid), False
+        return await sup.get_model(model_uid), True
 
     async def refresh(self, model_uid: str) -> Any:
         """Drop ``model_uid``'s refs and ask the supervisor for a serving replica (its
@@ -168,24 +165,22 @@ class RESTfulAPI:
 
     async def _call_uid(self, model_uid: str, method: str, args, request=None,
                         on_ref: Optional[Callable[[Any], None]] = None):
-        """``(ref, ref.<method>(*args))`` on a replica of ``model_uid``. A cached ref whose
-        model is gone is dropped: the supervisor is asked once more and, when the call
-        never reached the old process, it is sent to the replica the supervisor names.
-        ``on_ref(ref)`` is called before each call is sent (to track where it runs)."""
-        ref, cached = await self.models.get(model_uid)
+        """``(ref, ref.<method>(*args))`` on a replica of ``model_uid``. When a ref not
+        checked by the supervisor finds its model gone, the model's refs are dropped, the
+        supervisor is asked once more and the call is sent to the replica it names (see
+        the module docstring). ``on_ref(ref)`` is called before each call is sent (to
+        track where it runs)."""
+        ref, checked = await self.models.get(model_uid)
         if on_ref is not None:
             on_ref(ref)
         try:
             return ref, await self._call_ref(ref, model_uid, method, args, request,
-                                             raw=cached)
+                                             raw=not checked)
         except BaseException as e:
-            if not (cached and connection_error(e)):
+            if checked or not connection_error(e):
                 raise
-            self.models.drop(model_uid)
-            if not _never_reached(e):  # may have run partly: not sent again
-                raise self._unavailable(model_uid, e) from e
-            logger.info("Model %r moved (%s); asking the supervisor again", model_uid,
-                        type(e).__name__)
+            logger.info("Model %r: replica at %s gone (%s); asking the supervisor again",
+                        model_uid, ref.address, type(e).__name__)
         ref = await self.models.refresh(model_uid)
         if on_ref is not None:
             on_ref(ref)
