@@ -27,8 +27,8 @@ from ....errors import InvalidRequestError, ModelLoadError
 
 logger = logging.getLogger(__name__)
 
-#: processor outputs that are not image inputs of the model's forward
-_TEXT_KEYS = ("input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids")
+#: processor outputs that are the prompt itself, not image inputs
+_TEXT_KEYS = ("input_ids", "attention_mask")
 
 
 def load_processor(path: str, trust_remote_code: bool = False):
@@ -52,6 +52,7 @@ def load_processor(path: str, trust_remote_code: bool = False):
             kw: Dict[str, Any] = {"image_processor": image_processor, "tokenizer": tokenizer}
             if "video_processor" in getattr(cls, "get_attributes", lambda: [])():
                 kw["video_processor"] = None
+                cls = _without_video(cls)
             template = getattr(tokenizer, "chat_template", None)
             proc = cls(**kw, chat_template=template) if template else cls(**kw)
             logger.info("processor of %s built without its video processor (%s)", path,
@@ -62,6 +63,21 @@ def load_processor(path: str, trust_remote_code: bool = False):
                 f"transformers could not build the processor of {path}: "
                 f"{type(first).__name__}: {first}; without its video processor: "
                 f"{type(e).__name__}: {e}") from e
+
+
+def _without_video(cls):
+    """A subclass of processor class ``cls`` that takes ``video_processor=None`` (its
+    base checks each part's class, and without torchvision the video processor class is a
+    placeholder that nothing is an instance of)."""
+
+    class ImageOnlyProcessor(cls):
+        def check_argument_for_proper_class(self, argument_name, argument):
+            if argument is None and argument_name == "video_processor":
+                return None
+            return super().check_argument_for_proper_class(argument_name, argument)
+
+    ImageOnlyProcessor.__name__ = ImageOnlyProcessor.__qualname__ = f"{cls.__name__}ImageOnly"
+    return ImageOnlyProcessor
 
 
 def _processor_class(path: str, trust_remote_code: bool):
@@ -127,3 +143,24 @@ def encode_with_processor(processor, messages: List[Dict[str, Any]], images: Lis
     ids = enc["input_ids"][0].tolist()
     mm = {k: v for k, v in enc.items() if k not in _TEXT_KEYS}
     return prompt, ids, mm
+
+
+def forward_inputs(model) -> set:
+    """The argument names of the model's ``forward``: a processor's extras
+    (``token_type_ids``, ``mm_token_type_ids`` ...) reach the forward only when it names
+    them."""
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    return set(params)
+
+
+def rope_index_fn(model):
+    """The model's multimodal RoPE position function (Qwen2-VL, Qwen2.5-VL, Qwen3-VL,
+    GLM-4.1V: ``get_rope_index(input_ids, mm_token_type_ids, image_grid_thw, ...) ->
+    (position_ids (3, 1, L), deltas (1,))``), or None for models with 1-D positions."""
+    for owner in (model, getattr(model, "model", None)):
+        fn = getattr(owner, "get_rope_index", None)
+        if callable(fn):
+            return fn
+    return None
