@@ -41,6 +41,9 @@ LLM_ENGINES: Dict[str, EngineSpec] = {
             "n_gpu_layers": LaunchOption("layers offloaded to the GPU (-1: all)",
                                          "integer", integer),
             "n_gpu": any_option("'auto', or 0 for CPU only"),
+            "multimodal_projector": any_option(
+                "mmproj file to load, one of the spec's multimodal_projectors "
+                "(default the first)"),
         }),
     "Transformers": EngineSpec(
         "Transformers", "xinference.model.llm.transformers.core:TransformersModel",
