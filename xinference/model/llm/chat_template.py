@@ -111,7 +111,7 @@ def _text_of_parts(parts: list, i: int, abilities: Optional[List[str]],
             need = PART_ABILITY[kind]
             have = list(abilities or [])
             why = (f"it lacks the '{need}' ability" if need not in have else
-                   "its engine takes text parts only")
+                   "its weights or engine here take text parts only")
             raise InvalidRequestError(
                 f"messages[{i}].content[{j}] is a {kind!r} part, but model "
                 f"{model_uid or ''!r} (abilities: {have}) cannot take it: {why}")

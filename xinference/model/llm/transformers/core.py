@@ -85,7 +85,11 @@ class TransformersModel(LLM):
     """
 
     engine_name = "Transformers"
-    supports_images = True
+
+    @property
+    def supports_images(self) -> bool:
+        """True once a checkpoint with a vision part is loaded with its processor."""
+        return getattr(self, "_processor", None) is not None
 
     # ---- loading -------------------------------------------------------------------------
     def _device(self, torch) -> str:
@@ -170,9 +174,9 @@ class TransformersModel(LLM):
             kw: Dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust}
             if quant is not None:
                 kw.update(quantization_config=quant, device_map={"": 0})
-            if "vision" in self.abilities:
-                from .vision import load_processor, load_vision_model
+            from .vision import is_vision_checkpoint, load_processor, load_vision_model
 
+            if "vision" in self.abilities and is_vision_checkpoint(self.model_path, trust):
                 self._processor = load_processor(self.model_path, trust)
                 self._tokenizer = self._processor.tokenizer
                 model = load_vision_model(self.model_path, kw)

@@ -99,6 +99,17 @@ def _processor_class(path: str, trust_remote_code: bool):
     return getattr(transformers, name)
 
 
+def is_vision_checkpoint(path: str, trust_remote_code: bool = False) -> bool:
+    """True when the checkpoint's config has a vision part (``vision_config`` or a
+    ``vision_tower``): a family can list text-only sizes beside vision ones (Gemma 3 1B),
+    which load as plain causal LMs."""
+    import transformers
+
+    config = transformers.AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    return any(getattr(config, k, None) is not None
+               for k in ("vision_config", "vision_tower", "visual"))
+
+
 def load_vision_model(path: str, kw: Dict[str, Any]):
     """The model with its vision tower: ``AutoModelForImageTextToText``, else (remote-code
     models) ``AutoModelForCausalLM``."""
