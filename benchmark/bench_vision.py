@@ -37,6 +37,7 @@ from .common import machine, start_server, stop_server, write_section
 
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL = "bench-llava-smollm2"
+INPROC = "in-process"
 MAX_TOKENS = int(os.environ.get("BENCH_MAX_TOKENS", "32"))
 N_REQUESTS = int(os.environ.get("BENCH_REQUESTS", "8"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
