@@ -159,6 +159,21 @@ def test_data_uri_and_decode_errors():
                                    "image_url": {"url": "data:,", "detail": "max"}}, "p")
 
 
+def test_image_count_checked_before_fetching():
+    """Over ``max_images``, the request is refused before any URL is fetched (these point
+    at a closed port: fetching would answer a different error)."""
+    parts = [{"type": "image_url", "image_url": {"url": f"http://127.0.0.1:9/{k}.png"}}
+             for k in range(3)]
+    messages = [{"role": "user", "content": [{"type": "text", "text": "a"}, *parts[:2]]},
+                {"role": "user", "content": [parts[2]]}]
+    assert img_mod.image_part_locations(messages) == [
+        "messages[0].content[1]", "messages[0].content[2]", "messages[1].content[0]"]
+    with pytest.raises(InvalidRequestError,
+                       match=r"messages\[1\].content\[0\]: the request has 3 images"):
+        img_mod.check_image_count(messages, 2)
+    img_mod.check_image_count(messages, 3)
+
+
 # ---- end to end -----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_llava_dir(smollm2_pytorch_dir) -> Path:  # noqa: F811

@@ -266,10 +266,10 @@ class LLM(OpenAIStreams, abc.ABC):
         if not self.sees_images:
             prompt = self.render_chat(messages, params, tools=params.tools)
             return prompt, self._prompt_ids(prompt, add_special=False), None
+        check_image_count(messages, self.max_images)
         images: List[ImageInput] = []
         msgs = normalize_messages(messages, self.abilities, self.model_uid, images,
                                   self._fetch_image)
-        check_image_count(images, self.max_images)
         tools = params.tools
         if not images:
             if tools and not template_knows_tools(self.chat_template()):

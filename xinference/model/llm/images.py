@@ -272,10 +272,23 @@ def load_image_part(part: dict, where: str,
     return ImageInput(decode_image(data, where, detail), where, detail)
 
 
-def check_image_count(images: List[Any], limit: int) -> None:
-    """Raises InvalidRequestError when a request carries more than ``limit`` images,
-    naming the first part over the limit."""
-    if len(images) > limit:
+def image_part_locations(messages: Any) -> List[str]:
+    """``messages[i].content[j]`` of every image part of an OpenAI ``messages`` list, in
+    order (malformed messages are left to :func:`~.chat_template.normalize_messages`)."""
+    out = []
+    for i, m in enumerate(messages if isinstance(messages, list) else []):
+        content = m.get("content") if isinstance(m, dict) else None
+        for j, p in enumerate(content if isinstance(content, list) else []):
+            if isinstance(p, dict) and p.get("type") in ("image_url", "input_image"):
+                out.append(f"messages[{i}].content[{j}]")
+    return out
+
+
+def check_image_count(messages: Any, limit: int) -> None:
+    """Raises InvalidRequestError when ``messages`` carry more than ``limit`` images,
+    naming the first part over the limit; checked before any image is fetched or decoded."""
+    where = image_part_locations(messages)
+    if len(where) > limit:
         raise InvalidRequestError(
-            f"{images[limit].where}: the request has {len(images)} images, more than this "
+            f"{where[limit]}: the request has {len(where)} images, more than this "
             f"model's limit of {limit} (launch option max_images)")
