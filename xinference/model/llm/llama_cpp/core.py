@@ -32,7 +32,9 @@ from urllib.parse import urlsplit
 
 from ....errors import InvalidRequestError, ModelLoadError
 from ...options import integer, positive_int
-from ..core import LLM, BytesDetokenizer, IncrementalDetokenizer, RequestState
+from ..core import LLM
+from ..request import RequestState
+from ..text import BytesDetokenizer, IncrementalDetokenizer
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,10 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ....errors import InvalidRequestError, ModelLoadError
 from ...options import positive_int
-from ..core import LLM, GenerationParams, IncrementalDetokenizer, RequestState
+from ..core import LLM
+from ..params import GenerationParams
+from ..request import RequestState
+from ..text import IncrementalDetokenizer
 
 logger = logging.getLogger(__name__)
 
