@@ -63,7 +63,7 @@ def ref(clip_dir):
     import torch
     from transformers import CLIPModel, CLIPProcessor
 
-    from xinference.model.embedding.requests import decode_image
+    from xinference.model.embedding.request import decode_image
 
     model = CLIPModel.from_pretrained(f"{clip_dir}/0_CLIPModel").eval()
     proc = CLIPProcessor.from_pretrained(f"{clip_dir}/0_CLIPModel")
@@ -163,7 +163,7 @@ def test_bad_images_are_400(endpoint, clip_uid):
 
 def test_image_byte_limit(monkeypatch):
     from xinference.errors import InvalidRequestError
-    from xinference.model.embedding import requests as reqs
+    from xinference.model.embedding import request as reqs
 
     uri = png_uri(4)
     assert reqs.decode_image(uri, "input[0]").size == (50, 40)

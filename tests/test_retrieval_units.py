@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from xinference.errors import InvalidRequestError
 from xinference.model.embedding.family import EmbeddingModelFamily, builtin_embedding_families
 from xinference.model.embedding.launch import launchable_specs, plan_embedding_launch
-from xinference.model.embedding.requests import EmbeddingEngine, parse_embedding_input
+from xinference.model.embedding.request import EmbeddingEngine, parse_embedding_input
 from xinference.model.rerank.family import RerankModelFamily, builtin_rerank_families
 from xinference.model.rerank.launch import plan_rerank_launch
 

@@ -13,7 +13,7 @@ computation.
 Loaded inside the model's own process; requests meet in the
 :class:`~xinference.model.embedding.batching.DynamicBatcher` of
 :class:`~xinference.model.embedding.engine_utils.BatchedSentenceEngine`, and the request
-side (prompts, ``dimensions``, response) is :class:`~.requests.EmbeddingEngine`.
+side (prompts, ``dimensions``, response) is :class:`~.request.EmbeddingEngine`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any, List, Optional, Tuple
 
 from ...errors import InvalidRequestError
 from .engine_utils import BatchedSentenceEngine, effective_max_length, special_token_frame
-from .requests import EmbeddingEngine
+from .request import EmbeddingEngine
 
 logger = logging.getLogger(__name__)
 
