@@ -18,7 +18,7 @@ import logging
 from typing import Any, List, Optional, Sequence, Tuple
 
 from .engine_utils import BatchedSentenceEngine, effective_max_length, special_token_frame
-from .request import EmbeddingEngine, encode_vector, parse_embedding_input  # noqa: F401
+from .request import EmbeddingEngine
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import logging
 from typing import List, Optional, Tuple
 
 from ..embedding.engine_utils import effective_max_length
-from .engine_base import MAX_DOCUMENTS, RerankEngine, parse_documents  # noqa: F401
+from .engine_base import RerankEngine
 
 logger = logging.getLogger(__name__)
 
