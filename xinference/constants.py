@@ -17,6 +17,9 @@ XINFERENCE_ENV_HEALTH_CHECK_FAILURE_THRESHOLD = "XINFERENCE_HEALTH_CHECK_FAILURE
 XINFERENCE_ENV_HEALTH_CHECK_TIMEOUT = "XINFERENCE_HEALTH_CHECK_TIMEOUT"
 # "0" disables the model process that a worker starts ahead of the next launch.
 XINFERENCE_ENV_SPARE_PROCESS = "XINFERENCE_SPARE_MODEL_PROCESS"
+# "1": launches of engines that declare no packages of their own also run in a virtual
+# environment (see xinference/model/virtualenv.py); --enable-virtual-env sets it.
+XINFERENCE_ENV_ENABLE_VIRTUAL_ENV = "XINFERENCE_ENABLE_VIRTUAL_ENV"
 
 XINFERENCE_DEFAULT_HOST = "127.0.0.1"
 XINFERENCE_DEFAULT_PORT = 9997

@@ -40,6 +40,7 @@ from ..errors import (
 )
 from .persist import PersistStore, persist_by_default
 from .resource import allocate_gpus, node_resources, normalize_gpu_idx, normalize_n_gpu
+from ..model.virtualenv import engine_environment, plan_virtualenv
 
 logger = logging.getLogger(__name__)
 
@@ -461,7 +462,12 @@ class SupervisorActor(xo.StatelessActor):
         # Engines read n_gpu: "auto" (a GPU when the process sees one), an int, or 0 for the
         # CPU; Xinference's n_gpu=None (CPU only) reaches them as 0.
         kwargs["n_gpu"] = 0 if n_gpu is None else n_gpu
+        venv_opts = (kwargs.pop("enable_virtual_env", None),
+                     kwargs.pop("virtual_env_packages", None))
         loader, desc = handler.plan(family, model_uid, **kwargs)
+        venv = plan_virtualenv(*engine_environment(loader.engine_class), *venv_opts)
+        if venv is not None:  # shown by GET /v1/models/{uid}; the worker may still say no
+            desc.update(virtual_env_packages=list(venv.requirements))
         desc.update(model_uid=model_uid, replica=replica, n_gpu=n_gpu,
                     request_limits=request_limits)
         self._place(worker_ip, n_gpu, gpu_idx, [])  # fail fast, before any process starts
@@ -483,7 +489,7 @@ class SupervisorActor(xo.StatelessActor):
                 try:
                     info = await self._call_worker(w, w.ref.launch_model(
                         replica_uid, model_uid, model_type, loader, desc, request_limits,
-                        n_gpu=n_gpu, gpu_idx=gpu_idx,
+                        n_gpu=n_gpu, gpu_idx=gpu_idx, virtualenv=venv,
                     ))
                 except ModelUnavailableError:
                     if w.gone.is_set():  # if it was only slow, it stops the replica later
@@ -578,6 +584,52 @@ class SupervisorActor(xo.StatelessActor):
         except Exception:  # not started yet, or the worker is going away
             current = 0.0
         return min(1.0, (state["done"] + current) / state["replica"])
+
+    async def get_launch_stage(self, model_uid: str) -> Optional[str]:
+        """What the launch of ``model_uid`` is doing besides loading (making its virtual
+        environment), or None."""
+        state = self._launch_state.get(model_uid)
+        if state is None:
+            return None
+        try:
+            return await xo.wait_for(state["worker"].get_launch_stage(state["replica_uid"]),
+                                     health_check_timeout())
+        except Exception:
+            return None
+
+    async def list_virtualenvs(self) -> List[Dict[str, Any]]:
+        """Every worker's virtual environments (``GET /v1/virtualenvs``)."""
+        out = []
+        for w in list(self._workers.values()):
+            try:
+                out.extend(await self._call_worker(w, w.ref.list_virtualenvs(),
+                                                   health_check_timeout() * 6))
+            except ModelUnavailableError as e:
+                logger.warning("Listing the environments of %s failed: %s", w.address,
+                               e.message)
+        return out
+
+    async def remove_virtualenv(self, key: str) -> Dict[str, Any]:
+        """Delete environment ``key`` on every worker that has it; ``{"key", "removed":
+        {worker address: path}}``.
+
+        Raises:
+            ConflictError: a model on some worker runs on it (409; nothing is removed).
+            ModelNotFoundError: no worker has it (404).
+        """
+        holders = [w for w in self._workers.values()
+                   if any(r["key"] == key for r in await self._call_worker(
+                       w, w.ref.list_virtualenvs(), health_check_timeout() * 6))]
+        for w in holders:  # check every holder before removing anything
+            users = (await self._call_worker(w, w.ref.virtualenvs_in_use())).get(key)
+            if users:
+                raise ConflictError(f"Virtual environment {key} is used by running "
+                                    f"model(s) {sorted(users)}; terminate them first")
+        if not holders:
+            raise ModelNotFoundError(f"No virtual environment {key!r}")
+        removed = {w.address: await self._call_worker(w, w.ref.remove_virtualenv(key))
+                   for w in holders}
+        return {"key": key, "removed": removed}
 
     # ---- queries ---------------------------------------------------------------------------
     def _running(self, model_uid: str) -> _RunningModel:
