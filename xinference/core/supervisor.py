@@ -79,7 +79,8 @@ def _replica_row(address: str, row: Dict[str, Any]) -> Dict[str, Any]:
     alive = row.get("alive", True)
     return {"replica_uid": row["replica_uid"], "worker_address": address,
             "pid": row.get("pid"), "model_address": row.get("address"),
-            "gpu_idx": row.get("gpu_idx"), "status": "ready" if alive else "dead",
+            "gpu_idx": row.get("gpu_idx"), "virtualenv": row.get("virtualenv"),
+            "status": "ready" if alive else "dead",
             "error": None if alive else "its process died"}
 
 

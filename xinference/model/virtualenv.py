@@ -335,6 +335,7 @@ def _manager_class():
         def __init__(self, env_path: Path):
             super().__init__(env_path)
             self.output: collections.deque = collections.deque(maxlen=200)
+            self.cancelled = threading.Event()  # set by InstallCancel
 
         def create_env(self, python_path: Optional[Path] = None,
                        exists: str = "ignore") -> None:
@@ -362,9 +363,13 @@ def _manager_class():
 
         def _run(self, cmd: List[str]) -> None:
             logger.info("Running %s", " ".join(cmd))
+            if self.cancelled.is_set():
+                raise subprocess.CalledProcessError(-15, cmd)
             self._install_process = proc = subprocess.Popen(
                 cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                 errors="replace")
+            if self.cancelled.is_set():  # cancelled while it started
+                proc.terminate()
             assert proc.stdout is not None
             for line in proc.stdout:
                 line = line.rstrip()
@@ -454,7 +459,7 @@ def ensure_virtualenv(requirements: Sequence[str], cancel: Optional[InstallCance
 
     from ..errors import RequestAbortedError
 
-    requirements = list(requirements)
+    requirements = sorted(requirements)  # the same set in any order is the same environment
     key = env_key(requirements)
     root = virtualenv_root()
     root.mkdir(parents=True, exist_ok=True)
@@ -481,6 +486,7 @@ def ensure_virtualenv(requirements: Sequence[str], cancel: Optional[InstallCance
             shutil.rmtree(path, ignore_errors=True)
         manager = _manager_class()(path)
         if cancel is not None:
+            manager.cancelled = cancel.cancelled
             cancel.manager = manager
         try:
             on_stage(f"creating virtual environment {key}")
