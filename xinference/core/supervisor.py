@@ -40,7 +40,7 @@ from ..errors import (
 )
 from .persist import PersistStore, persist_by_default
 from .resource import allocate_gpus, node_resources, normalize_gpu_idx, normalize_n_gpu
-from ..model.virtualenv import engine_environment, plan_virtualenv
+from ..model.virtualenv import check_key, engine_environment, plan_virtualenv
 
 logger = logging.getLogger(__name__)
 
@@ -618,6 +618,7 @@ class SupervisorActor(xo.StatelessActor):
             ConflictError: a model on some worker runs on it (409; nothing is removed).
             ModelNotFoundError: no worker has it (404).
         """
+        check_key(key)
         holders = [w for w in self._workers.values()
                    if any(r["key"] == key for r in await self._call_worker(
                        w, w.ref.list_virtualenvs(), health_check_timeout() * 6))]

@@ -286,7 +286,8 @@ class WorkerActor(xo.StatelessActor):
             self._progress_refs.pop(replica_uid, None)
         self._replicas[replica_uid] = _Replica(
             replica_uid, model_uid, address, ref, info["pid"], time.time(), model_type,
-            dict(model_desc), request_limits, gpus, venv.key if venv is not None else None,
+            dict(model_desc), request_limits, gpus,
+            virtualenv=venv.key if venv is not None else None,
         )
         logger.info("Launched %s in process %s (%s) in %.2fs%s", replica_uid, info["pid"],
                     address, info["load_seconds"],

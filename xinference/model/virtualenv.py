@@ -253,8 +253,7 @@ def resolve_requirements(plan: VirtualEnvPlan, has_cuda: bool) -> List[str]:
         InvalidRequestError: a marker that cannot be evaluated.
     """
     from packaging.markers import Marker
-    from xoscar.virtualenv.core import (eval_custom_marker, is_custom_marker,
-                                        resolve_system_requirement)
+    from xoscar.virtualenv.core import eval_custom_marker, is_custom_marker
 
     env = marker_environment(has_cuda)
     out = []
@@ -272,8 +271,24 @@ def resolve_requirements(plan: VirtualEnvPlan, has_cuda: bool) -> List[str]:
                     f"Cannot evaluate the marker of {req!r}: {e}") from None
             if not keep:
                 continue
-        out.append(resolve_system_requirement(part, warn=False))
+        out.append(_host_version(part))
     return merge_requirements(out)
+
+
+def _host_version(req: str) -> str:
+    """``#system_<pkg>#`` -> ``pkg==<installed version>``, local label kept (the CPU torch
+    here is ``2.13.0+cpu``: xoscar's own resolver drops ``+cpu``, and ``torch==2.13.0`` may
+    resolve to the CUDA build on PyPI); other requirements unchanged; a package not
+    installed here stays unpinned."""
+    from importlib import metadata
+
+    if not (req.startswith("#system_") and req.endswith("#")):
+        return req
+    name = req[len("#system_"):-1]
+    try:
+        return f"{name}=={metadata.version(name)}"
+    except metadata.PackageNotFoundError:
+        return name
 
 
 def python_version() -> str:
@@ -565,6 +580,14 @@ def list_virtualenvs(in_use: Optional[Dict[str, List[str]]] = None,
     return rows
 
 
+def check_key(key: str) -> None:
+    """Raises InvalidRequestError unless ``key`` looks like :func:`env_key`'s output
+    (16 lowercase hex digits), so no other path under XINFERENCE_HOME can be named."""
+    if not (isinstance(key, str) and len(key) == 16
+            and all(c in "0123456789abcdef" for c in key)):
+        raise InvalidRequestError(f"Not a virtual environment key: {key!r}")
+
+
 def remove_virtualenv(key: str, in_use: Optional[Dict[str, List[str]]] = None) -> str:
     """Delete the environment ``key`` (finished or not); returns its path.
 
@@ -573,9 +596,7 @@ def remove_virtualenv(key: str, in_use: Optional[Dict[str, List[str]]] = None) -
         ConflictError: a running model uses it (409; the message names the models).
         ModelNotFoundError: no such environment (404).
     """
-    if not (isinstance(key, str) and len(key) == 16
-            and all(c in "0123456789abcdef" for c in key)):
-        raise InvalidRequestError(f"Not a virtual environment key: {key!r}")
+    check_key(key)
     users = (in_use or {}).get(key)
     if users:
         raise ConflictError(f"Virtual environment {key} is used by running model(s) "
