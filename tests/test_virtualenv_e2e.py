@@ -122,7 +122,13 @@ def test_model_runs_on_the_environments_python_and_a_second_launch_reuses_it(srv
     desc_b = requests.get(srv.endpoint + "/v1/models/venv-b", timeout=10).json()
     assert desc_b["replicas"][0]["virtualenv"] == key and _env_dirs(srv) == [key]
     assert marker.stat().st_mtime_ns == made_at
-    print(f"\nlaunch with environment creation {first:.2f}s, with reuse {second:.2f}s")
+    r, plain = _launch(srv, "plain")  # baseline: the project's own environment
+    assert r.status_code == 200, r.text
+    assert requests.get(srv.endpoint + "/v1/models/plain", timeout=10).json()[
+        "replicas"][0]["virtualenv"] is None
+    assert requests.delete(srv.endpoint + "/v1/models/plain", timeout=60).ok
+    print(f"\nlaunch with environment creation {first:.2f}s, with reuse {second:.2f}s, "
+          f"in the project's environment {plain:.2f}s")
     assert second < first
 
     # removal is refused while a model uses it (REST and CLI), allowed afterwards

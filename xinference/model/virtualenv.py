@@ -362,9 +362,13 @@ def _manager_class():
                                  sources: Dict[str, List[str]]) -> None:
             """``uv pip install`` of ``packages`` (already resolved) with pip's sources;
             every index is searched for the best version, as pip does
-            (``--index-strategy unsafe-best-match``)."""
+            (``--index-strategy unsafe-best-match``). Bytecode is compiled at install
+            (``--compile-bytecode``): uv does not by default, and a model process that
+            cannot write ``__pycache__`` (``PYTHONDONTWRITEBYTECODE``, read-only installs)
+            would compile xoscar, numpy and pandas from source at every start (measured:
+            5-6 s instead of 1.7-2.7 s to import xoscar's pool)."""
             cmd = [self._get_uv_path(), "pip", "install", "-p", str(self.env_path),
-                   "--color", "never"]
+                   "--color", "never", "--compile-bytecode"]
             index = sources.get("index_url") or []
             self._append_source_options(
                 cmd, index_url=index[0] if index else None,
