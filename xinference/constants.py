@@ -20,6 +20,9 @@ XINFERENCE_ENV_SPARE_PROCESS = "XINFERENCE_SPARE_MODEL_PROCESS"
 # "1": launches of engines that declare no packages of their own also run in a virtual
 # environment (see xinference/model/virtualenv.py); --enable-virtual-env sets it.
 XINFERENCE_ENV_ENABLE_VIRTUAL_ENV = "XINFERENCE_ENABLE_VIRTUAL_ENV"
+# Where the virtual environments live (default XINFERENCE_HOME/virtualenv): several servers
+# (or test runs with their own XINFERENCE_HOME) can share environments made once.
+XINFERENCE_ENV_VIRTUAL_ENV_DIR = "XINFERENCE_VIRTUAL_ENV_DIR"
 
 XINFERENCE_DEFAULT_HOST = "127.0.0.1"
 XINFERENCE_DEFAULT_PORT = 9997

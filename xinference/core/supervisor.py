@@ -40,7 +40,7 @@ from ..errors import (
 )
 from .persist import PersistStore, persist_by_default
 from .resource import allocate_gpus, node_resources, normalize_gpu_idx, normalize_n_gpu
-from ..model.virtualenv import check_key, engine_environment, plan_virtualenv
+from ..model.virtualenv import check_key, plan_for_engine
 
 logger = logging.getLogger(__name__)
 
@@ -466,7 +466,7 @@ class SupervisorActor(xo.StatelessActor):
         venv_opts = (kwargs.pop("enable_virtual_env", None),
                      kwargs.pop("virtual_env_packages", None))
         loader, desc = handler.plan(family, model_uid, **kwargs)
-        venv = plan_virtualenv(*engine_environment(loader.engine_class), *venv_opts)
+        venv = plan_for_engine(loader.engine_class, *venv_opts)
         if venv is not None:  # shown by GET /v1/models/{uid}; the worker may still say no
             desc.update(virtual_env_packages=list(venv.requirements))
         desc.update(model_uid=model_uid, replica=replica, n_gpu=n_gpu,

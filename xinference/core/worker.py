@@ -203,19 +203,19 @@ class WorkerActor(xo.StatelessActor):
         """Make or reuse the environment ``plan`` asks for on this machine (None: the launch
         runs on the worker's Python). The uv run happens in a thread; cancelling the launch
         kills uv and removes the half-made environment before this returns."""
-        from ..model.virtualenv import (InstallCancel, ensure_virtualenv,
-                                        resolve_requirements, virtualenv_enabled_by_default)
+        from ..model.virtualenv import (InstallCancel, prepare_virtualenv,
+                                        virtualenv_enabled_by_default)
 
         if plan is None or not plan.wanted(virtualenv_enabled_by_default()):
             return None
-        reqs = resolve_requirements(plan, has_cuda=bool(self._gpus))
         cancel = InstallCancel()
         self._env_cancel[replica_uid] = cancel
 
         def stage(text: str) -> None:
             self._env_stage[replica_uid] = text
 
-        fut = asyncio.ensure_future(asyncio.to_thread(ensure_virtualenv, reqs, cancel, stage))
+        fut = asyncio.ensure_future(asyncio.to_thread(
+            prepare_virtualenv, plan, bool(self._gpus), cancel, stage))
         try:
             info = await asyncio.shield(fut)
         except asyncio.CancelledError:
