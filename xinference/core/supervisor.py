@@ -467,8 +467,9 @@ class SupervisorActor(xo.StatelessActor):
                      kwargs.pop("virtual_env_packages", None))
         loader, desc = handler.plan(family, model_uid, **kwargs)
         venv = plan_for_engine(loader.engine_class, *venv_opts)
-        if venv is not None:  # shown by GET /v1/models/{uid}; the worker may still say no
-            desc.update(virtual_env_packages=list(venv.requirements))
+        if venv is not None:  # shown by GET /v1/models/{uid} (None: the worker's default)
+            desc.update(enable_virtual_env=venv.enable,
+                        virtual_env_packages=list(venv.packages))
         desc.update(model_uid=model_uid, replica=replica, n_gpu=n_gpu,
                     request_limits=request_limits)
         self._place(worker_ip, n_gpu, gpu_idx, [])  # fail fast, before any process starts

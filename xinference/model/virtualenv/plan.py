@@ -8,6 +8,7 @@ names the environment). See :mod:`xinference.model.virtualenv` for the whole pic
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -99,13 +100,18 @@ def base_requirements() -> List[str]:
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def _packages_distributions() -> Dict[str, List[str]]:
+    from importlib import metadata
+
+    return metadata.packages_distributions()
+
+
 def host_requirements(import_names: Iterable[str]) -> List[str]:
     """The distributions that provide ``import_names`` (an engine's ``requires``) as
     ``#system_<dist>#`` placeholders: pinned to the versions installed here when the
     environment is made. A name no distribution provides here is kept as it is."""
-    from importlib import metadata
-
-    dists = metadata.packages_distributions()
+    dists = _packages_distributions()
     out = []
     for mod in import_names:
         for dist in dists.get(mod, [mod]):
@@ -126,9 +132,16 @@ class VirtualEnvPlan:
     """What a launch asks of its environment (picklable; the supervisor makes it while it
     plans the launch, the worker decides, resolves and creates it).
 
+    The full requirement list (:attr:`requirements`) is only computed where it is needed
+    (the worker, when it uses an environment): it reads the installed distributions
+    (about a second on a busy machine), which every launch's planning should not pay.
+
     Attributes:
-        requirements: requirement strings, markers unresolved (``"vllm==0.32.0;
-            has_cuda"``); see :func:`resolve_requirements`.
+        engine_packages: the engine's declared packages (``EngineSpec.virtualenv_packages``;
+            markers such as ``has_cuda`` allowed).
+        engine_requires: the engine's import names; for an engine that declares no
+            packages they become ``#system_<dist>#`` (this machine's versions).
+        packages: the launch's ``virtual_env_packages`` (checked requirement strings).
         enable: True / False: decided (the launch said so, the engine declares packages, or
             ``virtual_env_packages`` were given); None: the worker's server-wide default.
         engine: the engine's name, for logs.
@@ -138,10 +151,21 @@ class VirtualEnvPlan:
             imports against the CPU torch.
     """
 
-    requirements: Tuple[str, ...]
+    engine_packages: Tuple[str, ...] = ()
+    engine_requires: Tuple[str, ...] = ()
+    packages: Tuple[str, ...] = ()
     enable: Optional[bool] = None
     engine: str = ""
     excludes: Tuple[str, ...] = ()
+
+    @property
+    def requirements(self) -> List[str]:
+        """Requirement strings, markers unresolved: :func:`base_requirements`, then the
+        engine's packages (or its requires at this machine's versions), then the launch's
+        ``virtual_env_packages``, a later entry replacing an earlier one of the same
+        name; see :func:`resolve_requirements`."""
+        engine_part = list(self.engine_packages) or host_requirements(self.engine_requires)
+        return merge_requirements(base_requirements(), engine_part, self.packages)
 
     def wanted(self, server_default: bool) -> bool:
         """Whether the launch runs in an environment on a worker with ``server_default``."""
@@ -185,11 +209,11 @@ def plan_virtualenv(engine_name: str, engine_packages: Sequence[str],
                 "'virtual_env_packages' needs a virtual environment; the launch has "
                 "enable_virtual_env=false")
         return None
-    engine_part = list(engine_packages) or host_requirements(engine_requires)
-    reqs = merge_requirements(base_requirements(), engine_part, virtual_env_packages or [])
+    packages = tuple(merge_requirements(virtual_env_packages or []))  # checked here: 400
     for x in engine_excludes:
         requirement_name(x)  # a bad table entry fails here, not in uv
-    return VirtualEnvPlan(tuple(reqs), enable, engine_name, tuple(engine_excludes))
+    return VirtualEnvPlan(tuple(engine_packages), tuple(engine_requires), packages, enable,
+                          engine_name, tuple(engine_excludes))
 
 
 def plan_for_engine(class_path: str, enable_virtual_env: Optional[bool] = None,
@@ -224,12 +248,16 @@ def resolve_requirements(plan: VirtualEnvPlan, has_cuda: bool) -> List[str]:
     Raises:
         InvalidRequestError: a marker that cannot be evaluated.
     """
+    return _resolve(plan.requirements, has_cuda)
+
+
+def _resolve(requirements: Iterable[str], has_cuda: bool) -> List[str]:
     from packaging.markers import Marker
     from xoscar.virtualenv.core import eval_custom_marker, is_custom_marker
 
     env = marker_environment(has_cuda)
     out = []
-    for req in plan.requirements:
+    for req in requirements:
         part, _, marker = req.partition(";")
         part, marker = part.strip(), marker.strip()
         if marker:
@@ -253,7 +281,7 @@ def resolve_excludes(plan: VirtualEnvPlan, has_cuda: bool) -> List[str]:
     Raises:
         InvalidRequestError: a marker that cannot be evaluated.
     """
-    names = resolve_requirements(VirtualEnvPlan(plan.excludes), has_cuda)
+    names = _resolve(plan.excludes, has_cuda)
     return sorted({requirement_name(n) for n in names})
 
 
