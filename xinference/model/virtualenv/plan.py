@@ -324,7 +324,7 @@ def env_key(requirements: Sequence[str], python: Optional[str] = None,
 #: (or ``engine_class``), ``requires`` and optionally ``virtualenv_packages``
 ENGINE_TABLE_MODULES = ("xinference.model.llm.engines", "xinference.model.audio.launch",
                         "xinference.model.image.launch", "xinference.model.embedding.launch",
-                        "xinference.model.rerank.launch")
+                        "xinference.model.rerank.launch", "xinference.model.video.launch")
 
 
 def _engine_description(class_path: str) -> Any:
