@@ -34,7 +34,9 @@ def srv(tmp_path_factory):
                     f"echo $$ > {tmp}/hang.pid; exec sleep 600; fi; done\n"
                     f"exec {real} \"$@\"\n")
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    s = start_server(tmp / "home", env={"XOSCAR_UV_PATH": str(fake)})
+    s = start_server(tmp / "home", env={"XOSCAR_UV_PATH": str(fake),
+                                        "XINFERENCE_VIRTUAL_ENV_DIR": "",
+                                        "XINFERENCE_ENABLE_VIRTUAL_ENV": ""})
     s.tmp = tmp
     yield s
     s.stop()
@@ -190,3 +192,32 @@ def test_bad_options_are_400(srv):
         == 400
     assert requests.delete(srv.endpoint + "/v1/virtualenvs/" + "0" * 16,
                            timeout=10).status_code == 404
+
+
+def test_server_flag_puts_every_engine_in_an_environment(srv, tmp_path):
+    """``xinference-local --enable-virtual-env``: a launch that says nothing runs in an
+    environment; ``XINFERENCE_VIRTUAL_ENV_DIR`` lets this second server use the first
+    server's environments."""
+    shared = srv.home / "virtualenv"
+    other = start_server(tmp_path / "home2", args=("--enable-virtual-env",),
+                         env={"XINFERENCE_VIRTUAL_ENV_DIR": str(shared)})
+    try:
+        r = requests.post(other.endpoint + "/v1/models", timeout=300, json=dict(
+            model_name=SMOLLM, model_engine="llama.cpp", model_uid="flagged",
+            model_path=_gguf()))
+        assert r.status_code == 200, r.text
+        rep = requests.get(other.endpoint + "/v1/models/flagged", timeout=10).json()[
+            "replicas"][0]
+        assert rep["virtualenv"] and (shared / rep["virtualenv"]).is_dir()
+        assert psutil.Process(rep["pid"]).cmdline()[0] == str(
+            shared / rep["virtualenv"] / "bin" / "python")
+        assert not (tmp_path / "home2" / "virtualenv").exists()
+        # and a launch may still say no
+        r = requests.post(other.endpoint + "/v1/models", timeout=300, json=dict(
+            model_name=SMOLLM, model_engine="llama.cpp", model_uid="plain2",
+            model_path=_gguf(), enable_virtual_env=False))
+        assert r.status_code == 200, r.text
+        assert requests.get(other.endpoint + "/v1/models/plain2", timeout=10).json()[
+            "replicas"][0]["virtualenv"] is None
+    finally:
+        other.stop()
