@@ -227,8 +227,7 @@ def plan_for_engine(class_path: str, enable_virtual_env: Optional[bool] = None,
     desc = _engine_description(class_path)
     return plan_virtualenv(*engine_environment(class_path), enable_virtual_env,
                            virtual_env_packages,
-                           engine_excludes=tuple(getattr(desc, "virtualenv_excludes", ())
-                                                 or ()))
+                           engine_excludes=tuple(desc.virtualenv_excludes) if desc else ())
 
 
 def marker_environment(has_cuda: bool) -> Dict[str, Any]:
@@ -319,18 +318,19 @@ def env_key(requirements: Sequence[str], python: Optional[str] = None,
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-#: modules whose module-level engine tables (dicts of engine descriptions, or single
-#: descriptions) :func:`engine_environment` searches; each description has ``class_path``
-#: (or ``engine_class``), ``requires`` and optionally ``virtualenv_packages``
+#: modules whose module-level engine tables (dicts of :class:`~xinference.model.engine.
+#: EngineSpec`, or single ones) :func:`engine_environment` searches by class path
 ENGINE_TABLE_MODULES = ("xinference.model.llm.engines", "xinference.model.audio.launch",
                         "xinference.model.image.launch", "xinference.model.embedding.launch",
-                        "xinference.model.rerank.launch", "xinference.model.video.launch")
+                        "xinference.model.video.launch")
 
 
 def _engine_description(class_path: str) -> Any:
-    """The engine description whose class is ``class_path`` in the engine tables, or
-    None."""
+    """The :class:`~xinference.model.engine.EngineSpec` whose class is ``class_path`` in
+    the engine tables, or None."""
     import importlib
+
+    from ..engine import EngineSpec
 
     for mod_name in ENGINE_TABLE_MODULES:
         try:
@@ -339,8 +339,7 @@ def _engine_description(class_path: str) -> Any:
             continue
         for value in list(vars(mod).values()):
             for desc in (value.values() if isinstance(value, dict) else (value,)):
-                path = getattr(desc, "class_path", None) or getattr(desc, "engine_class", None)
-                if path == class_path and isinstance(getattr(desc, "requires", None), tuple):
+                if isinstance(desc, EngineSpec) and desc.class_path == class_path:
                     return desc
     return None
 
@@ -354,5 +353,4 @@ def engine_environment(class_path: str) -> Tuple[str, Tuple[str, ...], Tuple[str
     desc = _engine_description(class_path)
     if desc is None:
         return class_path.rsplit(":", 1)[-1], (), ()
-    return (str(getattr(desc, "name", class_path)),
-            tuple(getattr(desc, "virtualenv_packages", ()) or ()), desc.requires)
+    return desc.name, tuple(desc.virtualenv_packages), tuple(desc.requires)
