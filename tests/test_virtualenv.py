@@ -252,5 +252,11 @@ def test_remove(home):
         ve.remove_virtualenv("../etc")
     with pytest.raises(ModelNotFoundError):
         ve.remove_virtualenv("0" * 16)
+    import fcntl
+
+    with open(home / "virtualenv" / f"{info.key}.lock", "w") as lock:  # being made elsewhere
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with pytest.raises(ConflictError, match="being made"):
+            ve.remove_virtualenv(info.key)
     assert ve.remove_virtualenv(info.key, {"other": ["m2"]}) == info.path
     assert not Path(info.path).exists() and ve.list_virtualenvs() == []

@@ -20,7 +20,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import xoscar as xo
 
@@ -98,7 +98,7 @@ class WorkerActor(xo.StatelessActor):
         # environment is being made; replica_uid -> environment key while launching.
         self._env_stage: Dict[str, str] = {}
         self._env_cancel: Dict[str, Any] = {}
-        self._launch_envs: Dict[str, str] = {}
+        self._launch_envs: Dict[str, Tuple[str, str]] = {}  # -> (model_uid, key)
 
     async def __post_create__(self):
         from .resource import gpu_info
@@ -238,8 +238,8 @@ class WorkerActor(xo.StatelessActor):
         for r in self._replicas.values():
             if r.virtualenv:
                 out.setdefault(r.virtualenv, []).append(r.model_uid)
-        for ruid, key in self._launch_envs.items():
-            out.setdefault(key, []).append(ruid.rsplit("-", 1)[0])
+        for model_uid, key in self._launch_envs.values():
+            out.setdefault(key, []).append(model_uid)
         return out
 
     async def list_virtualenvs(self) -> List[Dict[str, Any]]:
@@ -270,7 +270,7 @@ class WorkerActor(xo.StatelessActor):
                       request_limits, env, gpus=None, virtualenv=None):
         venv = await self._prepare_virtualenv(replica_uid, virtualenv)
         if venv is not None:
-            self._launch_envs[replica_uid] = venv.key
+            self._launch_envs[replica_uid] = (model_uid, venv.key)
         address = await self._take_sub_pool(dict(env or {}),
                                             venv.python if venv is not None else None)
         try:

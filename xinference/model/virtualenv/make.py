@@ -345,11 +345,18 @@ def check_key(key: str) -> None:
 def remove_virtualenv(key: str, in_use: Optional[Dict[str, List[str]]] = None) -> str:
     """Delete the environment ``key`` (finished or not); returns its path.
 
+    The environment's lock is taken first, so one being made (by a launch here or by
+    another process sharing the directory) is not pulled from under its installer. The
+    empty ``<key>.lock`` file stays (removing it could let two makers lock different files).
+
     Raises:
         InvalidRequestError: ``key`` is not an environment key.
-        ConflictError: a running model uses it (409; the message names the models).
+        ConflictError: a running model uses it, or it is being made (409; the message says
+            which).
         ModelNotFoundError: no such environment (404).
     """
+    import fcntl
+
     check_key(key)
     users = (in_use or {}).get(key)
     if users:
@@ -358,9 +365,14 @@ def remove_virtualenv(key: str, in_use: Optional[Dict[str, List[str]]] = None) -
     path = virtualenv_root() / key
     if not path.exists():
         raise ModelNotFoundError(f"No virtual environment {key!r}")
-    (path / MARKER).unlink(missing_ok=True)  # never trusted again, even if rmtree stops
-    shutil.rmtree(path, ignore_errors=True)
-    (virtualenv_root() / f"{key}.lock").unlink(missing_ok=True)
+    with open(virtualenv_root() / f"{key}.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConflictError(f"Virtual environment {key} is being made; cancel that "
+                                "launch or wait for it") from None
+        (path / MARKER).unlink(missing_ok=True)  # never trusted again, even if rmtree stops
+        shutil.rmtree(path, ignore_errors=True)
     return str(path)
 
 
