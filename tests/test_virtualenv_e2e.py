@@ -160,6 +160,14 @@ def test_failed_install_is_a_launch_error_quoting_uv(srv):
     assert _env_dirs(srv) == []
     assert _model_processes(srv) <= before  # no model process was started
     assert requests.get(srv.endpoint + "/v1/models/venv-bad", timeout=10).status_code == 404
+    # the same through the CLI's -vp option
+    out = subprocess.run(
+        [sys.executable, "-m", "xinference.deploy.cmdline", "launch", "-e", srv.endpoint,
+         "-n", SMOLLM, "-en", "llama.cpp", "-u", "venv-bad-cli", "--model-path", _gguf(),
+         "-vp", "tabulate==0.0.999", "-vp", "six"],
+        capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "tabulate==0.0.999" in out.stdout + out.stderr, out
+    assert "six" in out.stdout + out.stderr and _env_dirs(srv) == []
 
 
 def test_cancelling_the_launch_kills_the_installer(srv):
