@@ -35,8 +35,10 @@ def _reqs(*extra):
         ve.plan_virtualenv("test", (), (), True, list(extra)), has_cuda=False)
 
 
-def _run(python: str, code: str) -> subprocess.CompletedProcess:
+def _run(python: str, code: str, pythonpath: str = "") -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
     return subprocess.run([python, "-c", code], capture_output=True, text=True, env=env,
                           cwd="/", timeout=120)
 
@@ -140,17 +142,22 @@ def test_create_then_reuse_a_small_environment(home):
     made = time.monotonic() - t0
     assert info.created and Path(info.path).parent == home / "virtualenv"
     assert (Path(info.path) / ve.MARKER).is_file()
-    # the project without its dependencies: the worker's code, no gateway packages
+    # the project without its dependencies: the worker's code through the model process's
+    # PYTHONPATH (a directory holding only a link to the package), no gateway packages
+    shim = ve.model_process_env()["PYTHONPATH"].split(os.pathsep)[0]
+    assert sorted(os.listdir(shim)) == ["xinference"]
     r = _run(info.python, "import sys, xinference, xinference.core.model, "
              "xinference.model.llm.chat_template, tabulate, xoscar\n"
              "print(sys.executable); print(xinference.__file__)\n"
-             "try:\n import fastapi\nexcept ImportError:\n print('no fastapi')")
+             "try:\n import fastapi\nexcept ImportError:\n print('no fastapi')", shim)
     assert r.returncode == 0, r.stderr
     exe, pkg, fastapi = r.stdout.split()[:3]
     assert exe.startswith(info.path)
     import xinference
     assert Path(pkg).resolve() == Path(xinference.__file__).resolve()
     assert fastapi == "no"  # "no fastapi"
+    # the environment itself holds no project: one environment serves every checkout
+    assert _run(info.python, "import xinference").returncode != 0
     t0 = time.monotonic()
     again = ve.ensure_virtualenv(list(reversed(reqs)))
     reused = time.monotonic() - t0
@@ -184,7 +191,7 @@ def test_failed_install_quotes_uv_and_leaves_nothing(home):
     assert "uv exit code" in msg and f"{EXTRA}==0.0.999" in msg
     assert "0.0.999" in msg.split(":\n", 1)[1]  # uv's own words
     assert [p.name for p in (home / "virtualenv").iterdir()
-            if not p.name.endswith(".lock")] == []
+            if not p.name.endswith(".lock") and not p.name.startswith(".")] == []
 
 
 @pytest.mark.e2e  # runs uv and the environment's Python

@@ -66,7 +66,8 @@ def _envs(srv):
 
 def _env_dirs(srv):
     root = srv.home / "virtualenv"
-    return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.exists() else []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(
+        ".")) if root.exists() else []  # .project: the project's PYTHONPATH link
 
 
 def _model_processes(srv):

@@ -271,8 +271,12 @@ class WorkerActor(xo.StatelessActor):
         venv = await self._prepare_virtualenv(replica_uid, virtualenv)
         if venv is not None:
             self._launch_envs[replica_uid] = (model_uid, venv.key)
-        address = await self._take_sub_pool(dict(env or {}),
-                                            venv.python if venv is not None else None)
+        env = dict(env or {})
+        if venv is not None:  # the project's code reaches that Python through PYTHONPATH
+            from ..model.virtualenv import model_process_env
+
+            env.update(model_process_env())
+        address = await self._take_sub_pool(env, venv.python if venv is not None else None)
         try:
             self._progress_refs[replica_uid] = await xo.create_actor(
                 LaunchProgressActor, address=address, uid=f"{replica_uid}-progress"

@@ -10,10 +10,12 @@ fastapi) runs its model process on the Python of its own environment. This modul
 
 What an environment holds:
 
-- the project itself, without its dependencies: a symlink ``site-packages/xinference`` to
-  the package the worker runs, so the model process runs exactly the worker's code (actor
-  classes and loaders cross the process boundary by reference) and nothing of the gateway
-  (fastapi, uvicorn, ...) is installed;
+- the project itself, without its dependencies: not installed, but put first on the model
+  process's ``PYTHONPATH`` as a directory holding only a link to the package the worker
+  runs (:func:`project_pythonpath`), so the model process runs exactly the worker's code
+  (actor classes and loaders cross the process boundary by reference), nothing of the
+  gateway (fastapi, uvicorn, ...) is installed, and one environment serves every install
+  or checkout of the project that shares the directory;
 - what a model process imports (:data:`MODEL_PROCESS_PACKAGES`, measured by importing the
   model-process modules and listing the distributions they load), ``xoscar`` and
   ``pydantic`` pinned to the worker's versions (pickled objects cross between the two);
@@ -33,8 +35,9 @@ unless ``UV_*`` index variables are set, in which case uv's own configuration ap
 """
 
 from .make import (MARKER, InstallCancel, VirtualEnvInfo, check_key, ensure_virtualenv,
-                   list_virtualenvs, pip_source_options, prepare_virtualenv, read_marker,
-                   remove_virtualenv, virtualenv_root)
+                   list_virtualenvs, model_process_env, pip_source_options,
+                   prepare_virtualenv, project_pythonpath, read_marker, remove_virtualenv,
+                   virtualenv_root)
 from .plan import (HOST_PINNED, MODEL_PROCESS_PACKAGES, VirtualEnvPlan, base_requirements,
                    engine_environment, env_key, host_requirements, marker_environment,
                    merge_requirements, plan_for_engine, plan_virtualenv, python_version,
@@ -43,7 +46,7 @@ from .plan import (HOST_PINNED, MODEL_PROCESS_PACKAGES, VirtualEnvPlan, base_req
 
 __all__ = [
     "MARKER", "InstallCancel", "VirtualEnvInfo", "check_key", "ensure_virtualenv",
-    "list_virtualenvs", "pip_source_options", "prepare_virtualenv", "read_marker",
+    "list_virtualenvs", "model_process_env", "project_pythonpath", "pip_source_options", "prepare_virtualenv", "read_marker",
     "remove_virtualenv", "virtualenv_root", "HOST_PINNED", "MODEL_PROCESS_PACKAGES",
     "VirtualEnvPlan", "base_requirements", "engine_environment", "env_key",
     "host_requirements", "marker_environment", "merge_requirements", "plan_for_engine",

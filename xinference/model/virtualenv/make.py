@@ -180,20 +180,36 @@ def _project_package_dir() -> Path:
     return Path(xinference.__file__).resolve().parent
 
 
-def _link_project(env: Path) -> None:
-    """(Re)point ``site-packages/xinference`` of the environment at the worker's package."""
-    import sysconfig
+def project_pythonpath() -> str:
+    """A directory holding only a link ``xinference`` -> the package this process runs
+    (``<root>/.project/<hash of its path>/``), made on first use. A model process gets it
+    first on ``PYTHONPATH`` (:func:`model_process_env`): the project without its
+    dependencies, and exactly the worker's code, while the environment itself stays free of
+    the project, so environments are shared safely by several installs or checkouts (a link
+    inside the environment would be re-pointed by each of them in turn)."""
+    import hashlib
 
-    site = Path(sysconfig.get_path("purelib", vars={"base": str(env)}))
-    site.mkdir(parents=True, exist_ok=True)
-    link, target = site / "xinference", _project_package_dir()
-    if link.is_symlink() and Path(os.readlink(link)) == target:
-        return
-    tmp = site / f".xinference-{os.getpid()}"
-    if tmp.is_symlink() or tmp.exists():
-        tmp.unlink()
-    tmp.symlink_to(target, target_is_directory=True)
-    os.replace(tmp, link)
+    target = _project_package_dir()
+    shim = virtualenv_root() / ".project" / hashlib.sha256(
+        str(target).encode()).hexdigest()[:16]
+    link = shim / "xinference"
+    if not (link.is_symlink() and Path(os.readlink(link)) == target):
+        shim.mkdir(parents=True, exist_ok=True)
+        tmp = shim / f".xinference-{os.getpid()}-{threading.get_ident()}"
+        if tmp.is_symlink() or tmp.exists():
+            tmp.unlink()
+        tmp.symlink_to(target, target_is_directory=True)
+        os.replace(tmp, link)
+    return str(shim)
+
+
+def model_process_env() -> Dict[str, str]:
+    """Environment variables of a model process started on an environment's Python:
+    ``PYTHONPATH`` = :func:`project_pythonpath`, then this process's ``PYTHONPATH``."""
+    parts = [project_pythonpath()]
+    if os.environ.get("PYTHONPATH"):
+        parts.append(os.environ["PYTHONPATH"])
+    return {"PYTHONPATH": os.pathsep.join(parts)}
 
 
 def read_marker(path: Path) -> Optional[Dict[str, Any]]:
@@ -245,7 +261,6 @@ def ensure_virtualenv(requirements: Sequence[str], cancel: Optional[InstallCance
         marker = read_marker(path)
         if marker is not None and marker.get("packages") == requirements \
                 and marker.get("excludes", []) == excludes:
-            _link_project(path)
             return VirtualEnvInfo(key, str(path), marker["python"], requirements, False,
                                   time.monotonic() - start)
         if path.exists():
@@ -263,7 +278,6 @@ def ensure_virtualenv(requirements: Sequence[str], cancel: Optional[InstallCance
             manager.install_requirements(requirements, pip_source_options(), excludes)
             if cancel is not None and cancel.cancelled.is_set():
                 raise RequestAbortedError("Creating the virtual environment was cancelled")
-            _link_project(path)
             seconds = time.monotonic() - start
             python = manager.get_python_path()
             data = {"key": key, "packages": requirements, "excludes": excludes,
