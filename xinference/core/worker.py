@@ -94,8 +94,9 @@ class WorkerActor(xo.StatelessActor):
         # A model process started ahead of time (no model in it yet): launching takes it, so
         # a launch does not wait for a Python interpreter and xoscar to start (~1 s).
         self._spare: Optional[asyncio.Task] = None
-        # replica_uid -> (what its launch is doing, InstallCancel) while its virtual
-        # environment is being made; replica_uid -> environment key while launching.
+        # While a replica's virtual environment is being made: replica_uid -> what it does
+        # (launch progress "stage") and -> its InstallCancel; while a replica in an
+        # environment launches: replica_uid -> (model_uid, environment key).
         self._env_stage: Dict[str, str] = {}
         self._env_cancel: Dict[str, Any] = {}
         self._launch_envs: Dict[str, Tuple[str, str]] = {}  # -> (model_uid, key)
