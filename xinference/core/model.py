@@ -175,6 +175,12 @@ class ModelActor(xo.StatelessActor):
     async def __pre_destroy__(self):
         for sid in list(self._streams):
             self.close_stream(sid)
+        close = getattr(self._model, "close", None)  # engines with processes of their own
+        if callable(close):
+            try:
+                await asyncio.to_thread(close)
+            except Exception:  # noqa: BLE001 - the process is removed anyway
+                logger.exception("Closing the engine of %s failed", self._model_uid)
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def load(self) -> Dict[str, Any]:

