@@ -187,6 +187,10 @@ def _prepared_vllm_env():
     return path, None
 
 
+def _replica(endpoint: str) -> dict:
+    return requests.get(f"{endpoint}/v1/models/{UID}", timeout=30).json()["replicas"][0]
+
+
 @pytest.fixture(scope="module")
 def vllm_server(tmp_path_factory):
     """A server of this module's own whose ``XINFERENCE_HOME/virtualenv`` is the test
@@ -213,7 +217,7 @@ def vllm_server(tmp_path_factory):
         pytest.fail(f"launch on vLLM failed: {r.status_code} {r.text}\n{log}")
     srv.launch_seconds = time.monotonic() - t0
     yield srv
-    pid = requests.get(f"{srv.endpoint}/v1/models/{UID}", timeout=30).json().get("pid")
+    pid = _replica(srv.endpoint)["pid"]
     requests.delete(f"{srv.endpoint}/v1/models/{UID}", timeout=120)
     srv.stop()
     if pid:  # the model process and vLLM's EngineCore below it are gone
@@ -237,11 +241,10 @@ def test_model_runs_on_the_environments_python(vllm_server):
 
     desc = requests.get(f"{vllm_server.endpoint}/v1/models/{UID}", timeout=30).json()
     assert desc["model_engine"] == "vLLM" and desc["context_length"] == 2048
-    exe = psutil.Process(desc["pid"]).exe()
+    proc = psutil.Process(_replica(vllm_server.endpoint)["pid"])
     env_path, _ = _prepared_vllm_env()
-    assert Path(exe).resolve().is_relative_to(env_path.resolve()) or \
-        str(env_path) in " ".join(psutil.Process(desc["pid"]).cmdline()), exe
-    children = psutil.Process(desc["pid"]).children(recursive=True)
+    assert proc.cmdline()[0].startswith(str(env_path)), proc.cmdline()
+    children = proc.children(recursive=True)
     assert any("EngineCore" in " ".join(c.cmdline()) or c.name().startswith("VLLM")
                for c in children), [c.cmdline() for c in children]
 
@@ -348,9 +351,18 @@ def test_engine_stats_and_disconnect_aborts(vllm_server, oai):
         next(it)
 
     def stats():
-        return requests.get(f"{ep}/v1/models/{UID}/engine_stats", timeout=30).json()
+        from tests.test_llama_cpp import engine_stats
+
+        return engine_stats(ep, UID)
 
     assert stats()["requests_running"] == 1
+    from prometheus_client.parser import text_string_to_metric_families
+
+    metrics = requests.get(f"{ep}/metrics", timeout=30).text
+    running = [smp for fam in text_string_to_metric_families(metrics) for smp in fam.samples
+               if smp.name == "xinference_model_engine_running_requests"
+               and smp.labels.get("model_uid") == UID]
+    assert running and running[0].labels["engine"] == "vLLM" and running[0].value == 1
     stream.close()
     from tests.conftest import wait_until
 
