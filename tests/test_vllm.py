@@ -217,13 +217,20 @@ def vllm_server(tmp_path_factory):
         pytest.fail(f"launch on vLLM failed: {r.status_code} {r.text}\n{log}")
     srv.launch_seconds = time.monotonic() - t0
     yield srv
-    pid = _replica(srv.endpoint)["pid"]
-    requests.delete(f"{srv.endpoint}/v1/models/{UID}", timeout=120)
-    srv.stop()
-    if pid:  # the model process and vLLM's EngineCore below it are gone
-        from tests.conftest import wait_gone
+    import psutil
 
-        assert not wait_gone([pid], 30)
+    from tests.conftest import wait_gone
+
+    pid = _replica(srv.endpoint)["pid"]
+    pids = [pid] + [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    r = requests.delete(f"{srv.endpoint}/v1/models/{UID}", timeout=120)
+    try:
+        assert r.status_code == 200, r.text
+        # the model process, vLLM's EngineCore and its worker are gone, none left behind
+        assert not wait_gone(pids, 60), [psutil.Process(p).cmdline() for p in pids
+                                         if not wait_gone([p], 0)]
+    finally:
+        srv.stop()
 
 
 @pytest.fixture(scope="module")
