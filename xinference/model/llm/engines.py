@@ -133,6 +133,8 @@ def engines_for_family(family: LLMFamily) -> Dict[str, List[Dict[str, Any]]]:
                 "llm_class": info.class_path.rsplit(":", 1)[-1],
                 "available": info.available() is None,
                 "unavailable_reason": info.available(),
+                # runs in a virtual environment of its own, made at the first launch
+                "virtualenv": bool(info.virtualenv_packages),
             }
             for s in family.model_specs
             if s.model_format in info.formats
