@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Tuple
 
 from ...errors import InvalidRequestError
-from .core import GenerationParams, IncrementalDetokenizer
+from .params import GenerationParams
+from .text import IncrementalDetokenizer
 
 
 class HFIncrementalDetokenizer(IncrementalDetokenizer):

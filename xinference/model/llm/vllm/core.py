@@ -28,7 +28,8 @@ import uuid
 from typing import Any, Callable, Dict, List, Optional
 
 from ....errors import InvalidRequestError, ModelLoadError
-from ..core import LLM, RequestState
+from ..core import LLM
+from ..request import RequestState
 from ..hf_tokenizer import HFTokenizerMixin, generation_config, hf_eos_token_ids
 from .options import VLLMOptions, parse_options
 
@@ -42,8 +43,8 @@ FORMAT_QUANTIZATION = {"pytorch": None, "awq": "awq", "gptq": "gptq", "fp8": "fp
 class VLLMModel(HFTokenizerMixin, LLM):
     """A model served by vLLM's ``AsyncLLM`` (continuous batching, paged KV cache).
 
-    Launch options (checked at plan time by :meth:`check_options`, see
-    :mod:`xinference.model.llm.vllm.options`): ``gpu_memory_utilization``,
+    Launch options (checked at plan time by the engine table's schema and
+    :func:`~.options.validate_options`, see :mod:`xinference.model.llm.vllm.options`): ``gpu_memory_utilization``,
     ``max_model_len``, ``max_num_seqs``, ``tensor_parallel_size`` (default: the GPUs the
     worker gave the process, ``n_gpu``), ``dtype`` (default ``float32`` on CPU, vLLM's
     ``auto`` on GPU), ``quantization`` of vLLM is the format's (:data:`FORMAT_QUANTIZATION`;
@@ -67,16 +68,6 @@ class VLLMModel(HFTokenizerMixin, LLM):
         self._sched = {"running": 0, "waiting": 0}  # from vLLM's scheduler stats
         self._aborted = 0
         self._inflight = 0
-
-    @classmethod
-    def check_options(cls, kwargs: Dict[str, Any]) -> None:
-        """The shared options plus vLLM's (:func:`~.options.parse_options`).
-
-        Raises:
-            InvalidRequestError: an unknown option or a bad value, naming it.
-        """
-        super().check_options(kwargs)
-        parse_options(kwargs)
 
     # ---- loading -------------------------------------------------------------------------
     def _engine_args(self, vllm_mod):
