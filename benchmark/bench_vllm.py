@@ -4,7 +4,7 @@ doc/benchmarks.md.
 
 Run from the repository root (about 5-10 minutes on 2 cores)::
 
-    PYTHONPATH=$PWD .venv/bin/python benchmark/bench_vllm.py
+    .venv/bin/python -m benchmark.bench_vllm
 
 What it measures, in order (nothing runs concurrently with a measurement):
 
