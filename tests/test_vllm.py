@@ -3,8 +3,8 @@ engine table; end to end, ``smollm2-instruct`` on vLLM's CPU build through the r
 and the OpenAI SDK.
 
 The end-to-end part needs the vLLM engine's virtual environment made beforehand
-(``scripts/setup.sh`` runs ``scripts/prepare_engine_env.py vLLM``: 15 s with a warm uv
-cache, about a minute from an empty one; 3.3 GB); it is shared by every run through ``$XINFERENCE_TEST_CACHE``
+(``scripts/setup.sh`` runs ``scripts/prepare_engine_env.py vLLM``: 1.5-3.5 minutes with a
+warm uv cache; 3.3 GB); it is shared by every run through ``$XINFERENCE_TEST_CACHE``
 (``~/.cache/xinference-test``)``/virtualenv``, the test server's
 ``XINFERENCE_VIRTUAL_ENV_DIR``. Without it those tests skip, saying so. One launch
 serves the whole module (vLLM's engine start takes 40-90 s on 2 cores), with a 1 GiB CPU
