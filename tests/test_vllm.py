@@ -98,6 +98,17 @@ def test_lora_needs_modules_and_tensor_parallel_must_match_n_gpu():
     _plan(model_engine="vLLM", model_format="pytorch", n_gpu=2, tensor_parallel_size=2)
 
 
+def test_tensor_parallel_size_defaults_to_the_gpus_the_worker_gave(monkeypatch):
+    """n_gpu=k: the worker hands the process k whole GPUs (CUDA_VISIBLE_DEVICES); vLLM
+    shards over all of them."""
+    from xinference.model.llm.vllm.core import _visible_gpu_count
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert _visible_gpu_count() == 2
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5")
+    assert _visible_gpu_count() == 1
+
+
 def test_max_model_len_is_the_described_context_length():
     _, desc = _plan(model_engine="vLLM", model_format="pytorch", max_model_len=1024)
     assert desc["context_length"] == 1024
