@@ -281,7 +281,7 @@ def main() -> None:
 
     gib = env_warm["bytes"] / 2**30
     cold = (f"{env_cold['create_s']:.1f} s" if env_cold else
-            "not run (`--cold-cache`; about a minute here when first measured)")
+            "not run (`--cold-cache`; issue 21 measured about a minute for the bare uv install)")
     md_text = f"""## vLLM engine: server against in-process AsyncLLM, launch, environment (benchmark/bench_vllm.py)
 
 Machine: {machine()}, CPU only; load average {load0[0]:.1f} at the start and {load1[0]:.1f}
