@@ -42,9 +42,3 @@ if [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] && command -v apt-ge
 fi
 .venv/bin/python -c "import diffusers, av, rapidocr_onnxruntime" 2>/dev/null \
   || { echo "setup failed: image/OCR packages missing" >&2; exit 1; }
-# The vLLM engine's own virtual environment, made once where the tests look for it
-# ($XINFERENCE_TEST_CACHE/virtualenv): 1.5-3.5 minutes here (uv cache warm, bytecode
-# compiled at install), 3.3 GB; reused by later runs (milliseconds). tests/test_vllm.py skips its end-to-end part (saying why) without it.
-XINFERENCE_VIRTUAL_ENV_DIR="${XINFERENCE_TEST_CACHE:-$HOME/.cache/xinference-test}/virtualenv" \
-  .venv/bin/python scripts/prepare_engine_env.py vLLM \
-  || echo "warning: the vLLM environment could not be made; tests/test_vllm.py will skip" >&2
