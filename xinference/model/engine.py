@@ -234,7 +234,7 @@ def engine_rows(engine: EngineSpec, family: Any, specs: Iterable[Any],
     """Rows of ``GET /v1/engines/{model_name}`` (and ``xinference engine``) for the
     ``specs`` of ``family`` that ``engine`` runs: ``model_name``, ``model_format``,
     ``model_size_in_billions`` (None where specs have no size), ``quantizations`` (``["none"]``
-    where specs have none), ``available`` and
+    where specs have none), ``multimodal_projectors`` (GGUF vision specs), ``available`` and
     ``unavailable_reason`` (checked without importing the engine); plus ``extra``.
 
     ``specs``: objects with ``model_format`` and optionally ``model_size_in_billions`` and
@@ -248,6 +248,8 @@ def engine_rows(engine: EngineSpec, family: Any, specs: Iterable[Any],
         row = {"model_name": family.model_name, "model_format": s.model_format,
                "model_size_in_billions": getattr(s, "model_size_in_billions", None),
                "quantizations": list(getattr(s, "quantizations", ("none",)))}
+        if getattr(s, "multimodal_projectors", None):
+            row["multimodal_projectors"] = list(s.multimodal_projectors)
         row.update(extra, available=why is None, unavailable_reason=why)
         rows.append(row)
     return rows

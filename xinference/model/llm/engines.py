@@ -26,6 +26,9 @@ _COMMON = {
         "split reasoning into ``reasoning_content`` (default true)"),
     "trust_remote_code": bool_option("allow the model repository's own code"),
     "enable_thinking": bool_option("default of the chat template's enable_thinking"),
+    "max_images": int_option("most images one chat request may carry (default 8)"),
+    "allow_private_image_urls": bool_option(
+        "fetch image URLs on loopback/private/link-local addresses (default false)"),
 }
 
 #: the vLLM engine's environment: the CUDA build where the worker has a GPU, else the CPU
@@ -55,6 +58,9 @@ LLM_ENGINES: Dict[str, EngineSpec] = {
             "n_gpu_layers": LaunchOption("layers offloaded to the GPU (-1: all)",
                                          "integer", integer),
             "n_gpu": any_option("'auto', or 0 for CPU only"),
+            "multimodal_projector": any_option(
+                "mmproj file to load, one of the spec's multimodal_projectors "
+                "(default the first)"),
         }),
     "Transformers": EngineSpec(
         "Transformers", "xinference.model.llm.transformers.core:TransformersModel",

@@ -43,6 +43,11 @@ class TransformersModel(HFTokenizerMixin, LLM):
 
     engine_name = "Transformers"
 
+    @property
+    def supports_images(self) -> bool:
+        """True once a checkpoint with a vision part is loaded with its processor."""
+        return getattr(self, "_processor", None) is not None
+
     # ---- loading -------------------------------------------------------------------------
     def _device(self, torch) -> str:
         n_gpu = self.kwargs.get("n_gpu", "auto")
@@ -121,14 +126,25 @@ class TransformersModel(HFTokenizerMixin, LLM):
         quant = self._quantization_config(device)
         dtype = self._dtype(torch, device)
         trust = bool(self.kwargs.get("trust_remote_code", False))
+        self._processor = None
         try:
-            self._tokenizer = transformers.AutoTokenizer.from_pretrained(
-                self.model_path, trust_remote_code=trust
-            )
             kw: Dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust}
             if quant is not None:
                 kw.update(quantization_config=quant, device_map={"": 0})
-            model = transformers.AutoModelForCausalLM.from_pretrained(self.model_path, **kw)
+            from .vision import is_vision_checkpoint, load_processor, load_vision_model
+
+            if "vision" in self.abilities and is_vision_checkpoint(self.model_path, trust):
+                self._processor = load_processor(self.model_path, trust)
+                self._tokenizer = self._processor.tokenizer
+                model = load_vision_model(self.model_path, kw)
+            else:
+                self._tokenizer = transformers.AutoTokenizer.from_pretrained(
+                    self.model_path, trust_remote_code=trust
+                )
+                model = transformers.AutoModelForCausalLM.from_pretrained(
+                    self.model_path, **kw)
+        except ModelLoadError:
+            raise
         except Exception as e:
             raise ModelLoadError(
                 f"transformers could not load {self.model_path}: {type(e).__name__}: {e}"
@@ -138,11 +154,12 @@ class TransformersModel(HFTokenizerMixin, LLM):
         self._model = model.eval()
         self._device_name = device
         config = model.config
-        max_pos = getattr(config, "max_position_embeddings", None)
+        text_config = getattr(config, "text_config", None) or config
+        max_pos = getattr(text_config, "max_position_embeddings", None)
         self._context_length = min(self.family.context_length, max_pos or 1 << 30)
         self._eos_ids = hf_eos_token_ids(getattr(model, "generation_config", None), config,
                                          tokenizer=self._tokenizer)
-        batchable = _plain_kv_cache(config)
+        batchable = _plain_kv_cache(text_config)
         if not batchable:
             logger.warning("%s: the model's cache cannot be batched; one request at a time",
                            self.model_uid)
@@ -159,6 +176,24 @@ class TransformersModel(HFTokenizerMixin, LLM):
     @property
     def eos_token_ids(self) -> List[int]:
         return self._eos_ids
+
+    def encode_images(self, messages, images, params, tools):
+        """Render with the processor's chat template (the family's ``chat_template`` wins,
+        as for text) and run the processor on the prompt and the images: the ids come back
+        with each image placeholder expanded to the model's image tokens, the rest
+        (``pixel_values``, ``image_grid_thw`` / ``image_sizes`` ...) goes to the prefill.
+
+        Raises:
+            InvalidRequestError: the template or the processor rejects the conversation.
+        """
+        from .vision import encode_with_processor
+
+        if self.family.chat_template:
+            prompt = super()._render(messages, params, tools)
+        else:
+            prompt = None
+        return encode_with_processor(self._processor, messages, images, prompt, tools,
+                                     params.chat_template_kwargs)
 
     def stats(self) -> Dict[str, int]:
         """Scheduler counters: ``requests_running`` (rows in the batch) and
