@@ -837,15 +837,12 @@ class LLM(abc.ABC):
         self.model_path = model_path
         self.kwargs = dict(kwargs or {})
         self.stream_interval = stream_interval_option(self.kwargs.get("stream_interval"))
-        from .reasoning import ReasoningParser
+        from .reasoning import reasoning_parser_for
         from .tool_parsers import DEFAULT_TOOL_PARSER, get_tool_parser
 
         self.tool_parser = get_tool_parser(family.tool_parser or DEFAULT_TOOL_PARSER)
         split = flag("reasoning_content", self.kwargs.get("reasoning_content"), True)
-        has_tags = "reasoning" in family.model_ability or family.reasoning_start_tag
-        self.reasoning_parser = (
-            ReasoningParser(family.reasoning_start_tag, family.reasoning_end_tag)
-            if split and has_tags else None)
+        self.reasoning_parser = reasoning_parser_for(family, split)
 
     @classmethod
     def check_options(cls, kwargs: Dict[str, Any]) -> None:

@@ -146,6 +146,8 @@ class LLMFamily(NamedModel):
     tool_parser: Optional[str] = None
     reasoning_start_tag: Optional[str] = None
     reasoning_end_tag: Optional[str] = None
+    # a reasoning format that is not one tag pair (``harmony`` for gpt-oss), by name
+    reasoning_parser: Optional[str] = None
 
     @field_validator("tool_parser")
     @classmethod
@@ -155,6 +157,15 @@ class LLMFamily(NamedModel):
         from .tool_parsers import check_tool_parser
 
         return check_tool_parser(v)
+
+    @field_validator("reasoning_parser")
+    @classmethod
+    def _check_reasoning_parser(cls, v: Optional[str]) -> Optional[str]:
+        if v is None:
+            return v
+        from .reasoning import check_reasoning_parser
+
+        return check_reasoning_parser(v)
 
     @model_validator(mode="after")
     def _check_reasoning_tags(self) -> "LLMFamily":

@@ -19,9 +19,10 @@ request has tools, a tool-call marker met while reasoning ends the reasoning.
 
 from __future__ import annotations
 
+import importlib
 import re
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 from .core import find_first, partial_suffix
 
@@ -124,3 +125,40 @@ class ReasoningStream:
             out.content = self._buf
         self._buf = ""
         return out
+
+
+# Reasoning formats that are not one tag pair, by the family's ``reasoning_parser`` name
+# (lazy ``name -> (module, class)``); a family without one uses its tags.
+REASONING_PARSERS: Dict[str, Tuple[str, str]] = {
+    "harmony": ("xinference.model.llm.harmony", "HarmonyReasoningParser"),
+}
+REASONING_ALIASES: Dict[str, str] = {"openai_gptoss": "harmony", "gpt-oss": "harmony"}
+
+
+def check_reasoning_parser(name: str) -> str:
+    """Return ``name`` when it is a registered reasoning parser (or alias).
+
+    Raises:
+        ValueError: naming the known ones.
+    """
+    if REASONING_ALIASES.get(name, name) not in REASONING_PARSERS:
+        known = sorted(set(REASONING_PARSERS) | set(REASONING_ALIASES))
+        raise ValueError(f"unknown reasoning_parser {name!r}; known: {known}")
+    return name
+
+
+def reasoning_parser_for(family: Any, split: bool) -> Optional[Any]:
+    """The per-model reasoning parser of ``family`` (an ``LLMFamily``), or None.
+
+    A family with a ``reasoning_parser`` gets that one (its ``split`` flag tells where
+    reasoning text goes: ``reasoning_content`` or ``content``); otherwise, with ``split`` on
+    and the ``reasoning`` ability or tags, a :class:`ReasoningParser` of its tags.
+    """
+    name = getattr(family, "reasoning_parser", None)
+    if name:
+        check_reasoning_parser(name)
+        module, cls = REASONING_PARSERS[REASONING_ALIASES.get(name, name)]
+        return getattr(importlib.import_module(module), cls)(split)
+    if split and ("reasoning" in family.model_ability or family.reasoning_start_tag):
+        return ReasoningParser(family.reasoning_start_tag, family.reasoning_end_tag)
+    return None
