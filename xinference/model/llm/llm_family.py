@@ -163,7 +163,7 @@ class LLMFamily(NamedModel):
     def _check_reasoning_parser(cls, v: Optional[str]) -> Optional[str]:
         if v is None:
             return v
-        from .reasoning import check_reasoning_parser
+        from .reasoning_registry import check_reasoning_parser
 
         return check_reasoning_parser(v)
 

@@ -22,9 +22,11 @@ from __future__ import annotations
 import importlib
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence
 
 from .core import find_first, partial_suffix
+from .reasoning_registry import (  # noqa: F401 (re-exported)
+    REASONING_ALIASES, REASONING_PARSERS, check_reasoning_parser)
 
 DEFAULT_START_TAG = "<think>"
 DEFAULT_END_TAG = "</think>"
@@ -125,26 +127,6 @@ class ReasoningStream:
             out.content = self._buf
         self._buf = ""
         return out
-
-
-# Reasoning formats that are not one tag pair, by the family's ``reasoning_parser`` name
-# (lazy ``name -> (module, class)``); a family without one uses its tags.
-REASONING_PARSERS: Dict[str, Tuple[str, str]] = {
-    "harmony": ("xinference.model.llm.harmony", "HarmonyReasoningParser"),
-}
-REASONING_ALIASES: Dict[str, str] = {"openai_gptoss": "harmony", "gpt-oss": "harmony"}
-
-
-def check_reasoning_parser(name: str) -> str:
-    """Return ``name`` when it is a registered reasoning parser (or alias).
-
-    Raises:
-        ValueError: naming the known ones.
-    """
-    if REASONING_ALIASES.get(name, name) not in REASONING_PARSERS:
-        known = sorted(set(REASONING_PARSERS) | set(REASONING_ALIASES))
-        raise ValueError(f"unknown reasoning_parser {name!r}; known: {known}")
-    return name
 
 
 def reasoning_parser_for(family: Any, split: bool) -> Optional[Any]:
