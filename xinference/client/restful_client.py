@@ -230,11 +230,19 @@ class RESTfulClient(_Base):
         return handles.handle_for(model_type, args)
 
     # ---- registrations ---------------------------------------------------------------
-    def list_model_registrations(self, model_type: str = "LLM",
-                                 detailed: bool = False) -> List[Dict[str, Any]]:
+    def list_model_registrations(self, model_type: str = "LLM", detailed: bool = False,
+                                 ability: Optional[List[str]] = None,
+                                 hub: Optional[str] = None) -> List[Dict[str, Any]]:
+        """Registrations of ``model_type``; ``ability`` (all required) and ``hub``
+        (``huggingface`` | ``modelscope``) filter them on the server."""
+        params: Dict[str, Any] = {"detailed": str(detailed).lower()}
+        if ability:
+            params["ability"] = list(ability)
+        if hub:
+            params["hub"] = hub
         return self._request("list model registrations", "GET",
                              f"/v1/model_registrations/{model_type}",
-                             params={"detailed": str(detailed).lower()}).json()
+                             params=params).json()
 
     def get_model_registration(self, model_type: str, model_name: str) -> Dict[str, Any]:
         return self._request("get model registration", "GET",

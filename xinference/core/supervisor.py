@@ -701,8 +701,12 @@ class SupervisorActor(xo.StatelessActor):
         return [res] + self.get_workers_info()
 
     # ---- registrations ---------------------------------------------------------------------
-    def list_model_registrations(self, model_type: str, detailed: bool = False):
-        return self._registry.list(model_type, detailed)
+    def list_model_registrations(self, model_type: str, detailed: bool = False,
+                                 abilities: Optional[List[str]] = None,
+                                 hub: Optional[str] = None):
+        """Registrations of ``model_type``, filtered by ``abilities`` (all required) and
+        ``hub`` (see :meth:`ModelRegistry.list`)."""
+        return self._registry.list(model_type, detailed, abilities, hub)
 
     def get_model_registration(self, model_type: str, model_name: str) -> Dict[str, Any]:
         fam = self._registry.get(model_type, model_name)

@@ -193,7 +193,9 @@ def terminate(endpoint, api_key, model_uid):
 @click.option("--ability", "-a", "abilities", multiple=True,
               help="Only models with this ability (tools, reasoning, vision, chat ...); "
                    "repeat to require several.")
-def registrations(endpoint, api_key, model_type, model_name, abilities):
+@click.option("--hub", default=None, type=click.Choice(["huggingface", "modelscope"]),
+              help="Only models with weights on this hub.")
+def registrations(endpoint, api_key, model_type, model_name, abilities, hub):
     """List registered models (builtin and custom)."""
     from tabulate import tabulate
 
@@ -203,11 +205,10 @@ def registrations(endpoint, api_key, model_type, model_name, abilities):
             click.echo(json.dumps(client.get_model_registration(model_type, model_name),
                                   indent=2))
             return
-        regs = client.list_model_registrations(model_type, detailed=True)
+        regs = client.list_model_registrations(model_type, detailed=True,
+                                               ability=list(abilities), hub=hub)
     except Exception as e:
         _fail(e)
-    wanted = {a.lower() for a in abilities}
-    regs = [r for r in regs if wanted <= {a.lower() for a in r.get("model_ability") or []}]
     rows = [
         (model_type, r["model_name"], ",".join(r.get("model_lang") or r.get("language") or []),
          ",".join(r.get("model_ability", []) or []), r["is_builtin"])

@@ -3,6 +3,10 @@ engines (Xinference's ``/v1/models``, ``/v1/model_registrations``, ``/v1/engines
 
 from __future__ import annotations
 
+from typing import List, Optional
+
+from fastapi import Query
+
 from ..schemas import LaunchModelRequest, RegisterModelRequest
 from . import Route, Router
 
@@ -57,9 +61,14 @@ class ModelsRouter(Router):
         await (await self._supervisor()).terminate_model(model_uid)
         return {"id": model_uid, "object": "model", "deleted": True}
 
-    async def list_model_registrations(self, model_type: str, detailed: bool = False):
-        return await (await self._supervisor()).list_model_registrations(model_type,
-                                                                          detailed)
+    async def list_model_registrations(
+            self, model_type: str, detailed: bool = False,
+            ability: Optional[List[str]] = Query(None), hub: Optional[str] = None):
+        """Registrations of ``model_type``; ``?ability=tools&ability=reasoning`` keeps the
+        families with all of them, ``?hub=modelscope`` those with weights there (400 for an
+        unknown hub)."""
+        return await (await self._supervisor()).list_model_registrations(
+            model_type, detailed, ability, hub)
 
     async def get_model_registration(self, model_type: str, model_name: str):
         return await (await self._supervisor()).get_model_registration(model_type,
