@@ -27,6 +27,8 @@ from ..constants import (
     health_check_interval,
     health_check_timeout,
 )
+from ..model.cache_manager import check_hub
+from ..model.options import flag
 from ..model import model_type_handlers
 from ..model.registry import ModelRegistry, canonical_model_type
 from ..errors import (
@@ -39,7 +41,8 @@ from ..errors import (
     RequestNotFoundError,
 )
 from .persist import PersistStore, persist_by_default
-from .resource import allocate_gpus, node_resources, normalize_gpu_idx, normalize_n_gpu
+from .resource import (allocate_gpus, memory_fit_error, node_resources, normalize_gpu_idx,
+                       normalize_n_gpu)
 
 logger = logging.getLogger(__name__)
 
@@ -312,7 +315,7 @@ class SupervisorActor(xo.StatelessActor):
         return n
 
     def _place(self, worker_ip: Optional[str], n_gpu, gpu_idx,
-               placed: List[str]) -> _Worker:
+               placed: List[str], need=None) -> _Worker:
         """The least-loaded worker that can hold one more replica.
 
         Order: fewest replicas of this model already placed there (spread), fewest replicas
@@ -339,7 +342,12 @@ class SupervisorActor(xo.StatelessActor):
             gpus = [g["index"] for g in w.status.get("gpus", [])]
             used = {int(k): v for k, v in (w.status.get("gpu_allocations") or {}).items()}
             try:
-                allocate_gpus(gpus, used, n_gpu, gpu_idx)
+                chosen = allocate_gpus(gpus, used, n_gpu, gpu_idx)
+                short = need is not None and memory_fit_error(need.total, w.status, chosen)
+                if short:  # never fits there: the estimate says why (400)
+                    raise InvalidRequestError(
+                        f"the model needs {need.describe()} but {short}; launch with "
+                        "check_memory=false to try anyway")
                 fits.append(w)
             except ModelUnavailableError as e:
                 busy = True
@@ -391,6 +399,48 @@ class SupervisorActor(xo.StatelessActor):
             self._persist.save(uid, {k: v for k, v in record.items() if v is not None})
         self._relaunch_failed.pop(uid, None)
         return uid
+
+    @staticmethod
+    def _memory_need(family, desc: Dict[str, Any], kwargs: Dict[str, Any], cpu: bool):
+        """The memory estimate of an LLM launch (weights only when no shape is found
+        locally: a lower bound), or None for other model types."""
+        if desc.get("model_type") != "LLM":
+            return None
+        from ..model.llm.memory import estimate_for_family
+
+        try:
+            return estimate_for_family(
+                family, model_format=desc["model_format"],
+                model_size_in_billions=desc["model_size_in_billions"],
+                quantization=desc["quantization"], context_length=desc["context_length"],
+                model_engine=desc["model_engine"], model_path=kwargs.get("model_path"),
+                cpu=cpu)
+        except Exception as e:  # an estimate must never block a launch it cannot judge
+            logger.warning("No memory estimate for %s: %s", family.model_name, e)
+            return None
+
+    async def estimate_model_memory(self, model_name: str, **choices) -> Dict[str, Any]:
+        """``GET /v1/models/{model_name}/memory``: the memory estimate of launching a
+        registered LLM (see :func:`~xinference.model.llm.memory.estimate_for_family`;
+        ``config.json`` may be fetched alone from the hub, off the event loop).
+
+        Raises:
+            InvalidRequestError: not an LLM, nothing matches, a bad context length.
+        """
+        from ..model.llm.memory import estimate_for_family
+
+        model_type = self._registry.find_type(model_name) or "LLM"
+        if model_type != "LLM":
+            raise InvalidRequestError(
+                f"Memory estimates cover LLMs; {model_name!r} is a {model_type} model")
+        try:
+            family = self._registry.get("LLM", model_name)
+        except RegistrationNotFoundError as e:
+            raise InvalidRequestError(e.message) from None
+        cpu = flag("cpu", choices.pop("cpu", None), False)
+        est = await asyncio.to_thread(estimate_for_family, family, download=True, cpu=cpu,
+                                      **choices)
+        return dict(est.to_dict(), description=est.describe())
 
     async def cancel_launch(self, model_uid: str) -> Dict[str, Any]:
         """Stop the launch of ``model_uid`` (download or load): its processes are removed
@@ -461,10 +511,22 @@ class SupervisorActor(xo.StatelessActor):
         # Engines read n_gpu: "auto" (a GPU when the process sees one), an int, or 0 for the
         # CPU; Xinference's n_gpu=None (CPU only) reaches them as 0.
         kwargs["n_gpu"] = 0 if n_gpu is None else n_gpu
-        loader, desc = handler.plan(family, model_uid, **kwargs)
+        # download_hub: LLM specs are chosen by hub; other types fetch their model_id there
+        download_hub = kwargs.pop("download_hub", None)
+        if download_hub is not None:
+            check_hub(download_hub)
+        check_memory = flag("check_memory", kwargs.pop("check_memory", None), True)
+        if model_type == "LLM":
+            loader, desc = handler.plan(family, model_uid, download_hub=download_hub, **kwargs)
+        else:
+            loader, desc = handler.plan(family, model_uid, **kwargs)
+            loader.download_hub = download_hub
         desc.update(model_uid=model_uid, replica=replica, n_gpu=n_gpu,
                     request_limits=request_limits)
-        self._place(worker_ip, n_gpu, gpu_idx, [])  # fail fast, before any process starts
+        cpu = n_gpu in (0, None) or not any(w.status.get("gpus")
+                                            for w in self._workers.values())
+        need = self._memory_need(family, desc, kwargs, cpu) if check_memory else None
+        self._place(worker_ip, n_gpu, gpu_idx, [], need)  # fail fast, before any process
 
         self._launching.add(model_uid)
         self._launch_tasks[model_uid] = asyncio.current_task()
@@ -575,9 +637,13 @@ class SupervisorActor(xo.StatelessActor):
             current = await xo.wait_for(
                 state["worker"].get_launch_progress(state["replica_uid"]),
                 health_check_timeout())
-        except Exception:  # not started yet, or the worker is going away
+        except Exception:  # not started yet, slow to answer, or the worker is going away
             current = 0.0
-        return min(1.0, (state["done"] + current) / state["replica"])
+        # never backwards: a query that failed under load repeats the last answer
+        value = max(state.get("last_progress", 0.0),
+                    min(1.0, (state["done"] + current) / state["replica"]))
+        state["last_progress"] = value
+        return value
 
     # ---- queries ---------------------------------------------------------------------------
     def _running(self, model_uid: str) -> _RunningModel:

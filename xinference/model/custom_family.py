@@ -19,8 +19,7 @@ from typing import Any, ClassVar, List, Optional, Tuple
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 
-# Where ``model_id`` is looked up (``model_hub``; the server default is XINFERENCE_MODEL_SRC).
-KNOWN_HUBS = ("huggingface", "modelscope")
+from ..constants import MODEL_HUBS as KNOWN_HUBS  # where ``model_id`` is looked up
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 
 

@@ -28,6 +28,8 @@ class ModelsRouter(Router):
         Route("DELETE", "/v1/model_registrations/{model_type}/{model_name}",
               "unregister_model", "models:unregister"),
         Route("GET", "/v1/engines/{model_name}", "query_engines", "models:list"),
+        Route("GET", "/v1/models/{model_name}/memory", "estimate_model_memory",
+              "models:list"),
     ]
 
     async def _supervisor(self):
@@ -86,6 +88,18 @@ class ModelsRouter(Router):
 
     async def query_engines(self, model_name: str):
         return await (await self._supervisor()).query_engines_by_model_name(model_name)
+
+    async def estimate_model_memory(
+            self, model_name: str, model_format: Optional[str] = None,
+            model_size_in_billions: Optional[str] = None, quantization: Optional[str] = None,
+            context_length: Optional[int] = None, model_engine: Optional[str] = None,
+            cpu: Optional[bool] = None):
+        """Will it fit? Bytes of ``weights``, ``kv_cache``, ``activations`` and ``total``
+        for a launch of ``model_name`` with these choices (``xinference cal-model-mem``)."""
+        return await (await self._supervisor()).estimate_model_memory(
+            model_name, model_format=model_format,
+            model_size_in_billions=model_size_in_billions, quantization=quantization,
+            context_length=context_length, model_engine=model_engine, cpu=cpu)
 
 
 ROUTERS = [ModelsRouter]

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional, Tuple
 
+from ...constants import default_model_hub
+from ...errors import InvalidRequestError
+from ..cache_manager import check_hub
 from ..options import flag
 from .engines import match_spec
 from .llm_family import LLMFamily
@@ -20,15 +23,24 @@ def plan_llm_launch(family: LLMFamily, model_uid: str, *, model_engine: Optional
     /v1/models/{model_uid}`` reports.
 
     Raises:
-        InvalidRequestError: nothing matches (see :func:`match_spec`), a bad
+        InvalidRequestError: nothing matches (see :func:`match_spec`; ``download_hub``
+        keeps the specs on that hub, ``XINFERENCE_MODEL_SRC`` orders them), an unknown hub, a bad
         ``trust_remote_code`` or ``enable_thinking``, or an option the engine refuses
         (``LLM.check_options``: ``stream_interval``, ``n_parallel`` ...).
     """
     for name in ("trust_remote_code", "enable_thinking"):  # "false" from JSON is False
         if kwargs.get(name) is not None:
             kwargs[name] = flag(name, kwargs[name])
+    download_hub = kwargs.pop("download_hub", None)
+    if download_hub is not None:
+        check_hub(download_hub)
+    try:
+        preferred = default_model_hub()
+    except ValueError as e:  # a misconfigured server: say so on every launch
+        raise InvalidRequestError(str(e)) from None
     engine, spec, quant = match_spec(
-        family, model_engine, model_format, model_size_in_billions, quantization
+        family, model_engine, model_format, model_size_in_billions, quantization,
+        download_hub=download_hub, preferred_hub=preferred,
     )
     engine.load_class().check_options(kwargs)  # refused here, before a process starts
     loader = LLMLoader(model_uid, family, spec, quant, engine.name, model_path, kwargs)
@@ -44,5 +56,6 @@ def plan_llm_launch(family: LLMFamily, model_uid: str, *, model_engine: Optional
         # A launch-time n_ctx (llama.cpp) is the running model's real context.
         "context_length": int(kwargs.get("n_ctx") or family.context_length),
         "model_description": family.model_description,
+        "model_hub": spec.model_hub,
     }
     return loader, desc
