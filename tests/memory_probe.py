@@ -10,8 +10,16 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import resource
 import sys
+
+
+def _peak_rss() -> int:
+    """This process's peak resident memory (``VmHWM``), in bytes. Not ``ru_maxrss``: Linux
+    carries that over from the forking parent (a big pytest process) across ``exec``."""
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def main() -> None:
@@ -42,7 +50,7 @@ def main() -> None:
     async def run():
         return await eng.generate(prompt, {"max_tokens": 4})
     out = asyncio.run(run())
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = _peak_rss()
     print(json.dumps({"before": before, "peak": peak,
                       "prompt_tokens": out["usage"]["prompt_tokens"]}), flush=True)
     os._exit(0)  # engine threads need no orderly shutdown here

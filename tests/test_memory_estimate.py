@@ -71,6 +71,7 @@ def _measure(engine: str, ctx: int, *extra) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.e2e  # a model process of its own per engine
 @pytest.mark.parametrize("engine,ctx", [("llama.cpp", 2048), ("Transformers", 1024)])
 def test_estimate_agrees_with_a_real_load_within_25_percent(engine, ctx):
     fam = builtin_llm_families()["smollm2-instruct"]
