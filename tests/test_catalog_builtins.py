@@ -43,7 +43,7 @@ CONVERSATION = [
 def test_every_builtin_of_every_type_loads():
     counts = {t: len(h.builtins()) for t, h in model_type_handlers().items()}
     assert counts["LLM"] >= 60, counts
-    assert all(n > 0 for n in counts.values()), counts
+    assert counts["embedding"] >= 26 and all(n > 0 for n in counts.values()), counts
 
 
 @pytest.mark.parametrize("fam", list(builtin_llm_families().values()),
