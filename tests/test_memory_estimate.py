@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from xinference.core.launcher import Launcher
+from xinference.core.model_table import ModelTable
 from xinference.core.resource import memory_fit_error, parse_nvidia_smi
-from xinference.core.supervisor import SupervisorActor, _Worker
+from xinference.core.workers import Worker, WorkerTable
 from xinference.errors import InvalidRequestError
 from xinference.model.llm.llm_family import builtin_llm_families
 from xinference.model.llm.memory import ModelShape, estimate, estimate_for_family
@@ -106,43 +108,47 @@ class _Stop(Exception):
     """Raised by the patched placement once planning is over."""
 
 
-def _supervisor_with_small_gpu(monkeypatch, seen):
-    sup = SupervisorActor()
-    sup._registry = new_registry()
-    gpus = parse_nvidia_smi("0, Tiny GPU, 1024, 0")  # a 1 GiB GPU
-    sup._workers["127.0.0.1:1"] = _Worker("127.0.0.1:1", ref=None, status={
-        "gpus": gpus, "memory_available": 64 * GIB, "gpu_allocations": {}})
-    place = sup._place
+def _launcher_with_small_gpu(monkeypatch, seen):
+    """The supervisor's launcher with one worker whose only GPU has 1 GiB (its status as
+    a heartbeat would report it); placement stops the launch once it has passed."""
+    models = ModelTable()
+    workers = WorkerTable(models, on_join=lambda: None)
+    workers._workers["127.0.0.1:1"] = Worker("127.0.0.1:1", ref=None, status={
+        "gpus": parse_nvidia_smi("0, Tiny GPU, 1024, 0"), "memory_available": 64 * GIB,
+        "gpu_allocations": {}})
+    launcher = Launcher(new_registry(), workers, models)
+    place = launcher.place
 
     def checked_place(*a, **kw):
-        seen.append(a[-1] if len(a) > 4 else kw.get("need"))
+        seen.append(a[4] if len(a) > 4 else kw.get("need"))
         place(*a, **kw)  # the real check
         raise _Stop()  # planning passed: start no process
-    monkeypatch.setattr(sup, "_place", checked_place)
-    return sup
+    monkeypatch.setattr(launcher, "place", checked_place)
+    return launcher
 
 
 def test_planner_refuses_a_model_that_cannot_fit_a_small_gpu(monkeypatch):
     seen = []
-    sup = _supervisor_with_small_gpu(monkeypatch, seen)
+    launcher = _launcher_with_small_gpu(monkeypatch, seen)
+
+    def launch(name, **kw):
+        return asyncio.run(launcher._launch(name, "LLM", None, 1, kw.pop("n_gpu", 1), None,
+                                            None, None, **kw))
     with pytest.raises(InvalidRequestError) as e:
-        asyncio.run(sup._launch_model("qwen3", model_format="pytorch",
-                                      model_size_in_billions=8, n_gpu=1))
+        launch("qwen3", model_format="pytorch", model_size_in_billions=8)
     msg = e.value.message
     assert "needs about 14.90 GiB" in msg and "GPU [0] have 1.00 GiB free" in msg
     assert "check_memory=false" in msg
     # SmolLM2 fits the same GPU
     with pytest.raises(_Stop):
-        asyncio.run(sup._launch_model("smollm2-instruct", model_engine="llama.cpp", n_gpu=1))
+        launch("smollm2-instruct", model_engine="llama.cpp")
     assert seen[-1].total < GIB
     # the launch option overrides the check
     with pytest.raises(_Stop):
-        asyncio.run(sup._launch_model("qwen3", model_format="pytorch",
-                                      model_size_in_billions=8, n_gpu=1,
-                                      check_memory=False))
+        launch("qwen3", model_format="pytorch", model_size_in_billions=8, check_memory=False)
     assert seen[-1] is None
     with pytest.raises(InvalidRequestError, match="check_memory"):
-        asyncio.run(sup._launch_model("qwen3", n_gpu=1, check_memory="maybe"))
+        launch("qwen3", check_memory="maybe")
 
 
 def test_cal_model_mem_cli_rest_and_host_memory_refusal(tmp_path):

@@ -25,7 +25,8 @@ import json
 
 import pytest
 
-from xinference.model.llm.core import ChatBuilder, ChatTextPipeline, Delta
+from xinference.model.llm.request import Delta
+from xinference.model.llm.responses import ChatBuilder, ChatTextPipeline
 from xinference.model.llm.harmony import HarmonyReasoningParser
 from xinference.model.llm.llm_family import LLMFamily
 from xinference.model.llm.reasoning import ReasoningParser, reasoning_parser_for

@@ -30,10 +30,9 @@ from __future__ import annotations
 import re
 from typing import Optional, Sequence
 
-from .core import find_first, partial_suffix
-from .reasoning import ReasoningDelta
-from .tool_parsers.base import Call, TaggedBlockStream, ToolParser, loads_object
 from .constraints import Alternative
+from .text import ParsedDelta, find_first, partial_suffix
+from .tool_parsers.base import Call, TaggedBlockStream, ToolParser, loads_object
 
 START, CHANNEL, MESSAGE = "<|start|>", "<|channel|>", "<|message|>"
 END, RETURN, CALL, CONSTRAIN = "<|end|>", "<|return|>", "<|call|>", "<|constrain|>"
@@ -55,7 +54,7 @@ def _looks_like_header(text: str) -> bool:
 
 
 class HarmonyStream:
-    """Per request: harmony text in, :class:`ReasoningDelta` out (see the module doc).
+    """Per request: harmony text in, :class:`ParsedDelta` out (see the module doc).
 
     Args:
         split: analysis text goes to ``reasoning`` (True) or to ``content`` (False, the
@@ -72,7 +71,7 @@ class HarmonyStream:
         self._call_body = ""  # a tool message's body, passed on when it closes
         self.saw_reasoning = False
 
-    def _body_text(self, text: str, out: ReasoningDelta) -> None:
+    def _body_text(self, text: str, out: ParsedDelta) -> None:
         if self.recipient:
             self._call_body += text
         elif self.channel == "analysis" and self.split:
@@ -81,7 +80,7 @@ class HarmonyStream:
         else:
             out.content += text
 
-    def _close(self, out: ReasoningDelta) -> None:
+    def _close(self, out: ParsedDelta) -> None:
         if self.recipient:
             out.content += (f"{TOOL_OPEN}{self.recipient}{MESSAGE}{self._call_body}{CALL}")
         self._call_body, self.recipient, self.channel = "", "", ""
@@ -92,9 +91,9 @@ class HarmonyStream:
         r = _RECIPIENT.search(header)
         self.recipient = r.group(1) if r else ""
 
-    def push(self, text: str) -> ReasoningDelta:
+    def push(self, text: str) -> ParsedDelta:
         """Add generated text; return what can be released now."""
-        out = ReasoningDelta()
+        out = ParsedDelta()
         self._buf += text
         while self._buf:
             if self.state == BODY:
@@ -130,11 +129,11 @@ class HarmonyStream:
                 self.state = BODY
         return out
 
-    def finish(self) -> ReasoningDelta:
+    def finish(self) -> ParsedDelta:
         """End of generation: the open message closes (``<|call|>`` / ``<|return|>`` are
         end-of-generation tokens an engine may not render); a header that never reached
         ``<|message|>`` is content word for word."""
-        out = ReasoningDelta()
+        out = ParsedDelta()
         if self.state == BODY:
             self._body_text(self._buf, out)
             self._close(out)

@@ -7,7 +7,7 @@ from typing import Any, Dict, Optional, Tuple
 from ...constants import default_model_hub
 from ...errors import InvalidRequestError
 from ..cache_manager import check_hub
-from ..options import flag
+from ..engine import check_launch_options
 from .engines import match_spec
 from .llm_family import LLMFamily
 from .loader import LLMLoader
@@ -24,13 +24,11 @@ def plan_llm_launch(family: LLMFamily, model_uid: str, *, model_engine: Optional
 
     Raises:
         InvalidRequestError: nothing matches (see :func:`match_spec`; ``download_hub``
-        keeps the specs on that hub, ``XINFERENCE_MODEL_SRC`` orders them), an unknown hub, a bad
-        ``trust_remote_code`` or ``enable_thinking``, or an option the engine refuses
-        (``LLM.check_options``: ``stream_interval``, ``n_parallel`` ...).
+        keeps the specs on that hub, ``XINFERENCE_MODEL_SRC`` orders them), an unknown
+        hub, or a bad value of
+        an option in the engine's schema (``stream_interval``, ``n_parallel``,
+        ``trust_remote_code`` ...), refused here before a process starts.
     """
-    for name in ("trust_remote_code", "enable_thinking"):  # "false" from JSON is False
-        if kwargs.get(name) is not None:
-            kwargs[name] = flag(name, kwargs[name])
     download_hub = kwargs.pop("download_hub", None)
     if download_hub is not None:
         check_hub(download_hub)
@@ -42,7 +40,7 @@ def plan_llm_launch(family: LLMFamily, model_uid: str, *, model_engine: Optional
         family, model_engine, model_format, model_size_in_billions, quantization,
         download_hub=download_hub, preferred_hub=preferred,
     )
-    engine.load_class().check_options(kwargs)  # refused here, before a process starts
+    kwargs = check_launch_options(engine, kwargs, family.model_name)
     loader = LLMLoader(model_uid, family, spec, quant, engine.name, model_path, kwargs)
     desc = {
         "model_type": "LLM",
