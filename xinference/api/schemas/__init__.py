@@ -64,9 +64,21 @@ class _GenerateFields(_Extra):
     request_id: Optional[str] = Field(None, min_length=1, max_length=256)
 
     def generate_config(self) -> Dict[str, Any]:
-        """Everything but the model, the input and unset fields."""
-        return {k: v for k, v in self.model_dump(exclude_none=True).items()
-                if k not in NON_GENERATE_FIELDS}
+        """Everything but the model, the input and unset fields; a ``model`` of
+        ``"<uid>:<adapter>"`` (a LoRA adapter loaded at launch, as vLLM names them) adds
+        ``lora_name`` (an explicit ``lora_name`` wins)."""
+        config = {k: v for k, v in self.model_dump(exclude_none=True).items()
+                  if k not in NON_GENERATE_FIELDS}
+        adapter = self.model.partition(":")[2]
+        if adapter:
+            config.setdefault("lora_name", adapter)
+        return config
+
+    @property
+    def target_uid(self) -> str:
+        """The model's uid: ``model`` without a ``":<adapter>"`` suffix (uids never
+        contain ``:``)."""
+        return self.model.partition(":")[0]
 
 
 class CreateCompletionRequest(_GenerateFields):
@@ -100,11 +112,14 @@ class RegisterModelRequest(BaseModel):
 # ---- embeddings and rerank ---------------------------------------------------------------
 class CreateEmbeddingRequest(_Extra):
     """``POST /v1/embeddings`` (OpenAI Embeddings API). ``input`` is a string, a list of
-    strings, a token array or a list of token arrays; an empty string or list is answered
-    with 400 by the engine. Extra fields (``prompt_name``, ``prompt``) reach the engine."""
+    strings, a token array or a list of token arrays; for multimodal models (CLIP) also
+    ``{"text": ...}`` / ``{"image": "data:image/...;base64,..."}`` items (upstream
+    Xinference's shape). An empty string or list is answered with 400 by the engine.
+    Extra fields (``prompt_name``, ``prompt``, ``instruction``) reach the engine."""
 
     model: str
-    input: Union[str, List[str], List[int], List[List[int]]]
+    input: Union[str, List[str], List[int], List[List[int]], Dict[str, Any],
+                 List[Union[str, Dict[str, Any]]]]
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: Optional[int] = Field(None, ge=1)
     user: Optional[str] = None

@@ -186,6 +186,10 @@ class LLM(OpenAIStreams, abc.ABC):
         """The bytes of one token (logprobs' ``token`` / ``bytes``)."""
         return b""
 
+    def lora_names(self) -> List[str]:
+        """Names of the LoRA adapters loaded at launch (a request's ``lora_name``)."""
+        return []
+
     # ---- shared logic -------------------------------------------------------------------
     @property
     def abilities(self) -> List[str]:
@@ -233,6 +237,10 @@ class LLM(OpenAIStreams, abc.ABC):
         ``enable_thinking`` launch kwarg (``xinference launch --enable-thinking``) is the
         default of ``chat_template_kwargs["enable_thinking"]``; the request wins."""
         params = GenerationParams.from_config(config, chat=chat)
+        if params.lora_name is not None and params.lora_name not in self.lora_names():
+            raise InvalidRequestError(
+                f"LoRA adapter {params.lora_name!r} is not loaded on model "
+                f"{self.model_uid!r}; its adapters: {self.lora_names()}")
         default = self.kwargs.get("enable_thinking")
         if default is not None:
             if isinstance(default, str):

@@ -51,8 +51,10 @@ def plan_llm_launch(family: LLMFamily, model_uid: str, *, model_engine: Optional
         "quantization": quant,
         "model_ability": list(family.model_ability),
         "model_lang": list(family.model_lang),
-        # A launch-time n_ctx (llama.cpp) is the running model's real context.
-        "context_length": int(kwargs.get("n_ctx") or family.context_length),
+        # A launch-time n_ctx (llama.cpp) / max_model_len (vLLM) is the running model's
+        # real context.
+        "context_length": int(kwargs.get("n_ctx") or kwargs.get("max_model_len")
+                              or family.context_length),
         "model_description": family.model_description,
         "model_hub": spec.model_hub,
     }
