@@ -142,3 +142,18 @@ def test_registrations_filtered_by_ability(srv):
     r = xi(srv, "registrations", "-t", "LLM", "-a", "tools", "-a", "reasoning")
     names = {ln.split()[1] for ln in r.stdout.splitlines()[2:] if ln.strip()}
     assert "qwen3" in names and "qwen2.5-instruct" not in names
+
+
+def test_registrations_filtered_by_hub_and_rest_query(srv):
+    import requests
+
+    r = xi(srv, "registrations", "-t", "LLM", "--hub", "modelscope", "-a", "tools")
+    assert r.returncode == 0, r.stderr
+    names = {ln.split()[1] for ln in r.stdout.splitlines()[2:] if ln.strip()}
+    assert {"qwen3", "glm-4.5", "kimi-k2-instruct"} <= names
+    assert "mistral-instruct-v0.3" not in names  # published on Hugging Face only
+    rows = requests.get(f"{srv.endpoint}/v1/model_registrations/LLM",
+                        params={"ability": ["reasoning", "tools"], "hub": "modelscope"}).json()
+    assert "gpt-oss" in {x["model_name"] for x in rows}
+    bad = requests.get(f"{srv.endpoint}/v1/model_registrations/LLM", params={"hub": "x"})
+    assert bad.status_code == 400 and "hub" in bad.json()["error"]["message"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from xinference.model.llm.llm_family import LLMFamily, builtin_llm_families
-from xinference.model.llm.reasoning import ReasoningParser
+from xinference.model.llm.reasoning import ReasoningParser, reasoning_parser_for
 from xinference.model.llm.tool_parsers import get_tool_parser
 
 RAW = json.loads((Path(__file__).parents[1] / "xinference/model/llm/llm_family.json")
@@ -52,7 +52,9 @@ def test_specs_resolve_file_names_and_parsers_are_known(raw):
         assert get_tool_parser(fam.tool_parser).markers
     if "tools" in fam.model_ability:
         assert fam.tool_parser, "a family with the tools ability declares its format"
-    if "reasoning" in fam.model_ability:
+    if "reasoning" in fam.model_ability and fam.reasoning_parser:  # gpt-oss channels
+        assert reasoning_parser_for(fam, True) is not None
+    elif "reasoning" in fam.model_ability:
         assert fam.reasoning_start_tag and fam.reasoning_end_tag
         p = ReasoningParser(fam.reasoning_start_tag, fam.reasoning_end_tag)
         assert p.initial_state("x" + fam.reasoning_start_tag) == "in"

@@ -86,3 +86,22 @@ def health_check_timeout() -> float:
     """Seconds a call to a worker (or from a worker to the supervisor) may take before it
     counts as failed: ``$XINFERENCE_HEALTH_CHECK_TIMEOUT`` (default 10)."""
     return _env_number(XINFERENCE_ENV_HEALTH_CHECK_TIMEOUT, 10.0)
+
+
+XINFERENCE_ENV_MODEL_SRC = "XINFERENCE_MODEL_SRC"
+# Model hubs a spec's ``model_hub`` / the ``download_hub`` launch option may name.
+MODEL_HUBS = ("huggingface", "modelscope")
+
+
+def default_model_hub() -> str:
+    """The hub a launch downloads from when it names none: ``$XINFERENCE_MODEL_SRC``
+    (``huggingface`` | ``modelscope``), default ``huggingface``. Read on every call.
+
+    Raises:
+        ValueError: the variable names another hub.
+    """
+    hub = (os.environ.get(XINFERENCE_ENV_MODEL_SRC) or "huggingface").strip().lower()
+    if hub not in MODEL_HUBS:
+        raise ValueError(f"{XINFERENCE_ENV_MODEL_SRC} must be one of {list(MODEL_HUBS)}, "
+                         f"got {hub!r}")
+    return hub

@@ -112,11 +112,35 @@ class RESTfulClient(HTTPBase):
         return handle_for(desc, (model_uid, self._base_url, self._session, self._timeout))
 
     # ---- registrations ---------------------------------------------------------------
-    def list_model_registrations(self, model_type: str = "LLM",
-                                 detailed: bool = False) -> List[Dict[str, Any]]:
+    def list_model_registrations(self, model_type: str = "LLM", detailed: bool = False,
+                                 ability: Optional[List[str]] = None,
+                                 hub: Optional[str] = None) -> List[Dict[str, Any]]:
+        """Registrations of ``model_type``; ``ability`` (all required) and ``hub``
+        (``huggingface`` | ``modelscope``) filter them on the server."""
+        params: Dict[str, Any] = {"detailed": str(detailed).lower()}
+        if ability:
+            params["ability"] = list(ability)
+        if hub:
+            params["hub"] = hub
         return self._request("list model registrations", "GET",
                              f"/v1/model_registrations/{model_type}",
-                             params={"detailed": str(detailed).lower()}).json()
+                             params=params).json()
+
+    def estimate_model_memory(self, model_name: str, model_size_in_billions: Any = None,
+                              model_format: Optional[str] = None,
+                              quantization: Optional[str] = None,
+                              context_length: Optional[int] = None,
+                              model_engine: Optional[str] = None,
+                              cpu: bool = False) -> Dict[str, Any]:
+        """Memory estimate of launching an LLM (``GET /v1/models/{name}/memory``): bytes of
+        ``weights``, ``kv_cache``, ``activations``, ``total`` and a ``description``."""
+        params = {k: v for k, v in dict(
+            model_size_in_billions=model_size_in_billions, model_format=model_format,
+            quantization=quantization, context_length=context_length,
+            model_engine=model_engine, cpu=str(cpu).lower() if cpu else None).items()
+            if v is not None}
+        return self._request("estimate model memory", "GET",
+                             f"/v1/models/{model_name}/memory", params=params).json()
 
     def get_model_registration(self, model_type: str, model_name: str) -> Dict[str, Any]:
         return self._request("get model registration", "GET",

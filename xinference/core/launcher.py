@@ -25,11 +25,13 @@ from ..errors import (
     RegistrationNotFoundError,
     RequestAbortedError,
 )
+from ..model.cache_manager import check_hub
+from ..model.options import flag
 from ..model import model_type_handlers
 from ..model.registry import ModelRegistry, canonical_model_type
 from ..model.virtualenv import plan_for_engine
 from .model_table import ModelTable, replica_row
-from .resource import allocate_gpus, normalize_gpu_idx, normalize_n_gpu
+from .resource import allocate_gpus, memory_fit_error, normalize_gpu_idx, normalize_n_gpu
 from .workers import Worker, WorkerTable
 
 logger = logging.getLogger(__name__)
@@ -62,16 +64,22 @@ class Launcher:
     def _load(self, address: str) -> int:
         return self._inflight.get(address, 0) + self._models.count_on(address)
 
-    def place(self, worker_ip: Optional[str], n_gpu, gpu_idx, placed: List[str]) -> Worker:
+    def place(self, worker_ip: Optional[str], n_gpu, gpu_idx, placed: List[str],
+              need=None) -> Worker:
         """The least-loaded worker that can hold one more replica.
 
         Order: fewest replicas of this model already placed there (``placed``: their
         addresses; spread), fewest replicas in all, a worker that answered lately, most
         free memory.
 
+        ``need`` (a memory estimate, :class:`~xinference.model.llm.memory.MemoryEstimate`)
+        keeps only the workers whose chosen GPUs (free memory) or host memory (a CPU load)
+        can hold it.
+
         Raises:
             ModelUnavailableError: no worker, or the GPUs asked for are busy (503).
-            InvalidRequestError: no worker matches ``worker_ip`` or has the GPUs (400).
+            InvalidRequestError: no worker matches ``worker_ip``, has the GPUs, or has the
+            memory (400, with the estimate).
         """
         if not self._workers:
             raise ModelUnavailableError(
@@ -84,7 +92,12 @@ class Launcher:
             gpus = [g["index"] for g in w.status.get("gpus", [])]
             used = {int(k): v for k, v in (w.status.get("gpu_allocations") or {}).items()}
             try:
-                allocate_gpus(gpus, used, n_gpu, gpu_idx)
+                chosen = allocate_gpus(gpus, used, n_gpu, gpu_idx)
+                short = need is not None and memory_fit_error(need.total, w.status, chosen)
+                if short:  # never fits there: the estimate says why (400)
+                    raise InvalidRequestError(
+                        f"the model needs {need.describe()} but {short}; launch with "
+                        "check_memory=false to try anyway")
                 fits.append(w)
             except ModelUnavailableError as e:
                 busy = True
@@ -162,7 +175,16 @@ class Launcher:
         kwargs["n_gpu"] = 0 if n_gpu is None else n_gpu
         venv_opts = (kwargs.pop("enable_virtual_env", None),
                      kwargs.pop("virtual_env_packages", None))
-        loader, desc = handler.plan(family, model_uid, **kwargs)
+        # download_hub: LLM specs are chosen by hub; other types fetch their model_id there
+        download_hub = kwargs.pop("download_hub", None)
+        if download_hub is not None:
+            check_hub(download_hub)
+        check_memory = flag("check_memory", kwargs.pop("check_memory", None), True)
+        if model_type == "LLM":
+            loader, desc = handler.plan(family, model_uid, download_hub=download_hub, **kwargs)
+        else:
+            loader, desc = handler.plan(family, model_uid, **kwargs)
+            loader.download_hub = download_hub
         # The engine's own environment, if any (model/virtualenv): decided here as far as
         # the launch and the engine say, made on the worker.
         venv = plan_for_engine(loader.engine_class, *venv_opts)
@@ -171,7 +193,9 @@ class Launcher:
                         virtual_env_packages=list(venv.packages))
         desc.update(model_uid=model_uid, replica=replica, n_gpu=n_gpu,
                     request_limits=request_limits)
-        self.place(worker_ip, n_gpu, gpu_idx, [])  # fail fast, before any process starts
+        cpu = n_gpu in (0, None) or not any(w.status.get("gpus") for w in self._workers.all())
+        need = memory_need(family, desc, kwargs, cpu) if check_memory else None
+        self.place(worker_ip, n_gpu, gpu_idx, [], need)  # fail fast, before any process
 
         self._models.reserve(model_uid)
         self._tasks[model_uid] = asyncio.current_task()
@@ -179,7 +203,7 @@ class Launcher:
         placed: List[str] = []
         try:
             for i in range(replica):
-                w = self.place(worker_ip, n_gpu, gpu_idx, placed)
+                w = self.place(worker_ip, n_gpu, gpu_idx, placed, need)
                 replica_uid = f"{model_uid}-{i}"
                 self._models.keep(w.address, replica_uid)
                 self._state[model_uid] = {"replica": replica, "done": i,
@@ -269,9 +293,13 @@ class Launcher:
             current = await xo.wait_for(
                 state["worker"].get_launch_progress(state["replica_uid"]),
                 health_check_timeout())
-        except Exception:  # not started yet, or the worker is going away
+        except Exception:  # not started yet, slow to answer, or the worker is going away
             current = 0.0
-        return min(1.0, (state["done"] + current) / state["replica"])
+        # never backwards: a query that failed under load repeats the last answer
+        value = max(state.get("last_progress", 0.0),
+                    min(1.0, (state["done"] + current) / state["replica"]))
+        state["last_progress"] = value
+        return value
 
     async def stage(self, model_uid: str) -> Optional[str]:
         """What the replica of ``model_uid`` being launched does besides loading (its
@@ -321,3 +349,21 @@ class Launcher:
             answered[address] = w
         for w in answered.values():
             await self._workers.refresh_status(w)
+
+
+def memory_need(family, desc: Dict[str, Any], kwargs: Dict[str, Any], cpu: bool):
+    """The memory estimate of an LLM launch (weights only when no shape is found locally:
+    a lower bound), or None for other model types or when no estimate can be made."""
+    if desc.get("model_type") != "LLM":
+        return None
+    from ..model.llm.memory import estimate_for_family
+
+    try:
+        return estimate_for_family(
+            family, model_format=desc["model_format"],
+            model_size_in_billions=desc["model_size_in_billions"],
+            quantization=desc["quantization"], context_length=desc["context_length"],
+            model_engine=desc["model_engine"], model_path=kwargs.get("model_path"), cpu=cpu)
+    except Exception as e:  # an estimate must never block a launch it cannot judge
+        logger.warning("No memory estimate for %s: %s", family.model_name, e)
+        return None

@@ -229,3 +229,29 @@ def gpu_env(gpus: Optional[List[int]]) -> Dict[str, str]:
         return {}
     return {"CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in gpus),
             "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+
+
+def memory_fit_error(need: int, status: Dict[str, Any], gpus: Optional[List[int]]
+                     ) -> Optional[str]:
+    """Why a model that needs ``need`` bytes does not fit a worker, or None when it fits.
+
+    Args:
+        need: the estimate (``MemoryEstimate.total``).
+        status: the worker's last status (``gpus`` with ``memory_total`` /
+            ``memory_used``; ``memory_available`` of the host).
+        gpus: what :func:`allocate_gpus` gave the launch: GPU indexes (the model is split
+            over them), or ``None`` / ``[]`` for a CPU load (host memory counts).
+    """
+    gib = lambda b: f"{b / 2 ** 30:.2f} GiB"  # noqa: E731
+    if gpus:
+        by_index = {g["index"]: g for g in status.get("gpus") or []}
+        free = sum(max(0, (by_index[i].get("memory_total") or 0)
+                       - (by_index[i].get("memory_used") or 0))
+                   for i in gpus if i in by_index)
+        if need > free:
+            return f"GPU {gpus} have {gib(free)} free"
+        return None
+    free = status.get("memory_available")
+    if free is not None and need > free:
+        return f"host memory has {gib(free)} available"
+    return None

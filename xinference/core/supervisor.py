@@ -34,6 +34,7 @@ from ..errors import (
     InvalidRequestError,
     ModelNotFoundError,
     ModelUnavailableError,
+    RegistrationNotFoundError,
 )
 from ..model import model_type_handlers
 from ..model.registry import ModelRegistry
@@ -315,8 +316,36 @@ class SupervisorActor(xo.StatelessActor):
         return {"models": self._models.metrics_rows(), "nodes": [n for n in nodes if n]}
 
     # ---- registrations ---------------------------------------------------------------------
-    def list_model_registrations(self, model_type: str, detailed: bool = False):
-        return self._registry.list(model_type, detailed)
+    def list_model_registrations(self, model_type: str, detailed: bool = False,
+                                 abilities: Optional[List[str]] = None,
+                                 hub: Optional[str] = None):
+        """Registrations of ``model_type``, filtered by ``abilities`` (all required) and
+        ``hub`` (see :meth:`ModelRegistry.list`)."""
+        return self._registry.list(model_type, detailed, abilities, hub)
+
+    async def estimate_model_memory(self, model_name: str, **choices) -> Dict[str, Any]:
+        """``GET /v1/models/{model_name}/memory``: the memory estimate of launching a
+        registered LLM (see :func:`~xinference.model.llm.memory.estimate_for_family`;
+        ``config.json`` may be fetched alone from the hub, off the event loop).
+
+        Raises:
+            InvalidRequestError: not an LLM, nothing matches, a bad context length.
+        """
+        from ..model.llm.memory import estimate_for_family
+        from ..model.options import flag
+
+        model_type = self._registry.find_type(model_name) or "LLM"
+        if model_type != "LLM":
+            raise InvalidRequestError(
+                f"Memory estimates cover LLMs; {model_name!r} is a {model_type} model")
+        try:
+            family = self._registry.get("LLM", model_name)
+        except RegistrationNotFoundError as e:
+            raise InvalidRequestError(e.message) from None
+        cpu = flag("cpu", choices.pop("cpu", None), False)
+        est = await asyncio.to_thread(estimate_for_family, family, download=True, cpu=cpu,
+                                      **choices)
+        return dict(est.to_dict(), description=est.describe())
 
     def get_model_registration(self, model_type: str, model_name: str) -> Dict[str, Any]:
         fam = self._registry.get(model_type, model_name)

@@ -209,7 +209,9 @@ def terminate(endpoint, api_key, model_uid):
 @click.option("--ability", "-a", "abilities", multiple=True,
               help="Only models with this ability (tools, reasoning, vision, chat ...); "
                    "repeat to require several.")
-def registrations(endpoint, api_key, model_type, model_name, abilities):
+@click.option("--hub", default=None, type=click.Choice(["huggingface", "modelscope"]),
+              help="Only models with weights on this hub.")
+def registrations(endpoint, api_key, model_type, model_name, abilities, hub):
     """List registered models (builtin and custom)."""
     from tabulate import tabulate
 
@@ -219,17 +221,49 @@ def registrations(endpoint, api_key, model_type, model_name, abilities):
             click.echo(json.dumps(client.get_model_registration(model_type, model_name),
                                   indent=2))
             return
-        regs = client.list_model_registrations(model_type, detailed=True)
+        regs = client.list_model_registrations(model_type, detailed=True,
+                                               ability=list(abilities), hub=hub)
     except Exception as e:
         _fail(e)
-    wanted = {a.lower() for a in abilities}
-    regs = [r for r in regs if wanted <= {a.lower() for a in r.get("model_ability") or []}]
     rows = [
         (model_type, r["model_name"], ",".join(r.get("model_lang") or r.get("language") or []),
          ",".join(r.get("model_ability", []) or []), r["is_builtin"])
         for r in regs
     ]
     click.echo(tabulate(rows, headers=["Type", "Name", "Language", "Ability", "Is-built-in"]))
+
+
+@cli.command("cal-model-mem")
+@_endpoint_option
+@click.option("--model-name", "-n", required=True, help="A registered LLM.")
+@click.option("--size-in-billions", "-s", default=None, help="Model size, e.g. 7 or 0_5.")
+@click.option("--model-format", "-f", default=None, help="pytorch, ggufv2, awq, gptq, fp8 ...")
+@click.option("--quantization", "-q", default=None, help="e.g. none, Q4_K_M, Int4.")
+@click.option("--context-length", "-c", default=None, type=int,
+              help="Tokens of context (default: the model's).")
+@click.option("--model-engine", "-en", default=None, help="llama.cpp or Transformers.")
+@click.option("--cpu", is_flag=True, default=False,
+              help="A CPU load (Transformers then keeps float32 weights).")
+def cal_model_mem(endpoint, api_key, model_name, size_in_billions, model_format,
+                  quantization, context_length, model_engine, cpu):
+    """Estimate the memory a model launch needs: weights + KV cache + activations."""
+    try:
+        est = _client(endpoint, api_key).estimate_model_memory(
+            model_name, size_in_billions, model_format, quantization, context_length,
+            model_engine, cpu)
+    except Exception as e:
+        _fail(e)
+    gib = lambda b: f"{b / 2 ** 30:.2f} GiB"  # noqa: E731
+    click.echo(f"model: {est['model_name']} {est['model_format']}/"
+               f"{est['model_size_in_billions']}B/{est['quantization']} on {est['engine']}, "
+               f"context {est['context_length']}")
+    click.echo(f"weights:      {gib(est['weights'])}")
+    if est["shape_source"]:
+        click.echo(f"kv cache:     {gib(est['kv_cache'])}")
+        click.echo(f"activations:  {gib(est['activations'])}")
+    else:
+        click.echo("kv cache:     unknown (no config.json found locally or on the hub)")
+    click.echo(f"total:        {gib(est['total'])}")
 
 
 @cli.command()

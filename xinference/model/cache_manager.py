@@ -13,10 +13,10 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 from urllib.parse import unquote, urlparse
 
-from ..constants import xinference_cache_dir
+from ..constants import MODEL_HUBS, xinference_cache_dir
 from ..errors import ModelLoadError, RequestAbortedError
 from .progress import DOWNLOAD_SHARE, launch_cancelled, report_progress
 
@@ -80,9 +80,11 @@ def _offline_error(model_id: Optional[str], what: str, err: Exception) -> ModelL
 
 
 def _has_model_files(base: Path) -> bool:
-    """A directory holding at least one file outside huggingface_hub's ``.cache``."""
+    """A directory holding at least one complete file outside the hub libraries' ``.cache``
+    (a ``*.incomplete`` partial download does not count: the next launch resumes it)."""
     return base.is_dir() and any(
-        p.is_file() for p in base.rglob("*") if ".cache" not in p.relative_to(base).parts
+        p.is_file() and not p.name.endswith(".incomplete")
+        for p in base.rglob("*") if ".cache" not in p.relative_to(base).parts
     )
 
 
@@ -98,6 +100,7 @@ def resolve_model_path(
     package: Optional[str] = None,
     package_subdir: Optional[str] = None,
     model_revision: Optional[str] = None,
+    model_hub: str = "huggingface",
 ) -> str:
     """Return a local path to the model: the file ``file_name`` (single-file formats such as
     GGUF) or a directory (Hugging Face layout).
@@ -105,21 +108,39 @@ def resolve_model_path(
     Reports launch progress (:mod:`xinference.model.progress`): download fractions while
     downloading, ``DOWNLOAD_SHARE`` once the files are local.
 
+    ``model_hub`` (``huggingface`` | ``modelscope``) is where ``model_id`` is downloaded
+    from; both land in the same cache directory (:func:`cache_dir_for`).
+
     Raises:
         ModelLoadError: an explicit path does not exist, or nothing is found locally and the
         hub download fails (offline: fails within seconds, naming ``model_id`` and how to
-        point at local files).
+        point at local files; a hub error names the repository and the hub's message).
+        InvalidRequestError: an unknown ``model_hub``.
     """
+    check_hub(model_hub)
     path = _resolve(model_name=model_name, model_format=model_format, size=size,
                     model_id=model_id, file_name=file_name, model_uri=model_uri,
                     model_path=model_path, package=package, package_subdir=package_subdir,
-                    model_revision=model_revision)
+                    model_revision=model_revision, hub=model_hub)
     report_progress(DOWNLOAD_SHARE)
     return path
 
 
+def check_hub(hub: Any) -> str:
+    """Return ``hub`` when it is a known model hub.
+
+    Raises:
+        InvalidRequestError: (400) naming the known hubs.
+    """
+    from ..errors import InvalidRequestError
+
+    if hub not in MODEL_HUBS:
+        raise InvalidRequestError(f"download hub must be one of {list(MODEL_HUBS)}, got {hub!r}")
+    return hub
+
+
 def _resolve(*, model_name, model_format, size, model_id, file_name, model_uri, model_path,
-             package, package_subdir, model_revision) -> str:
+             package, package_subdir, model_revision, hub) -> str:
     def pick(base: Path, source: str) -> Optional[Path]:
         if file_name is None:
             return base if _has_model_files(base) else None
@@ -160,21 +181,30 @@ def _resolve(*, model_name, model_format, size, model_id, file_name, model_uri, 
             f"Model {model_name!r} has no local files and no model_id to download from; "
             "give model_path or a model_uri."
         )
-    return _download(model_id, cache, file_name, model_revision)
+    return _download(model_id, cache, file_name, model_revision, hub)
 
 
-def hub_offline_reason() -> Optional[str]:
-    """Why the hub cannot be reached from here, or ``None`` when a TCP connection to it
-    opens. Honours ``HF_HUB_OFFLINE=1``; the probe waits at most
+# hub -> (endpoint override variable, default endpoint, offline flag variable)
+HUB_ENDPOINTS = {
+    "huggingface": ("HF_ENDPOINT", "https://huggingface.co", "HF_HUB_OFFLINE"),
+    "modelscope": ("MODELSCOPE_ENDPOINT", "https://modelscope.cn", "MODELSCOPE_OFFLINE"),
+}
+
+
+def hub_offline_reason(hub: str = "huggingface") -> Optional[str]:
+    """Why ``hub`` cannot be reached from here, or ``None`` when a TCP connection to it
+    opens. Honours ``HF_HUB_OFFLINE=1`` / ``MODELSCOPE_OFFLINE=1`` and the endpoint
+    overrides ``HF_ENDPOINT`` / ``MODELSCOPE_ENDPOINT``; the probe waits at most
     ``$XINFERENCE_HUB_PROBE_TIMEOUT`` seconds (default 5), so an offline machine fails fast
-    instead of waiting for huggingface_hub's retries."""
+    instead of waiting for the hub library's retries."""
     import socket
 
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
-        return "HF_HUB_OFFLINE is set"
-    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    env_endpoint, default, offline_var = HUB_ENDPOINTS[hub]
+    if os.environ.get(offline_var, "").strip().lower() in ("1", "true", "yes", "on"):
+        return f"{offline_var} is set"
+    endpoint = os.environ.get(env_endpoint) or default
     u = urlparse(endpoint)
-    host = u.hostname or "huggingface.co"
+    host = u.hostname or urlparse(default).hostname
     port = u.port or (443 if u.scheme == "https" else 80)
     timeout = float(os.environ.get(XINFERENCE_ENV_HUB_PROBE_TIMEOUT) or 5)
     try:
@@ -184,75 +214,132 @@ def hub_offline_reason() -> Optional[str]:
         return f"cannot reach {endpoint} ({type(e).__name__}: {e})"
 
 
-def _progress_tqdm_class():
-    """A tqdm class that feeds byte progress into the launch progress and logs every 10%
-    (``Downloading: 40% of 98.4 MB``) instead of drawing a bar."""
+class _ByteProgress:
+    """Byte counts of the files of one download, summed into the launch progress (up to
+    ``DOWNLOAD_SHARE``) and a log line every 10% (``Downloading: 40% of 98.4 MB``). Shared
+    by the Hugging Face (tqdm) and ModelScope (callback) paths."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._files: List[List[float]] = []  # [done, total] per file
+        self._logged = -1
+
+    def add(self, total: float) -> List[float]:
+        entry = [0.0, float(total or 0)]
+        with self._lock:
+            self._files.append(entry)
+        return entry
+
+    def update(self, entry: List[float], n: float) -> None:
+        if launch_cancelled():
+            raise _DownloadCancelled()
+        with self._lock:
+            entry[0] += float(n or 0)
+            files = [f for f in self._files if f[1] > 0]
+            total = sum(f[1] for f in files)
+            done = sum(min(f[0], f[1]) for f in files)
+        if total <= 0:
+            return
+        frac = done / total
+        report_progress(frac * DOWNLOAD_SHARE)
+        tenth = int(frac * 10)
+        if tenth > self._logged:
+            self._logged = tenth
+            logger.info("Downloading: %d%% of %.1f MB", int(frac * 100), total / 1e6)
+
+
+class _DownloadCancelled(BaseException):
+    """Raised from a progress callback when the launch is cancelled. A BaseException so
+    that hub libraries' retry loops (which catch Exception) let it through."""
+
+
+def _modelscope_callback_class(board: _ByteProgress):
+    """A ``modelscope`` ProgressCallback class (instantiated per file) feeding ``board``."""
+    from modelscope.hub.callback import ProgressCallback
+
+    class Callback(ProgressCallback):
+        def __init__(self, filename: str, file_size: int):
+            super().__init__(filename, file_size)
+            self._entry = board.add(file_size)
+
+        def update(self, size: int) -> None:
+            board.update(self._entry, size)
+
+    return Callback
+
+
+def _progress_tqdm_class(board: _ByteProgress):
+    """A tqdm class for huggingface_hub that feeds byte bars into ``board`` and draws no
+    bar (a redrawn bar garbles a log file)."""
     from tqdm.auto import tqdm
 
     class ProgressTqdm(tqdm):
-        _bars: list = []
-        _lock = threading.Lock()
-        _logged = -1
-
         def __init__(self, *args, **kwargs):
-            self._done = float(kwargs.get("initial") or 0)
-            kwargs["disable"] = True  # a redrawn bar garbles a log file: log lines instead
+            kwargs["disable"] = True
             super().__init__(*args, **kwargs)
-            self._bytes = kwargs.get("unit") == "B"
-            if self._bytes:
-                with ProgressTqdm._lock:
-                    ProgressTqdm._bars.append(self)
-            self._report()
+            self._entry = board.add(self.total or 0) if kwargs.get("unit") == "B" else None
+            if self._entry is not None and kwargs.get("initial"):
+                board.update(self._entry, kwargs["initial"])
 
         def update(self, n=1):
-            if launch_cancelled():  # raised through huggingface_hub's download loop
-                raise RequestAbortedError("The launch was cancelled during the download")
-            self._done += float(n or 0)
-            out = super().update(n)
-            self._report()
-            return out
-
-        def _report(self):
-            with ProgressTqdm._lock:
-                bars = [b for b in ProgressTqdm._bars if (b.total or 0) > 0]
-                total = sum(b.total for b in bars)
-                done = sum(min(b._done, b.total) for b in bars)
-            if total <= 0:
-                return
-            frac = done / total
-            report_progress(frac * DOWNLOAD_SHARE)
-            tenth = int(frac * 10)
-            if tenth > ProgressTqdm._logged:
-                ProgressTqdm._logged = tenth
-                logger.info("Downloading: %d%% of %.1f MB", int(frac * 100), total / 1e6)
+            if self._entry is not None:
+                self._entry[1] = float(self.total or 0)  # huggingface_hub grows totals
+                board.update(self._entry, n)
+            elif launch_cancelled():
+                raise _DownloadCancelled()
+            return super().update(n)
 
     return ProgressTqdm
 
 
+def _download_modelscope(model_id: str, cache: Path, file_name: Optional[str],
+                         revision: Optional[str]) -> str:
+    """Download from ModelScope with the ``modelscope`` library (endpoint:
+    ``MODELSCOPE_ENDPOINT``), into ``cache`` like the Hugging Face path; the library resumes
+    a dropped transfer with a Range request."""
+    from modelscope.hub.snapshot_download import snapshot_download
+
+    board = _ByteProgress()
+    # read here, per download: the library reads its variable once, at import
+    endpoint = os.environ.get(HUB_ENDPOINTS["modelscope"][0]) or None
+    path = snapshot_download(model_id, revision=revision, local_dir=str(cache),
+                             endpoint=endpoint,
+                             allow_patterns=[file_name] if file_name else None,
+                             progress_callbacks=[_modelscope_callback_class(board)])
+    if file_name is None:
+        return str(path)
+    found = find_file(Path(path), file_name)
+    if found is None:
+        raise FileNotFoundError(f"{file_name} is not in the ModelScope repository {model_id}")
+    return str(found)
+
+
 def _download(model_id: str, cache: Path, file_name: Optional[str],
-              revision: Optional[str]) -> str:
-    """Download ``file_name`` of ``model_id`` (or the whole repository) into ``cache``.
+              revision: Optional[str], hub: str = "huggingface") -> str:
+    """Download ``file_name`` of ``model_id`` (or the whole repository) from ``hub`` into
+    ``cache``.
 
     Raises:
-        ModelLoadError: offline, unknown repository or file, or any download failure; a
-        half-filled cache directory is removed.
+        ModelLoadError: offline, unknown repository or file, or any download failure (the
+        message names the hub, the repository and the hub's answer); a half-filled cache
+        directory is removed.
+        RequestAbortedError: the launch was cancelled; partial files are removed.
     """
     if launch_cancelled():
         raise RequestAbortedError("The launch was cancelled before the download")
-    offline = hub_offline_reason()
+    offline = hub_offline_reason(hub)
     if offline:
         raise _offline_error(model_id, file_name or "the model", RuntimeError(offline))
+    if hub == "modelscope":
+        return _guarded_download(model_id, cache, file_name, hub, lambda: _download_modelscope(
+            model_id, cache, file_name, revision))
     etag_timeout = float(os.environ.get("HF_HUB_ETAG_TIMEOUT") or 10)
-    try:
-        import huggingface_hub
-        from huggingface_hub.utils import EntryNotFoundError  # also in older releases
-    except ImportError as e:  # pragma: no cover - a core dependency
-        raise _offline_error(model_id, "huggingface_hub", e)
-    existed = cache.exists()
-    cache.mkdir(parents=True, exist_ok=True)
-    logger.info("Downloading %s from the hub into %s", model_id, cache)
-    tqdm_class = _progress_tqdm_class()
-    try:
+    import huggingface_hub
+    from huggingface_hub.utils import EntryNotFoundError  # also in older releases
+
+    tqdm_class = _progress_tqdm_class(_ByteProgress())
+
+    def fetch() -> str:
         if file_name is not None:
             try:
                 return huggingface_hub.hf_hub_download(
@@ -272,12 +359,29 @@ def _download(model_id: str, cache: Path, file_name: Optional[str],
         huggingface_hub.snapshot_download(model_id, revision=revision, local_dir=str(cache),
                                           etag_timeout=etag_timeout, tqdm_class=tqdm_class)
         return str(cache)
-    except Exception as e:
-        import shutil
 
-        cancelled = isinstance(e, RequestAbortedError) or launch_cancelled()
-        # Leave no half-filled cache directory behind; a cancelled download leaves no
-        # partial file either.
+    return _guarded_download(model_id, cache, file_name, hub, fetch)
+
+
+def _guarded_download(model_id: str, cache: Path, file_name: Optional[str], hub: str,
+                      fetch: Callable[[], str]) -> str:
+    """Run one hub library's download ``fetch`` into ``cache``; on failure leave no
+    half-filled cache directory behind, on cancellation no partial file either.
+
+    Raises:
+        RequestAbortedError: the launch was cancelled.
+        ModelLoadError: the hub's error, naming the hub and the repository.
+    """
+    import shutil
+
+    existed = cache.exists()
+    cache.mkdir(parents=True, exist_ok=True)
+    logger.info("Downloading %s from %s into %s", model_id, hub, cache)
+    try:
+        return fetch()
+    except (Exception, _DownloadCancelled) as e:
+        cancelled = isinstance(e, (RequestAbortedError, _DownloadCancelled)) \
+            or launch_cancelled()
         if not existed and (cancelled or not _has_model_files(cache)):
             shutil.rmtree(cache, ignore_errors=True)
         elif cancelled:
@@ -285,7 +389,11 @@ def _download(model_id: str, cache: Path, file_name: Optional[str],
         if cancelled:
             raise RequestAbortedError("The launch was cancelled during the download of "
                                       f"{model_id}; its partial files were removed") from None
-        raise _offline_error(model_id, file_name or "the model", e) from None
+        raise ModelLoadError(
+            f"Could not download {file_name or 'the model'} of {model_id!r} from {hub}: "
+            f"{type(e).__name__}: {e}. Check the model id and the hub endpoint "
+            f"({HUB_ENDPOINTS[hub][0]}), or point at local files with model_path."
+        ) from None
 
 
 def _remove_incomplete(cache: Path) -> None:

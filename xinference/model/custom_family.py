@@ -19,6 +19,7 @@ from typing import Any, ClassVar, List, Optional, Tuple
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 
+from ..constants import MODEL_HUBS as KNOWN_HUBS  # where ``model_id`` is looked up
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 
 
@@ -93,6 +94,13 @@ class WeightSource(BaseModel):
     @classmethod
     def _check_uri(cls, v: Optional[str]) -> Optional[str]:
         return check_model_uri(v)
+
+    @field_validator("model_hub")
+    @classmethod
+    def _check_hub(cls, v: str) -> str:
+        if v not in KNOWN_HUBS:
+            raise ValueError(f"model_hub must be one of {list(KNOWN_HUBS)}, got {v!r}")
+        return v
 
 
 class CustomFamilyBase(NamedModel, WeightSource):

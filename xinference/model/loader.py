@@ -50,6 +50,8 @@ class ModelLoader:
     engine_class: str
     model_path: Optional[str] = None
     kwargs: Dict[str, Any] = field(default_factory=dict)
+    #: the ``download_hub`` launch option (None: the spec's / family's ``model_hub``)
+    download_hub: Optional[str] = None
 
     def resolve_path(self) -> str:
         """Local path of the weights (a directory or one file); see
@@ -71,6 +73,7 @@ class ModelLoader:
             model_path=self.model_path, package=source.package,
             package_subdir=getattr(source, "package_subdir", None),
             model_revision=source.model_revision,
+            model_hub=self.download_hub or getattr(source, "model_hub", None) or "huggingface",
         )
 
     def build(self, cls, path: str):

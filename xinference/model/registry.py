@@ -22,6 +22,7 @@ from ..errors import (
     RegistrationNotFoundError,
     XinferenceError,
 )
+from .custom_family import KNOWN_HUBS
 from .options import json_object
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,15 @@ def format_validation_error(e: ValidationError) -> str:
             msg = msg[len("Value error, "):]
         parts.append(f"{loc}: {msg}")
     return "; ".join(parts)
+
+
+def family_hubs(fam: Any) -> set:
+    """The hubs a family's weights are published on: each spec's ``model_hub`` (LLM and
+    sentence-model specs) or the family's own (image, audio, video)."""
+    specs = getattr(fam, "model_specs", None)
+    if specs:
+        return {getattr(s, "model_hub", "huggingface") for s in specs}
+    return {getattr(fam, "model_hub", "huggingface")}
 
 
 class ModelRegistry:
@@ -98,13 +108,27 @@ class ModelRegistry:
                 return t
         return None
 
-    def list(self, model_type: str, detailed: bool = False) -> List[Dict[str, Any]]:
-        """``[{"model_name", "is_builtin"}]`` (plus the family when ``detailed``)."""
+    def list(self, model_type: str, detailed: bool = False,
+             abilities: Optional[List[str]] = None, hub: Optional[str] = None
+             ) -> List[Dict[str, Any]]:
+        """``[{"model_name", "is_builtin"}]`` (plus the family when ``detailed``), only the
+        families with every ability in ``abilities`` and, with ``hub``, only those with
+        weights on that hub (a spec, or the family itself, whose ``model_hub`` is ``hub``).
+
+        Raises:
+            InvalidRequestError: ``hub`` is not a known hub.
+        """
         model_type = canonical_model_type(model_type)
+        if hub is not None and hub not in KNOWN_HUBS:
+            raise InvalidRequestError(f"hub must be one of {list(KNOWN_HUBS)}, got {hub!r}")
+        wanted = {a.lower() for a in abilities or []}
         rows = []
         for builtin, fams in ((True, self.builtin(model_type)),
                               (False, self._custom[model_type])):
             for name, fam in fams.items():
+                have = {a.lower() for a in getattr(fam, "model_ability", None) or []}
+                if not wanted <= have or (hub and hub not in family_hubs(fam)):
+                    continue
                 row: Dict[str, Any] = {"model_name": name, "is_builtin": builtin}
                 if detailed:
                     row.update(fam.model_dump())

@@ -3,6 +3,10 @@ engines (Xinference's ``/v1/models``, ``/v1/model_registrations``, ``/v1/engines
 
 from __future__ import annotations
 
+from typing import List, Optional
+
+from fastapi import Query
+
 from ..schemas import LaunchModelRequest, RegisterModelRequest
 from . import Route, Router
 
@@ -24,6 +28,8 @@ class ModelsRouter(Router):
         Route("DELETE", "/v1/model_registrations/{model_type}/{model_name}",
               "unregister_model", "models:unregister"),
         Route("GET", "/v1/engines/{model_name}", "query_engines", "models:list"),
+        Route("GET", "/v1/models/{model_name}/memory", "estimate_model_memory",
+              "models:list"),
     ]
 
     async def _supervisor(self):
@@ -62,9 +68,14 @@ class ModelsRouter(Router):
         await (await self._supervisor()).terminate_model(model_uid)
         return {"id": model_uid, "object": "model", "deleted": True}
 
-    async def list_model_registrations(self, model_type: str, detailed: bool = False):
-        return await (await self._supervisor()).list_model_registrations(model_type,
-                                                                          detailed)
+    async def list_model_registrations(
+            self, model_type: str, detailed: bool = False,
+            ability: Optional[List[str]] = Query(None), hub: Optional[str] = None):
+        """Registrations of ``model_type``; ``?ability=tools&ability=reasoning`` keeps the
+        families with all of them, ``?hub=modelscope`` those with weights there (400 for an
+        unknown hub)."""
+        return await (await self._supervisor()).list_model_registrations(
+            model_type, detailed, ability, hub)
 
     async def get_model_registration(self, model_type: str, model_name: str):
         return await (await self._supervisor()).get_model_registration(model_type,
@@ -82,6 +93,18 @@ class ModelsRouter(Router):
 
     async def query_engines(self, model_name: str):
         return await (await self._supervisor()).query_engines_by_model_name(model_name)
+
+    async def estimate_model_memory(
+            self, model_name: str, model_format: Optional[str] = None,
+            model_size_in_billions: Optional[str] = None, quantization: Optional[str] = None,
+            context_length: Optional[int] = None, model_engine: Optional[str] = None,
+            cpu: Optional[bool] = None):
+        """Will it fit? Bytes of ``weights``, ``kv_cache``, ``activations`` and ``total``
+        for a launch of ``model_name`` with these choices (``xinference cal-model-mem``)."""
+        return await (await self._supervisor()).estimate_model_memory(
+            model_name, model_format=model_format,
+            model_size_in_billions=model_size_in_billions, quantization=quantization,
+            context_length=context_length, model_engine=model_engine, cpu=cpu)
 
 
 ROUTERS = [ModelsRouter]

@@ -34,7 +34,7 @@ from .constraints import Constraint
 from .images import DEFAULT_MAX_IMAGES, ImageInput, check_image_count, fetch_url
 from .llm_family import LLMFamily, LLMSpec
 from .params import GenerationParams
-from .reasoning import ReasoningParser
+from .reasoning import reasoning_parser_for
 from .request import AsyncDeltaStream, RequestState
 from .responses import (
     ChatBuilder, ChatTextPipeline, CompletionBuilder, OpenAIStreams, ResponseBuilder,
@@ -130,10 +130,7 @@ class LLM(OpenAIStreams, abc.ABC):
         self.stream_interval = stream_interval_option(self.kwargs.get("stream_interval"))
         self.tool_parser = get_tool_parser(family.tool_parser or DEFAULT_TOOL_PARSER)
         split = flag("reasoning_content", self.kwargs.get("reasoning_content"), True)
-        has_tags = "reasoning" in family.model_ability or family.reasoning_start_tag
-        self.reasoning_parser = (
-            ReasoningParser(family.reasoning_start_tag, family.reasoning_end_tag)
-            if split and has_tags else None)
+        self.reasoning_parser = reasoning_parser_for(family, split)
         self.max_images = max_images_option(self.kwargs.get("max_images"))
         self._fetch_image = functools.partial(fetch_url, allow_private_addresses=flag(
             "allow_private_image_urls", self.kwargs.get("allow_private_image_urls"), False))

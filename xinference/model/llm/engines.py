@@ -106,10 +106,14 @@ def match_spec(
     model_format: Optional[str] = None,
     model_size_in_billions: Any = None,
     quantization: Optional[str] = None,
+    download_hub: Optional[str] = None,
+    preferred_hub: Optional[str] = None,
 ) -> Tuple[EngineSpec, LLMSpec, str]:
     """Pick ``(engine, spec, quantization)`` for a launch request; unset fields match
     anything, the first spec in the family's order wins. Quantization matches
-    case-insensitively.
+    case-insensitively. ``download_hub`` keeps only specs on that hub; ``preferred_hub``
+    (the server's ``XINFERENCE_MODEL_SRC``) tries its specs first and falls back to the
+    others (a family not mirrored there still launches).
 
     Raises:
         InvalidRequestError: nothing matches; the message names what was asked and what the
@@ -122,7 +126,10 @@ def match_spec(
         raise InvalidRequestError(
             f"The {engine.name} engine does not run model_format {model_format!r} (it runs "
             f"{list(engine.formats)}); engines for {model_format!r}: {others}")
-    for spec in family.model_specs:
+    specs = [s for s in family.model_specs if not download_hub or s.model_hub == download_hub]
+    if preferred_hub:
+        specs.sort(key=lambda s: s.model_hub != preferred_hub)  # stable: family order kept
+    for spec in specs:
         if model_format and spec.model_format != model_format:
             continue
         if size and spec.model_size_in_billions != size:
@@ -153,13 +160,14 @@ def match_spec(
         k: v for k, v in dict(
             model_engine=model_engine, model_format=model_format,
             model_size_in_billions=size, quantization=quantization,
+            download_hub=download_hub,
         ).items() if v
     }
     offered = [
         f"{s.model_format}/{s.model_size_in_billions}B/{','.join(s.quantizations)}"
-        for s in family.model_specs
+        f"@{s.model_hub}" for s in family.model_specs
     ]
     raise InvalidRequestError(
         f"No spec of model {family.model_name!r} matches {asked}; it offers "
-        f"(format/size/quantizations): {offered}"
+        f"(format/size/quantizations@hub): {offered}"
     )

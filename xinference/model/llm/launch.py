@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional, Tuple
 
+from ...constants import default_model_hub
+from ...errors import InvalidRequestError
+from ..cache_manager import check_hub
 from ..engine import check_launch_options
 from .engines import match_spec
 from .llm_family import LLMFamily
@@ -20,13 +23,23 @@ def plan_llm_launch(family: LLMFamily, model_uid: str, *, model_engine: Optional
     /v1/models/{model_uid}`` reports.
 
     Raises:
-        InvalidRequestError: nothing matches (see :func:`match_spec`), or a bad value of
+        InvalidRequestError: nothing matches (see :func:`match_spec`; ``download_hub``
+        keeps the specs on that hub, ``XINFERENCE_MODEL_SRC`` orders them), an unknown
+        hub, or a bad value of
         an option in the engine's schema (``stream_interval``, ``n_parallel``,
         ``trust_remote_code`` ...), refused here before a process starts; a
         ``multimodal_projector`` that is not one of the spec's.
     """
+    download_hub = kwargs.pop("download_hub", None)
+    if download_hub is not None:
+        check_hub(download_hub)
+    try:
+        preferred = default_model_hub()
+    except ValueError as e:  # a misconfigured server: say so on every launch
+        raise InvalidRequestError(str(e)) from None
     engine, spec, quant = match_spec(
-        family, model_engine, model_format, model_size_in_billions, quantization
+        family, model_engine, model_format, model_size_in_billions, quantization,
+        download_hub=download_hub, preferred_hub=preferred,
     )
     kwargs = check_launch_options(engine, kwargs, family.model_name)
     projector = choose_projector(spec, kwargs.get("multimodal_projector"))
@@ -45,6 +58,7 @@ def plan_llm_launch(family: LLMFamily, model_uid: str, *, model_engine: Optional
         "context_length": int(kwargs.get("n_ctx") or kwargs.get("max_model_len")
                               or family.context_length),
         "model_description": family.model_description,
+        "model_hub": spec.model_hub,
     }
     if projector is not None and engine.name == "llama.cpp":
         desc["multimodal_projector"] = projector

@@ -21,10 +21,14 @@ import re
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from ...errors import InvalidRequestError
 from ..custom_family import NamedModel, WeightSource, check_abilities
+CHAT_TEMPLATE_DIR = Path(__file__).with_name("chat_templates")
+# ``chat_template`` may name a shipped template (``@qwen`` -> chat_templates/qwen.jinja) or
+# say ``@model``: the template the weights ship with (GGUF metadata / tokenizer config).
+MODEL_OWN_TEMPLATE = "@model"
 KNOWN_FORMATS = ("pytorch", "ggufv2", "ggmlv3", "gptq", "awq", "fp8", "mlx", "bnb")
 # Formats whose spec names one file per quantization (model_file_name_template required).
 SINGLE_FILE_FORMATS = ("ggufv2", "ggmlv3")
@@ -32,6 +36,35 @@ KNOWN_ABILITIES = (
     "generate", "chat", "vision", "tools", "reasoning", "audio", "omni", "hybrid",
     "embed", "rerank",
 )
+
+
+def shipped_chat_templates() -> List[str]:
+    """Names of the templates in ``chat_templates/`` (``@NAME`` in a family's JSON)."""
+    return sorted(p.stem for p in CHAT_TEMPLATE_DIR.glob("*.jinja"))
+
+
+@functools.lru_cache(maxsize=None)
+def _template_text(name: str) -> str:
+    return (CHAT_TEMPLATE_DIR / f"{name}.jinja").read_text(encoding="utf-8")
+
+
+def resolve_chat_template(value: Optional[str]) -> Optional[str]:
+    """The jinja text of a family's ``chat_template``: ``@NAME`` is a shipped template,
+    ``@model`` (or None) means the model's own (returns None); anything else is jinja.
+
+    Raises:
+        ValueError: ``@NAME`` names no shipped template (the known ones are listed).
+    """
+    if value is None or value == MODEL_OWN_TEMPLATE:
+        return None
+    if value.startswith("@") and "{" not in value:
+        name = value[1:]
+        if name not in shipped_chat_templates():
+            raise ValueError(f"chat_template {value!r} names no shipped template; known: "
+                             f"{['@' + n for n in shipped_chat_templates()]} and "
+                             f"{MODEL_OWN_TEMPLATE!r}")
+        return _template_text(name)
+    return value
 
 
 def normalize_size(size: Union[int, float, str, None]) -> Optional[str]:
@@ -150,6 +183,8 @@ class LLMFamily(NamedModel):
     tool_parser: Optional[str] = None
     reasoning_start_tag: Optional[str] = None
     reasoning_end_tag: Optional[str] = None
+    # a reasoning format that is not one tag pair (``harmony`` for gpt-oss), by name
+    reasoning_parser: Optional[str] = None
 
     @field_validator("tool_parser")
     @classmethod
@@ -159,6 +194,33 @@ class LLMFamily(NamedModel):
         from .tool_parsers import check_tool_parser
 
         return check_tool_parser(v)
+
+    @field_validator("chat_template")
+    @classmethod
+    def _resolve_template(cls, v: Optional[str]) -> Optional[str]:
+        return resolve_chat_template(v)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _builtin_chat_needs_template(cls, data: Any, info: ValidationInfo) -> Any:
+        # Builtins say which template they use: their own jinja, a shipped one, or
+        # "@model". (Custom JSON without one uses the model's own, as the docs allow.)
+        if (isinstance(data, dict) and (info.context or {}).get("builtin")
+                and "chat" in (data.get("model_ability") or []) and not data.get("chat_template")):
+            raise ValueError(
+                "chat_template is required for a builtin chat family: jinja text, "
+                f"'@NAME' of a shipped template ({shipped_chat_templates()}) or "
+                f"{MODEL_OWN_TEMPLATE!r} for the model's own")
+        return data
+
+    @field_validator("reasoning_parser")
+    @classmethod
+    def _check_reasoning_parser(cls, v: Optional[str]) -> Optional[str]:
+        if v is None:
+            return v
+        from .reasoning_registry import check_reasoning_parser
+
+        return check_reasoning_parser(v)
 
     @model_validator(mode="after")
     def _check_reasoning_tags(self) -> "LLMFamily":

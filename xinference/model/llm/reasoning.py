@@ -19,9 +19,12 @@ request has tools, a tool-call marker met while reasoning ends the reasoning.
 
 from __future__ import annotations
 
+import importlib
 import re
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
+from .reasoning_registry import (  # noqa: F401 (re-exported)
+    REASONING_ALIASES, REASONING_PARSERS, check_reasoning_parser)
 from .text import ParsedDelta, split_at_first
 
 DEFAULT_START_TAG = "<think>"
@@ -111,3 +114,20 @@ class ReasoningStream:
             out.content = self._buf
         self._buf = ""
         return out
+
+
+def reasoning_parser_for(family: Any, split: bool) -> Optional[Any]:
+    """The per-model reasoning parser of ``family`` (an ``LLMFamily``), or None.
+
+    A family with a ``reasoning_parser`` gets that one (its ``split`` flag tells where
+    reasoning text goes: ``reasoning_content`` or ``content``); otherwise, with ``split`` on
+    and the ``reasoning`` ability or tags, a :class:`ReasoningParser` of its tags.
+    """
+    name = getattr(family, "reasoning_parser", None)
+    if name:
+        check_reasoning_parser(name)
+        module, cls = REASONING_PARSERS[REASONING_ALIASES.get(name, name)]
+        return getattr(importlib.import_module(module), cls)(split)
+    if split and ("reasoning" in family.model_ability or family.reasoning_start_tag):
+        return ReasoningParser(family.reasoning_start_tag, family.reasoning_end_tag)
+    return None

@@ -21,6 +21,11 @@ TOOL_PARSERS: Dict[str, Tuple[str, str]] = {
     "mistral": ("mistral", "MistralToolParser"),
     "deepseek_v3": ("deepseek", "DeepSeekV3ToolParser"),
     "deepseek-v3.1": ("deepseek", "DeepSeekV31ToolParser"),
+    "glm4": ("glm4", "Glm45ToolParser"),
+    "qwen3_coder": ("qwen3_coder", "Qwen3CoderToolParser"),
+    "kimi_k2": ("kimi_k2", "KimiK2ToolParser"),
+    # harmony also splits reasoning: it lives beside reasoning.py (absolute module path)
+    "gpt-oss": ("xinference.model.llm.harmony", "HarmonyToolParser"),
 }
 # Other names upstream writes for the same formats.
 ALIASES: Dict[str, str] = {
@@ -31,6 +36,14 @@ ALIASES: Dict[str, str] = {
     "deepseek-r1": "deepseek_v3",
     "deepseek-v3": "deepseek_v3",
     "deepseek_v31": "deepseek-v3.1",
+    "glm45": "glm4",
+    "glm4_moe": "glm4",
+    "glm-4.5": "glm4",
+    "qwen3-coder": "qwen3_coder",
+    "kimi-k2": "kimi_k2",
+    "openai": "gpt-oss",
+    "harmony": "gpt-oss",
+    "gpt_oss": "gpt-oss",
 }
 DEFAULT_TOOL_PARSER = "hermes"
 
@@ -60,4 +73,5 @@ def get_tool_parser(name: str) -> ToolParser:
     """
     check_tool_parser(name)
     module, cls = TOOL_PARSERS[ALIASES.get(name, name)]
-    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)()
+    path = module if "." in module else f"{__name__}.{module}"
+    return getattr(importlib.import_module(path), cls)()

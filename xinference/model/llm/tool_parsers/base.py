@@ -25,7 +25,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from ..constraints import Alternative, Constraint
 from ..text import ParsedDelta, split_at_first
 
-Call = Tuple[str, Any]  # (function name, arguments as a dict / JSON value)
+# (function name, arguments as a dict / JSON value), or with a third item: the call id the
+# model wrote (Kimi K2's ``functions.NAME:IDX``), used instead of a random one.
+Call = Tuple[Any, ...]
 
 
 def tool_names(tools: Optional[Sequence[Dict[str, Any]]]) -> List[str]:
@@ -59,7 +61,8 @@ class ToolCallStream:
         # parallel_tool_calls=false: at most one call; later call markup stays content
         self.max_calls: Optional[int] = None
 
-    def _call(self, name: Any, args: Any) -> Optional[Dict[str, Any]]:
+    def _call(self, name: Any, args: Any, call_id: Optional[str] = None
+              ) -> Optional[Dict[str, Any]]:
         """The stream entry of a parsed call, or None when it is not a valid call."""
         if not isinstance(name, str) or name not in self._names:
             return None
@@ -72,7 +75,7 @@ class ToolCallStream:
             args = {}
         if not isinstance(args, dict):
             return None
-        entry = {"index": self.num_calls, "id": self._new_id(), "type": "function",
+        entry = {"index": self.num_calls, "id": call_id or self._new_id(), "type": "function",
                  "function": {"name": name,
                               "arguments": json.dumps(args, ensure_ascii=False)}}
         self.num_calls += 1
@@ -85,8 +88,8 @@ class ToolCallStream:
             calls = calls[:max(0, self.max_calls - self.num_calls)]
         if calls:
             entries, start = [], self.num_calls
-            for name, args in calls:
-                e = self._call(name, args)
+            for call in calls:
+                e = self._call(*call)
                 if e is None:
                     self.num_calls = start
                     entries = None
@@ -260,3 +263,25 @@ def loads_object(text: str) -> Optional[Dict[str, Any]]:
     except ValueError:
         return None
     return v if isinstance(v, dict) else None
+
+
+def tool_schemas(tools: Optional[Sequence[Dict[str, Any]]]) -> Dict[str, Dict[str, Any]]:
+    """``{function name: {parameter name: its JSON schema}}`` of an OpenAI ``tools`` list."""
+    return {t["function"]["name"]: tool_parameters(t).get("properties") or {}
+            for t in tools or []}
+
+
+def coerce_argument(text: str, schema: Optional[Dict[str, Any]]) -> Any:
+    """The value of one argument that an XML-style format (GLM-4.5, Qwen3-Coder) wrote as
+    text: kept as a string when the parameter's schema says ``string`` (or there is no
+    schema and the text is no JSON), else read as JSON (numbers, booleans, objects, arrays,
+    ``null``), falling back to the text itself. Those templates write strings bare and
+    every other value with ``tojson``, so this inverts them."""
+    types = (schema or {}).get("type")
+    types = types if isinstance(types, list) else [types]
+    if "string" in types and len(types) == 1:
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
