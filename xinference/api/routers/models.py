@@ -55,13 +55,14 @@ class ModelsRouter(Router):
         return {"model_uid": uid}
 
     async def get_launch_progress(self, model_uid: str):
-        """``{"progress": 0..1, "stage": str | None}`` while ``model_uid`` launches
-        (download fraction where huggingface_hub reports one; ``stage`` says when its
-        virtual environment is being made), 1.0 once it runs; 404 when unknown."""
+        """``{"progress": 0..1}`` while ``model_uid`` launches (download fraction where
+        huggingface_hub reports one), with ``"stage": str`` while a step without a
+        fraction runs (its virtual environment being made); ``{"progress": 1.0}`` once it
+        runs; 404 when unknown."""
         supervisor = await self._supervisor()
         progress = await supervisor.get_launch_progress(model_uid)
         stage = await supervisor.get_launch_stage(model_uid) if progress < 1.0 else None
-        return {"progress": progress, "stage": stage}
+        return {"progress": progress, **({"stage": stage} if stage else {})}
 
     async def terminate_model(self, model_uid: str):
         self.api.models.drop(model_uid)
