@@ -6,7 +6,9 @@ models, chat with it and watch the answer stream in, try the embedding model, re
 unregister a custom model from JSON (a bad JSON shows the server's message), terminate a
 model. Every test fails on a browser console error or an uncaught page error; a failed HTTP
 call is allowed only where the test provokes it (``page.allow_http_error``). Screenshots of
-each page go to ``doc/ui/`` (1280x800, and phone width).
+each page (1280x800, and phone width) go to a temporary directory; with
+``XINFERENCE_UPDATE_SCREENSHOTS=1`` they replace the documentation's copies in ``doc/ui/``
+(a test run changes no tracked file unless asked).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import base64
 import importlib.util
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -28,7 +31,8 @@ from .conftest import SMOLLM, start_server, wait_until
 pytestmark = pytest.mark.e2e
 
 CHROMIUM = "/usr/bin/chromium"
-SHOTS = Path(__file__).resolve().parent.parent / "doc" / "ui"
+DOC_SHOTS = Path(__file__).resolve().parent.parent / "doc" / "ui"
+SHOTS: Path = DOC_SHOTS  # set per session by the ``_screenshot_dir`` fixture
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 EMBED = "all-MiniLM-L6-v2"
@@ -36,6 +40,21 @@ EMBED = "all-MiniLM-L6-v2"
 HAVE_BROWSER = importlib.util.find_spec("playwright") is not None and Path(CHROMIUM).exists()
 if HAVE_BROWSER:
     from playwright.sync_api import expect, sync_playwright
+
+
+def screenshot_dir(tmp_path_factory) -> Path:
+    """Where screenshots go: ``doc/ui/`` with ``XINFERENCE_UPDATE_SCREENSHOTS=1``, else a
+    temporary directory."""
+    if os.environ.get("XINFERENCE_UPDATE_SCREENSHOTS") == "1":
+        return DOC_SHOTS
+    return tmp_path_factory.mktemp("screenshots")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _screenshot_dir(tmp_path_factory):
+    global SHOTS
+    SHOTS = screenshot_dir(tmp_path_factory)
+    yield
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +113,8 @@ class Page:
         return self.page
 
     def shot(self, name: str, top: bool = True):
-        """Save the visible page as ``doc/ui/<name>.png`` (scrolled to the top first)."""
+        """Save the visible page as ``<SHOTS>/<name>.png`` (scrolled to the top first;
+        see :func:`screenshot_dir`)."""
         SHOTS.mkdir(parents=True, exist_ok=True)
         if top:
             self.page.evaluate("window.scrollTo(0, 0)")

@@ -27,6 +27,7 @@ from ..errors import (
 )
 from ..model import model_type_handlers
 from ..model.registry import ModelRegistry, canonical_model_type
+from .limits import DEFAULT_REQUEST_LIMITS
 from .model_table import ModelTable, replica_row
 from .resource import allocate_gpus, normalize_gpu_idx, normalize_n_gpu
 from .workers import Worker, WorkerTable
@@ -151,6 +152,15 @@ class Launcher:
         if request_limits is not None and (not isinstance(request_limits, int)
                                            or request_limits < 1):
             raise InvalidRequestError("'request_limits' must be a positive integer")
+        if request_limits is None:
+            request_limits = DEFAULT_REQUEST_LIMITS.get(model_type)
+        max_tokens_limit = kwargs.pop("max_tokens_limit", None)
+        if max_tokens_limit is not None:
+            if model_type != "LLM":
+                raise InvalidRequestError("'max_tokens_limit' is an option of LLMs only")
+            if isinstance(max_tokens_limit, bool) or not isinstance(max_tokens_limit, int) \
+                    or max_tokens_limit < 1:
+                raise InvalidRequestError("'max_tokens_limit' must be a positive integer")
         n_gpu, gpu_idx = normalize_n_gpu(n_gpu), normalize_gpu_idx(gpu_idx)
         try:
             family = self._registry.get(model_type, model_name)
@@ -162,6 +172,8 @@ class Launcher:
         loader, desc = handler.plan(family, model_uid, **kwargs)
         desc.update(model_uid=model_uid, replica=replica, n_gpu=n_gpu,
                     request_limits=request_limits)
+        if max_tokens_limit is not None:
+            desc["max_tokens_limit"] = max_tokens_limit
         self.place(worker_ip, n_gpu, gpu_idx, [])  # fail fast, before any process starts
 
         self._models.reserve(model_uid)
