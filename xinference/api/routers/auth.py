@@ -36,15 +36,6 @@ class AuthRouter(Router):
         """
         if self.api.auth is None:
             raise InvalidRequestError("Authentication is not enabled on this server")
-        limiter = self.api.login_limiter
-        if limiter is not None:
-            client = request.client.host if request.client else "?"
-            wait = limiter.take(client)
-            if wait:
-                e = TooManyRequestsError(f"Too many login attempts from {client}; retry "
-                                         f"in {wait} s")
-                e.retry_after = wait
-                raise e
         body = await request.body()  # at most 16 KiB (xinference.api.limits)
         if (request.headers.get("content-type") or "").startswith("application/json"):
             try:  # orjson: nesting deeper than 1024 is an error, not a RecursionError
@@ -62,6 +53,16 @@ class AuthRouter(Router):
         username, password = form.get("username"), form.get("password")
         if not isinstance(username, str) or not isinstance(password, str) or not username:
             raise InvalidRequestError("'username' and 'password' are required")
+        # Only attempts that check a password count (a malformed form costs no hash).
+        limiter = self.api.login_limiter
+        if limiter is not None:
+            client = request.client.host if request.client else "?"
+            wait = limiter.take(client)
+            if wait:
+                e = TooManyRequestsError(f"Too many login attempts from {client}; retry "
+                                         f"in {wait} s")
+                e.retry_after = wait
+                raise e
         return self.api.auth.issue_token(username, password)
 
 
