@@ -354,7 +354,7 @@ def test_client_that_goes_away_stops_the_generation(srv, client):
                        "num_inference_steps": 500}).encode()
     host, port = urlparse(srv.endpoint).hostname, urlparse(srv.endpoint).port
     sock = socket.create_connection((host, port))
-    sock.sendall(b"POST /v1/images/generations HTTP/1.1\r\nHost: x\r\n"
+    sock.sendall(b"POST /v1/images/generations HTTP/1.1\r\nHost: localhost\r\n"
                  b"Content-Type: application/json\r\nContent-Length: "
                  + str(len(body)).encode() + b"\r\n\r\n" + body)
     model = client.get_model(SD)
