@@ -13,9 +13,9 @@ streamed answers and disconnect detection pass through untouched):
   unless ``$XINFERENCE_ALLOWED_HOSTS`` (``--allowed-hosts``, comma separated, ``*`` for
   any) lists others. This stops DNS-rebinding pages from driving a local server. Other
   hosts: 400.
-* :class:`LoginRateLimiter`: ``POST /token`` attempts per client address (a token bucket:
-  ``$XINFERENCE_LOGIN_ATTEMPTS_PER_MINUTE``, default 10, with that many in a burst); over
-  it: 429 with ``Retry-After`` (seconds).
+* :class:`LoginRateLimiter`: ``POST /token`` password checks per client address (a token
+  bucket: ``$XINFERENCE_LOGIN_ATTEMPTS_PER_MINUTE``, default 10, with that many in a
+  burst; malformed forms do not count); over it: 429 with ``Retry-After`` (seconds).
 
 :func:`public_base_url` is the base of the URLs the server writes into answers (generated
 image and video files): ``$XINFERENCE_PUBLIC_URL`` (``--public-url``) or the address the
