@@ -463,3 +463,32 @@ def test_cli_launch_and_custom_registrations(srv, spoken, tmp_path):
         assert not wait_gone(gone)
         for name in ("my-whisper", "my-voice"):
             client.unregister_model("audio", name)
+
+
+def test_decoded_duration_bound_launch_option(srv, oai):
+    """``max_audio_seconds`` bounds the decoded audio (default 30 min): 5 s of FLAC
+    silence (a few KB) is refused by a model launched with a 2 s bound, naming it, while
+    decoding stops at the bound; the module's model (default bound) transcribes it."""
+    import numpy as np
+
+    from xinference.model.audio.codec import AudioEncoder
+
+    enc = AudioEncoder("flac", 16000)
+    flac = enc.encode(np.zeros(5 * 16000, np.float32)) + enc.finish()
+    r = requests.post(srv.endpoint + "/v1/models", timeout=300, json={
+        "model_name": ASR, "model_type": "audio", "model_uid": "asr-2s",
+        "max_audio_seconds": 2})
+    assert r.status_code == 200, r.text
+    try:
+        r = requests.post(srv.endpoint + "/v1/audio/transcriptions", timeout=120,
+                          files={"file": ("s.flac", flac, "audio/flac")},
+                          data={"model": "asr-2s"})
+        assert r.status_code == 400, r.text
+        assert "longer than 2 seconds" in r.json()["detail"]
+        assert "max_audio_seconds" in r.json()["detail"]
+        ok = requests.post(srv.endpoint + "/v1/audio/transcriptions", timeout=120,
+                           files={"file": ("s.flac", flac, "audio/flac")},
+                           data={"model": ASR})
+        assert ok.status_code == 200, ok.text
+    finally:
+        requests.delete(srv.endpoint + "/v1/models/asr-2s", timeout=60)

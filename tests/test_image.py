@@ -161,6 +161,33 @@ def test_restful_client_url_is_served_over_http(srv, client, openai_client):
                         timeout=10).status_code == 404
 
 
+def test_urls_do_not_follow_the_host_header(srv, monkeypatch):
+    """Image URLs start with the address the connection reached (or --public-url), not
+    with the request's Host header (which a DNS-rebinding page or a proxy controls)."""
+    port = urlparse(srv.endpoint).port
+    r = requests.post(f"{srv.endpoint}/v1/images/generations", timeout=120,
+                      headers={"Host": f"localhost:{port}"},
+                      json={"model": SD, "prompt": "a cat", "size": "32x32", **FAST})
+    assert r.status_code == 200, r.text
+    assert urlparse(r.json()["data"][0]["url"]).netloc == f"127.0.0.1:{port}"
+    r = requests.post(f"{srv.endpoint}/v1/images/generations", timeout=30,
+                      headers={"Host": "attacker.example"},
+                      json={"model": SD, "prompt": "a cat", "size": "32x32", **FAST})
+    assert r.status_code == 400 and "Host" in detail(r)
+
+
+def test_image_to_image_input_pixels_bounded_without_size(srv):
+    """Without ``size`` the output takes the input's size: a 2100x2100 input (small as a
+    flat PNG) is refused naming the limit; with a ``size`` it is not the output size."""
+    big = png((2100, 2100))
+    r = requests.post(f"{srv.endpoint}/v1/images/variations", timeout=120,
+                      files={"image": ("big.png", big, "image/png")},
+                      data={"model": SD, "prompt": "x", "response_format": "b64_json",
+                            **{k: str(v) for k, v in FAST.items()}})
+    assert r.status_code == 400, r.text
+    assert "limit is 4194304 pixels" in detail(r), detail(r)
+
+
 def test_default_size_and_kwargs_string(srv):
     r = requests.post(f"{srv.endpoint}/v1/images/generations", json={
         "model": SD, "prompt": "a dog", "response_format": "b64_json",
@@ -231,6 +258,10 @@ def _gen(srv, **body):
     ({"kwargs": "{not json"}, "'kwargs' is not valid JSON"),
     ({"no_such_option": 1}, "Unknown option(s) ['no_such_option']"),
     ({"num_inference_steps": 0}, "'num_inference_steps' must be a positive integer"),
+    ({"num_inference_steps": 100000}, "'num_inference_steps' is 100000; the limit is 500"),
+    ({"size": "4096x4096"}, "the limit is 4194304 pixels"),
+    ({"progress": 1}, "'progress' is not an option of this route"),
+    ({"method": "x"}, "'method' is not an option of this route"),
     ({"seed": "x"}, "'seed' must be an integer"),
     ({"prompt": " "}, "'prompt' must be a non-empty string"),
 ])
@@ -323,7 +354,7 @@ def test_client_that_goes_away_stops_the_generation(srv, client):
                        "num_inference_steps": 500}).encode()
     host, port = urlparse(srv.endpoint).hostname, urlparse(srv.endpoint).port
     sock = socket.create_connection((host, port))
-    sock.sendall(b"POST /v1/images/generations HTTP/1.1\r\nHost: x\r\n"
+    sock.sendall(b"POST /v1/images/generations HTTP/1.1\r\nHost: localhost\r\n"
                  b"Content-Type: application/json\r\nContent-Length: "
                  + str(len(body)).encode() + b"\r\n\r\n" + body)
     model = client.get_model(SD)

@@ -6,7 +6,9 @@ models, chat with it and watch the answer stream in, try the embedding model, re
 unregister a custom model from JSON (a bad JSON shows the server's message), terminate a
 model. Every test fails on a browser console error or an uncaught page error; a failed HTTP
 call is allowed only where the test provokes it (``page.allow_http_error``). Screenshots of
-each page go to ``doc/ui/`` (1280x800, and phone width).
+each page (1280x800, and phone width) go to a temporary directory; with
+``XINFERENCE_UPDATE_SCREENSHOTS=1`` they replace the documentation's copies in ``doc/ui/``
+(a test run changes no tracked file unless asked).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import base64
 import importlib.util
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -28,7 +31,8 @@ from .conftest import SMOLLM, start_server, wait_until
 pytestmark = pytest.mark.e2e
 
 CHROMIUM = "/usr/bin/chromium"
-SHOTS = Path(__file__).resolve().parent.parent / "doc" / "ui"
+DOC_SHOTS = Path(__file__).resolve().parent.parent / "doc" / "ui"
+SHOTS: Path = DOC_SHOTS  # set per session by the ``_screenshot_dir`` fixture
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 EMBED = "all-MiniLM-L6-v2"
@@ -36,6 +40,21 @@ EMBED = "all-MiniLM-L6-v2"
 HAVE_BROWSER = importlib.util.find_spec("playwright") is not None and Path(CHROMIUM).exists()
 if HAVE_BROWSER:
     from playwright.sync_api import expect, sync_playwright
+
+
+def screenshot_dir(tmp_path_factory) -> Path:
+    """Where screenshots go: ``doc/ui/`` with ``XINFERENCE_UPDATE_SCREENSHOTS=1``, else a
+    temporary directory."""
+    if os.environ.get("XINFERENCE_UPDATE_SCREENSHOTS") == "1":
+        return DOC_SHOTS
+    return tmp_path_factory.mktemp("screenshots")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _screenshot_dir(tmp_path_factory):
+    global SHOTS
+    SHOTS = screenshot_dir(tmp_path_factory)
+    yield
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +113,8 @@ class Page:
         return self.page
 
     def shot(self, name: str, top: bool = True):
-        """Save the visible page as ``doc/ui/<name>.png`` (scrolled to the top first)."""
+        """Save the visible page as ``<SHOTS>/<name>.png`` (scrolled to the top first;
+        see :func:`screenshot_dir`)."""
         SHOTS.mkdir(parents=True, exist_ok=True)
         if top:
             self.page.evaluate("window.scrollTo(0, 0)")
@@ -662,3 +682,38 @@ def test_api_key_asked_on_401_and_sent(ui):
     page.goto(ui.endpoint + "/#/cluster")
     expect(page.locator("#cluster-nodes .node")).to_have_count(2)
     page.evaluate("localStorage.removeItem('xinference.api_key')")
+
+
+def test_ui_loads_with_auth_on(browser, tmp_path_factory):
+    """A real server with ``--auth-config``: the page, its modules and its stylesheet load
+    without a key (they were 401 before issue 22); its first API call answers 401, so the
+    UI asks for a key, then works with it (the key is sent with every call)."""
+    home = tmp_path_factory.mktemp("ui-auth")
+    key = "sk-uiadminuiadmin12"
+    cfg = home / "auth.json"
+    cfg.write_text(json.dumps({
+        "auth_config": {"secret_key": "c" * 32},
+        "user_config": [{"username": "admin", "password": "pw", "permissions": ["admin"],
+                         "api_keys": [key]}]}))
+    srv = start_server(home, args=["--auth-config", str(cfg)])
+    p = Page(browser, srv.endpoint)
+    try:
+        page = p.page
+        failed = []
+        page.on("response", lambda r: failed.append((r.status, r.url))
+                if r.status >= 400 and "/ui/" in r.url else None)
+        p.allow_http_error(401, "", times=10)  # the API's answers before the key is given
+        page.goto(srv.endpoint + "/")
+        dialog = page.locator("#key-dialog")
+        expect(dialog).to_be_visible()  # the page and its modules ran
+        page.locator("#key-input").fill(key)
+        page.keyboard.press("Enter")
+        expect(dialog).to_be_hidden()
+        expect(page.locator("main h1")).to_be_visible()
+        expect(page.locator(f'.model-card[data-model="{SMOLLM}"]')).to_be_visible()
+        assert not failed, failed  # every UI file loaded without a key
+        p.shot("auth-on-launch")
+        p.check()
+    finally:
+        p.close()
+        srv.stop()

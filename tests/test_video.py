@@ -90,6 +90,7 @@ def test_text_to_video_url_is_served(srv):
     ({"size": "512x512"}, "out of range"),
     ({"response_format": "gif"}, "'response_format' must be one of"),
     ({"num_frames": 0}, "'num_frames' must be a positive integer"),
+    ({"num_frames": 100000}, "'num_frames' is 100000; the limit is 512"),
     ({"fps": 0}, "'fps' must be a number"),
     ({"bogus": 1}, "Unknown option(s) ['bogus']"),
 ])

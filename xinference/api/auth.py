@@ -161,12 +161,30 @@ class AuthService:
         self.expire = _dt.timedelta(minutes=s.token_expire_in_minutes)
         self._users: Dict[str, Tuple[str, User]] = {}
         self._keys: List[Tuple[bytes, User]] = []
+        self._dummy: Optional[str] = None
         for u in config.user_config:
             user = User(u.username, expand_permissions(u.permissions))
             self._users[u.username] = (u.password, user)
             self._keys.extend((k.encode(), user) for k in u.api_keys)
 
     # ---- credentials ----------------------------------------------------------------------
+    def _dummy_hash(self) -> str:
+        """What an unknown username's password is compared with: a bcrypt hash of a
+        random password with the cost of the first bcrypt user (made once), or, when no
+        user has a bcrypt hash, a random plain password (compared in constant time like
+        the users' plain ones)."""
+        if self._dummy is None:
+            rounds = next((int(p[4:6]) for p, _ in self._users.values()
+                           if p.startswith(_BCRYPT_PREFIXES) and p[4:6].isdigit()), None)
+            if rounds is None:
+                self._dummy = secrets.token_hex(16)
+            else:
+                import bcrypt
+
+                self._dummy = bcrypt.hashpw(secrets.token_hex(16).encode(),
+                                            bcrypt.gensalt(rounds)).decode()
+        return self._dummy
+
     def _password_ok(self, stored: str, given: str) -> bool:
         if stored.startswith(_BCRYPT_PREFIXES):
             import bcrypt
@@ -188,8 +206,10 @@ class AuthService:
         import jwt
 
         entry = self._users.get(username)
-        # Check a password even for an unknown user, so timing does not tell users apart.
-        stored = entry[0] if entry else secrets.token_hex(16)
+        # Check a password even for an unknown user, so timing does not tell users apart:
+        # a bcrypt compare against a hash made at start-up (with the cost of the users'
+        # own hashes) takes as long as a real user's.
+        stored = entry[0] if entry else self._dummy_hash()
         if not self._password_ok(stored, password) or entry is None:
             raise AuthenticationError("Incorrect username or password")
         user = entry[1]
@@ -329,9 +349,6 @@ class AuthMiddleware:
         """``(protected, needed scope)`` for an HTTP request; ``(False, None)`` public."""
         from starlette.routing import Match, Mount, Route as StarletteRoute
 
-        path = scope.get("path", "")
-        if path in PUBLIC_PATHS:
-            return False, None
         method = scope.get("method", "GET")
         for route in self._fastapi.router.routes:
             match, _ = route.matches(scope)
@@ -341,6 +358,10 @@ class AuthMiddleware:
                 return False, None  # static files (the web UI)
             if match == Match.PARTIAL:  # another method: the router answers 405
                 continue
+            # Public by the route's template, not by the literal path: "/ui/{path:path}"
+            # covers /ui/js/app.js, and a path spelling a template is not special.
+            if route.path in PUBLIC_PATHS:
+                return False, None
             key = (method, route.path)
             if method == "HEAD" and key not in self._scopes:
                 key = ("GET", route.path)
@@ -366,5 +387,7 @@ class AuthMiddleware:
                 from .errors import exception_to_response
 
                 return await exception_to_response(e)(scope, receive, send)
-            scope.setdefault("state", {})["user"] = user.username
+            state = scope.setdefault("state", {})
+            state["user"] = user.username
+            state["permissions"] = user.permissions
         return await self.app(scope, receive, send)

@@ -9,6 +9,7 @@ registers the mapping on a FastAPI app. :class:`OrjsonResponse` renders inferenc
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any, Optional
 
 import orjson
@@ -57,23 +58,42 @@ def connection_error(e: BaseException) -> bool:
     return isinstance(e, (ServerClosed, ActorNotExist, ConnectionError, EOFError))
 
 
+def _error_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
 def exception_to_response(e: BaseException) -> JSONResponse:
     """Map an exception (possibly raised in another process) to an error response:
     :class:`~xinference.errors.XinferenceError` by its status (401 with
-    ``WWW-Authenticate: Bearer``), :class:`ClientDisconnected` 499, a gone process 503,
-    anything else 500 (logged)."""
+    ``WWW-Authenticate: Bearer``, 429 with ``Retry-After``: the error's ``retry_after``
+    or 1 second), :class:`ClientDisconnected` 499, a gone process 503,
+    anything else 500.
+
+    A 503 or 500 body names only the exception's type and an error id (also in the
+    ``X-Error-Id`` header); the exception itself, whose text carries actor addresses and
+    process ids (xoscar prefixes ``[address=..., pid=...]``), is logged with that id."""
     if isinstance(e, XinferenceError):
         resp = error_response(e.status_code, e.message, e.error_type)
         if e.status_code == 401:
             resp.headers["WWW-Authenticate"] = "Bearer"
+        elif e.status_code == 429:  # seconds; the error may name its own
+            resp.headers["Retry-After"] = str(int(getattr(e, "retry_after", None) or 1))
         return resp
     if isinstance(e, ClientDisconnected):  # nobody reads it; 499 as nginx logs it
         return error_response(499, "Client closed the request", "client_closed_request")
+    eid = _error_id()
     if connection_error(e):
-        return error_response(503, f"The model process is unavailable: {e}",
+        logger.warning("Error id %s: model process unavailable: %s", eid, e)
+        resp = error_response(503, f"The model process is unavailable "
+                                   f"({type(e).__name__}; error id {eid})",
                               "service_unavailable")
-    logger.exception("Unhandled error", exc_info=e)
-    return error_response(500, f"{type(e).__name__}: {e}", "internal_error")
+    else:
+        logger.error("Error id %s: unhandled error", eid, exc_info=e)
+        resp = error_response(500, f"Internal server error ({type(e).__name__}); the "
+                                   f"server log has the details under error id {eid}",
+                              "internal_error")
+    resp.headers["X-Error-Id"] = eid
+    return resp
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -64,6 +64,35 @@ async def _unless_disconnected(request: Request, call):
     return task.result()
 
 
+#: fields of model descriptions that locate actor processes (xoscar addresses, process
+#: ids): shown to admins only when auth is on (see :func:`redact_locations`)
+LOCATION_FIELDS = frozenset({"worker_address", "model_address", "address", "pid"})
+
+
+def sees_locations(request: Optional[Request]) -> bool:
+    """Whether the caller may see actor addresses and pids: auth off (every caller is the
+    operator), or a user with ``admin`` (set by :class:`~xinference.api.auth.
+    AuthMiddleware`)."""
+    if request is None:
+        return False
+    state = request.scope.get("state") or {}
+    perms = state.get("permissions")
+    if perms is None:
+        return getattr(request.app.state.api, "auth", None) is None
+    return "admin" in perms
+
+
+def redact_locations(value: Any) -> Any:
+    """``value`` (a description: dicts and lists) without :data:`LOCATION_FIELDS`, at any
+    depth."""
+    if isinstance(value, dict):
+        return {k: redact_locations(v) for k, v in value.items()
+                if k not in LOCATION_FIELDS}
+    if isinstance(value, list):
+        return [redact_locations(v) for v in value]
+    return value
+
+
 class ModelRefCache:
     """ModelActor refs of running models, by model uid, taken round-robin.
 
@@ -132,6 +161,7 @@ class RESTfulAPI:
         self._closing: set = set()  # close_stream calls of abandoned streams, in flight
         self.auth = None  # an AuthService when --auth-config is given
         self.http_metrics = None  # HTTPMetrics unless XINFERENCE_DISABLE_METRICS
+        self.login_limiter = None  # a LoginRateLimiter for POST /token
 
     async def supervisor(self):
         """The supervisor's actor ref (made on first use)."""

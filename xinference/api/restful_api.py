@@ -10,6 +10,8 @@ and OpenAI's ``error`` object (:mod:`xinference.api.errors`).
 
 from __future__ import annotations
 
+from typing import Optional
+
 from fastapi import FastAPI
 
 from .. import __version__
@@ -18,19 +20,34 @@ from .gateway import RESTfulAPI
 from .routers import all_routes
 
 
-def create_app(supervisor_address: str, auth=None) -> FastAPI:
+def create_app(supervisor_address: str, auth=None,
+               bind_host: Optional[str] = None) -> FastAPI:
     """The FastAPI app serving the supervisor at ``supervisor_address`` (xoscar address).
 
     ``auth``: an :class:`~xinference.api.auth.AuthService` (``--auth-config``); every route
     then needs a credential with the scope of its row (:class:`~xinference.api.auth.
-    AuthMiddleware`). HTTP metrics are counted unless ``XINFERENCE_DISABLE_METRICS``."""
+    AuthMiddleware`). HTTP metrics are counted unless ``XINFERENCE_DISABLE_METRICS``.
+
+    Every request passes the guards of :mod:`xinference.api.limits`: the body-size limit
+    (``$XINFERENCE_MAX_BODY_BYTES``) and the ``Host`` check: with ``bind_host`` a loopback
+    address, only loopback host names are answered unless ``$XINFERENCE_ALLOWED_HOSTS``
+    names others (with ``bind_host`` None or not loopback, only that variable restricts).
+    """
     from ..core.metrics import HTTPMetrics, HTTPMetricsMiddleware, metrics_enabled
     from .auth import AuthMiddleware
+    from .limits import (
+        BodyLimitMiddleware,
+        HostCheckMiddleware,
+        LoginRateLimiter,
+        allowed_hosts_from_env,
+        is_loopback,
+    )
 
     app = FastAPI(title="Xinference", version=__version__)
     api = RESTfulAPI(supervisor_address)
     api.auth = auth
     api.http_metrics = HTTPMetrics() if metrics_enabled() else None
+    api.login_limiter = LoginRateLimiter()
     app.state.api = api
     routes = all_routes(api)
     for route, handler in routes:
@@ -39,6 +56,12 @@ def create_app(supervisor_address: str, auth=None) -> FastAPI:
     if auth is not None:
         app.add_middleware(AuthMiddleware, fastapi_app=app, service=auth,
                            scopes={(r.method, r.path): r.scope for r in app.state.routes})
+    app.add_middleware(BodyLimitMiddleware)
+    allowed = allowed_hosts_from_env()
+    loopback = bind_host is not None and is_loopback(bind_host.strip("[]"))
+    if loopback or allowed:
+        app.add_middleware(HostCheckMiddleware, allowed=allowed or (),
+                           loopback_only=loopback)
     if api.http_metrics is not None:  # outermost: refused requests are counted too
         app.add_middleware(HTTPMetricsMiddleware, fastapi_app=app,
                            metrics=api.http_metrics)

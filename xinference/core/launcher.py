@@ -30,6 +30,7 @@ from ..model.options import flag
 from ..model import model_type_handlers
 from ..model.registry import ModelRegistry, canonical_model_type
 from ..model.virtualenv import plan_for_engine
+from .limits import DEFAULT_REQUEST_LIMITS
 from .model_table import ModelTable, replica_row
 from .resource import allocate_gpus, memory_fit_error, normalize_gpu_idx, normalize_n_gpu
 from .workers import Worker, WorkerTable
@@ -165,6 +166,15 @@ class Launcher:
         if request_limits is not None and (not isinstance(request_limits, int)
                                            or request_limits < 1):
             raise InvalidRequestError("'request_limits' must be a positive integer")
+        if request_limits is None:
+            request_limits = DEFAULT_REQUEST_LIMITS.get(model_type)
+        max_tokens_limit = kwargs.pop("max_tokens_limit", None)
+        if max_tokens_limit is not None:
+            if model_type != "LLM":
+                raise InvalidRequestError("'max_tokens_limit' is an option of LLMs only")
+            if isinstance(max_tokens_limit, bool) or not isinstance(max_tokens_limit, int) \
+                    or max_tokens_limit < 1:
+                raise InvalidRequestError("'max_tokens_limit' must be a positive integer")
         n_gpu, gpu_idx = normalize_n_gpu(n_gpu), normalize_gpu_idx(gpu_idx)
         try:
             family = self._registry.get(model_type, model_name)
@@ -193,6 +203,8 @@ class Launcher:
                         virtual_env_packages=list(venv.packages))
         desc.update(model_uid=model_uid, replica=replica, n_gpu=n_gpu,
                     request_limits=request_limits)
+        if max_tokens_limit is not None:
+            desc["max_tokens_limit"] = max_tokens_limit
         cpu = n_gpu in (0, None) or not any(w.status.get("gpus") for w in self._workers.all())
         need = memory_need(family, desc, kwargs, cpu) if check_memory else None
         self.place(worker_ip, n_gpu, gpu_idx, [], need)  # fail fast, before any process

@@ -263,6 +263,20 @@ def render(snapshot: Dict[str, Any], http: Optional[HTTPMetrics]) -> bytes:
     return generate_latest(registry)
 
 
+def node_labels(addresses: List[str]) -> Dict[str, str]:
+    """``{worker address: node label}``: the host part of each ``host:port`` address, so
+    the public ``/metrics`` does not hand out actor pool ports; a host with several workers
+    gets ``host#2``, ``host#3`` ... (in address order)."""
+    out: Dict[str, str] = {}
+    seen: Dict[str, int] = {}
+    for addr in sorted(addresses):
+        host = addr.rsplit(":", 1)[0] if ":" in addr else addr
+        host = host.strip("[]")
+        seen[host] = seen.get(host, 0) + 1
+        out[addr] = host if seen[host] == 1 else f"{host}#{seen[host]}"
+    return out
+
+
 def _families(snapshot: Dict[str, Any], http: Optional[HTTPMetrics]):
     fams = {}
 
@@ -279,7 +293,9 @@ def _families(snapshot: Dict[str, Any], http: Optional[HTTPMetrics]):
             reps.add_metric([m["model_uid"], str(m.get("model_name") or ""),
                              str(m.get("engine") or ""), status], n)
 
+    names = node_labels([n["node"] for n in snapshot.get("nodes", [])])
     for node in snapshot.get("nodes", []):
+        node = dict(node, node=names[node["node"]])
         nl = [node["node"]]
         fam("xinference_node_cpu_count", ["node"]).add_metric(nl, node.get("cpu_count") or 0)
         fam("xinference_node_cpu_utilization_ratio", ["node"]).add_metric(

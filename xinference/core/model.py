@@ -35,6 +35,13 @@ from ..errors import (
     RequestNotFoundError,
     TooManyRequestsError,
 )
+from .limits import (
+    RETRY_AFTER_SECONDS,
+    cap_max_tokens,
+    completion_defaults,
+    positional_names,
+    request_options,
+)
 from .metrics import ModelStats, metrics_enabled
 
 logger = logging.getLogger(__name__)
@@ -146,6 +153,7 @@ class ModelActor(xo.StatelessActor):
         self._metrics = metrics_enabled()
         self._streams: Dict[str, _Stream] = {}
         self._progress: Dict[str, Any] = {}  # request id -> RequestProgress
+        self._positional: Dict[Any, tuple] = {}  # (method, n args) -> positional names
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="engine"
         )
@@ -188,10 +196,12 @@ class ModelActor(xo.StatelessActor):
     # ---- admission ----------------------------------------------------------------------
     def _admit(self):
         if self._request_limits is not None and self._admitted >= self._request_limits:
-            raise TooManyRequestsError(
+            e = TooManyRequestsError(
                 f"Model {self._model_uid!r} is at its request limit "
                 f"({self._request_limits}); retry later."
             )
+            e.retry_after = RETRY_AFTER_SECONDS  # pickled with it: the gateway's header
+            raise e
         self._admitted += 1
 
     def _require(self, method: str):
@@ -230,6 +240,14 @@ class ModelActor(xo.StatelessActor):
             RequestAbortedError: a non-stream call was aborted (499).
         """
         fn = self._require(method)
+        key = (method, len(args))
+        names = self._positional.get(key)
+        if names is None:
+            names = self._positional[key] = positional_names(fn, len(args))
+        for name in names:
+            if name in kwargs:
+                raise InvalidRequestError(f"'{name}' is not an option of this route (it "
+                                          "is the request's input)")
         if request_id is not None:
             if not isinstance(request_id, str) or not request_id or len(request_id) > 256:
                 raise InvalidRequestError("'request_id' must be a non-empty string of at "
@@ -470,11 +488,14 @@ class ModelActor(xo.StatelessActor):
     # ---- public API ---------------------------------------------------------------------
     def _llm_config(self, generate_config: Optional[Dict[str, Any]]):
         """``(config, request_id, strip_usage)``: ``request_id`` taken out of the config;
+        ``max_tokens`` clamped to the launch's ``max_tokens_limit`` (and set to it when the
+        request gives none);
         with metrics on, the model's hook ``stream_usage(config)`` asks a stream for its
         usage (the token metrics need it) and says whether the client did not ask
         (``strip_usage``: the usage chunk is then dropped)."""
         cfg = dict(generate_config or {})
         rid = cfg.pop("request_id", None)
+        cap_max_tokens(cfg, self._desc.get("max_tokens_limit"))
         strip = False
         usage = getattr(self._model, "stream_usage", None) if self._metrics else None
         if usage is not None:
@@ -483,8 +504,12 @@ class ModelActor(xo.StatelessActor):
 
     async def generate(self, prompt: str, generate_config: Optional[Dict[str, Any]] = None):
         """OpenAI Completions; a :class:`ModelStream` when ``generate_config["stream"]``.
-        ``generate_config["request_id"]`` makes it abortable (:meth:`abort_request`)."""
-        cfg, rid, strip = self._llm_config(generate_config)
+        ``generate_config["request_id"]`` makes it abortable (:meth:`abort_request`).
+        Without ``max_tokens`` (or ``max_completion_tokens``) it generates
+        :data:`~xinference.core.limits.COMPLETIONS_DEFAULT_MAX_TOKENS` tokens at most, as OpenAI's completions
+        API does; the model's ``max_tokens_limit`` caps it (see :meth:`_llm_config`)."""
+        cfg = completion_defaults(generate_config)
+        cfg, rid, strip = self._llm_config(cfg)
         return await self._call("generate", prompt, cfg, request_id=rid, strip_usage=strip)
 
     async def chat(self, messages: List[Dict[str, Any]],
@@ -499,14 +524,14 @@ class ModelActor(xo.StatelessActor):
     async def create_embedding(self, input: Any, config: Optional[Dict[str, Any]] = None):
         """OpenAI Embeddings: ``input`` plus ``config`` (``encoding_format``,
         ``dimensions`` ...); see the embedding engine's ``create_embedding``."""
-        cfg = dict(config or {})
+        cfg = request_options(config)
         rid = cfg.pop("request_id", None)
         return await self._call("create_embedding", input, request_id=rid, **cfg)
 
     async def rerank(self, documents: Any, config: Optional[Dict[str, Any]] = None):
         """Rerank ``documents``; ``config`` holds ``query``, ``top_n``,
         ``max_chunks_per_doc``, ``return_documents`` (see the rerank engine's ``rerank``)."""
-        cfg = dict(config or {})
+        cfg = request_options(config)
         rid = cfg.pop("request_id", None)
         return await self._call("rerank", documents, request_id=rid, **cfg)
 
@@ -515,18 +540,20 @@ class ModelActor(xo.StatelessActor):
         """OpenAI create-transcription of ``audio`` (the uploaded file's bytes); ``config``
         holds ``language``, ``prompt``, ``response_format``, ``temperature``,
         ``timestamp_granularities``, ``kwargs``. A dict or a string (text formats)."""
-        return await self._call("transcriptions", audio, **(config or {}))
+        return await self._call("transcriptions", audio,
+                                **request_options(config))
 
     async def translations(self, audio: bytes, config: Optional[Dict[str, Any]] = None):
         """OpenAI create-translation (English text of ``audio``); ``config`` as
         :meth:`transcriptions` without ``language`` and granularities."""
-        return await self._call("translations", audio, **(config or {}))
+        return await self._call("translations", audio,
+                                **request_options(config))
 
     async def speech(self, input: str, config: Optional[Dict[str, Any]] = None):
         """OpenAI create-speech: the audio file's bytes, or a :class:`ModelStream` of byte
         chunks when ``config["stream"]``; ``config`` holds ``voice``, ``response_format``,
         ``speed``, ``stream``."""
-        return await self._call("speech", input, **(config or {}))
+        return await self._call("speech", input, **request_options(config))
 
     # ---- image and video (blocking engines; progress readable while they run) --------
     async def _tracked_call(self, method: str, *args, config: Optional[Dict[str, Any]]):
@@ -540,7 +567,7 @@ class ModelActor(xo.StatelessActor):
         from ..errors import ConflictError
         from ..model.progress import RequestProgress
 
-        config = dict(config or {})
+        config = request_options(config)
         rid = str(config.pop("request_id", None) or uuid.uuid4().hex)
         self._reap_progress()
         old = self._progress.get(rid)

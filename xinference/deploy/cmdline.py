@@ -541,6 +541,19 @@ def _set_virtual_env_default(enable: bool) -> None:
 
 
 def _server_options(f):
+    f = click.option("--allowed-hosts", default=None,
+                     help="Comma-separated Host names the REST API answers besides the "
+                          "loopback ones ('*': any). A server bound to a loopback address "
+                          "answers only loopback names without it "
+                          "(env XINFERENCE_ALLOWED_HOSTS).")(f)
+    f = click.option("--public-url", default=None,
+                     help="Base URL of this server as clients reach it (e.g. behind a "
+                          "proxy), used in the URLs it answers with "
+                          "(env XINFERENCE_PUBLIC_URL).")(f)
+    f = click.option("--max-body-bytes", default=None, type=click.IntRange(min=1),
+                     help="Largest JSON or form request body, in bytes (default 1 MiB; "
+                          "uploads have their own limits; env XINFERENCE_MAX_BODY_BYTES)."
+                     )(f)
     f = click.option("--auth-config", default=None, type=click.Path(dir_okay=False),
                      help="JSON file with API keys, users and permissions (see "
                           "doc/team.md); auth is off without it.")(f)
@@ -553,13 +566,21 @@ def _server_options(f):
     return click.option("--host", "-H", default=XINFERENCE_DEFAULT_HOST, show_default=True)(f)
 
 
-def _server_setup(auth_config, persist_models):
+def _server_setup(auth_config, persist_models, allowed_hosts=None, public_url=None,
+                  max_body_bytes=None):
     """Validate ``--auth-config`` before anything starts (exit 1 naming the bad field);
-    ``--persist-models`` becomes ``XINFERENCE_PERSIST_MODELS=1``."""
+    ``--persist-models`` becomes ``XINFERENCE_PERSIST_MODELS=1``; ``--allowed-hosts``,
+    ``--public-url`` and ``--max-body-bytes`` their environment variables (read by
+    :mod:`xinference.api.limits`)."""
     import os
 
     if persist_models:
         os.environ["XINFERENCE_PERSIST_MODELS"] = "1"
+    for name, value in (("XINFERENCE_ALLOWED_HOSTS", allowed_hosts),
+                        ("XINFERENCE_PUBLIC_URL", public_url),
+                        ("XINFERENCE_MAX_BODY_BYTES", max_body_bytes)):
+        if value is not None:
+            os.environ[name] = str(value)
     if auth_config is None:
         return None
     from ..api.auth import AuthConfigError, load_auth_config
@@ -573,12 +594,14 @@ def _server_setup(auth_config, persist_models):
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @_server_options
 @_enable_virtual_env_option
-def local(host, port, log_level, persist_models, auth_config, enable_virtual_env):
+def local(host, port, log_level, persist_models, auth_config, max_body_bytes, public_url,
+          allowed_hosts, enable_virtual_env):
     """Start supervisor, worker and REST API on this machine."""
     from .local import run_local
 
     _set_virtual_env_default(enable_virtual_env)
-    auth = _server_setup(auth_config, persist_models)
+    auth = _server_setup(auth_config, persist_models, allowed_hosts, public_url,
+                         max_body_bytes)
     run_local(host, port, log_level, auth)
 
 
@@ -587,11 +610,13 @@ def local(host, port, log_level, persist_models, auth_config, enable_virtual_env
 @click.option("--supervisor-port", default=None, type=int,
               help="Port of the supervisor's internal actor pool (default: a free one). "
                    "Fix it so a restarted supervisor is found at the same address.")
-def supervisor(host, port, log_level, persist_models, auth_config, supervisor_port):
+def supervisor(host, port, log_level, persist_models, auth_config, max_body_bytes,
+               public_url, allowed_hosts, supervisor_port):
     """Start a cluster supervisor and its REST API (see doc/cluster.md)."""
     from .supervisor import run_supervisor
 
-    auth = _server_setup(auth_config, persist_models)
+    auth = _server_setup(auth_config, persist_models, allowed_hosts, public_url,
+                         max_body_bytes)
     run_supervisor(host, port, supervisor_port, log_level, auth)
 
 

@@ -68,7 +68,8 @@ async def serve_rest_api(supervisor_address: str, host: str, port: int, log_leve
 
     from ..api.restful_api import create_app
 
-    config = uvicorn.Config(create_app(supervisor_address, auth), host=host, port=port,
+    app = create_app(supervisor_address, auth, bind_host=host)
+    config = uvicorn.Config(app, host=host, port=port,
                             log_level=log_level.lower(), timeout_graceful_shutdown=5)
     logger.info("Xinference serving at http://%s:%d (actor pool %s)", host, port,
                 supervisor_address)

@@ -25,8 +25,9 @@ if TYPE_CHECKING:  # pragma: no cover
 AREAS = ["admin", "models", "cluster", "llm", "embeddings", "audio", "images", "videos",
          "auth", "metrics", "virtualenvs"]
 
-#: the only paths that may be served without a scope (with auth on, everything else needs
-#: a credential holding the route's scope; see :mod:`xinference.api.auth`)
+#: the only route templates that may be served without a scope (with auth on, everything
+#: else needs a credential holding the route's scope; see :mod:`xinference.api.auth`,
+#: which matches a request to its route first and then looks its template up here)
 PUBLIC_PATHS = {"/status", "/v1/cluster/version", "/token", "/v1/cluster/auth", "/metrics"}
 
 # The web UI (routers/ui.py): its page and static files hold no data and are public; its

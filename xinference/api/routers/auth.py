@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import json
 from urllib.parse import parse_qs
 
+import orjson
 from fastapi import Request
 
-from ...errors import InvalidRequestError
+from ...errors import InvalidRequestError, TooManyRequestsError
 from . import Route, Router
 
 
@@ -30,14 +30,17 @@ class AuthRouter(Router):
         Raises:
             InvalidRequestError: auth is off, or the form lacks a field (400).
             AuthenticationError: wrong username or password (401).
+            TooManyRequestsError: over the login attempts of this client address (429
+                with ``Retry-After``; see :class:`~xinference.api.limits.
+                LoginRateLimiter`).
         """
         if self.api.auth is None:
             raise InvalidRequestError("Authentication is not enabled on this server")
-        body = await request.body()
+        body = await request.body()  # at most 16 KiB (xinference.api.limits)
         if (request.headers.get("content-type") or "").startswith("application/json"):
-            try:
-                form = json.loads(body or b"{}")
-            except ValueError:
+            try:  # orjson: nesting deeper than 1024 is an error, not a RecursionError
+                form = orjson.loads(body or b"{}")
+            except orjson.JSONDecodeError:
                 raise InvalidRequestError("Request body is not valid JSON") from None
             if not isinstance(form, dict):
                 raise InvalidRequestError("Send a JSON object with username and password")
@@ -50,6 +53,16 @@ class AuthRouter(Router):
         username, password = form.get("username"), form.get("password")
         if not isinstance(username, str) or not isinstance(password, str) or not username:
             raise InvalidRequestError("'username' and 'password' are required")
+        # Only attempts that check a password count (a malformed form costs no hash).
+        limiter = self.api.login_limiter
+        if limiter is not None:
+            client = request.client.host if request.client else "?"
+            wait = limiter.take(client)
+            if wait:
+                e = TooManyRequestsError(f"Too many login attempts from {client}; retry "
+                                         f"in {wait} s")
+                e.retry_after = wait
+                raise e
         return self.api.auth.issue_token(username, password)
 
 

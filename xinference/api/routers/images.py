@@ -27,6 +27,7 @@ from ..media import (
     render,
 )
 from ..errors import OrjsonResponse
+from ..limits import public_base_url
 from ..schemas.images import CreateImageRequest, media_config
 from ...model.image.params import check_response_format
 from . import Route, Router
@@ -36,9 +37,11 @@ async def media_response(api, request: Request, method: str, model_uid: str, arg
                          config: Dict[str, Any], response_format: Any, kind: str,
                          ext: str):
     """Run a media request and answer ``{"created", "data": [{"url"|"b64_json"}]}`` with
-    its request id in the ``X-Request-Id`` header."""
+    its request id in the ``X-Request-Id`` header. URLs start with the configured public
+    URL or the address the connection reached, never the ``Host`` header (see
+    :func:`~xinference.api.limits.public_base_url`)."""
     result, rid = await media_service(api).call(request, method, model_uid, args, config)
-    body = render(result, check_response_format(response_format), str(request.base_url),
+    body = render(result, check_response_format(response_format), public_base_url(request.scope),
                   kind, ext)
     return OrjsonResponse(body, headers={"X-Request-Id": rid})
 

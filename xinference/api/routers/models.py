@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import List, Optional
 
-from fastapi import Query
+from fastapi import Query, Request
 
+from ..gateway import redact_locations, sees_locations
 from ..schemas import LaunchModelRequest, RegisterModelRequest
 from . import Route, Router
 
@@ -35,18 +36,24 @@ class ModelsRouter(Router):
     async def _supervisor(self):
         return await self.api.supervisor()
 
-    async def list_models(self):
+    async def list_models(self, request: Request):
         """OpenAI's model list: ``{"object": "list", "data": [{"id", "object": "model",
-        ...the launch description}]}``."""
+        ...the launch description}]}``; actor addresses and pids only for admins (see
+        :func:`~xinference.api.gateway.sees_locations`)."""
         models = await (await self._supervisor()).list_models()
+        if not sees_locations(request):
+            models = redact_locations(models)
         return {"object": "list", "data": [
             dict(desc, id=uid, object="model", created=desc.get("created"),
                  owned_by="xinference")
             for uid, desc in models.items()
         ]}
 
-    async def describe_model(self, model_uid: str):
-        return await (await self._supervisor()).describe_model(model_uid)
+    async def describe_model(self, model_uid: str, request: Request):
+        """The launch description, ``replicas`` and ``status``; actor addresses and pids
+        only for admins."""
+        desc = await (await self._supervisor()).describe_model(model_uid)
+        return desc if sees_locations(request) else redact_locations(desc)
 
     async def launch_model(self, body: LaunchModelRequest):
         kwargs = body.model_dump(exclude_none=True)

@@ -31,7 +31,9 @@ ENGINES: Dict[str, EngineSpec] = {
                  "compute_type": any_option("CTranslate2 compute type (int8, float16 ...)"),
                  "cpu_threads": int_option("CPU threads per transcription"),
                  "num_workers": int_option("transcriptions run in parallel"),
-                 "batch_size": int_option("audio chunks decoded together")}),
+                 "batch_size": int_option("audio chunks decoded together"),
+                 "max_audio_seconds": any_option(
+                     "longest audio transcribed, in seconds (default 1800)")}),
     "piper": EngineSpec(
         "piper", "xinference.model.audio.piper:PiperEngine", ("onnx",),
         ("piper", "onnxruntime", "av"), aliases=("piper-tts", "piper_tts"), options=_DEVICE),

@@ -75,14 +75,27 @@ class WhisperEngine(AudioModel):
     ``n_gpu=0``), ``compute_type`` (default ``int8`` on CPU, ``float16`` on GPU),
     ``cpu_threads`` (per worker; default every core: one request alone uses them all),
     ``num_workers`` (requests transcribed at once, default 2), ``batch_size`` (batched
-    pipeline, see the module docstring; default off).
+    pipeline, see the module docstring; default off), ``max_audio_seconds`` (longest
+    decoded audio, default :data:`~xinference.model.audio.codec.DEFAULT_MAX_AUDIO_SECONDS`;
+    longer: 400).
     """
 
     def __init__(self, model_uid, family, model_path, device: Optional[str] = None,
                  n_gpu: Any = None, compute_type: Optional[str] = None,
                  cpu_threads: Optional[int] = None, num_workers: int = 2,
-                 batch_size: Optional[int] = None):
+                 batch_size: Optional[int] = None,
+                 max_audio_seconds: Optional[float] = None):
+        from .codec import DEFAULT_MAX_AUDIO_SECONDS
+
         super().__init__(model_uid, family, model_path)
+        try:
+            self._max_seconds = float(max_audio_seconds if max_audio_seconds is not None
+                                      else DEFAULT_MAX_AUDIO_SECONDS)
+        except (TypeError, ValueError):
+            raise InvalidRequestError("'max_audio_seconds' must be a number of seconds, "
+                                      f"got {max_audio_seconds!r}") from None
+        if not self._max_seconds > 0:
+            raise InvalidRequestError("'max_audio_seconds' must be positive")
         self._device = _pick_device(device, n_gpu)
         self._compute_type = compute_type or ("float16" if self._device == "cuda" else "int8")
         self._num_workers = int(num_workers)
@@ -159,7 +172,7 @@ class WhisperEngine(AudioModel):
              opts: Dict[str, Any], response_format: str, cancel: threading.Event):
         from .codec import decode_audio
 
-        samples = decode_audio(audio, SAMPLE_RATE)
+        samples = decode_audio(audio, SAMPLE_RATE, self._max_seconds)
         granularities = opts.pop("granularities")
         kw = dict(opts, language=language, task=task, initial_prompt=prompt or None)
         if self._batch_size:

@@ -23,7 +23,14 @@ from typing import Any, Dict, Optional, Tuple
 
 from ...errors import InvalidRequestError
 from ..embedding.engine_utils import pick_device, prepare_torch_env
-from .params import check_n, parse_size
+from .params import (
+    MAX_INFERENCE_STEPS,
+    MAX_INPUT_PIXELS,
+    check_bounded_int,
+    check_n,
+    check_pixels,
+    parse_size,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +62,12 @@ def load_image(data: Any, what: str = "image"):
     if not data:
         raise InvalidRequestError(f"'{what}' is empty")
     try:
-        img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(data))  # reads the header only
+    except Exception as e:
+        raise InvalidRequestError(f"'{what}' is not an image this server can read "
+                                  f"({type(e).__name__}: {e})") from None
+    check_pixels(img.size, f"'{what}'", MAX_INPUT_PIXELS)  # before decoding
+    try:
         img.load()
     except Exception as e:
         raise InvalidRequestError(f"'{what}' is not an image this server can read "
@@ -199,11 +211,8 @@ class DiffusersEngine:
             raise InvalidRequestError(
                 f"Unknown option(s) {bad} for model {self._model_uid!r} "
                 f"({type(pipe).__name__}); it takes {sorted(allowed)}")
-        steps = merged.get("num_inference_steps")
-        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int)
-                                  or steps < 1):
-            raise InvalidRequestError(
-                f"'num_inference_steps' must be a positive integer, got {steps!r}")
+        check_bounded_int("num_inference_steps", merged.get("num_inference_steps"),
+                          MAX_INFERENCE_STEPS)
         return merged
 
     def _generators(self, seed: Any, n: int):
@@ -368,6 +377,8 @@ class DiffusersImageModel(DiffusersEngine):
         """
         self._check_ability("image2image")
         img = load_image(image, "image").convert("RGB")
+        if parse_size(size) is None:  # the output takes the input's size
+            check_pixels(img.size, "'image' (the output size without 'size')")
         return self._generate("image2image", prompt, n, size, negative_prompt, kwargs,
                               progress, cancel, image=img)
 
@@ -385,6 +396,8 @@ class DiffusersImageModel(DiffusersEngine):
         """
         self._check_ability("inpainting")
         img = load_image(image, "image").convert("RGB")
+        if parse_size(size) is None:  # the output takes the input's size
+            check_pixels(img.size, "'image' (the output size without 'size')")
         mask = load_image(mask_image, "mask_image")
         if mask.size != img.size:
             raise InvalidRequestError(

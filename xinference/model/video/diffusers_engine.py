@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional
 
 from ...errors import InvalidRequestError
 from ..image.diffusers_engine import DiffusersEngine
-from ..image.params import check_n
+from ..image.params import MAX_NUM_FRAMES, check_bounded_int, check_n
 
 DEFAULT_FPS = 8
 
@@ -86,9 +86,7 @@ class DiffusersVideoModel(DiffusersEngine):
             raise InvalidRequestError(f"'fps' must be a number in (0, 120], got {fps!r}")
         seed = kwargs.pop("seed", None)
         args = self._options(pipe, kwargs)
-        nf = args.get("num_frames")
-        if nf is not None and (isinstance(nf, bool) or not isinstance(nf, int) or nf < 1):
-            raise InvalidRequestError(f"'num_frames' must be a positive integer, got {nf!r}")
+        check_bounded_int("num_frames", args.get("num_frames"), MAX_NUM_FRAMES)
         args.update(prompt=prompt, output_type="np")
         if negative_prompt is not None:
             args["negative_prompt"] = negative_prompt
