@@ -95,7 +95,8 @@ def abort_chunk(last: Optional[Dict[str, Any]], method: str) -> Dict[str, Any]:
     out = {k: last[k] for k in ("id", "created", "model") if k in last}
     out["object"] = obj
     if obj.startswith("chat"):
-        choice = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "abort"}
+        choice = {"index": 0, "delta": {"content": ""}, "logprobs": None,
+                  "finish_reason": "abort"}
     else:
         choice = {"index": 0, "text": "", "logprobs": None, "finish_reason": "abort"}
     out["choices"] = [choice]
@@ -494,6 +495,12 @@ class ModelActor(xo.StatelessActor):
         :meth:`generate`."""
         cfg, rid, strip = self._llm_config(generate_config)
         return await self._call("chat", messages, cfg, request_id=rid, strip_usage=strip)
+
+    async def count_chat_tokens(self, messages: List[Dict[str, Any]],
+                                generate_config: Optional[Dict[str, Any]] = None) -> int:
+        """Prompt tokens of a chat request, without generating (no admission: nothing
+        runs on the engine)."""
+        return await self._require("count_chat_tokens")(messages, generate_config)
 
     # ---- embedding and rerank (engines batch concurrent requests themselves) ----------
     async def create_embedding(self, input: Any, config: Optional[Dict[str, Any]] = None):
