@@ -21,6 +21,7 @@ import requests
 
 from xinference.client import RESTfulClient
 
+from .client_adapters import Loops, make_async_client
 from .conftest import start_server, wait_until
 from .diffusion_helpers import build_tiny_sd
 
@@ -81,9 +82,15 @@ def srv(tmp_path_factory):
         server.stop()
 
 
-@pytest.fixture(scope="module")
-def client(srv):
-    return RESTfulClient(srv.endpoint)
+@pytest.fixture(scope="module", params=["sync", "async"])
+def client(srv, request):
+    """``RESTfulClient``, or ``AsyncRESTfulClient`` driven by a private event loop."""
+    if request.param == "sync":
+        yield RESTfulClient(srv.endpoint)
+        return
+    loops = Loops()
+    yield make_async_client(srv.endpoint, loops)
+    loops.close()
 
 
 @pytest.fixture(scope="module")

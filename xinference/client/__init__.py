@@ -1,17 +1,22 @@
-"""Python SDK: ``from xinference.client import Client, RESTfulClient`` (the same class)."""
+"""Python SDK: ``from xinference.client import Client, RESTfulClient`` (the same class), and
+on asyncio ``AsyncClient`` / ``AsyncRESTfulClient`` (the same class) with the same methods
+as coroutines."""
 
-from .restful_client import (
-    Client,
+from .handles import (
     RESTfulChatModelHandle,
-    RESTfulClient,
-    RESTfulClientError,
+    RESTfulEmbeddingModelHandle,
     RESTfulGenerateModelHandle,
+    RESTfulImageModelHandle,
     RESTfulModelHandle,
+    RESTfulRerankModelHandle,
+    RESTfulVideoModelHandle,
 )
-from .handles import RESTfulEmbeddingModelHandle, RESTfulRerankModelHandle
-from .handles import RESTfulImageModelHandle, RESTfulVideoModelHandle
+from .restful_client import AsyncClient, AsyncRESTfulClient, Client, RESTfulClient
+from .transport import RESTfulClientError
 
 __all__ = [
+    "AsyncClient",
+    "AsyncRESTfulClient",
     "Client",
     "RESTfulClient",
     "RESTfulClientError",

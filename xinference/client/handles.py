@@ -1,12 +1,16 @@
-"""Handles for non-LLM model types (embedding, rerank ...), chosen by ``model_type``.
+"""Model handles, chosen by ``model_type`` (and, for LLMs, the ``chat`` ability).
 
-``RESTfulClient.get_model(uid)`` returns one of these for a non-LLM model::
+``RESTfulClient.get_model(uid)`` returns one of these::
 
     model = client.get_model("all-MiniLM-L6-v2")
     model.create_embedding("write a poem.")["data"][0]["embedding"]   # 384 floats
 
     reranker = client.get_model("bge-reranker-base")
     reranker.rerank(["doc a", "doc b"], "query", top_n=1)["results"]
+
+The same classes serve :class:`~xinference.client.AsyncRESTfulClient`: there each method
+returns a coroutine (``await model.chat(...)``), and a stream an async iterator (see
+:mod:`xinference.client.transport`).
 """
 
 from __future__ import annotations
@@ -14,7 +18,69 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, Iterator, List, Optional, Union
 
-from .restful_client import RESTfulClientError, RESTfulModelHandle
+from .transport import Call, HTTPBase, RESTfulClientError
+
+
+class RESTfulModelHandle(HTTPBase):
+    """A running model, addressed by ``model_uid``."""
+
+    def __init__(self, model_uid: str, transport):
+        super().__init__(transport)
+        self._model_uid = model_uid
+
+    @property
+    def model_uid(self) -> str:
+        return self._model_uid
+
+    def _post(self, action: str, path: str, body: Dict[str, Any]):
+        return self._do(Call(action, "POST", path, json=body,
+                             result="sse" if body.get("stream") else "json"))
+
+
+class RESTfulGenerateModelHandle(RESTfulModelHandle):
+    """An LLM with the ``generate`` ability (``POST /v1/completions``)."""
+
+    def generate(self, prompt: str, generate_config: Optional[Dict[str, Any]] = None,
+                 **kwargs) -> Union[Dict[str, Any], Iterator[Dict[str, Any]]]:
+        """A ``text_completion`` dict, or with ``generate_config["stream"]`` an iterator of
+        completion chunks."""
+        body = {"model": self._model_uid, "prompt": prompt, **(generate_config or {}), **kwargs}
+        return self._post("generate", "/v1/completions", body)
+
+
+class RESTfulChatModelHandle(RESTfulGenerateModelHandle):
+    """An LLM with the ``chat`` ability (``POST /v1/chat/completions``)."""
+
+    def chat(self, messages: Union[List[Dict[str, Any]], str, None] = None,
+             chat_history: Optional[List[Dict[str, Any]]] = None,
+             system_prompt: Optional[str] = None,
+             generate_config: Optional[Dict[str, Any]] = None,
+             tools: Optional[List[Dict[str, Any]]] = None,
+             enable_thinking: Optional[bool] = None,
+             prompt: Optional[str] = None,
+             **kwargs) -> Union[Dict[str, Any], Iterator[Dict[str, Any]]]:
+        """A ``chat.completion`` dict, or with ``generate_config["stream"]`` an iterator of
+        ``chat.completion.chunk`` dicts.
+
+        Accepts the current form ``chat(messages, generate_config=...)`` and the older
+        documented form ``chat(prompt, chat_history, system_prompt=..., generate_config=...)``.
+        """
+        if prompt is not None and messages is None:
+            messages = prompt
+        if isinstance(messages, str):
+            msgs: List[Dict[str, Any]] = []
+            if system_prompt:
+                msgs.append({"role": "system", "content": system_prompt})
+            msgs.extend(chat_history or [])
+            msgs.append({"role": "user", "content": messages})
+            messages = msgs
+        body: Dict[str, Any] = {"model": self._model_uid, "messages": messages,
+                                **(generate_config or {}), **kwargs}
+        if tools is not None:
+            body["tools"] = tools
+        if enable_thinking is not None:
+            body["enable_thinking"] = enable_thinking
+        return self._post("chat", "/v1/chat/completions", body)
 
 
 class RESTfulEmbeddingModelHandle(RESTfulModelHandle):
@@ -79,11 +145,9 @@ class RESTfulAudioModelHandle(RESTfulModelHandle):
 
             data["kwargs"] = json.dumps(data["kwargs"])
         content = audio if isinstance(audio, (bytes, bytearray)) else audio.read()
-        resp = self._request(action, "POST", path, data=data,
-                             files={"file": ("audio", bytes(content))})
-        if resp.headers.get("content-type", "").startswith("application/json"):
-            return resp.json()
-        return resp.text
+        return self._do(Call(action, "POST", path, data=data,
+                             files={"file": ("audio", bytes(content))},
+                             result="json_or_text"))
 
     def transcriptions(self, audio: Union[bytes, Any], language: Optional[str] = None,
                        prompt: Optional[str] = None, response_format: str = "json",
@@ -144,20 +208,9 @@ class RESTfulAudioModelHandle(RESTfulModelHandle):
         body: Dict[str, Any] = {"model": self._model_uid, "input": input,
                                 "voice": voice or None, "response_format": response_format,
                                 "speed": speed, "stream": stream, **kwargs}
-        resp = self._request("create speech", "POST", "/v1/audio/speech", stream=stream,
-                             json={k: v for k, v in body.items() if v is not None})
-        if not stream:
-            return resp.content
-
-        def chunks() -> Iterator[bytes]:
-            try:
-                for chunk in resp.iter_content(chunk_size=None):
-                    if chunk:
-                        yield chunk
-            finally:
-                resp.close()
-
-        return chunks()
+        return self._do(Call("create speech", "POST", "/v1/audio/speech",
+                             json={k: v for k, v in body.items() if v is not None},
+                             result="byte_stream" if stream else "bytes"))
 
 
 def _file_bytes(data: Any) -> bytes:
@@ -190,17 +243,16 @@ class _MediaHandle(RESTfulModelHandle):
             body["kwargs"] = json.dumps(kwargs)
         body["model"] = self._model_uid
         if files is None:
-            return self._request(action, "POST", path, json=body).json()
+            return self._do(Call(action, "POST", path, json=body))
         multipart = {k: (k, _file_bytes(v), "application/octet-stream")
                      for k, v in files.items()}
         form = {k: str(v) for k, v in body.items()}
-        return self._request(action, "POST", path, data=form, files=multipart).json()
+        return self._do(Call(action, "POST", path, data=form, files=multipart))
 
     def get_progress(self, request_id: str) -> Dict[str, Any]:
         """``{"request_id", "status", "progress"}`` of a request sent with
         ``request_id=...`` (``GET /v1/requests/{request_id}/progress``)."""
-        return self._request("get progress", "GET",
-                             f"/v1/requests/{request_id}/progress").json()
+        return self._do(Call("get progress", "GET", f"/v1/requests/{request_id}/progress"))
 
 
 class RESTfulImageModelHandle(_MediaHandle):
@@ -273,14 +325,21 @@ _HANDLES = {
 }
 
 
-def handle_for(model_type: str, args) -> RESTfulModelHandle:
-    """The handle class registered for ``model_type``.
+def handle_for(desc: Dict[str, Any], model_uid: str, transport) -> RESTfulModelHandle:
+    """The handle for a running model described by ``desc`` (``describe_model``'s
+    answer), on ``transport`` (the client's, sync or async): an LLM's by its ``chat``
+    ability, any other by ``model_type``.
 
     Raises:
         RESTfulClientError: no handle for that type.
     """
+    model_type = desc.get("model_type", "LLM")
+    if model_type == "LLM":
+        if "chat" in desc.get("model_ability", []):
+            return RESTfulChatModelHandle(model_uid, transport)
+        return RESTfulGenerateModelHandle(model_uid, transport)
     cls = _HANDLES.get(model_type)
     if cls is None:
         raise RESTfulClientError("get model", 400,
                                  f"no client handle for model type {model_type!r}")
-    return cls(*args)
+    return cls(model_uid, transport)

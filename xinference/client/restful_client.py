@@ -1,4 +1,5 @@
-"""``RESTfulClient`` (alias ``Client``): the Python SDK over the REST API, with ``requests``.
+"""``RESTfulClient`` (alias ``Client``): the Python SDK over the REST API, with ``requests``;
+``AsyncRESTfulClient`` (alias ``AsyncClient``): the same on ``asyncio`` (``httpx2``).
 
 Method names and arguments follow Xinference's documented client so user code runs
 unchanged::
@@ -14,130 +15,17 @@ A server error raises :class:`RESTfulClientError` carrying the server's message 
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Iterator, List, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
-import requests
+from .handles import RESTfulModelHandle, handle_for
+from .transport import AsyncTransport, Call, HTTPBase, RESTfulClientError, SyncTransport
 
-
-class RESTfulClientError(RuntimeError):
-    """The server answered with an error; ``status_code`` and ``detail`` are the server's."""
-
-    def __init__(self, action: str, status_code: int, detail: str):
-        super().__init__(f"Failed to {action}, status {status_code}, detail: {detail}")
-        self.status_code = status_code
-        self.detail = detail
+#: ``RESTfulClientError`` is re-exported: user code catches it from this module
+__all__ = ["AsyncClient", "AsyncRESTfulClient", "Client", "RESTfulClient",
+           "RESTfulClientError"]
 
 
-def _raise_for(action: str, resp: requests.Response) -> None:
-    if resp.status_code < 400:
-        return
-    try:
-        body = resp.json()
-        detail = body.get("detail") or (body.get("error") or {}).get("message") or resp.text
-    except ValueError:
-        detail = resp.text
-    raise RESTfulClientError(action, resp.status_code, str(detail))
-
-
-def _iter_sse(action: str, resp: requests.Response) -> Iterator[Dict[str, Any]]:
-    """Chunks of a ``text/event-stream`` response, until ``data: [DONE]``."""
-    try:
-        for line in resp.iter_lines(decode_unicode=True):
-            if not line or not line.startswith("data:"):
-                continue
-            data = line[5:].strip()
-            if data == "[DONE]":
-                return
-            chunk = json.loads(data)
-            if isinstance(chunk, dict) and "error" in chunk and "choices" not in chunk:
-                err = chunk["error"] or {}
-                raise RESTfulClientError(action, int(err.get("code") or 500),
-                                         str(err.get("message") or chunk.get("detail")))
-            yield chunk
-    finally:
-        resp.close()
-
-
-class _Base:
-    def __init__(self, base_url: str, session: requests.Session, timeout: Optional[float]):
-        self._base_url = base_url.rstrip("/")
-        self._session = session
-        self._timeout = timeout
-
-    def _request(self, action: str, method: str, path: str, stream: bool = False, **kw):
-        resp = self._session.request(method, self._base_url + path, stream=stream,
-                                     timeout=self._timeout, **kw)
-        _raise_for(action, resp)
-        return resp
-
-
-class RESTfulModelHandle(_Base):
-    """A running model, addressed by ``model_uid``."""
-
-    def __init__(self, model_uid: str, base_url: str, session: requests.Session,
-                 timeout: Optional[float] = None):
-        super().__init__(base_url, session, timeout)
-        self._model_uid = model_uid
-
-    @property
-    def model_uid(self) -> str:
-        return self._model_uid
-
-    def _post(self, action: str, path: str, body: Dict[str, Any]):
-        stream = bool(body.get("stream"))
-        resp = self._request(action, "POST", path, stream=stream, json=body)
-        if stream:
-            return _iter_sse(action, resp)
-        return resp.json()
-
-
-class RESTfulGenerateModelHandle(RESTfulModelHandle):
-    """An LLM with the ``generate`` ability (``POST /v1/completions``)."""
-
-    def generate(self, prompt: str, generate_config: Optional[Dict[str, Any]] = None,
-                 **kwargs) -> Union[Dict[str, Any], Iterator[Dict[str, Any]]]:
-        """A ``text_completion`` dict, or with ``generate_config["stream"]`` an iterator of
-        completion chunks."""
-        body = {"model": self._model_uid, "prompt": prompt, **(generate_config or {}), **kwargs}
-        return self._post("generate", "/v1/completions", body)
-
-
-class RESTfulChatModelHandle(RESTfulGenerateModelHandle):
-    """An LLM with the ``chat`` ability (``POST /v1/chat/completions``)."""
-
-    def chat(self, messages: Union[List[Dict[str, Any]], str, None] = None,
-             chat_history: Optional[List[Dict[str, Any]]] = None,
-             system_prompt: Optional[str] = None,
-             generate_config: Optional[Dict[str, Any]] = None,
-             tools: Optional[List[Dict[str, Any]]] = None,
-             enable_thinking: Optional[bool] = None,
-             prompt: Optional[str] = None,
-             **kwargs) -> Union[Dict[str, Any], Iterator[Dict[str, Any]]]:
-        """A ``chat.completion`` dict, or with ``generate_config["stream"]`` an iterator of
-        ``chat.completion.chunk`` dicts.
-
-        Accepts the current form ``chat(messages, generate_config=...)`` and the older
-        documented form ``chat(prompt, chat_history, system_prompt=..., generate_config=...)``.
-        """
-        if prompt is not None and messages is None:
-            messages = prompt
-        if isinstance(messages, str):
-            msgs: List[Dict[str, Any]] = []
-            if system_prompt:
-                msgs.append({"role": "system", "content": system_prompt})
-            msgs.extend(chat_history or [])
-            msgs.append({"role": "user", "content": messages})
-            messages = msgs
-        body: Dict[str, Any] = {"model": self._model_uid, "messages": messages,
-                                **(generate_config or {}), **kwargs}
-        if tools is not None:
-            body["tools"] = tools
-        if enable_thinking is not None:
-            body["enable_thinking"] = enable_thinking
-        return self._post("chat", "/v1/chat/completions", body)
-
-
-class RESTfulClient(_Base):
+class RESTfulClient(HTTPBase):
     """Client of one Xinference endpoint (``http://host:port``).
 
     Args:
@@ -146,15 +34,21 @@ class RESTfulClient(_Base):
         timeout: seconds per HTTP request; None waits as long as the server works.
     """
 
+    transport_class = SyncTransport
+
     def __init__(self, base_url: str = "http://127.0.0.1:9997", api_key: Optional[str] = None,
                  timeout: Optional[float] = None):
-        session = requests.Session()
-        if api_key:
-            session.headers["Authorization"] = f"Bearer {api_key}"
-        super().__init__(base_url, session, timeout)
+        super().__init__(self.transport_class(base_url, api_key, timeout))
 
-    def close(self) -> None:
-        self._session.close()
+    def close(self):
+        """Close the HTTP connections (with :class:`AsyncRESTfulClient`: a coroutine)."""
+        return self._transport.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     # ---- auth ------------------------------------------------------------------------
     token: Optional[str] = None
@@ -167,10 +61,12 @@ class RESTfulClient(_Base):
             RESTfulClientError: 401 for a wrong username or password, 400 when the server
             has no auth.
         """
-        resp = self._request("log in", "POST", "/token",
-                             data={"username": username, "password": password})
-        self.token = resp.json()["access_token"]
-        self._session.headers["Authorization"] = f"Bearer {self.token}"
+        def use(body: Dict[str, Any]) -> None:
+            self.token = body["access_token"]
+            self._transport.set_header("Authorization", f"Bearer {self.token}")
+
+        return self._do(Call("log in", "POST", "/token",
+                             data={"username": username, "password": password}, then=use))
 
     # ---- running models --------------------------------------------------------------
     def launch_model(self, model_name: str, model_type: str = "LLM",
@@ -194,15 +90,16 @@ class RESTfulClient(_Base):
             "gpu_idx": gpu_idx, "model_path": model_path, **kwargs,
         }
         body = {k: v for k, v in body.items() if v is not None}
-        return self._request("launch model", "POST", "/v1/models", json=body).json()["model_uid"]
+        return self._do(Call("launch model", "POST", "/v1/models", json=body,
+                             then=lambda r: r["model_uid"]))
 
     def list_models(self) -> Dict[str, Dict[str, Any]]:
         """``{model_uid: description}`` of the running models."""
-        data = self._request("list models", "GET", "/v1/models").json()["data"]
-        return {m["id"]: m for m in data}
+        return self._do(Call("list models", "GET", "/v1/models",
+                             then=lambda r: {m["id"]: m for m in r["data"]}))
 
     def describe_model(self, model_uid: str) -> Dict[str, Any]:
-        return self._request("describe model", "GET", f"/v1/models/{model_uid}").json()
+        return self._do(Call("describe model", "GET", f"/v1/models/{model_uid}"))
 
     def get_launch_model_progress(self, model_uid: str) -> Dict[str, float]:
         """``{"progress": 0..1}`` of a model being launched (1.0 once it runs).
@@ -210,74 +107,70 @@ class RESTfulClient(_Base):
         Raises:
             RESTfulClientError: 404 when the uid is neither launching nor running.
         """
-        return self._request("get launch progress", "GET",
-                             f"/v1/models/{model_uid}/progress").json()
+        return self._do(Call("get launch progress", "GET",
+                             f"/v1/models/{model_uid}/progress"))
 
     def terminate_model(self, model_uid: str) -> None:
-        self._request("terminate model", "DELETE", f"/v1/models/{model_uid}")
+        return self._do(Call("terminate model", "DELETE", f"/v1/models/{model_uid}",
+                             result="none"))
 
     def get_model(self, model_uid: str) -> RESTfulModelHandle:
         """A handle for a running model, chosen by its type and abilities."""
-        desc = self.describe_model(model_uid)
-        args = (model_uid, self._base_url, self._session, self._timeout)
-        model_type = desc.get("model_type", "LLM")
-        if model_type == "LLM":
-            if "chat" in desc.get("model_ability", []):
-                return RESTfulChatModelHandle(*args)
-            return RESTfulGenerateModelHandle(*args)
-        from . import handles
-
-        return handles.handle_for(model_type, args)
+        return self._do(Call("get model", "GET", f"/v1/models/{model_uid}",
+                             then=lambda d: handle_for(d, model_uid, self._transport)))
 
     # ---- registrations ---------------------------------------------------------------
     def list_model_registrations(self, model_type: str = "LLM",
                                  detailed: bool = False) -> List[Dict[str, Any]]:
-        return self._request("list model registrations", "GET",
+        return self._do(Call("list model registrations", "GET",
                              f"/v1/model_registrations/{model_type}",
-                             params={"detailed": str(detailed).lower()}).json()
+                             params={"detailed": str(detailed).lower()}))
 
     def get_model_registration(self, model_type: str, model_name: str) -> Dict[str, Any]:
-        return self._request("get model registration", "GET",
-                             f"/v1/model_registrations/{model_type}/{model_name}").json()
+        return self._do(Call("get model registration", "GET",
+                             f"/v1/model_registrations/{model_type}/{model_name}"))
 
     def register_model(self, model_type: str, model: Union[str, Dict[str, Any]],
                        persist: bool = False) -> None:
         """Register a custom model from its JSON (a string, as in the docs, or a dict)."""
         if not isinstance(model, str):
             model = json.dumps(model)
-        self._request("register model", "POST", f"/v1/model_registrations/{model_type}",
-                      json={"model": model, "persist": persist})
+        return self._do(Call("register model", "POST",
+                             f"/v1/model_registrations/{model_type}",
+                             json={"model": model, "persist": persist}, result="none"))
 
     def unregister_model(self, model_type: str, model_name: str) -> None:
-        self._request("unregister model", "DELETE",
-                      f"/v1/model_registrations/{model_type}/{model_name}")
+        return self._do(Call("unregister model", "DELETE",
+                             f"/v1/model_registrations/{model_type}/{model_name}",
+                             result="none"))
 
     def query_engine_by_model_name(self, model_name: str) -> Dict[str, Any]:
         """``{engine: [{model_format, model_size_in_billions, quantizations, ...}]}``."""
-        return self._request("query engines", "GET", f"/v1/engines/{model_name}").json()
+        return self._do(Call("query engines", "GET", f"/v1/engines/{model_name}"))
 
     # ---- cluster ---------------------------------------------------------------------
     def get_workers_info(self) -> List[Dict[str, Any]]:
         """The live workers: ``[{"address", "ip_address", "cpu_count", "memory_total",
         "memory_available", "gpus", "gpu_count", "models", "status",
         "last_heartbeat_seconds_ago", ...}]`` (``GET /v1/workers``)."""
-        return self._request("get workers info", "GET", "/v1/workers").json()
+        return self._do(Call("get workers info", "GET", "/v1/workers"))
 
     def get_cluster_info(self) -> List[Dict[str, Any]]:
         """Every node, the supervisor first (``GET /v1/cluster/info``)."""
-        return self._request("get cluster info", "GET", "/v1/cluster/info").json()
+        return self._do(Call("get cluster info", "GET", "/v1/cluster/info"))
 
     def get_supervisor_info(self) -> Dict[str, Any]:
         """The supervisor node of :meth:`get_cluster_info`."""
-        return self.get_cluster_info()[0]
+        return self._do(Call("get cluster info", "GET", "/v1/cluster/info",
+                             then=lambda nodes: nodes[0]))
 
     def get_instance_info(self, model_name: Optional[str] = None,
                           model_uid: Optional[str] = None) -> List[Dict[str, Any]]:
         """Model instances, running, launching or failed (``GET /v1/models/instances``)."""
         params = {k: v for k, v in (("model_name", model_name), ("model_uid", model_uid))
                   if v is not None}
-        return self._request("get instance info", "GET", "/v1/models/instances",
-                             params=params).json()
+        return self._do(Call("get instance info", "GET", "/v1/models/instances",
+                             params=params))
 
     def abort_request(self, model_uid: str, request_id: str) -> Dict[str, Any]:
         """Abort the running request that was sent with ``request_id`` (a stream ends
@@ -286,28 +179,29 @@ class RESTfulClient(_Base):
         Raises:
             RESTfulClientError: 404 when no such request runs.
         """
-        return self._request("abort request", "POST",
-                             f"/v1/models/{model_uid}/requests/{request_id}/abort").json()
+        return self._do(Call("abort request", "POST",
+                             f"/v1/models/{model_uid}/requests/{request_id}/abort"))
 
     def cancel_launch_model(self, model_uid: str) -> Dict[str, Any]:
         """Cancel a launch in progress (``POST /v1/models/{uid}/cancel``); 400 when the
         model is not launching."""
-        return self._request("cancel launch", "POST", f"/v1/models/{model_uid}/cancel").json()
+        return self._do(Call("cancel launch", "POST", f"/v1/models/{model_uid}/cancel"))
 
     def list_persisted_models(self) -> List[Dict[str, Any]]:
         """Launches recorded to come back after a restart (``GET /v1/models/persisted``)."""
-        return self._request("list persisted models", "GET", "/v1/models/persisted").json()
+        return self._do(Call("list persisted models", "GET", "/v1/models/persisted"))
 
     def forget_persisted_model(self, model_uid: str) -> None:
-        self._request("forget persisted model", "DELETE", f"/v1/models/persisted/{model_uid}")
+        return self._do(Call("forget persisted model", "DELETE",
+                             f"/v1/models/persisted/{model_uid}", result="none"))
 
     def list_cached_models(self, model_name: Optional[str] = None,
                            worker_ip: Optional[str] = None) -> List[Dict[str, Any]]:
         """Cached model versions on each worker (``GET /v1/cache/models``)."""
         params = {k: v for k, v in (("model_name", model_name), ("worker_ip", worker_ip))
                   if v is not None}
-        return self._request("list cached models", "GET", "/v1/cache/models",
-                             params=params).json()["list"]
+        return self._do(Call("list cached models", "GET", "/v1/cache/models",
+                             params=params, then=lambda r: r["list"]))
 
     def list_deletable_models(self, model_version: str,
                               worker_ip: Optional[str] = None) -> Dict[str, Any]:
@@ -315,8 +209,8 @@ class RESTfulClient(_Base):
         params = {"model_version": model_version}
         if worker_ip:
             params["worker_ip"] = worker_ip
-        return self._request("list cached files", "GET", "/v1/cache/models/files",
-                             params=params).json()
+        return self._do(Call("list cached files", "GET", "/v1/cache/models/files",
+                             params=params))
 
     list_cached_model_files = list_deletable_models
 
@@ -326,18 +220,44 @@ class RESTfulClient(_Base):
         params = {"model_version": model_version}
         if worker_ip:
             params["worker_ip"] = worker_ip
-        return self._request("remove cached model", "DELETE", "/v1/cache/models",
-                             params=params).json()
+        return self._do(Call("remove cached model", "DELETE", "/v1/cache/models",
+                             params=params))
 
     remove_cached_model = confirm_and_remove_model
 
     def abort_cluster(self) -> Dict[str, Any]:
         """Stop every worker and then the supervisor (``DELETE /v1/clusters``)."""
-        return self._request("stop cluster", "DELETE", "/v1/clusters").json()
+        return self._do(Call("stop cluster", "DELETE", "/v1/clusters"))
 
     def get_cluster_version(self) -> Dict[str, Any]:
         """``{"version": ...}`` of the server (``GET /v1/cluster/version``)."""
-        return self._request("get cluster version", "GET", "/v1/cluster/version").json()
+        return self._do(Call("get cluster version", "GET", "/v1/cluster/version"))
+
+
+
+class AsyncRESTfulClient(RESTfulClient):
+    """:class:`RESTfulClient` on ``asyncio`` (``httpx2``): the same methods and arguments,
+    each a coroutine, and the same model handles, whose methods are coroutines too; a
+    stream is an async iterator of chunks (as upstream Xinference's async client)::
+
+        client = AsyncRESTfulClient("http://127.0.0.1:9997")
+        model = await client.get_model(uid)
+        reply = await model.chat(messages=[...], generate_config={"max_tokens": 32})
+        async for chunk in await model.chat(messages=[...], generate_config={"stream": True}):
+            ...
+        await client.close()
+
+    Also usable as ``async with AsyncRESTfulClient(...) as client``.
+    """
+
+    transport_class = AsyncTransport
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.close()
 
 
 Client = RESTfulClient
+AsyncClient = AsyncRESTfulClient
