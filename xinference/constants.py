@@ -9,6 +9,9 @@ from pathlib import Path
 
 XINFERENCE_ENV_HOME = "XINFERENCE_HOME"
 XINFERENCE_ENV_ENDPOINT = "XINFERENCE_ENDPOINT"
+# An API key for the REST API (the CLI's default; a worker's credential for
+# GET /v1/address when the supervisor runs with --auth-config).
+XINFERENCE_ENV_API_KEY = "XINFERENCE_API_KEY"
 XINFERENCE_ENV_HEALTH_CHECK_INTERVAL = "XINFERENCE_HEALTH_CHECK_INTERVAL"
 # Cluster liveness: a worker heartbeats every INTERVAL seconds; the supervisor declares it
 # dead after FAILURE_THRESHOLD intervals without one; calls to a worker that may be dead
@@ -17,6 +20,11 @@ XINFERENCE_ENV_HEALTH_CHECK_FAILURE_THRESHOLD = "XINFERENCE_HEALTH_CHECK_FAILURE
 XINFERENCE_ENV_HEALTH_CHECK_TIMEOUT = "XINFERENCE_HEALTH_CHECK_TIMEOUT"
 # "0" disables the model process that a worker starts ahead of the next launch.
 XINFERENCE_ENV_SPARE_PROCESS = "XINFERENCE_SPARE_MODEL_PROCESS"
+
+# xoscar uids of the cluster's actors: one SupervisorActor per cluster, one WorkerActor in
+# each worker's main pool. Each side finds the other by address and these uids.
+SUPERVISOR_UID = "supervisor"
+WORKER_UID = "worker"
 
 XINFERENCE_DEFAULT_HOST = "127.0.0.1"
 XINFERENCE_DEFAULT_PORT = 9997

@@ -6,18 +6,26 @@ holding the launch request (model name, type, uid, replica, engine options ...) 
 model is running. The supervisor launches every record again when it starts and whenever a
 worker registers, under the same uid and options (see ``SupervisorActor``); terminating the
 model, or ``DELETE /v1/models/persisted/{model_uid}``, removes its record. A broken file is
-skipped with a warning.
+skipped with a warning. :class:`PersistStore` is the files; :class:`PersistedLaunches` the
+supervisor's part: writing records after launches, relaunching them, reporting their state.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
+import time
 from pathlib import Path
-from typing import Any, Dict
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, List, Optional, Set
 
-from ..constants import xinference_home
+from ..constants import health_check_interval, xinference_home
+from ..errors import ModelNotFoundError, ModelUnavailableError
+
+if TYPE_CHECKING:
+    from .model_table import ModelTable
+    from .workers import WorkerTable
 
 logger = logging.getLogger(__name__)
 
@@ -75,3 +83,117 @@ class PersistStore:
                 continue
             out[p.stem] = rec
         return out
+
+
+class PersistedLaunches:
+    """The supervisor's persisted launches: records written after a launch, launched
+    again when workers (re)join, and their state.
+
+    A relaunch that fails is recorded in the model table (``ModelTable.failed``: the uid
+    answers 503 with the reason and lists with ``status: "error"``) and not retried; one
+    that finds no room, or not its worker yet, waits for the next worker to register.
+
+    Args:
+        workers: the cluster's workers (whether any is there, and which).
+        models: the model table (what runs, launches, or failed to relaunch).
+        launch: the supervisor's ``launch_builtin_model``, called with a record's fields
+            and ``persist=True``.
+    """
+
+    def __init__(self, workers: "WorkerTable", models: "ModelTable",
+                 launch: Callable[..., Awaitable[str]]):
+        self.store = PersistStore()
+        self._workers = workers
+        self._models = models
+        self._launch = launch
+        self._lock = asyncio.Lock()
+        self._tasks: Set[asyncio.Task] = set()
+        self._started = time.monotonic()
+
+    def records(self) -> Dict[str, Dict[str, Any]]:
+        """``{model_uid: launch request}`` on disk."""
+        return self.store.load_all()
+
+    def launched(self, model_uid: str, record: Dict[str, Any],
+                 persist: Optional[bool]) -> None:
+        """``model_uid`` runs: record its launch ``record`` when ``persist`` (None: when
+        ``XINFERENCE_PERSIST_MODELS`` says so); a failed relaunch of it is forgotten."""
+        if persist or (persist is None and persist_by_default()):
+            self.store.save(model_uid, {k: v for k, v in record.items() if v is not None})
+        self._models.failed.pop(model_uid, None)
+
+    def terminated(self, model_uid: str) -> bool:
+        """``model_uid`` is terminated: forget its record and failed relaunch; True when
+        there was either."""
+        persisted = self.store.delete(model_uid)
+        failed = self._models.failed.pop(model_uid, None)
+        return persisted or failed is not None
+
+    def rows(self) -> List[Dict[str, Any]]:
+        """The launch records (``GET /v1/models/persisted``), each with ``status``:
+        ``running``, ``launching``, ``failed`` (with ``error``) or ``pending`` (waiting for
+        a worker)."""
+        failed = self._models.failed
+        out = []
+        for uid, rec in self.records().items():
+            status = ("running" if uid in self._models else "launching"
+                      if self._models.is_launching(uid) else "failed"
+                      if uid in failed else "pending")
+            row = {"model_uid": uid, "launch": rec, "status": status}
+            if status == "failed":
+                row["error"] = failed[uid]
+            out.append(row)
+        return out
+
+    def forget(self, model_uid: str) -> None:
+        """Remove a launch record (the model keeps running if it runs).
+
+        Raises:
+            ModelNotFoundError: no record for ``model_uid``.
+        """
+        if not self.store.delete(model_uid):
+            raise ModelNotFoundError(f"No persisted model {model_uid!r}")
+        self._models.failed.pop(model_uid, None)
+
+    def failed_row(self, model_uid: str) -> Dict[str, Any]:
+        """The model description of a persisted model whose relaunch failed
+        (``status: "error"``, ``error``: why), as ``describe_model`` answers."""
+        rec = self.records().get(model_uid) or {"model_uid": model_uid}
+        return {"model_uid": model_uid, "model_name": rec.get("model_name"),
+                "model_type": rec.get("model_type", "LLM"),
+                "model_engine": rec.get("model_engine"), "replica": rec.get("replica", 1),
+                "replicas": [], "address": None, "created": None, "persisted": True,
+                "status": "error", "error": self._models.failed[model_uid]}
+
+    def schedule(self) -> None:
+        """Relaunch the records that are not running, in the background."""
+        task = asyncio.ensure_future(self._relaunch())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _relaunch(self) -> None:
+        """Launch the recorded models that are not running, once each (see the class
+        docstring)."""
+        if not self._workers.has_local():
+            # A restarted supervisor: let the running workers report their models first.
+            wait = self._started + 2 * health_check_interval() - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        async with self._lock:
+            for uid, rec in self.records().items():
+                if uid in self._models or self._models.is_launching(uid) \
+                        or uid in self._models.failed or not self._workers:
+                    continue
+                wip = rec.get("worker_ip")
+                if wip and not self._workers.has(wip):
+                    continue  # its worker has not joined yet
+                logger.info("Launching the persisted model %s again", uid)
+                try:
+                    await self._launch(**dict(rec, persist=True))
+                except ModelUnavailableError as e:
+                    logger.warning("Persisted model %s waits for room: %s", uid, e.message)
+                except Exception as e:
+                    msg = getattr(e, "message", None) or f"{type(e).__name__}: {e}"
+                    self._models.failed[uid] = (
+                        f"The relaunch of persisted model {uid!r} failed: {msg}")
+                    logger.error("%s", self._models.failed[uid])

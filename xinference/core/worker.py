@@ -25,13 +25,16 @@ from typing import Any, Dict, List, Optional
 import xoscar as xo
 
 from ..constants import (
+    SUPERVISOR_UID,
+    WORKER_UID,
     XINFERENCE_ENV_SPARE_PROCESS,
     health_check_interval,
     health_check_timeout,
 )
 from ..errors import ConflictError, ModelNotFoundError, ModelUnavailableError
-from .model import ModelActor
 from ..model.progress import LaunchProgressActor
+from .discovery import fetch_supervisor_address
+from .model import ModelActor
 from .resource import allocate_gpus, gpu_env, normalize_gpu_idx, normalize_n_gpu
 
 logger = logging.getLogger(__name__)
@@ -130,7 +133,7 @@ class WorkerActor(xo.StatelessActor):
 
     @classmethod
     def default_uid(cls) -> str:
-        return "worker"
+        return WORKER_UID
 
     async def __pre_destroy__(self):
         if self._heartbeat_task is not None:
@@ -398,22 +401,13 @@ class WorkerActor(xo.StatelessActor):
         """Ask the REST endpoint again for the supervisor's address (it may have moved)."""
         if not self._endpoint:
             return
-        import json
-        import urllib.request
-
-        from ..deploy.worker import auth_headers
-
-        def fetch():
-            url = self._endpoint.rstrip("/") + "/v1/address"
-            req = urllib.request.Request(url, headers=auth_headers(self._api_key))
-            with urllib.request.urlopen(req, timeout=health_check_timeout()) as resp:
-                return json.loads(resp.read())
-
         try:
-            address = await asyncio.to_thread(fetch)
+            address = await asyncio.to_thread(
+                fetch_supervisor_address, self._endpoint, 0, self._api_key,
+                health_check_timeout())
         except Exception:
             return
-        if isinstance(address, str) and address != self._supervisor_address:
+        if address != self._supervisor_address:
             logger.info("The supervisor is now at %s", address)
             self._supervisor_address = address
             self._supervisor_ref = None
@@ -427,7 +421,7 @@ class WorkerActor(xo.StatelessActor):
         try:
             if self._supervisor_ref is None:
                 self._supervisor_ref = await xo.wait_for(
-                    xo.actor_ref(address=self._supervisor_address, uid="supervisor"), timeout
+                    xo.actor_ref(address=self._supervisor_address, uid=SUPERVISOR_UID), timeout
                 )
             reply = await xo.wait_for(
                 self._supervisor_ref.worker_heartbeat(self.address, status), timeout
@@ -460,7 +454,7 @@ class WorkerActor(xo.StatelessActor):
             self._heartbeat_task = None
         try:
             ref = await xo.wait_for(
-                xo.actor_ref(address=self._supervisor_address, uid="supervisor"), 5)
+                xo.actor_ref(address=self._supervisor_address, uid=SUPERVISOR_UID), 5)
             await xo.wait_for(ref.remove_worker(self.address), 5)
         except Exception as e:
             logger.warning("Could not tell the supervisor that this worker leaves: %s", e)

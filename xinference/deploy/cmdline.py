@@ -13,7 +13,12 @@ from typing import Any, Dict, List, Optional
 
 import click
 
-from ..constants import XINFERENCE_DEFAULT_HOST, XINFERENCE_DEFAULT_PORT, default_endpoint
+from ..constants import (
+    XINFERENCE_DEFAULT_HOST,
+    XINFERENCE_DEFAULT_PORT,
+    XINFERENCE_ENV_API_KEY,
+    default_endpoint,
+)
 
 MODEL_TYPES = ["LLM", "embedding", "rerank", "image", "audio", "video"]
 
@@ -40,7 +45,7 @@ def _client(endpoint: Optional[str], api_key: Optional[str] = None):
     from ..client import RESTfulClient
 
     endpoint = (endpoint or default_endpoint()).rstrip("/")
-    key = api_key or os.environ.get("XINFERENCE_API_KEY") or _saved_tokens().get(endpoint)
+    key = api_key or os.environ.get(XINFERENCE_ENV_API_KEY) or _saved_tokens().get(endpoint)
     return RESTfulClient(endpoint, api_key=key)
 
 

@@ -15,37 +15,27 @@ from typing import Optional
 
 import xoscar as xo
 
-from .utils import get_free_port, run_event_loop, setup_logging
+from .utils import run_event_loop, setup_logging, shutdown_cluster, start_main_pool
 
 logger = logging.getLogger(__name__)
 
 
 async def create_local_cluster(pool_host: str = "127.0.0.1", pool_port: Optional[int] = None):
     """Start the main pool with both actors; returns ``(pool, supervisor_ref, worker_ref)``."""
-    from ..core import xoscar_setup  # noqa: F401  (before the pool starts)
+    from ..constants import SUPERVISOR_UID, WORKER_UID
     from ..core.supervisor import SupervisorActor
     from ..core.worker import WorkerActor
 
-    address = f"{pool_host}:{pool_port or get_free_port(pool_host)}"
-    pool = await xo.create_actor_pool(address, n_process=0, auto_recover=False)
+    pool = await start_main_pool(pool_host, pool_port)
     supervisor = await xo.create_actor(
-        SupervisorActor, address=pool.external_address, uid=SupervisorActor.default_uid()
+        SupervisorActor, address=pool.external_address, uid=SUPERVISOR_UID
     )
     worker = await xo.create_actor(
         WorkerActor, pool.external_address, pool,
-        address=pool.external_address, uid=WorkerActor.default_uid(),
+        address=pool.external_address, uid=WORKER_UID,
     )
     await supervisor.add_worker(pool.external_address, local=True)
     return pool, supervisor, worker
-
-
-async def shutdown_cluster(pool, worker) -> None:
-    """Terminate every model process, then stop the pool."""
-    try:
-        await asyncio.wait_for(xo.destroy_actor(worker), timeout=30)
-    except Exception:
-        logger.exception("Stopping the worker failed")
-    await pool.stop()
 
 
 def _uvicorn_server(config):

@@ -16,22 +16,19 @@ from typing import Optional
 import xoscar as xo
 
 from .local import serve_rest_api
-from .utils import get_free_port, run_event_loop, setup_logging
-from .worker import pool_host
+from .utils import pool_host, run_event_loop, setup_logging, start_main_pool
 
 logger = logging.getLogger(__name__)
 
 
 async def start_supervisor(host: str, supervisor_port: Optional[int] = None):
     """Start the supervisor pool and actor; returns ``(pool, supervisor_ref)``."""
-    from ..core import xoscar_setup  # noqa: F401  (before the pool starts)
+    from ..constants import SUPERVISOR_UID
     from ..core.supervisor import SupervisorActor
 
-    h = pool_host(host)
-    address = f"{h}:{supervisor_port or get_free_port(h)}"
-    pool = await xo.create_actor_pool(address, n_process=0, auto_recover=False)
+    pool = await start_main_pool(pool_host(host), supervisor_port)
     supervisor = await xo.create_actor(
-        SupervisorActor, address=pool.external_address, uid=SupervisorActor.default_uid()
+        SupervisorActor, address=pool.external_address, uid=SUPERVISOR_UID
     )
     return pool, supervisor
 
