@@ -81,7 +81,7 @@ def all_route_rows():
 
 def _request(endpoint: str, route, headers) -> requests.Response:
     path = route.path
-    for name in ("model_uid", "model_type", "model_name", "request_id"):
+    for name in ("model_uid", "model_type", "model_name", "request_id", "replica_id"):
         path = path.replace("{%s}" % name, "no-such-" + name.replace("_", "-"))
     kw = {"json": {}} if route.method in ("POST", "PUT") else {}
     return requests.request(route.method, endpoint + path, headers=headers, timeout=30, **kw)

@@ -119,6 +119,40 @@ class RESTfulClient(HTTPBase):
         return self._do(Call("get model", "GET", f"/v1/models/{model_uid}",
                              then=lambda d: handle_for(d, model_uid, self._transport)))
 
+    def get_model_events(self, model_uid: str) -> List[Dict[str, Any]]:
+        """The model's events, oldest first: ``[{"event_type", "event_ts",
+        "event_content", "kind", "replica_uid"}]`` (``GET /v1/models/{uid}/events``; 404
+        for a uid never launched)."""
+        return self._do(Call("get model events", "GET", f"/v1/models/{model_uid}/events"))
+
+    def list_model_replicas(self, model_uid: str) -> List[Dict[str, Any]]:
+        """``[{"replica_id", "worker_address", "pid", "status", ...}]`` of a running
+        model (``GET /v1/models/{uid}/replicas``)."""
+        return self._do(Call("list replicas", "GET", f"/v1/models/{model_uid}/replicas"))
+
+    def scale_out(self, model_uid: str, cnt: int = 1) -> Dict[str, Any]:
+        """Add ``cnt`` replicas, placed as a launch places them; returns once they serve.
+
+        Raises:
+            RESTfulClientError: 400 for ``cnt`` < 1 or beyond the workers' GPUs / memory.
+        """
+        return self._do(Call("scale out", "POST", f"/v1/models/{model_uid}/replicas/scale_out",
+                             json={"cnt": cnt}))
+
+    def scale_in(self, model_uid: str, cnt: int = 1) -> Dict[str, Any]:
+        """Remove ``cnt`` replicas; their in-flight requests finish first.
+
+        Raises:
+            RESTfulClientError: 400 when fewer than one replica would be left.
+        """
+        return self._do(Call("scale in", "POST", f"/v1/models/{model_uid}/replicas/scale_in",
+                             json={"cnt": cnt}))
+
+    def remove_model_replica(self, model_uid: str, replica_id: str) -> Dict[str, Any]:
+        """Remove one replica by id (drained first); 404 for an unknown one."""
+        return self._do(Call("remove replica", "DELETE",
+                             f"/v1/models/{model_uid}/replicas/{replica_id}"))
+
     # ---- registrations ---------------------------------------------------------------
     def list_model_registrations(self, model_type: str = "LLM",
                                  detailed: bool = False) -> List[Dict[str, Any]]:

@@ -172,6 +172,12 @@ class ModelActor(xo.StatelessActor):
     def pid(self) -> int:
         return os.getpid()
 
+    def in_flight(self) -> int:
+        """Requests this replica still serves: calls admitted and not finished, plus
+        streams whose chunks are not all read yet (a replica being removed is stopped
+        once this is 0, see :mod:`xinference.core.scaling`)."""
+        return self._admitted + len(self._streams)
+
     async def engine_stats(self) -> Dict[str, Any]:
         """The engine's counters (its ``stats()``: busy slots, cancelled requests ...) plus
         ``admitted_requests``; ``{}`` from the engine when it keeps none."""

@@ -22,8 +22,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..restful_api import RESTfulAPI
 
 #: area modules of this package, in the order their routes are added
-AREAS = ["admin", "models", "cluster", "llm", "anthropic", "embeddings", "audio", "images",
-         "videos", "auth", "metrics"]
+AREAS = ["admin", "models", "replicas", "cluster", "llm", "anthropic", "embeddings",
+         "audio", "images", "videos", "auth", "metrics"]
 
 #: the only paths that may be served without a scope (with auth on, everything else needs
 #: a credential holding the route's scope; see :mod:`xinference.api.auth`)
