@@ -367,7 +367,7 @@ class AuthMiddleware:
                         f"User {user.username!r} lacks the permission {needed!r} for this "
                         "route")
             except (AuthenticationError, PermissionDeniedError) as e:
-                from .restful_api import exception_to_response
+                from .errors import exception_to_response
 
                 resp = exception_to_response(e)
                 if scope.get("path", "").startswith("/v1/messages"):  # Anthropic's shape

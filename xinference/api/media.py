@@ -218,10 +218,9 @@ class MediaService:
         the engine stops at its next step. Returns ``(result, request_id)``."""
         rid = str(config.get("request_id") or uuid.uuid4().hex)
         config["request_id"] = rid
-        ref = await self.api._model(model_uid)
-        self.track(rid, ref, model_uid)
-        result = await self.api._call_ref(ref, model_uid, method, args + (config,),
-                                            request)
+        _, result = await self.api._call_uid(
+            model_uid, method, args + (config,), request,
+            on_ref=lambda ref: self.track(rid, ref, model_uid))
         return result, rid
 
 

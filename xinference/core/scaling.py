@@ -138,7 +138,7 @@ class ReplicaScaler:
                 self._models.keep(address, ruid)
                 row = await self._launcher.start_replica(
                     w, model_uid, ruid, plan["model_type"], plan["loader"], plan["desc"],
-                    plan["request_limits"], plan["n_gpu"], plan["gpu_idx"])
+                    plan["request_limits"], plan["n_gpu"], plan["gpu_idx"], plan["venv"])
                 m = self._models.running(model_uid)  # terminated meanwhile: 404
                 m.replicas.append(row)  # serves from now on
                 self._launcher.events.add(model_uid, f"Replica {ruid} added",
