@@ -14,13 +14,12 @@ from sse_starlette.sse import EventSourceResponse
 from ...core.model import ModelStream
 from ...errors import InvalidRequestError
 from .. import anthropic as am
+from ..errors import exception_to_response
 from . import Route, Router
 
 
 def anthropic_error_response(e: BaseException) -> JSONResponse:
     """Any exception as an Anthropic error response (status as the OpenAI routes give)."""
-    from ..restful_api import exception_to_response
-
     resp = exception_to_response(e)
     message = json.loads(resp.body).get("detail", str(e))
     out = JSONResponse(am.error_body(resp.status_code, message),
@@ -43,8 +42,8 @@ class AnthropicRouter(Router):
         Route("POST", "/v1/messages/count_tokens", "count_tokens", "models:read"),
     ]
 
-    async def _check_thinking(self, ref, model_uid: str) -> None:
-        desc = await self.api._call_ref(ref, model_uid, "describe", ())
+    async def _check_thinking(self, model_uid: str) -> None:
+        _, desc = await self.api._call_uid(model_uid, "describe", ())
         if "reasoning" not in (desc.get("model_ability") or []):
             raise InvalidRequestError(
                 f"thinking: model {model_uid!r} has no reasoning ability (abilities: "
@@ -56,11 +55,10 @@ class AnthropicRouter(Router):
             body = await _json(request)
             uid, messages, cfg, thinking = am.to_chat_request(body)
             stops = cfg.get("stop", [])
-            ref = await self.api._model(uid)
             if thinking:
-                await self._check_thinking(ref, uid)
-            result = await self.api._call_ref(ref, uid, "chat", (messages, cfg),
-                                              None if cfg.get("stream") else request)
+                await self._check_thinking(uid)
+            ref, result = await self.api._call_uid(uid, "chat", (messages, cfg),
+                                                   None if cfg.get("stream") else request)
         except Exception as e:
             return anthropic_error_response(e)
         if not isinstance(result, ModelStream):
@@ -93,10 +91,9 @@ class AnthropicRouter(Router):
         try:
             body = await _json(request)
             uid, messages, cfg, thinking = am.to_chat_request(body, count_only=True)
-            ref = await self.api._model(uid)
             if thinking:
-                await self._check_thinking(ref, uid)
-            n = await self.api._call_ref(ref, uid, "count_chat_tokens", (messages, cfg))
+                await self._check_thinking(uid)
+            _, n = await self.api._call_uid(uid, "count_chat_tokens", (messages, cfg))
         except Exception as e:
             return anthropic_error_response(e)
         return JSONResponse({"input_tokens": n})
