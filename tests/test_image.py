@@ -14,6 +14,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from urllib.parse import urlparse
 
 import pytest
@@ -291,7 +292,9 @@ def test_abilities_the_model_lacks_are_400(srv):
 # ---- progress and cancellation ------------------------------------------------------------
 
 def test_progress_while_generating(srv, client):
-    rid = "progress-test-1"
+    # unique per run: the module runs this test once per client, and a finished request's
+    # progress stays readable for a while
+    rid = f"progress-test-{uuid.uuid4().hex[:8]}"
     seen = []
     result = {}
 
