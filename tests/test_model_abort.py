@@ -79,7 +79,7 @@ def test_abort_blocking_non_stream_call():
         with pytest.raises(RequestAbortedError, match="r2"):
             await asyncio.wait_for(call, 5)
         assert actor.describe()["admitted_requests"] == 0
-        m = actor.get_metrics()["stats"]
+        m = (await actor.get_metrics())["stats"]
         assert m["requests"] == 1 and m["aborted"] == 1 and m["errors"] == 0
 
     asyncio.run(main())

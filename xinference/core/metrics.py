@@ -57,6 +57,11 @@ METRICS: Dict[str, Tuple[str, str, Optional[Sequence[float]]]] = {
         "gauge", "Requests admitted now (running and waiting), per replica summed.", None),
     "xinference_model_queued_requests": (
         "gauge", "Admitted requests waiting for the engine (one-at-a-time engines).", None),
+    "xinference_model_engine_running_requests": (
+        "gauge", "Requests the engine's scheduler is decoding now (its own count).", None),
+    "xinference_model_engine_waiting_requests": (
+        "gauge", "Requests waiting in the engine's scheduler (KV cache or batch full).",
+        None),
     # cluster (from the supervisor)
     "xinference_running_models": ("gauge", "Models running in the cluster.", None),
     "xinference_model_replicas": (
@@ -303,6 +308,9 @@ def _families(snapshot: Dict[str, Any], http: Optional[HTTPMetrics]):
             for k in ("requests", "errors", "aborted", "prompt_tokens", "generated_tokens",
                       "admitted", "queued"):
                 m[k] += s[k]
+            for k in ("engine_running", "engine_waiting"):
+                if s.get(k) is not None:
+                    m[k] = (m.get(k) or 0) + s[k]
             m["tokens_per_second"] = max(m["tokens_per_second"], s["tokens_per_second"])
             m["duration"] = _merge_histograms(m["duration"], s["duration"])
             m["ttft"] = _merge_histograms(m["ttft"], s["ttft"])
@@ -318,6 +326,11 @@ def _families(snapshot: Dict[str, Any], http: Optional[HTTPMetrics]):
                     ("xinference_model_admitted_requests", "admitted"),
                     ("xinference_model_queued_requests", "queued")):
                 fam(metric, MODEL_LABELS).add_metric(labels, s[field])
+            for metric, field in (
+                    ("xinference_model_engine_running_requests", "engine_running"),
+                    ("xinference_model_engine_waiting_requests", "engine_waiting")):
+                if s.get(field) is not None:
+                    fam(metric, MODEL_LABELS).add_metric(labels, s[field])
             _add_histogram(fam("xinference_model_request_duration_seconds", MODEL_LABELS),
                            labels, s["duration"])
             _add_histogram(fam("xinference_model_time_to_first_token_seconds",

@@ -157,6 +157,12 @@ class ModelActor(xo.StatelessActor):
     async def __pre_destroy__(self):
         for sid in list(self._streams):
             self.close_stream(sid)
+        close = getattr(self._model, "close", None)  # engines with processes of their own
+        if callable(close):
+            try:
+                await asyncio.to_thread(close)
+            except Exception:  # noqa: BLE001 - the process is removed anyway
+                logger.exception("Closing the engine of %s failed", self._model_uid)
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def load(self) -> Dict[str, Any]:
@@ -408,12 +414,22 @@ class ModelActor(xo.StatelessActor):
     def has_request(self, request_id: str) -> bool:
         return request_id in self._requests
 
-    def get_metrics(self) -> Dict[str, Any]:
+    async def get_metrics(self) -> Dict[str, Any]:
         """``{"model_uid", "model_name", "engine", "stats"}``: this replica's counters
-        (see :class:`~xinference.core.metrics.ModelStats`), for one scrape."""
+        (see :class:`~xinference.core.metrics.ModelStats`), for one scrape, with the
+        engine scheduler's ``requests_running`` / ``requests_waiting`` where the engine
+        reports them (vLLM, Transformers, llama.cpp)."""
+        snap = self._stats.snapshot(self._admitted, self._queued)
+        stats = getattr(self._model, "stats", None)
+        if callable(stats):
+            try:
+                engine = await asyncio.to_thread(stats)
+            except Exception:  # noqa: BLE001 - a scrape never fails for an engine counter
+                engine = {}
+            snap["engine_running"] = engine.get("requests_running")
+            snap["engine_waiting"] = engine.get("requests_waiting")
         return {"model_uid": self._model_uid, "model_name": self._desc.get("model_name"),
-                "engine": self._desc.get("model_engine"),
-                "stats": self._stats.snapshot(self._admitted, self._queued)}
+                "engine": self._desc.get("model_engine"), "stats": snap}
 
     def _reap(self) -> None:
         """Drop finished streams nobody pulled for ``STREAM_IDLE_TIMEOUT`` seconds."""

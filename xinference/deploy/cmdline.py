@@ -301,7 +301,9 @@ def engine(endpoint, api_key, model_name):
         _fail(e)
     rows = [
         (name, r["model_format"], r.get("model_size_in_billions") or "", ",".join(r["quantizations"]),
-         "yes" if r.get("available") else f"no ({r.get('unavailable_reason')})")
+         ("yes" if r.get("available") else f"no ({r.get('unavailable_reason')})")
+         + (" (own virtual environment, made at the first launch)"
+            if r.get("available") and r.get("virtualenv") else ""))
         for name, specs in engines.items() for r in specs
     ]
     click.echo(tabulate(rows, headers=["Engine", "Format", "Size (B)", "Quantizations",

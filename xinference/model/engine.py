@@ -31,6 +31,17 @@ def unavailable_reason(requires: Iterable[str]) -> Optional[str]:
     return None
 
 
+def uv_available() -> bool:
+    """Whether ``uv`` can be run here (its Python package, or a binary on ``PATH`` or
+    beside this interpreter), checked without running it."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    return bool(importlib.util.find_spec("uv") or shutil.which("uv")
+                or (Path(sys.executable).parent / "uv").exists())
+
+
 @dataclass(frozen=True)
 class LaunchOption:
     """One launch option of an engine.
@@ -96,6 +107,8 @@ class EngineSpec:
             :mod:`xinference.model.virtualenv` and doc/virtualenv.md.
         virtualenv_excludes: distribution names (markers allowed) the installer leaves out
             of that environment although a package depends on them (uv's ``--excludes``).
+        validate: checks across options, after each was parsed (``validate(options)``;
+            raises ``InvalidRequestError`` naming the options), at plan time.
     """
 
     name: str
@@ -108,14 +121,22 @@ class EngineSpec:
     extra_options: bool = False
     virtualenv_packages: Tuple[str, ...] = ()
     virtualenv_excludes: Tuple[str, ...] = ()
+    validate: Optional[Callable[[Mapping[str, Any]], None]] = field(
+        default=None, hash=False, compare=False)
 
     def matches(self, name: str) -> bool:
         """Whether ``name`` is this engine's name or an alias, in any case."""
         return name.lower() in {n.lower() for n in (self.name,) + self.aliases}
 
     def available(self) -> Optional[str]:
-        """``None`` when usable here, else why not (a missing package)."""
-        return unavailable_reason(self.requires)
+        """``None`` when usable here, else why not (a missing package; for an engine with
+        an environment of its own: a missing package and no ``uv`` to make it)."""
+        why = unavailable_reason(self.requires)
+        if why is None or not self.virtualenv_packages:
+            return why
+        return None if uv_available() else (
+            f"{why}, and uv (which makes the engine's virtual environment) is missing: "
+            "pip install uv")
 
     def load_class(self):
         """The engine class (imports its module)."""
@@ -164,7 +185,8 @@ def check_launch_options(engine: EngineSpec, kwargs: Mapping[str, Any], model_na
 
     Raises:
         InvalidRequestError: an option the schema does not name (unless
-        ``engine.extra_options``), or a bad value (the message names the option).
+        ``engine.extra_options``), a bad value (the message names the option), or a
+        combination ``engine.validate`` refuses.
     """
     schema = engine.options
     unknown = sorted(set(kwargs) - set(schema))
@@ -178,6 +200,8 @@ def check_launch_options(engine: EngineSpec, kwargs: Mapping[str, Any], model_na
         opt = schema.get(name)
         if opt is not None and opt.parse is not None and value is not None:
             options[name] = opt.parse(name, value)
+    if engine.validate is not None:
+        engine.validate(options)
     return options
 
 
@@ -210,7 +234,7 @@ def engine_rows(engine: EngineSpec, family: Any, specs: Iterable[Any],
     """Rows of ``GET /v1/engines/{model_name}`` (and ``xinference engine``) for the
     ``specs`` of ``family`` that ``engine`` runs: ``model_name``, ``model_format``,
     ``model_size_in_billions`` (None where specs have no size), ``quantizations`` (``["none"]``
-    where specs have none), ``available`` and
+    where specs have none), ``multimodal_projectors`` (GGUF vision specs), ``available`` and
     ``unavailable_reason`` (checked without importing the engine); plus ``extra``.
 
     ``specs``: objects with ``model_format`` and optionally ``model_size_in_billions`` and
@@ -224,6 +248,8 @@ def engine_rows(engine: EngineSpec, family: Any, specs: Iterable[Any],
         row = {"model_name": family.model_name, "model_format": s.model_format,
                "model_size_in_billions": getattr(s, "model_size_in_billions", None),
                "quantizations": list(getattr(s, "quantizations", ("none",)))}
+        if getattr(s, "multimodal_projectors", None):
+            row["multimodal_projectors"] = list(s.multimodal_projectors)
         row.update(extra, available=why is None, unavailable_reason=why)
         rows.append(row)
     return rows

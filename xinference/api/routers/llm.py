@@ -15,12 +15,12 @@ class LLMRouter(Router):
     ]
 
     async def create_completion(self, body: CreateCompletionRequest, request: Request):
-        return await self.api._infer("generate", body.model, body.prompt,
+        return await self.api._infer("generate", body.target_uid, body.prompt,
                                      body.generate_config(), request)
 
     async def create_chat_completion(self, body: CreateChatCompletionRequest,
                                      request: Request):
-        return await self.api._infer("chat", body.model, body.messages,
+        return await self.api._infer("chat", body.target_uid, body.messages,
                                      body.generate_config(), request)
 
 

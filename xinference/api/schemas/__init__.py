@@ -64,9 +64,21 @@ class _GenerateFields(_Extra):
     request_id: Optional[str] = Field(None, min_length=1, max_length=256)
 
     def generate_config(self) -> Dict[str, Any]:
-        """Everything but the model, the input and unset fields."""
-        return {k: v for k, v in self.model_dump(exclude_none=True).items()
-                if k not in NON_GENERATE_FIELDS}
+        """Everything but the model, the input and unset fields; a ``model`` of
+        ``"<uid>:<adapter>"`` (a LoRA adapter loaded at launch, as vLLM names them) adds
+        ``lora_name`` (an explicit ``lora_name`` wins)."""
+        config = {k: v for k, v in self.model_dump(exclude_none=True).items()
+                  if k not in NON_GENERATE_FIELDS}
+        adapter = self.model.partition(":")[2]
+        if adapter:
+            config.setdefault("lora_name", adapter)
+        return config
+
+    @property
+    def target_uid(self) -> str:
+        """The model's uid: ``model`` without a ``":<adapter>"`` suffix (uids never
+        contain ``:``)."""
+        return self.model.partition(":")[0]
 
 
 class CreateCompletionRequest(_GenerateFields):

@@ -55,7 +55,37 @@ def pad_right(rows: List[List[int]], pad_id: int):
     return ids, mask, last
 
 
-class TransformersEmbedding(EmbeddingEngine, BatchedSentenceEngine):
+class TransformersWeights:
+    """Mixin for batched engines that load a Transformers checkpoint themselves (the LLM
+    embedders here and the LLM rerankers): the ``torch_dtype`` launch option (one of
+    :data:`TORCH_DTYPES`, else :class:`InvalidRequestError`) and :meth:`_load_weights`.
+    Put it first among the bases: its ``__init__`` takes ``torch_dtype`` and passes the
+    rest on."""
+
+    def __init__(self, *args, torch_dtype: Optional[str] = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if torch_dtype is not None and torch_dtype not in TORCH_DTYPES:
+            raise InvalidRequestError(f"'torch_dtype' must be one of {list(TORCH_DTYPES)}")
+        self._dtype_name = torch_dtype
+
+    def _load_weights(self, auto_class: str):
+        """``(tokenizer, model)``: ``transformers.<auto_class>`` from the model path on the
+        engine's device, in eval mode; sets ``_device`` and ``_tok`` (blocking)."""
+        device = self._load_device()
+        import transformers
+
+        tok = transformers.AutoTokenizer.from_pretrained(
+            self._model_path, trust_remote_code=self._trust_remote_code)
+        model = getattr(transformers, auto_class).from_pretrained(
+            self._model_path, trust_remote_code=self._trust_remote_code,
+            dtype=torch_dtype(self._dtype_name, device))
+        model.to(device).eval()
+        self._device = device
+        self._tok = tok
+        return tok, model
+
+
+class TransformersEmbedding(TransformersWeights, EmbeddingEngine, BatchedSentenceEngine):
     """An LLM-based embedding model (family ``pooling: "last_token"``) on Transformers.
 
     Launch options: those of :class:`BatchedSentenceEngine` (``max_batch_size`` counts
@@ -68,25 +98,9 @@ class TransformersEmbedding(EmbeddingEngine, BatchedSentenceEngine):
 
     concurrent_safe = True
 
-    def __init__(self, *args, torch_dtype: Optional[str] = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        if torch_dtype is not None and torch_dtype not in TORCH_DTYPES:
-            raise InvalidRequestError(f"'torch_dtype' must be one of {list(TORCH_DTYPES)}")
-        self._dtype_name = torch_dtype
-
     def load(self) -> None:
         """Load tokenizer and model (blocking; runs in the model process's engine thread)."""
-        device = self._load_device()
-        from transformers import AutoModel, AutoTokenizer
-
-        tok = AutoTokenizer.from_pretrained(self._model_path,
-                                            trust_remote_code=self._trust_remote_code)
-        model = AutoModel.from_pretrained(self._model_path,
-                                          trust_remote_code=self._trust_remote_code,
-                                          dtype=torch_dtype(self._dtype_name, device))
-        model.to(device).eval()
-        self._device = device
-        self._tok = tok
+        tok, model = self._load_weights("AutoModel")
         self.max_tokens = effective_max_length(None, tok, model.config, self._family.max_tokens)
         self.dimensions = int(model.config.hidden_size)
         if self.dimensions != self._family.dimensions:

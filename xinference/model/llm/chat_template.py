@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime
 import functools
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from ...errors import InvalidRequestError
 
@@ -90,19 +90,28 @@ PART_ABILITY = {"image_url": "vision", "input_image": "vision", "video_url": "vi
 
 
 def _text_of_parts(parts: list, i: int, abilities: Optional[List[str]],
-                   model_uid: Optional[str]) -> str:
-    texts = []
+                   model_uid: Optional[str], images: Optional[list] = None,
+                   fetch: Optional[Callable[[str, str], bytes]] = None):
+    texts: List[Any] = []
+    has_image = False
     for j, p in enumerate(parts):
         kind = p.get("type") if isinstance(p, dict) else None
         if kind == "text":
             if not isinstance(p.get("text"), str):
                 raise InvalidRequestError(f"messages[{i}].content[{j}].text must be a string")
             texts.append(p["text"])
+        elif kind in ("image_url", "input_image") and images is not None:
+            from .images import fetch_url, load_image_part
+
+            images.append(load_image_part(p, f"messages[{i}].content[{j}]",
+                                          fetch or fetch_url))
+            texts.append(None)
+            has_image = True
         elif kind in PART_ABILITY:
             need = PART_ABILITY[kind]
             have = list(abilities or [])
             why = (f"it lacks the '{need}' ability" if need not in have else
-                   "the engines here take text parts only")
+                   "its weights or engine here take text parts only")
             raise InvalidRequestError(
                 f"messages[{i}].content[{j}] is a {kind!r} part, but model "
                 f"{model_uid or ''!r} (abilities: {have}) cannot take it: {why}")
@@ -110,13 +119,22 @@ def _text_of_parts(parts: list, i: int, abilities: Optional[List[str]],
             raise InvalidRequestError(
                 f"messages[{i}].content[{j}] has unknown type {kind!r}; known: "
                 f"['text'] + {sorted(PART_ABILITY)}")
-    return "".join(texts)
+    if not has_image:
+        return "".join(texts)
+    # the processors' templates take a list of parts; an image part marks where it goes
+    return [{"type": "image"} if t is None else {"type": "text", "text": t} for t in texts]
 
 
 def normalize_messages(messages: Any, abilities: Optional[List[str]] = None,
-                       model_uid: Optional[str] = None) -> List[Dict[str, Any]]:
+                       model_uid: Optional[str] = None, images: Optional[list] = None,
+                       fetch: Optional[Callable[[str, str], bytes]] = None
+                       ) -> List[Dict[str, Any]]:
     """Check an OpenAI ``messages`` list for a chat template: list-of-parts content becomes
-    the joined text; assistant ``tool_calls`` keep their ``id`` / ``function`` with
+    the joined text; with ``images`` (a list, given for a model that sees), ``image_url``
+    parts are decoded (:func:`.images.load_image_part`) and appended to it in order, and a
+    message with images keeps its content as ``[{"type": "text", "text"} | {"type":
+    "image"}]`` parts, the shape Hugging Face processor templates take (``fetch(url,
+    where) -> bytes`` gets http(s) images, default :func:`.images.fetch_url`); assistant ``tool_calls`` keep their ``id`` / ``function`` with
     ``arguments`` parsed from its JSON string into an object (templates encode it once
     more otherwise); ``tool`` messages keep ``tool_call_id`` / ``name``.
 
@@ -136,7 +154,7 @@ def normalize_messages(messages: Any, abilities: Optional[List[str]] = None,
         m = dict(m)
         content = m.get("content")
         if isinstance(content, list):
-            m["content"] = _text_of_parts(content, i, abilities, model_uid)
+            m["content"] = _text_of_parts(content, i, abilities, model_uid, images, fetch)
         elif content is None:
             m["content"] = ""
         elif not isinstance(content, str):

@@ -5,8 +5,9 @@ A :class:`Constraint` says what the whole output must be: one of its
 text before and after it (a tool-call format's ``<tool_call>\\n`` ... ``\\n</tool_call>``).
 ``schema=None`` means any JSON object (``response_format: {"type": "json_object"}``).
 
-Engines lower it: the Transformers engine compiles it with xgrammar
-(``transformers/grammar.py``); the llama.cpp engine sends :func:`to_gbnf`'s grammar to
+Engines lower it: the Transformers engine compiles :func:`to_xgrammar`'s grammar with
+xgrammar (``transformers/grammar.py``); the vLLM engine hands the same grammar, as EBNF text,
+to vLLM's structured outputs; the llama.cpp engine sends :func:`to_gbnf`'s grammar to
 llama-server. Once the constraint is complete, only an end-of-generation token is allowed,
 so the output is exactly the constrained text.
 """
@@ -143,3 +144,28 @@ def to_gbnf(constraint: Constraint) -> str:
             "\n".join(lark_rules) + "\n"
     return "root ::= " + " | ".join(f"({r})" for r in gbnf_roots) + "\n" + \
         "\n".join(gbnf_rules) + "\n"
+
+
+def to_xgrammar(constraint: Constraint):
+    """The constraint as an ``xgrammar.Grammar``: per alternative, the literal prefix, the
+    schema's JSON grammar without free whitespace (``any_whitespace=False``: xgrammar's
+    compact separators; small models otherwise tend to loop on newlines inside a JSON
+    value), the literal suffix; alternatives joined by a union. ``str()`` of the result is
+    EBNF that ``xgrammar.Grammar.from_ebnf`` reads back (what vLLM's ``grammar`` takes).
+    Imports xgrammar: call it in the model process.
+
+    Raises:
+        RuntimeError / ValueError: xgrammar cannot build a grammar from a schema.
+    """
+    import xgrammar as xgr
+
+    alts = []
+    for a in constraint.alternatives:
+        parts = []
+        if a.prefix:
+            parts.append(xgr.Grammar.from_ebnf(f"root ::= {_literal(a.prefix)}"))
+        parts.append(xgr.Grammar.from_json_schema(a.schema_json, any_whitespace=False))
+        if a.suffix:
+            parts.append(xgr.Grammar.from_ebnf(f"root ::= {_literal(a.suffix)}"))
+        alts.append(parts[0] if len(parts) == 1 else xgr.Grammar.concat(*parts))
+    return alts[0] if len(alts) == 1 else xgr.Grammar.union(*alts)

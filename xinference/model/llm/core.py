@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import functools
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Tuple, Union
 
@@ -30,6 +31,7 @@ from .chat_template import (
     template_knows_tools,
 )
 from .constraints import Constraint
+from .images import DEFAULT_MAX_IMAGES, ImageInput, check_image_count, fetch_url
 from .llm_family import LLMFamily, LLMSpec
 from .params import GenerationParams
 from .reasoning import ReasoningParser
@@ -39,6 +41,16 @@ from .responses import (
 )
 from .text import IncrementalDetokenizer
 from .tool_parsers import DEFAULT_TOOL_PARSER, get_tool_parser
+
+
+def max_images_option(value: Any) -> int:
+    """The ``max_images`` launch option: most images one chat request may carry (default
+    :data:`~.images.DEFAULT_MAX_IMAGES`).
+
+    Raises:
+        InvalidRequestError: not a positive integer.
+    """
+    return positive_int("max_images", value, DEFAULT_MAX_IMAGES)
 
 
 def stream_interval_option(value: Any) -> int:
@@ -58,6 +70,8 @@ class PreparedRequest:
     prompt_ids: List[int]
     params: GenerationParams
     builder: ResponseBuilder
+    #: the engine's image inputs of the prompt (:meth:`LLM.encode_images`), or None
+    mm_inputs: Any = None
 
 
 class LLM(OpenAIStreams, abc.ABC):
@@ -95,6 +109,8 @@ class LLM(OpenAIStreams, abc.ABC):
     """
 
     engine_name = ""
+    #: True for engines that take images (:meth:`encode_images`) for ``vision`` families
+    supports_images = False
 
     def __init__(
         self,
@@ -118,6 +134,9 @@ class LLM(OpenAIStreams, abc.ABC):
         self.reasoning_parser = (
             ReasoningParser(family.reasoning_start_tag, family.reasoning_end_tag)
             if split and has_tags else None)
+        self.max_images = max_images_option(self.kwargs.get("max_images"))
+        self._fetch_image = functools.partial(fetch_url, allow_private_addresses=flag(
+            "allow_private_image_urls", self.kwargs.get("allow_private_image_urls"), False))
 
     @classmethod
     def check_options(cls, kwargs: Dict[str, Any]) -> None:
@@ -129,6 +148,8 @@ class LLM(OpenAIStreams, abc.ABC):
             InvalidRequestError: a bad option, naming it.
         """
         stream_interval_option(kwargs.get("stream_interval"))
+        max_images_option(kwargs.get("max_images"))
+        flag("allow_private_image_urls", kwargs.get("allow_private_image_urls"), False)
         flag("reasoning_content", kwargs.get("reasoning_content"), True)
 
     def stats(self) -> Dict[str, Any]:
@@ -189,6 +210,24 @@ class LLM(OpenAIStreams, abc.ABC):
         """The bytes of one token (logprobs' ``token`` / ``bytes``)."""
         return b""
 
+    def encode_images(self, messages: List[Dict[str, Any]], images: List[ImageInput],
+                      params: GenerationParams, tools: Optional[list]
+                      ) -> Tuple[str, List[int], Any]:
+        """For engines with :attr:`supports_images`: render ``messages`` (content lists
+        with ``{"type": "image"}`` parts, one per entry of ``images``, in order) and encode
+        the prompt with its images. Returns ``(prompt text, prompt ids with every image
+        token counted, the engine's image inputs)``; the ids' length is what usage reports
+        as ``prompt_tokens``.
+
+        Raises:
+            InvalidRequestError: the processor rejects the images.
+        """
+        raise NotImplementedError
+
+    def lora_names(self) -> List[str]:
+        """Names of the LoRA adapters loaded at launch (a request's ``lora_name``)."""
+        return []
+
     # ---- shared logic -------------------------------------------------------------------
     @property
     def abilities(self) -> List[str]:
@@ -212,6 +251,39 @@ class LLM(OpenAIStreams, abc.ABC):
             msgs, tools = generic_tool_messages(msgs, tools), None
         return self._render(msgs, params, tools)
 
+    @property
+    def sees_images(self) -> bool:
+        """True when this model takes image parts: a ``vision`` family on an engine that
+        supports images."""
+        return self.supports_images and "vision" in self.abilities
+
+    def _chat_prompt(self, messages: List[Dict[str, Any]], params: GenerationParams
+                     ) -> Tuple[str, List[int], Any]:
+        """``(prompt text, prompt ids, image inputs or None)`` of a chat request. Images
+        are decoded here, in a worker thread of the model's process, before anything
+        reaches the engine, so a bad image is a 400 and never an engine error.
+
+        Raises:
+            InvalidRequestError: bad messages or images, more images than ``max_images``,
+            a prompt longer than the context.
+        """
+        if not self.sees_images:
+            prompt = self.render_chat(messages, params, tools=params.tools)
+            return prompt, self._prompt_ids(prompt, add_special=False), None
+        check_image_count(messages, self.max_images)
+        images: List[ImageInput] = []
+        msgs = normalize_messages(messages, self.abilities, self.model_uid, images,
+                                  self._fetch_image)
+        tools = params.tools
+        if not images:
+            if tools and not template_knows_tools(self.chat_template()):
+                msgs, tools = generic_tool_messages(msgs, tools), None
+            prompt = self._render(msgs, params, tools)
+            return prompt, self._prompt_ids(prompt, add_special=False), None
+        prompt, ids, mm = self.encode_images(msgs, images, params, tools)
+        self._check_context(ids)
+        return prompt, ids, mm
+
     def _render(self, messages: List[Dict[str, Any]], params: GenerationParams,
                 tools: Optional[list]) -> str:
         """Render normalized messages with :meth:`chat_template`."""
@@ -223,12 +295,15 @@ class LLM(OpenAIStreams, abc.ABC):
 
     def _prompt_ids(self, prompt: str, add_special: bool) -> List[int]:
         ids = self.tokenize(prompt, add_special)
+        self._check_context(ids)
+        return ids
+
+    def _check_context(self, ids: List[int]) -> None:
         if len(ids) >= self.context_length:
             raise InvalidRequestError(
                 f"This model's maximum context length is {self.context_length} tokens, "
                 f"but the prompt has {len(ids)} tokens. Shorten the prompt."
             )
-        return ids
 
     def params_from_config(self, config: Optional[Dict[str, Any]], chat: bool = False
                            ) -> GenerationParams:
@@ -236,6 +311,10 @@ class LLM(OpenAIStreams, abc.ABC):
         ``enable_thinking`` launch kwarg (``xinference launch --enable-thinking``) is the
         default of ``chat_template_kwargs["enable_thinking"]``; the request wins."""
         params = GenerationParams.from_config(config, chat=chat)
+        if params.lora_name is not None and params.lora_name not in self.lora_names():
+            raise InvalidRequestError(
+                f"LoRA adapter {params.lora_name!r} is not loaded on model "
+                f"{self.model_uid!r}; its adapters: {self.lora_names()}")
         default = self.kwargs.get("enable_thinking")
         if default is not None:
             if isinstance(default, str):
@@ -325,17 +404,18 @@ class LLM(OpenAIStreams, abc.ABC):
             )
         params = self.params_from_config(generate_config, chat=True)
         params.constraint = self._constraint(params)
-        prompt = self.render_chat(messages, params, tools=params.tools)
-        ids = self._prompt_ids(prompt, add_special=False)
+        prompt, ids, mm = self._chat_prompt(messages, params)
         return PreparedRequest(ids, params, ChatBuilder(
             self.model_uid, params.include_usage, **self._builder_kw(params),
-            new_pipeline=self._pipeline_factory(params, prompt)))
+            new_pipeline=self._pipeline_factory(params, prompt)), mm)
 
     async def count_chat_tokens(self, messages: List[Dict[str, Any]],
                                 generate_config: Optional[Dict[str, Any]] = None) -> int:
         """Tokens of the prompt :meth:`prepare_chat` renders for this request (chat template,
         tools and ``enable_thinking`` included), without generating: Anthropic's
-        ``count_tokens``. Raises as :meth:`prepare_chat`."""
+        ``count_tokens``. Image tokens are counted where the prompt ids hold them
+        (Transformers); llama.cpp counts its image tokens only while it runs. Raises as
+        :meth:`prepare_chat`."""
         req = await asyncio.to_thread(self.prepare_chat, messages, generate_config)
         return len(req.prompt_ids)
 
@@ -355,6 +435,8 @@ class LLM(OpenAIStreams, abc.ABC):
     async def _serve(self, req: PreparedRequest
                      ) -> Union[Dict[str, Any], AsyncIterator[Dict[str, Any]]]:
         states = self.new_request_states(req.prompt_ids, req.params)
+        for state in states:
+            state.mm_inputs = req.mm_inputs
         if req.params.constraint is not None:
             await asyncio.to_thread(self.prepare_constraint, states)
         stream = AsyncDeltaStream(len(states))

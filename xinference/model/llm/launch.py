@@ -7,7 +7,7 @@ from typing import Any, Dict, Optional, Tuple
 from ..engine import check_launch_options
 from .engines import match_spec
 from .llm_family import LLMFamily
-from .loader import LLMLoader
+from .loader import LLMLoader, choose_projector
 
 
 def plan_llm_launch(family: LLMFamily, model_uid: str, *, model_engine: Optional[str] = None,
@@ -22,12 +22,14 @@ def plan_llm_launch(family: LLMFamily, model_uid: str, *, model_engine: Optional
     Raises:
         InvalidRequestError: nothing matches (see :func:`match_spec`), or a bad value of
         an option in the engine's schema (``stream_interval``, ``n_parallel``,
-        ``trust_remote_code`` ...), refused here before a process starts.
+        ``trust_remote_code`` ...), refused here before a process starts; a
+        ``multimodal_projector`` that is not one of the spec's.
     """
     engine, spec, quant = match_spec(
         family, model_engine, model_format, model_size_in_billions, quantization
     )
     kwargs = check_launch_options(engine, kwargs, family.model_name)
+    projector = choose_projector(spec, kwargs.get("multimodal_projector"))
     loader = LLMLoader(model_uid, family, spec, quant, engine.name, model_path, kwargs)
     desc = {
         "model_type": "LLM",
@@ -38,8 +40,12 @@ def plan_llm_launch(family: LLMFamily, model_uid: str, *, model_engine: Optional
         "quantization": quant,
         "model_ability": list(family.model_ability),
         "model_lang": list(family.model_lang),
-        # A launch-time n_ctx (llama.cpp) is the running model's real context.
-        "context_length": int(kwargs.get("n_ctx") or family.context_length),
+        # A launch-time n_ctx (llama.cpp) / max_model_len (vLLM) is the running model's
+        # real context.
+        "context_length": int(kwargs.get("n_ctx") or kwargs.get("max_model_len")
+                              or family.context_length),
         "model_description": family.model_description,
     }
+    if projector is not None and engine.name == "llama.cpp":
+        desc["multimodal_projector"] = projector
     return loader, desc

@@ -67,6 +67,10 @@ class LLMSpec(WeightSource):
     quantizations: List[str] = Field(default_factory=lambda: ["none"])
     model_file_name_template: Optional[str] = None
     package: Optional[str] = None
+    #: GGUF vision models: the multimodal projector (``mmproj``) files published beside the
+    #: weights in the same repository (upstream Xinference's field); the llama.cpp engine
+    #: downloads the chosen one (launch option ``multimodal_projector``, default the first)
+    multimodal_projectors: Optional[List[str]] = None
 
     @model_validator(mode="before")
     @classmethod

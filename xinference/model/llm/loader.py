@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
 from ..loader import ModelLoader
+from ...errors import InvalidRequestError
 from .engines import find_engine
 from .llm_family import LLMFamily, LLMSpec
 
@@ -46,5 +47,33 @@ class LLMLoader(ModelLoader):
                              size=str(self.spec.model_size_in_billions), file_name=file_name)
 
     def build(self, cls, path: str):
-        """An ``LLM`` engine: ``cls(model_uid, family, spec, quantization, path, kwargs)``."""
-        return cls(self.model_uid, self.family, self.spec, self.quantization, path, self.kwargs)
+        """An ``LLM`` engine: ``cls(model_uid, family, spec, quantization, path, kwargs)``;
+        an engine that takes a multimodal projector (llama.cpp) gets its file, resolved
+        (downloaded) beside the weights, as ``mmproj_path``."""
+        engine = cls(self.model_uid, self.family, self.spec, self.quantization, path,
+                     self.kwargs)
+        if hasattr(engine, "mmproj_path"):
+            name = choose_projector(self.spec, self.kwargs.get("multimodal_projector"))
+            if name is not None:
+                engine.mmproj_path = self._resolve(
+                    self.spec, self.spec.model_format,
+                    size=str(self.spec.model_size_in_billions), file_name=name)
+        return engine
+
+
+def choose_projector(spec: LLMSpec, wanted: Optional[str]) -> Optional[str]:
+    """The projector file of ``spec`` to load: ``wanted`` (the ``multimodal_projector``
+    launch option) or the first of ``spec.multimodal_projectors``; None when the spec has
+    none.
+
+    Raises:
+        InvalidRequestError: ``wanted`` is not one of the spec's projectors.
+    """
+    names = spec.multimodal_projectors or []
+    if wanted is None:
+        return names[0] if names else None
+    if wanted not in names:
+        raise InvalidRequestError(
+            f"multimodal_projector {wanted!r} is not one of this spec's "
+            f"multimodal_projectors: {names}")
+    return wanted

@@ -258,6 +258,8 @@ class GenerationParams:
     # what decoding must produce (tool_choice required/named, response_format), set by
     # LLM.prepare_chat / prepare_generate; engines lower it (constraints.py)
     constraint: Optional[Constraint] = None
+    # a LoRA adapter loaded at launch (``lora_name``, or ``model: "<uid>:<adapter>"``)
+    lora_name: Optional[str] = None
 
     @classmethod
     def from_config(cls, config: Optional[Dict[str, Any]], chat: bool = False
@@ -345,6 +347,10 @@ class GenerationParams:
         if not isinstance(ignore_eos, bool):
             raise InvalidRequestError(f"'ignore_eos' must be true or false, got {ignore_eos!r}")
         p.ignore_eos = ignore_eos
+        lora = config.get("lora_name")
+        if lora is not None and not isinstance(lora, str):
+            raise InvalidRequestError(f"'lora_name' must be a string, got {lora!r}")
+        p.lora_name = lora or None
         p.stream = bool(config.get("stream", False))
         so = config.get("stream_options") or {}
         p.include_usage = bool(isinstance(so, dict) and so.get("include_usage"))

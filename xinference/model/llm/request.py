@@ -79,6 +79,11 @@ class RequestState:
         self._lps: Optional[List[Dict[str, Any]]] = [] if params.logprobs else None
         # the engine's lowering of params.constraint (LLM.prepare_constraint)
         self.grammar: Any = None
+        # the engine's image inputs of the prompt (LLM.encode_images), shared by choices
+        self.mm_inputs: Any = None
+        #: ``usage.prompt_tokens``: the prompt ids, unless the engine counts image tokens
+        #: itself (llama.cpp) and sets it
+        self.prompt_tokens = len(prompt_ids)
 
     @property
     def completion_tokens(self) -> int:
@@ -90,7 +95,7 @@ class RequestState:
 
     def _final(self, reason: str) -> Delta:
         self.finish_reason = reason
-        return Delta("", reason, len(self.prompt_ids), len(self.output_ids), self.index,
+        return Delta("", reason, self.prompt_tokens, len(self.output_ids), self.index,
                      self._take_logprobs(), self._matcher.matched)
 
     def _delta(self, text: str) -> Delta:

@@ -17,16 +17,15 @@ from __future__ import annotations
 import logging
 from typing import List, Optional, Tuple
 
-from ...errors import InvalidRequestError
 from ..embedding.engine_utils import effective_max_length
-from ..embedding.llm_embedding import TORCH_DTYPES, pad_right, torch_dtype
+from ..embedding.llm_embedding import TransformersWeights, pad_right
 from .engine_base import RerankEngine
 from .llm_formats import make_format
 
 logger = logging.getLogger(__name__)
 
 
-class LLMRerank(RerankEngine):
+class LLMRerank(TransformersWeights, RerankEngine):
     """An ``LLM-based`` rerank model on Transformers (``AutoModelForCausalLM``).
 
     Launch options: those of
@@ -38,25 +37,9 @@ class LLMRerank(RerankEngine):
     concurrent_safe = True
     supports_instruction = True
 
-    def __init__(self, *args, torch_dtype: Optional[str] = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        if torch_dtype is not None and torch_dtype not in TORCH_DTYPES:
-            raise InvalidRequestError(f"'torch_dtype' must be one of {list(TORCH_DTYPES)}")
-        self._dtype_name = torch_dtype
-
     def load(self) -> None:
         """Load tokenizer and model (blocking; runs in the engine thread)."""
-        device = self._load_device()
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        tok = AutoTokenizer.from_pretrained(self._model_path,
-                                            trust_remote_code=self._trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(
-            self._model_path, trust_remote_code=self._trust_remote_code,
-            dtype=torch_dtype(self._dtype_name, device))
-        model.to(device).eval()
-        self._device = device
-        self._tok = tok
+        tok, model = self._load_weights("AutoModelForCausalLM")
         self._format = make_format(self._family.llm_format, tok)
         self.max_tokens = effective_max_length(None, tok, model.config, self._family.max_tokens)
         self._pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0

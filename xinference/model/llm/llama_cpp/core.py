@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 #: bench_serving.py): aggregate tokens/s rises up to 4-8 concurrent streams and a slot
 #: costs only KV-cache bookkeeping while idle (the cache is shared, see ``n_ctx``).
 DEFAULT_N_PARALLEL = 8
+#: where an image goes in a multimodal prompt (llama.cpp's ``mtmd_default_marker``)
+MEDIA_MARKER = "<__media__>"
 #: tokens of history the repeat / frequency / presence penalties look at (llama.cpp's
 #: and llama-cpp-python's default)
 PENALTY_LAST_N = 64
@@ -72,6 +74,9 @@ class LlamaCppModel(LLM):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        #: the multimodal projector (mmproj GGUF) of a vision spec, set by the loader
+        #: (:func:`~xinference.model.llm.loader.choose_projector`); images need it
+        self.mmproj_path: Optional[str] = None
         opts = self._parse_options(self.kwargs, self.family.context_length)
         self.n_parallel, self.n_ctx, self.n_threads, self.n_batch, self._n_gpu_layers = opts
         self._server = None
@@ -126,6 +131,11 @@ class LlamaCppModel(LLM):
         p.cpuparams.n_threads = self.n_threads
         p.cpuparams_batch.n_threads = self.n_threads
         p.n_gpu_layers = self._gpu_layers(xllamacpp)
+        if self.mmproj_path:
+            if not os.path.isfile(self.mmproj_path):
+                raise ModelLoadError(f"multimodal projector {self.mmproj_path}: no such file")
+            p.mmproj.path = self.mmproj_path
+            self.supports_images = True
         p.warmup = False  # a warm-up decode costs launch time; the first request pays it
         p.ui = False
         p.endpoint_slots = True  # read by stats(); the port takes only our key
@@ -206,6 +216,36 @@ class LlamaCppModel(LLM):
         for state in states:
             state.grammar = grammar
 
+    def encode_images(self, messages, images, params, tools):
+        """A prompt with images for llama-server's multimodal completion: each image part
+        becomes llama.cpp's media marker (``<__media__>``) in the rendered chat, and the
+        images travel as base64 PNG in ``multimodal_data``; the mmproj encodes them in the
+        slot. The ids returned are the text's (llama.cpp expands the markers itself): the
+        request's ``prompt_tokens`` becomes llama.cpp's own count (``tokens_evaluated``,
+        image tokens included) when its last chunk reports it.
+
+        Raises:
+            InvalidRequestError: the template cannot be rendered.
+        """
+        import base64
+        import io
+
+        flat = []
+        for m in messages:
+            c = m.get("content")
+            if isinstance(c, list):
+                c = "".join(MEDIA_MARKER if part["type"] == "image" else part["text"]
+                            for part in c)
+            flat.append({**m, "content": c})
+        prompt = self._render(flat, params, tools)
+        data = []
+        for img in images:
+            buf = io.BytesIO()
+            img.image.save(buf, format="PNG")
+            data.append(base64.b64encode(buf.getvalue()).decode("ascii"))
+        ids = self.tokenize(prompt.replace(MEDIA_MARKER, ""), add_special=False)
+        return prompt, ids, {"prompt_string": prompt, "multimodal_data": data}
+
     def completion_body(self, state: RequestState) -> Dict[str, Any]:
         """The llama-server completion request for ``state``: the prompt as token ids, the
         sampling parameters, the token budget, and ``n_probs`` so that every streamed
@@ -217,7 +257,8 @@ class LlamaCppModel(LLM):
         ``grammar``."""
         p = state.params
         body = {
-            "prompt": state.prompt_ids,
+            # a prompt with images is llama-server's {prompt_string, multimodal_data}
+            "prompt": state.mm_inputs or state.prompt_ids,
             "stream": True,
             "n_predict": state.max_tokens,
             "temperature": p.temperature,
@@ -246,6 +287,8 @@ class LlamaCppModel(LLM):
         if error is not None:
             raise _llama_error(error)
         choice = (chunk.get("choices") or [{}])[0]
+        if state.mm_inputs and chunk.get("tokens_evaluated"):
+            state.prompt_tokens = int(chunk["tokens_evaluated"])
         for entry in (choice.get("logprobs") or {}).get("content") or ():
             tid = entry["id"]
             if tid not in self._pieces:

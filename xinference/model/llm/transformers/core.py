@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List
 
 from ....errors import InvalidRequestError, ModelLoadError
 from ...options import positive_int
 from ..core import LLM
-from ..params import GenerationParams
+from ..hf_tokenizer import HFTokenizerMixin, hf_eos_token_ids
 from ..request import RequestState
-from ..text import IncrementalDetokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -29,49 +28,7 @@ DEFAULT_MAX_NUM_SEQS = 16
 _QUANTIZATIONS = {"none": None, "4-bit": "load_in_4bit", "8-bit": "load_in_8bit"}
 
 
-class HFIncrementalDetokenizer(IncrementalDetokenizer):
-    """Incremental detokenisation with a Hugging Face tokenizer.
-
-    Decodes a small window of recent tokens twice (without and with the new ones) and emits
-    the difference, holding text back while it ends in an incomplete UTF-8 sequence
-    (``"\\ufffd"``, byte-level BPE splits characters across tokens). Decoding a window rather
-    than single tokens keeps the spaces of SentencePiece tokenizers right. The concatenation
-    of all pushes plus :meth:`flush` equals ``tokenizer.decode(ids, skip_special_tokens=True)``.
-    """
-
-    def __init__(self, tokenizer, keep_ids: Optional[set] = None):
-        self._tok = tokenizer
-        self._ids: List[int] = []
-        self._prefix = 0  # start of the decode window
-        self._read = 0  # tokens already turned into emitted text
-        # special tokens to render anyway (tool-call markers such as [TOOL_CALLS])
-        self._skip = (set(tokenizer.all_special_ids) - keep_ids) if keep_ids else None
-
-    def _decode(self, ids: List[int]) -> str:
-        if self._skip is not None:
-            return self._tok.decode([i for i in ids if i not in self._skip],
-                                    skip_special_tokens=False,
-                                    clean_up_tokenization_spaces=False)
-        return self._tok.decode(ids, skip_special_tokens=True,
-                                clean_up_tokenization_spaces=False)
-
-    def _delta(self, final: bool) -> str:
-        before = self._decode(self._ids[self._prefix:self._read])
-        after = self._decode(self._ids[self._prefix:])
-        if len(after) > len(before) and (final or not after.endswith("\ufffd")):
-            self._prefix, self._read = self._read, len(self._ids)
-            return after[len(before):]
-        return ""
-
-    def push(self, token_id: int) -> str:
-        self._ids.append(token_id)
-        return self._delta(final=False)
-
-    def flush(self) -> str:
-        return self._delta(final=True)
-
-
-class TransformersModel(LLM):
+class TransformersModel(HFTokenizerMixin, LLM):
     """A Hugging Face causal LM served with continuous batching.
 
     Launch kwargs: ``n_gpu`` (absent/``"auto"``: a CUDA GPU when present, else CPU; ``0``:
@@ -85,6 +42,11 @@ class TransformersModel(LLM):
     """
 
     engine_name = "Transformers"
+
+    @property
+    def supports_images(self) -> bool:
+        """True once a checkpoint with a vision part is loaded with its processor."""
+        return getattr(self, "_processor", None) is not None
 
     # ---- loading -------------------------------------------------------------------------
     def _device(self, torch) -> str:
@@ -164,14 +126,25 @@ class TransformersModel(LLM):
         quant = self._quantization_config(device)
         dtype = self._dtype(torch, device)
         trust = bool(self.kwargs.get("trust_remote_code", False))
+        self._processor = None
         try:
-            self._tokenizer = transformers.AutoTokenizer.from_pretrained(
-                self.model_path, trust_remote_code=trust
-            )
             kw: Dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust}
             if quant is not None:
                 kw.update(quantization_config=quant, device_map={"": 0})
-            model = transformers.AutoModelForCausalLM.from_pretrained(self.model_path, **kw)
+            from .vision import is_vision_checkpoint, load_processor, load_vision_model
+
+            if "vision" in self.abilities and is_vision_checkpoint(self.model_path, trust):
+                self._processor = load_processor(self.model_path, trust)
+                self._tokenizer = self._processor.tokenizer
+                model = load_vision_model(self.model_path, kw)
+            else:
+                self._tokenizer = transformers.AutoTokenizer.from_pretrained(
+                    self.model_path, trust_remote_code=trust
+                )
+                model = transformers.AutoModelForCausalLM.from_pretrained(
+                    self.model_path, **kw)
+        except ModelLoadError:
+            raise
         except Exception as e:
             raise ModelLoadError(
                 f"transformers could not load {self.model_path}: {type(e).__name__}: {e}"
@@ -181,24 +154,19 @@ class TransformersModel(LLM):
         self._model = model.eval()
         self._device_name = device
         config = model.config
-        max_pos = getattr(config, "max_position_embeddings", None)
+        text_config = getattr(config, "text_config", None) or config
+        max_pos = getattr(text_config, "max_position_embeddings", None)
         self._context_length = min(self.family.context_length, max_pos or 1 << 30)
-        eos = set()
-        for src in (getattr(model, "generation_config", None), config):
-            ids = getattr(src, "eos_token_id", None)
-            eos.update(ids if isinstance(ids, (list, tuple)) else [ids])
-        eos.add(self._tokenizer.eos_token_id)
-        self._eos_ids = sorted(i for i in eos if isinstance(i, int) and i >= 0)
-        batchable = _plain_kv_cache(config)
+        self._eos_ids = hf_eos_token_ids(getattr(model, "generation_config", None), config,
+                                         tokenizer=self._tokenizer)
+        batchable = _plain_kv_cache(text_config)
         if not batchable:
             logger.warning("%s: the model's cache cannot be batched; one request at a time",
                            self.model_uid)
         self._scheduler = BatchScheduler(model, device, max_num_seqs, batchable)
         self._vocab_size = int(model.get_output_embeddings().weight.shape[0])
         self._grammars = None  # grammar.GrammarCache, made at the first constraint
-        vocab = self._tokenizer.get_vocab()
-        self._keep_ids = {vocab[t] for t in self.tool_parser.visible_tokens if t in vocab}
-        self._byte_decoder = _byte_decoder(self._tokenizer)
+        self._init_tokenizer_tables()
 
     # ---- what the shared base needs ------------------------------------------------------
     @property
@@ -209,45 +177,23 @@ class TransformersModel(LLM):
     def eos_token_ids(self) -> List[int]:
         return self._eos_ids
 
-    def tokenize(self, text: str, add_special: bool) -> List[int]:
-        return list(self._tokenizer(text, add_special_tokens=add_special)["input_ids"])
+    def encode_images(self, messages, images, params, tools):
+        """Render with the processor's chat template (the family's ``chat_template`` wins,
+        as for text) and run the processor on the prompt and the images: the ids come back
+        with each image placeholder expanded to the model's image tokens, the rest
+        (``pixel_values``, ``image_grid_thw`` / ``image_sizes`` ...) goes to the prefill.
 
-    def new_detokenizer(self) -> IncrementalDetokenizer:
-        return HFIncrementalDetokenizer(self._tokenizer, self._keep_ids)
+        Raises:
+            InvalidRequestError: the template or the processor rejects the conversation.
+        """
+        from .vision import encode_with_processor
 
-    def token_bytes(self, token_id: int) -> bytes:
-        """The token's own bytes: byte-level BPE pieces mapped back through the GPT-2 byte
-        table; other tokenizers decode the single token."""
-        piece = self._tokenizer.convert_ids_to_tokens(token_id)
-        table = self._byte_decoder
-        if table and isinstance(piece, str) and all(c in table for c in piece):
-            return bytes(table[c] for c in piece)
-        return self._tokenizer.decode([token_id], skip_special_tokens=False,
-                                      clean_up_tokenization_spaces=False).encode("utf-8")
-
-    def model_chat_template(self) -> Optional[str]:
-        t = getattr(self._tokenizer, "chat_template", None)
-        return t if isinstance(t, str) else None
-
-    def special_token_text(self) -> Tuple[str, str]:
-        return self._tokenizer.bos_token or "", self._tokenizer.eos_token or ""
-
-    def _render(self, messages: List[Dict[str, Any]], params: GenerationParams,
-                tools: Optional[list]) -> str:
-        """The family's ``chat_template`` when it has one (shared renderer), else the
-        tokenizer's own through ``apply_chat_template``; ``chat_template_kwargs`` reach
-        either as template variables."""
-        if self.family.chat_template or not self.model_chat_template():
-            return super()._render(messages, params, tools)
-        try:
-            return self._tokenizer.apply_chat_template(
-                messages, tools=tools, tokenize=False,
-                add_generation_prompt=True, **params.chat_template_kwargs,
-            )
-        except InvalidRequestError:
-            raise
-        except Exception as e:  # jinja2 errors, raise_exception() in the template
-            raise InvalidRequestError(f"chat template could not be rendered: {e}") from e
+        if self.family.chat_template:
+            prompt = super()._render(messages, params, tools)
+        else:
+            prompt = None
+        return encode_with_processor(self._processor, messages, images, prompt, tools,
+                                     params.chat_template_kwargs)
 
     def stats(self) -> Dict[str, int]:
         """Scheduler counters: ``requests_running`` (rows in the batch) and
@@ -288,17 +234,6 @@ class TransformersModel(LLM):
                                    len(states))
         for state, row in zip(states, rows):
             state.grammar = row
-
-
-def _byte_decoder(tokenizer) -> Optional[Dict[str, int]]:
-    """GPT-2's unicode-to-byte table when ``tokenizer`` is byte-level BPE (its vocabulary
-    spells bytes with printable stand-ins, ``Ġ`` for a space), else None."""
-    vocab = tokenizer.get_vocab()
-    if "\u0120" not in vocab and "\u0120the" not in vocab:
-        return None
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-
-    return {c: b for b, c in bytes_to_unicode().items()}
 
 
 def _plain_kv_cache(config) -> bool:

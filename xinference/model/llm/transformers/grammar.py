@@ -16,12 +16,11 @@ xgrammar and torch are imported here, in the model process only.
 from __future__ import annotations
 
 import collections
-import json
 import threading
 from typing import List, Sequence
 
 from ....errors import InvalidRequestError
-from ..constraints import Constraint
+from ..constraints import Constraint, to_xgrammar
 
 _CACHE_SIZE = 64
 
@@ -70,20 +69,6 @@ class GrammarCache:
         self._compiled: "collections.OrderedDict[str, object]" = collections.OrderedDict()
         self._lock = threading.Lock()
 
-    def _grammar(self, constraint: Constraint):
-        import xgrammar as xgr
-
-        alts = []
-        for a in constraint.alternatives:
-            parts = []
-            if a.prefix:
-                parts.append(xgr.Grammar.from_ebnf(f"root ::= {_ebnf_literal(a.prefix)}"))
-            parts.append(xgr.Grammar.from_json_schema(a.schema_json, any_whitespace=False))
-            if a.suffix:
-                parts.append(xgr.Grammar.from_ebnf(f"root ::= {_ebnf_literal(a.suffix)}"))
-            alts.append(parts[0] if len(parts) == 1 else xgr.Grammar.concat(*parts))
-        return alts[0] if len(alts) == 1 else xgr.Grammar.union(*alts)
-
     def compile(self, constraint: Constraint):
         """The compiled grammar of ``constraint`` (cached).
 
@@ -97,7 +82,7 @@ class GrammarCache:
                 self._compiled.move_to_end(key)
                 return hit
         try:
-            compiled = self._compiler.compile_grammar(self._grammar(constraint))
+            compiled = self._compiler.compile_grammar(to_xgrammar(constraint))
         except Exception as e:  # xgrammar raises RuntimeError/ValueError on bad schemas
             raise InvalidRequestError(
                 f"the JSON schema cannot be used for constrained decoding: {e}") from e
@@ -112,8 +97,3 @@ class GrammarCache:
         """``n`` fresh :class:`RowGrammar` s for one request."""
         compiled = self.compile(constraint)
         return [RowGrammar(compiled, stop_ids, self.vocab_size) for _ in range(n)]
-
-
-def _ebnf_literal(text: str) -> str:
-    """A string literal of xgrammar's EBNF (JSON-style escapes)."""
-    return json.dumps(text, ensure_ascii=False)

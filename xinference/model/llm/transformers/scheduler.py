@@ -50,6 +50,8 @@ class Sequence:
         self.position = 0  # position id of the next token fed to the model
         self.last_token: Optional[int] = None
         self.generator = None  # torch.Generator, made in the scheduler thread
+        # multimodal RoPE (Qwen-VL): position of token i after the prompt is i + rope_delta
+        self.rope_delta = 0
 
     def cancel(self) -> None:
         """Ask the scheduler to drop the request at the next step (its consumer left)."""
@@ -77,6 +79,10 @@ class BatchScheduler:
         self._cache = None  # transformers DynamicCache of the running batch
         self._mask = None  # (batch, cache_len) long tensor, 0 on left padding
         self._closed = False
+        from .vision import forward_inputs, rope_index_fn
+
+        self._forward_inputs = forward_inputs(model)
+        self._rope_index = rope_index_fn(model)
         #: requests dropped because their consumer left before they finished
         self.cancelled_requests = 0
         self._thread = threading.Thread(target=self._loop, name="batch-scheduler",
@@ -149,11 +155,16 @@ class BatchScheduler:
         ids = seq.state.prompt_ids
         input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)
         cache = DynamicCache(config=self.model.config)
+        mm = self._image_inputs(seq.state.mm_inputs)
+        positions = torch.arange(len(ids), device=self.device).unsqueeze(0)
+        if mm and self._rope_index is not None:
+            positions, seq.rope_delta = self._mrope_positions(input_ids, mm)
         out = self.model(
             input_ids=input_ids,
             attention_mask=torch.ones_like(input_ids),
-            position_ids=torch.arange(len(ids), device=self.device).unsqueeze(0),
+            position_ids=positions,
             past_key_values=cache, use_cache=True, logits_to_keep=1,
+            **{k: v for k, v in mm.items() if k in self._forward_inputs},
         )
         seq.position = len(ids)
         token, lp = self._sample_with_logprobs(out.logits[:, -1, :].float(), [seq])[0]
@@ -161,6 +172,33 @@ class BatchScheduler:
             return
         self._merge(out.past_key_values, len(ids))
         self._running.append(seq)
+
+    def _image_inputs(self, mm) -> dict:
+        """A request's image tensors (``pixel_values`` ...) on the model's device, floats
+        in the model's dtype; images are only read by the prefill, whose cache then holds
+        them like any text, so rows with and without images decode in one batch."""
+        if not mm:
+            return {}
+        dtype = getattr(self.model, "dtype", None)
+        out = {}
+        for k, v in mm.items():
+            if hasattr(v, "to"):
+                v = v.to(self.device)
+                if v.is_floating_point() and dtype is not None:
+                    v = v.to(dtype)
+            out[k] = v
+        return out
+
+    def _mrope_positions(self, input_ids, mm):
+        """3-D positions of a prompt with images (temporal, height, width per image token;
+        text tokens count on), and the offset of the positions after the prompt."""
+        import inspect
+
+        fn = self._rope_index
+        names = inspect.signature(fn).parameters
+        kw = {k: v for k, v in mm.items() if k in names}
+        positions, deltas = fn(input_ids, attention_mask=None, **kw)
+        return positions, int(deltas.reshape(-1)[0])
 
     def _decode_step(self) -> None:
         import torch
@@ -171,8 +209,8 @@ class BatchScheduler:
         self._mask = torch.cat(
             [self._mask, self._mask.new_ones((len(seqs), 1))], dim=1
         )
-        position_ids = torch.tensor([[s.position] for s in seqs], dtype=torch.long,
-                                    device=self.device)
+        position_ids = torch.tensor([[s.position + s.rope_delta] for s in seqs],
+                                    dtype=torch.long, device=self.device)
         out = self.model(
             input_ids=input_ids, attention_mask=self._mask, position_ids=position_ids,
             past_key_values=self._cache, use_cache=True,

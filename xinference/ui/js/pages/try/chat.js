@@ -1,5 +1,6 @@
 // Try it, chat: a conversation with a chat model, streamed or whole, its reasoning shown
-// apart.
+// apart. A model with the "vision" ability also takes images: a file (sent as a data: URI)
+// or an http(s) URL, as OpenAI image_url parts before the text.
 
 import { errorBox, field, fill, h } from "../../dom.js";
 import { busy, sampling } from "./form.js";
@@ -25,6 +26,28 @@ export function chatView(pane, model, code, signal) {
     name: "message",
     placeholder: "Type a message (Enter sends, Shift+Enter for a new line)",
   });
+  const sees = (model.model_ability || []).includes("vision");
+  const imageFile = h("input", {
+    type: "file",
+    id: "chat-image-file",
+    name: "image",
+    accept: "image/png,image/jpeg,image/webp,image/gif,image/bmp",
+    multiple: true,
+  });
+  const imageUrl = h("input", {
+    type: "url",
+    id: "chat-image-url",
+    name: "image_url",
+    placeholder: "https://example.com/picture.png",
+  });
+  const imageRow = sees
+    ? h(
+        "div",
+        { class: "row chat-images" },
+        field("Image file", imageFile),
+        field("or image URL", imageUrl),
+      )
+    : null;
   const sendBtn = h("button", { type: "submit", class: "primary", id: "chat-send" }, "Send");
   const stopBtn = h("button", { type: "button", id: "chat-stop", disabled: true }, "Stop");
   const clearBtn = h(
@@ -54,7 +77,13 @@ export function chatView(pane, model, code, signal) {
       s.el,
     ),
     log,
-    h("div", { class: "composer" }, input, h("div", { class: "row" }, sendBtn, stopBtn, clearBtn)),
+    h(
+      "div",
+      { class: "composer" },
+      ...(imageRow ? [imageRow] : []),
+      input,
+      h("div", { class: "row" }, sendBtn, stopBtn, clearBtn),
+    ),
   );
   pane.append(form);
   input.addEventListener("keydown", (ev) => {
@@ -67,14 +96,27 @@ export function chatView(pane, model, code, signal) {
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const text = input.value.trim();
-    if (!text || inflight) return;
+    if (inflight) return;
+    const images = sees ? await chosenImages(imageFile, imageUrl) : [];
+    if (!text && !images.length) return;
     input.value = "";
-    history.push({ role: "user", content: text });
+    if (sees) {
+      imageFile.value = "";
+      imageUrl.value = "";
+    }
+    const content = images.length
+      ? [
+          ...images.map((url) => ({ type: "image_url", image_url: { url } })),
+          ...(text ? [{ type: "text", text }] : []),
+        ]
+      : text;
+    history.push({ role: "user", content });
     log.append(
       h(
         "div",
         { class: "msg user" },
         h("span", { class: "who" }, "You"),
+        ...images.map((url) => h("img", { class: "chat-image", src: url, alt: "your image" })),
         h("div", { class: "text" }, text),
       ),
     );
@@ -107,7 +149,7 @@ export function chatView(pane, model, code, signal) {
     inflight = new AbortController();
     busy(sendBtn, true);
     stopBtn.disabled = false;
-    let content = "",
+    let reply = "",
       chunks = 0,
       finish = null;
     const started = performance.now();
@@ -122,7 +164,7 @@ export function chatView(pane, model, code, signal) {
             reasoning.append(d.reasoning_content);
           }
           if (d.content) {
-            content += d.content;
+            reply += d.content;
             answer.append(d.content);
             chunks++;
           }
@@ -132,14 +174,14 @@ export function chatView(pane, model, code, signal) {
         inflight.signal,
       );
       if (res) chunks = res.usage ? res.usage.completion_tokens : 0;
-      history.push({ role: "assistant", content });
+      history.push({ role: "assistant", content: reply });
       const secs = (performance.now() - started) / 1000;
       meta.textContent = `${finish || "done"} · ${
         s.stream ? `${chunks} chunks` : `${chunks} tokens`
       } · ${secs.toFixed(1)} s`;
     } catch (e) {
       if (e.name === "AbortError") {
-        history.push({ role: "assistant", content });
+        history.push({ role: "assistant", content: reply });
         meta.textContent = "stopped";
       } else {
         history.pop(); // the question was not answered; it can be asked again
@@ -153,4 +195,20 @@ export function chatView(pane, model, code, signal) {
       input.focus();
     }
   });
+}
+
+/** The images chosen for the next message: each file as a data: URI, then the URL. */
+async function chosenImages(fileInput, urlInput) {
+  const read = (file) =>
+    new Promise((resolve, reject) => {
+      const r = new FileReader();
+      r.onload = () => resolve(r.result);
+      r.onerror = () => reject(r.error);
+      r.readAsDataURL(file);
+    });
+  const out = [];
+  for (const f of fileInput.files || []) out.push(await read(f));
+  const url = urlInput.value.trim();
+  if (url) out.push(url);
+  return out;
 }

@@ -1,7 +1,7 @@
 // Try it, completion: text continued from a prompt, streamed or whole.
 
 import { field, fill, h } from "../../dom.js";
-import { ctrlEnter, running, sampling } from "./form.js";
+import { mountForm, running, sampling } from "./form.js";
 import { complete } from "./stream.js";
 
 export function completionView(pane, model, code, signal) {
@@ -24,10 +24,7 @@ export function completionView(pane, model, code, signal) {
     status,
     out,
   );
-  ctrlEnter(form);
-  pane.append(form);
-  form.addEventListener("submit", async (ev) => {
-    ev.preventDefault();
+  mountForm(pane, form, async () => {
     const body = { model: model.id, prompt: prompt.value, ...s.params() };
     code.update("completion", { ...body, stream: s.stream });
     fill(out, h("span", { class: "prompt-echo" }, prompt.value));

@@ -2,7 +2,7 @@
 
 import { api } from "../../api.js";
 import { field, fill, h } from "../../dom.js";
-import { ctrlEnter, num, running } from "./form.js";
+import { mountForm, num, running } from "./form.js";
 
 /** Cosine similarity of two equal-length vectors. */
 export function cosine(a, b) {
@@ -32,10 +32,7 @@ export function embeddingsView(pane, model, code, signal) {
     h("div", { class: "row" }, go),
     out,
   );
-  ctrlEnter(form);
-  pane.append(form);
-  form.addEventListener("submit", async (ev) => {
-    ev.preventDefault();
+  mountForm(pane, form, async () => {
     const body = { model: model.id, input: [a.value, b.value] };
     if (dims.value) body.dimensions = Number(dims.value);
     code.update("embeddings", body);

@@ -71,6 +71,18 @@ export function ctrlEnter(form) {
 }
 
 
+/** Put `form` into `pane`: Ctrl/Cmd+Enter submits it, and a submit runs `submit()` instead
+ * of loading a page. */
+export function mountForm(pane, form, submit) {
+  ctrlEnter(form);
+  pane.append(form);
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    submit();
+  });
+}
+
+
 /** The file chosen in the file input `file`, or null after showing `message` in `out` and
  * focusing the input. */
 export function chosenFile(file, out, message) {

@@ -2,7 +2,7 @@
 
 import { api } from "../../api.js";
 import { errorBox, field, fill, h } from "../../dom.js";
-import { ctrlEnter, num, running } from "./form.js";
+import { mountForm, num, running } from "./form.js";
 
 export function imageView(pane, model, code, signal) {
   const prompt = h("textarea", {
@@ -47,10 +47,7 @@ export function imageView(pane, model, code, signal) {
     h("div", { class: "row" }, go),
     out,
   );
-  ctrlEnter(form);
-  pane.append(form);
-  form.addEventListener("submit", async (ev) => {
-    ev.preventDefault();
+  mountForm(pane, form, async () => {
     let options = {};
     try {
       options = extra.value.trim() ? JSON.parse(extra.value) : {};

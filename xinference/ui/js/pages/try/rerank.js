@@ -2,7 +2,7 @@
 
 import { api } from "../../api.js";
 import { field, fill, h } from "../../dom.js";
-import { ctrlEnter, num, running } from "./form.js";
+import { mountForm, num, running } from "./form.js";
 
 export function rerankView(pane, model, code, signal) {
   const query = h("input", { id: "rerank-query", value: "What is the capital of France?" });
@@ -25,10 +25,7 @@ export function rerankView(pane, model, code, signal) {
     h("div", { class: "row" }, go),
     out,
   );
-  ctrlEnter(form);
-  pane.append(form);
-  form.addEventListener("submit", async (ev) => {
-    ev.preventDefault();
+  mountForm(pane, form, async () => {
     const documents = docs.value
       .split("\n")
       .map((d) => d.trim())

