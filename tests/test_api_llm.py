@@ -11,6 +11,7 @@ import requests
 
 from xinference.client import RESTfulClient, RESTfulClientError
 
+from .client_adapters import make_client  # noqa: F401
 from .conftest import SMOLLM
 
 MSG = [{"role": "user", "content": "What is the capital of France?"}]
@@ -304,8 +305,8 @@ def test_openai_sdk_error_is_typed(oai):
 
 
 # ---- RESTfulClient ------------------------------------------------------------------------
-def test_client_chat_generate_and_old_form(endpoint):
-    client = RESTfulClient(endpoint)
+def test_client_chat_generate_and_old_form(make_client, endpoint):
+    client = make_client(endpoint)
     assert SMOLLM in client.list_models()
     model = client.get_model(SMOLLM)
     out = model.chat(messages=MSG, generate_config={"max_tokens": 8})
@@ -316,12 +317,18 @@ def test_client_chat_generate_and_old_form(endpoint):
     assert gen["choices"][0]["text"]
     chunks = list(model.generate("Once", generate_config={"max_tokens": 4, "stream": True}))
     assert chunks and chunks[-1]["choices"][0]["finish_reason"]
+    assert all(isinstance(c["choices"][0]["text"], str) for c in chunks if c["choices"])
+    # every chat delta carries "content", as upstream's (clients read it unguarded)
+    chat = list(model.chat(messages=MSG, generate_config={"max_tokens": 4, "stream": True}))
+    deltas = [c["choices"][0]["delta"] for c in chat if c["choices"]]
+    assert deltas and all("content" in d for d in deltas)
+    assert chat[-1]["choices"][0]["finish_reason"] or chat[-2]["choices"][0]["finish_reason"]
     thinking = model.chat(messages=MSG, enable_thinking=False, generate_config={"max_tokens": 2})
     assert thinking["usage"]["completion_tokens"] <= 2
 
 
-def test_client_queries(endpoint):
-    client = RESTfulClient(endpoint)
+def test_client_queries(make_client, endpoint):
+    client = make_client(endpoint)
     assert client.describe_model(SMOLLM)["model_engine"] == "llama.cpp"
     regs = client.list_model_registrations("LLM")
     assert any(r["model_name"] == SMOLLM for r in regs)
@@ -329,8 +336,8 @@ def test_client_queries(endpoint):
     assert "llama.cpp" in client.query_engine_by_model_name(SMOLLM)
 
 
-def test_client_error_carries_server_message(endpoint):
-    client = RESTfulClient(endpoint)
+def test_client_error_carries_server_message(make_client, endpoint):
+    client = make_client(endpoint)
     with pytest.raises(RESTfulClientError) as e:
         client.get_model("nope")
     assert e.value.status_code == 404 and "nope" in str(e.value)

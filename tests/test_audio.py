@@ -24,6 +24,7 @@ from xinference.client import RESTfulClient
 from xinference.client.handles import RESTfulAudioModelHandle
 from xinference.model.audio.formats import render_srt, render_transcript, render_vtt
 
+from .client_adapters import make_client  # noqa: F401
 from .conftest import start_server, wait_gone
 
 ASR = "whisper-tiny.en"
@@ -278,7 +279,7 @@ def test_speech_speed_changes_duration(srv):
 
 
 @pytest.mark.e2e
-def test_speech_streams(oai, srv):
+def test_speech_streams(make_client, oai, srv):
     text = "First sentence here. Then a second one. And a third to finish."
     with oai.audio.speech.with_streaming_response.create(
             model=TTS, input=text, voice="joe", response_format="mp3",
@@ -289,10 +290,10 @@ def test_speech_streams(oai, srv):
     assert 3.0 < len(decode(streamed)) / 16000 < 12.0
     heard = oai.audio.transcriptions.create(model=ASR, file=("s.mp3", streamed)).text
     assert word_recall(text, heard) >= 0.8, heard
-    chunks = list(RESTfulClient(srv.endpoint).get_model(TTS).speech(
+    chunks = list(make_client(srv.endpoint).get_model(TTS).speech(
         text, response_format="wav", stream=True))
     data = b"".join(chunks)
-    assert data[:4] == b"RIFF" and word_recall(text, RESTfulClient(srv.endpoint).get_model(
+    assert data[:4] == b"RIFF" and word_recall(text, make_client(srv.endpoint).get_model(
         ASR).transcriptions(data)["text"]) >= 0.8
 
 
@@ -401,8 +402,8 @@ def test_concurrent_transcriptions(srv, spoken):
 
 
 @pytest.mark.e2e
-def test_restful_client_handle(srv, spoken):
-    client = RESTfulClient(srv.endpoint)
+def test_restful_client_handle(make_client, srv, spoken):
+    client = make_client(srv.endpoint)
     tts, asr = client.get_model(TTS), client.get_model(ASR)
     assert isinstance(tts, RESTfulAudioModelHandle) and isinstance(asr, RESTfulAudioModelHandle)
     audio = tts.speech(SENTENCE, voice="joe", response_format="flac", speed=1.0)

@@ -81,7 +81,8 @@ def all_route_rows():
 
 def _request(endpoint: str, route, headers) -> requests.Response:
     path = route.path
-    for name in ("model_uid", "model_type", "model_name", "request_id", "file_name"):
+    for name in ("model_uid", "model_type", "model_name", "request_id", "file_name",
+                 "replica_id"):
         path = path.replace("{%s}" % name, "no-such-" + name.replace("_", "-"))
     # a real file for a path parameter (the literal "{path:path}" matched the public list
     # by its spelling, not by the route)
@@ -313,3 +314,26 @@ def _ok(url: str) -> bool:
         return requests.get(url, timeout=2).ok
     except requests.RequestException:
         return False
+
+
+def test_anthropic_sdk_sends_its_key_as_x_api_key(srv):
+    """The Anthropic SDK authenticates with ``x-api-key``; refusals come in Anthropic's
+    error shape."""
+    import anthropic
+
+    ok = anthropic.Anthropic(base_url=srv.endpoint, api_key=key_of("models:read"),
+                             max_retries=0)
+    with pytest.raises(anthropic.NotFoundError) as e:  # past auth: the model is unknown
+        ok.messages.create(model="no-such-model", max_tokens=5,
+                           messages=[{"role": "user", "content": "hi"}])
+    assert e.value.body["error"]["type"] == "not_found_error"
+    bad = anthropic.Anthropic(base_url=srv.endpoint, api_key="sk-wrongwrongwrong1",
+                              max_retries=0)
+    with pytest.raises(anthropic.AuthenticationError) as e:
+        bad.messages.create(model="x", max_tokens=5, messages=[{"role": "user",
+                                                                "content": "hi"}])
+    assert e.value.body["error"]["type"] == "authentication_error"
+    lister = anthropic.Anthropic(base_url=srv.endpoint, api_key=key_of("models:list"),
+                                 max_retries=0)
+    with pytest.raises(anthropic.PermissionDeniedError):
+        lister.messages.count_tokens(model="x", messages=[{"role": "user", "content": "hi"}])

@@ -20,6 +20,7 @@ import requests
 from xinference.client import RESTfulClient
 from xinference.client.handles import RESTfulEmbeddingModelHandle
 
+from .client_adapters import make_client  # noqa: F401
 from .conftest import minilm_dir
 
 MODEL = "all-MiniLM-L6-v2"
@@ -63,8 +64,8 @@ def test_describe_embedding_model(endpoint, emb):
     assert {MODEL, "bge-small-en-v1.5", "bge-m3", "gte-base", "e5-large-v2"} <= names
 
 
-def test_docs_example_client_handle(endpoint, emb, ref):
-    client = RESTfulClient(endpoint)
+def test_docs_example_client_handle(make_client, endpoint, emb, ref):
+    client = make_client(endpoint)
     model = client.get_model(emb)
     assert isinstance(model, RESTfulEmbeddingModelHandle)
     out = model.create_embedding("write a poem.")

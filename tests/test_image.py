@@ -14,6 +14,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from urllib.parse import urlparse
 
 import pytest
@@ -21,6 +22,7 @@ import requests
 
 from xinference.client import RESTfulClient
 
+from .client_adapters import Loops, make_async_client
 from .conftest import start_server, wait_until
 from .diffusion_helpers import build_tiny_sd
 
@@ -81,9 +83,15 @@ def srv(tmp_path_factory):
         server.stop()
 
 
-@pytest.fixture(scope="module")
-def client(srv):
-    return RESTfulClient(srv.endpoint)
+@pytest.fixture(scope="module", params=["sync", "async"])
+def client(srv, request):
+    """``RESTfulClient``, or ``AsyncRESTfulClient`` driven by a private event loop."""
+    if request.param == "sync":
+        yield RESTfulClient(srv.endpoint)
+        return
+    loops = Loops()
+    yield make_async_client(srv.endpoint, loops)
+    loops.close()
 
 
 @pytest.fixture(scope="module")
@@ -315,7 +323,9 @@ def test_abilities_the_model_lacks_are_400(srv):
 # ---- progress and cancellation ------------------------------------------------------------
 
 def test_progress_while_generating(srv, client):
-    rid = "progress-test-1"
+    # unique per run: the module runs this test once per client, and a finished request's
+    # progress stays readable for a while
+    rid = f"progress-test-{uuid.uuid4().hex[:8]}"
     seen = []
     result = {}
 

@@ -57,7 +57,7 @@ def test_abort_blocking_stream_ends_with_abort_chunk():
         engine.gate.set()
         chunks = await _pull_all(actor, handle.stream_id)
         assert chunks[-1]["choices"][0]["finish_reason"] == "abort"
-        assert chunks[-1]["id"] == "chat-1" and chunks[-1]["choices"][0]["delta"] == {}
+        assert chunks[-1]["id"] == "chat-1" and chunks[-1]["choices"][0]["delta"] == {"content": ""}
         assert len(chunks) <= 3
         # The engine thread stopped and released the engine: the next call runs.
         await asyncio.sleep(0.1)

@@ -21,6 +21,7 @@ import requests
 from xinference.client import RESTfulClient
 from xinference.client.handles import RESTfulRerankModelHandle
 
+from .client_adapters import make_client  # noqa: F401
 from .conftest import minilm_dir
 
 NAME = "tiny-cross-encoder"
@@ -111,8 +112,8 @@ def test_rerank_scores_and_order_match_in_process(endpoint, rerank_uid, ref):
                                      "output_tokens": 0}
 
 
-def test_client_handle_top_n_and_documents(endpoint, rerank_uid, ref):
-    model = RESTfulClient(endpoint).get_model(rerank_uid)
+def test_client_handle_top_n_and_documents(make_client, endpoint, rerank_uid, ref):
+    model = make_client(endpoint).get_model(rerank_uid)
     assert isinstance(model, RESTfulRerankModelHandle)
     expected = ref.predict([(QUERY, t) for t in TEXTS])
     best = list(np.argsort(-expected, kind="stable"))

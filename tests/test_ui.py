@@ -295,6 +295,10 @@ def test_launch_llm_and_chat_streams(ui, tmp_path):
     row = page.locator(f'#running-table tr[data-uid="{name}"]')
     expect(row).to_contain_text(engine)
     expect(row).to_contain_text("1/1")
+    row.locator("button", has_text="Events").click()  # the model's event log
+    events = page.locator(f'#model-events table[data-events-of="{name}"]')
+    expect(events).to_contain_text("Model is running")
+    expect(events).to_contain_text("placed on worker")
     ui.shot("running")
 
     row.locator("a", has_text="Try it").click()

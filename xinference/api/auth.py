@@ -14,7 +14,8 @@ is Xinference's 1.x format::
       ]
     }
 
-Every request then carries ``Authorization: Bearer <credential>``, where the credential is
+Every request then carries ``Authorization: Bearer <credential>`` (Anthropic clients:
+``x-api-key: <credential>``), where the credential is
 one of the user's API keys (``sk-`` and at least 13 letters or digits) or a JWT issued by
 ``POST /token`` (OAuth2 password form). Each route of
 :mod:`xinference.api.routers` names the permission it needs; ``admin`` allows everything.
@@ -378,7 +379,10 @@ class AuthMiddleware:
             headers = {k.decode("latin-1").lower(): v.decode("latin-1")
                        for k, v in scope.get("headers", [])}
             try:
-                user = self.service.authenticate(headers.get("authorization"))
+                # Anthropic clients send the key as x-api-key
+                authorization = headers.get("authorization") or (
+                    f"Bearer {headers['x-api-key']}" if headers.get("x-api-key") else None)
+                user = self.service.authenticate(authorization)
                 if needed is not None and not user.allows(needed):
                     raise PermissionDeniedError(
                         f"User {user.username!r} lacks the permission {needed!r} for this "
@@ -386,7 +390,17 @@ class AuthMiddleware:
             except (AuthenticationError, PermissionDeniedError) as e:
                 from .errors import exception_to_response
 
-                return await exception_to_response(e)(scope, receive, send)
+                resp = exception_to_response(e)
+                if scope.get("path", "").startswith("/v1/messages"):  # Anthropic's shape
+                    from fastapi.responses import JSONResponse
+
+                    from .anthropic import error_body
+
+                    www = resp.headers.get("www-authenticate")
+                    resp = JSONResponse(error_body(e.status_code, e.message),
+                                        status_code=e.status_code,
+                                        headers={"WWW-Authenticate": www} if www else None)
+                return await resp(scope, receive, send)
             state = scope.setdefault("state", {})
             state["user"] = user.username
             state["permissions"] = user.permissions

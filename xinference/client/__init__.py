@@ -1,4 +1,6 @@
-"""Python SDK: ``from xinference.client import Client, RESTfulClient`` (the same class)."""
+"""Python SDK: ``from xinference.client import Client, RESTfulClient`` (the same class), and
+on asyncio ``AsyncClient`` / ``AsyncRESTfulClient`` (the same class) with the same methods
+as coroutines."""
 
 from .handles import (
     RESTfulChatModelHandle,
@@ -9,10 +11,12 @@ from .handles import (
     RESTfulRerankModelHandle,
     RESTfulVideoModelHandle,
 )
-from .restful_client import Client, RESTfulClient
+from .restful_client import AsyncClient, AsyncRESTfulClient, Client, RESTfulClient
 from .transport import RESTfulClientError
 
 __all__ = [
+    "AsyncClient",
+    "AsyncRESTfulClient",
     "Client",
     "RESTfulClient",
     "RESTfulClientError",

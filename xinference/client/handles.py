@@ -7,6 +7,10 @@
 
     reranker = client.get_model("bge-reranker-base")
     reranker.rerank(["doc a", "doc b"], "query", top_n=1)["results"]
+
+The same classes serve :class:`~xinference.client.AsyncRESTfulClient`: there each method
+returns a coroutine (``await model.chat(...)``), and a stream an async iterator (see
+:mod:`xinference.client.transport`).
 """
 
 from __future__ import annotations
@@ -14,17 +18,14 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, Iterator, List, Optional, Union
 
-import requests
-
-from .transport import HTTPBase, RESTfulClientError, iter_sse
+from .transport import Call, HTTPBase, RESTfulClientError
 
 
 class RESTfulModelHandle(HTTPBase):
     """A running model, addressed by ``model_uid``."""
 
-    def __init__(self, model_uid: str, base_url: str, session: requests.Session,
-                 timeout: Optional[float] = None):
-        super().__init__(base_url, session, timeout)
+    def __init__(self, model_uid: str, transport):
+        super().__init__(transport)
         self._model_uid = model_uid
 
     @property
@@ -32,11 +33,8 @@ class RESTfulModelHandle(HTTPBase):
         return self._model_uid
 
     def _post(self, action: str, path: str, body: Dict[str, Any]):
-        stream = bool(body.get("stream"))
-        resp = self._request(action, "POST", path, stream=stream, json=body)
-        if stream:
-            return iter_sse(action, resp)
-        return resp.json()
+        return self._do(Call(action, "POST", path, json=body,
+                             result="sse" if body.get("stream") else "json"))
 
 
 class RESTfulGenerateModelHandle(RESTfulModelHandle):
@@ -147,11 +145,9 @@ class RESTfulAudioModelHandle(RESTfulModelHandle):
 
             data["kwargs"] = json.dumps(data["kwargs"])
         content = audio if isinstance(audio, (bytes, bytearray)) else audio.read()
-        resp = self._request(action, "POST", path, data=data,
-                             files={"file": ("audio", bytes(content))})
-        if resp.headers.get("content-type", "").startswith("application/json"):
-            return resp.json()
-        return resp.text
+        return self._do(Call(action, "POST", path, data=data,
+                             files={"file": ("audio", bytes(content))},
+                             result="json_or_text"))
 
     def transcriptions(self, audio: Union[bytes, Any], language: Optional[str] = None,
                        prompt: Optional[str] = None, response_format: str = "json",
@@ -212,20 +208,9 @@ class RESTfulAudioModelHandle(RESTfulModelHandle):
         body: Dict[str, Any] = {"model": self._model_uid, "input": input,
                                 "voice": voice or None, "response_format": response_format,
                                 "speed": speed, "stream": stream, **kwargs}
-        resp = self._request("create speech", "POST", "/v1/audio/speech", stream=stream,
-                             json={k: v for k, v in body.items() if v is not None})
-        if not stream:
-            return resp.content
-
-        def chunks() -> Iterator[bytes]:
-            try:
-                for chunk in resp.iter_content(chunk_size=None):
-                    if chunk:
-                        yield chunk
-            finally:
-                resp.close()
-
-        return chunks()
+        return self._do(Call("create speech", "POST", "/v1/audio/speech",
+                             json={k: v for k, v in body.items() if v is not None},
+                             result="byte_stream" if stream else "bytes"))
 
 
 def _file_bytes(data: Any) -> bytes:
@@ -258,17 +243,16 @@ class _MediaHandle(RESTfulModelHandle):
             body["kwargs"] = json.dumps(kwargs)
         body["model"] = self._model_uid
         if files is None:
-            return self._request(action, "POST", path, json=body).json()
+            return self._do(Call(action, "POST", path, json=body))
         multipart = {k: (k, _file_bytes(v), "application/octet-stream")
                      for k, v in files.items()}
         form = {k: str(v) for k, v in body.items()}
-        return self._request(action, "POST", path, data=form, files=multipart).json()
+        return self._do(Call(action, "POST", path, data=form, files=multipart))
 
     def get_progress(self, request_id: str) -> Dict[str, Any]:
         """``{"request_id", "status", "progress"}`` of a request sent with
         ``request_id=...`` (``GET /v1/requests/{request_id}/progress``)."""
-        return self._request("get progress", "GET",
-                             f"/v1/requests/{request_id}/progress").json()
+        return self._do(Call("get progress", "GET", f"/v1/requests/{request_id}/progress"))
 
 
 class RESTfulImageModelHandle(_MediaHandle):
@@ -341,10 +325,10 @@ _HANDLES = {
 }
 
 
-def handle_for(desc: Dict[str, Any], args) -> RESTfulModelHandle:
+def handle_for(desc: Dict[str, Any], model_uid: str, transport) -> RESTfulModelHandle:
     """The handle for a running model described by ``desc`` (``describe_model``'s
-    answer), made with ``args`` (``model_uid, base_url, session, timeout``): an LLM's by its
-    ``chat`` ability, any other by ``model_type``.
+    answer), on ``transport`` (the client's, sync or async): an LLM's by its ``chat``
+    ability, any other by ``model_type``.
 
     Raises:
         RESTfulClientError: no handle for that type.
@@ -352,10 +336,10 @@ def handle_for(desc: Dict[str, Any], args) -> RESTfulModelHandle:
     model_type = desc.get("model_type", "LLM")
     if model_type == "LLM":
         if "chat" in desc.get("model_ability", []):
-            return RESTfulChatModelHandle(*args)
-        return RESTfulGenerateModelHandle(*args)
+            return RESTfulChatModelHandle(model_uid, transport)
+        return RESTfulGenerateModelHandle(model_uid, transport)
     cls = _HANDLES.get(model_type)
     if cls is None:
         raise RESTfulClientError("get model", 400,
                                  f"no client handle for model type {model_type!r}")
-    return cls(*args)
+    return cls(model_uid, transport)

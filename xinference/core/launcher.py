@@ -30,6 +30,7 @@ from ..model.options import flag
 from ..model import model_type_handlers
 from ..model.registry import ModelRegistry, canonical_model_type
 from ..model.virtualenv import plan_for_engine
+from .events import ERROR, WARNING, EventLog
 from .limits import DEFAULT_REQUEST_LIMITS
 from .model_table import ModelTable, replica_row
 from .resource import allocate_gpus, memory_fit_error, normalize_gpu_idx, normalize_n_gpu
@@ -50,10 +51,14 @@ class Launcher:
             every replica runs.
     """
 
-    def __init__(self, registry: ModelRegistry, workers: WorkerTable, models: ModelTable):
+    def __init__(self, registry: ModelRegistry, workers: WorkerTable, models: ModelTable,
+                 events: Optional[EventLog] = None):
         self._registry = registry
         self._workers = workers
         self._models = models
+        self.events = events or EventLog()
+        # model_uid -> what adding a replica at run time needs (see ReplicaScaler)
+        self.plans: Dict[str, Dict[str, Any]] = {}
         self._inflight: Dict[str, int] = {}  # worker address -> replicas being launched
         # model_uid -> the task running its launch, and the launches asked to stop
         self._tasks: Dict[str, asyncio.Task] = {}
@@ -132,15 +137,27 @@ class Launcher:
             RequestAbortedError: the launch was cancelled (:meth:`cancel`, 499).
         """
         uid = model_uid or model_name
+        busy = self._models.is_launching(uid) or uid in self._models
+        if not busy:
+            self.events.add(uid, f"Launch of {model_type} model {model_name!r} requested "
+                            f"({replica} replica(s))")
         task = asyncio.ensure_future(self._launch(
             model_name, model_type, model_uid, replica, n_gpu, request_limits, worker_ip,
             gpu_idx, **kwargs))
         try:
-            return await task
+            out = await task
+            self.events.add(uid, "Model is running")
+            return out
         except asyncio.CancelledError:
             if uid in self._cancelled:
+                self.events.add(uid, "Launch cancelled", WARNING, "error")
                 raise RequestAbortedError(f"The launch of model {uid!r} was cancelled") \
                     from None
+            raise
+        except Exception as e:
+            if not busy:
+                self.events.add(uid, f"Launch failed: {getattr(e, 'message', None) or e}",
+                                ERROR, "error")
             raise
         finally:
             if not self._models.is_launching(uid):
@@ -220,21 +237,10 @@ class Launcher:
                 self._models.keep(w.address, replica_uid)
                 self._state[model_uid] = {"replica": replica, "done": i,
                                           "worker": w.ref, "replica_uid": replica_uid}
-                self._inflight[w.address] = self._inflight.get(w.address, 0) + 1
-                try:
-                    info = await self._workers.call(w, w.ref.launch_model(
-                        replica_uid, model_uid, model_type, loader, desc, request_limits,
-                        n_gpu=n_gpu, gpu_idx=gpu_idx, virtualenv=venv,
-                    ))
-                except ModelUnavailableError:
-                    if w.gone.is_set():  # if it was only slow, it stops the replica later
-                        self._models.stop_later(w.address, replica_uid)
-                    raise
-                finally:
-                    self._inflight[w.address] -= 1
                 placed.append(w.address)
-                launched.append(replica_row(w.address, dict(info, replica_uid=replica_uid)))
-                await self._workers.refresh_status(w)
+                launched.append(await self.start_replica(
+                    w, model_uid, replica_uid, model_type, loader, desc, request_limits,
+                    n_gpu, gpu_idx, venv))
         except BaseException:
             for rep in launched:
                 w = self._workers.get(rep["worker_address"])
@@ -250,7 +256,60 @@ class Launcher:
             self._tasks.pop(model_uid, None)
             self._state.pop(model_uid, None)
         self._models.add(model_uid, model_type, desc, launched)
+        self.plans[model_uid] = {"loader": loader, "desc": desc, "model_type": model_type,
+                                 "n_gpu": n_gpu, "gpu_idx": gpu_idx, "worker_ip": worker_ip,
+                                 "request_limits": request_limits, "venv": venv}
         return model_uid
+
+    async def start_replica(self, w: Worker, model_uid: str, replica_uid: str,
+                            model_type: str, loader, desc: Dict[str, Any],
+                            request_limits: Optional[int], n_gpu, gpu_idx, venv=None
+                            ) -> Dict[str, Any]:
+        """Start one replica on worker ``w`` and wait until it is loaded; its row (see
+        :func:`replica_row`). Records the placement, download/load progress milestones
+        (25/50/75/100%) and the outcome in the model's events.
+
+        Raises:
+            as ``WorkerActor.launch_model``; ModelUnavailableError when ``w`` is gone.
+        """
+        self.events.add(model_uid, f"Replica {replica_uid} placed on worker {w.address}",
+                        replica_uid=replica_uid)
+        self._inflight[w.address] = self._inflight.get(w.address, 0) + 1
+        watcher = asyncio.ensure_future(self._watch_progress(w, model_uid, replica_uid))
+        try:
+            info = await self._workers.call(w, w.ref.launch_model(
+                replica_uid, model_uid, model_type, loader, desc, request_limits,
+                n_gpu=n_gpu, gpu_idx=gpu_idx, virtualenv=venv,
+            ))
+        except ModelUnavailableError:
+            if w.gone.is_set():  # if it was only slow, it stops the replica later
+                self._models.stop_later(w.address, replica_uid)
+            raise
+        finally:
+            watcher.cancel()
+            self._inflight[w.address] -= 1
+        self.events.add(model_uid, f"Replica {replica_uid} loaded (pid {info.get('pid')})",
+                        replica_uid=replica_uid)
+        await self._workers.refresh_status(w)
+        return replica_row(w.address, dict(info, replica_uid=replica_uid))
+
+    async def _watch_progress(self, w: Worker, model_uid: str, replica_uid: str,
+                              every: float = 1.0) -> None:
+        """Record each quarter of the replica's download/load progress as it is passed."""
+        next_mark = 0.25
+        while next_mark <= 1.0:
+            await asyncio.sleep(every)
+            try:
+                p = await xo.wait_for(w.ref.get_launch_progress(replica_uid),
+                                      health_check_timeout())
+            except Exception:  # not started yet, or done
+                continue
+            if p >= next_mark:
+                while next_mark <= p:
+                    next_mark += 0.25
+                self.events.add(model_uid, f"Replica {replica_uid}: download/load "
+                                f"{int(min(p, 1.0) * 100)}%", kind="download",
+                                replica_uid=replica_uid)
 
     async def cancel(self, model_uid: str) -> Dict[str, Any]:
         """Stop the launch of ``model_uid`` (download or load): its processes are removed
@@ -337,10 +396,14 @@ class Launcher:
             ModelNotFoundError: not running, not lost and not ``forgotten``.
         """
         m = self._models.pop(model_uid)
+        self.plans.pop(model_uid, None)
         if m is None:
             if self._models.forget_lost(model_uid) or forgotten:
+                self.events.add(model_uid, "Terminated (it was not running)", kind="terminate")
                 return
             raise ModelNotFoundError(f"Model not found in the model list, uid: {model_uid}")
+        self.events.add(model_uid, f"Terminate requested: stopping {len(m.replicas)} "
+                        "replica(s)", kind="terminate")
         answered = {}  # workers that took a terminate call: their status is refreshed once
         for rep in m.replicas:
             address, ruid = rep["worker_address"], rep["replica_uid"]
@@ -361,6 +424,7 @@ class Launcher:
             answered[address] = w
         for w in answered.values():
             await self._workers.refresh_status(w)
+        self.events.add(model_uid, "Terminated", kind="terminate")
 
 
 def memory_need(family, desc: Dict[str, Any], kwargs: Dict[str, Any], cpu: bool):

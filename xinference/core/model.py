@@ -186,6 +186,12 @@ class ModelActor(xo.StatelessActor):
     def pid(self) -> int:
         return os.getpid()
 
+    def in_flight(self) -> int:
+        """Requests this replica still serves: calls admitted and not finished, plus
+        streams whose chunks are not all read yet (a replica being removed is stopped
+        once this is 0, see :mod:`xinference.core.scaling`)."""
+        return self._admitted + len(self._streams)
+
     async def engine_stats(self) -> Dict[str, Any]:
         """The engine's counters (its ``stats()``: busy slots, cancelled requests ...) plus
         ``admitted_requests``; ``{}`` from the engine when it keeps none."""
@@ -519,6 +525,12 @@ class ModelActor(xo.StatelessActor):
         :meth:`generate`."""
         cfg, rid, strip = self._llm_config(generate_config)
         return await self._call("chat", messages, cfg, request_id=rid, strip_usage=strip)
+
+    async def count_chat_tokens(self, messages: List[Dict[str, Any]],
+                                generate_config: Optional[Dict[str, Any]] = None) -> int:
+        """Prompt tokens of a chat request, without generating (no admission: nothing
+        runs on the engine)."""
+        return await self._require("count_chat_tokens")(messages, generate_config)
 
     # ---- embedding and rerank (engines batch concurrent requests themselves) ----------
     async def create_embedding(self, input: Any, config: Optional[Dict[str, Any]] = None):

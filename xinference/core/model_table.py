@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
 from ..errors import ConflictError, ModelNotFoundError, ModelUnavailableError
+from .events import ERROR, WARNING, EventLog
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,9 @@ class RunningModel:
 class ModelTable:
     """Model uids and their replicas (see the module docstring)."""
 
-    def __init__(self):
+    def __init__(self, events: Optional[EventLog] = None):
+        #: where replica deaths, drops and adoptions are recorded
+        self.events = events or EventLog()
         self._models: Dict[str, RunningModel] = {}
         self._launching: Set[str] = set()
         # model_uid -> why it is gone (every replica's worker died).
@@ -173,6 +176,8 @@ class ModelTable:
             for r in m.replicas:
                 if r["worker_address"] == address:
                     dropped.append(r["replica_uid"])
+                    self.events.add(uid, f"Replica {r['replica_uid']} dropped: its worker "
+                                    f"{address} {why}", WARNING, "replica", r["replica_uid"])
                     if remember:
                         self._away.setdefault(address, {})[r["replica_uid"]] = uid
             m.replicas = keep
@@ -182,6 +187,7 @@ class ModelTable:
                     f"Model {uid!r} is gone: its last replica ran on worker {address}, which "
                     f"{why}; launch it again."
                 )
+                self.events.add(uid, self._lost[uid], ERROR, "error")
         return dropped
 
     def adopt(self, address: str, rows: List[Dict[str, Any]]) -> Tuple[List[str], List[str]]:
@@ -212,6 +218,8 @@ class ModelTable:
                 self._lost.pop(muid, None)
             m.replicas.append(replica_row(address, row))
             adopted.append(ruid)
+            self.events.add(muid, f"Replica {ruid} adopted from worker {address}",
+                            kind="replica", replica_uid=ruid)
         return adopted, terminate
 
     def mark_dead_processes(self, address: str, reported: Dict[str, Dict[str, Any]]) -> None:
@@ -223,6 +231,9 @@ class ModelTable:
                 if (r["worker_address"] == address and row is not None
                         and not row.get("alive", True) and r["status"] == "ready"):
                     r.update(status="dead", error="its process died")
+                    self.events.add(m.model_uid, f"Replica {r['replica_uid']} died: its "
+                                    f"process (pid {r['pid']}) on {address} exited",
+                                    ERROR, "replica", r["replica_uid"])
                     logger.warning("Replica %s of %s on %s: its process (pid %s) died",
                                    r["replica_uid"], m.model_uid, address, r["pid"])
 

@@ -58,6 +58,9 @@ class ReplicaRouter:
                 error = e
                 if "has died" in e.message:
                     r.update(status="dead", error=e.message)
+                    self._models.events.add(model_uid, f"Replica {r['replica_uid']} died: "
+                                            f"{e.message}", "ERROR", "replica",
+                                            r["replica_uid"])
                 else:
                     logger.warning("Replica %s: %s; trying another replica",
                                    r["replica_uid"], e.message)

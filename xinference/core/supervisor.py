@@ -12,6 +12,8 @@ module, and the actor's methods (called by the REST API and the workers) delegat
 - :mod:`~xinference.core.router`: round-robin over ready replicas (the REST API gets the
   ModelActor ref and talks to the model process directly) and request aborts;
 - :mod:`~xinference.core.persist`: launch records, relaunched when workers (re)join;
+- :mod:`~xinference.core.events`: the per-model event log;
+- :mod:`~xinference.core.scaling`: replicas added and removed at run time;
 - :class:`~xinference.model.registry.ModelRegistry`: builtin and custom registrations.
 
 Custom registrations live here only: a launch plans the model here and sends the worker a
@@ -38,11 +40,13 @@ from ..errors import (
 )
 from ..model import model_type_handlers
 from ..model.registry import ModelRegistry
+from .events import EventLog
 from .launcher import Launcher
 from .model_table import ModelTable
 from .persist import PersistedLaunches
 from .resource import node_resources
 from .router import ReplicaRouter
+from .scaling import ReplicaScaler
 from .workers import Worker, WorkerTable, host_of
 
 logger = logging.getLogger(__name__)
@@ -67,10 +71,12 @@ class SupervisorActor(xo.StatelessActor):
             {t: h.schema for t, h in handlers.items()},
             {t: h.builtins for t, h in handlers.items()},
         )
-        self._models = ModelTable()
+        self._events = EventLog()
+        self._models = ModelTable(self._events)
         self._workers = WorkerTable(self._models, on_join=self._on_worker_join)
-        self._launcher = Launcher(self._registry, self._workers, self._models)
+        self._launcher = Launcher(self._registry, self._workers, self._models, self._events)
         self._router = ReplicaRouter(self._workers, self._models)
+        self._scaler = ReplicaScaler(self._launcher, self._workers, self._models)
         self._persisted = PersistedLaunches(self._workers, self._models,
                                             launch=self.launch_builtin_model)
 
@@ -169,6 +175,38 @@ class SupervisorActor(xo.StatelessActor):
             ModelNotFoundError: neither launching nor running.
         """
         return await self._launcher.progress(model_uid)
+
+    # ---- events and replicas at run time ---------------------------------------------------
+    def get_model_events(self, model_uid: str) -> List[Dict[str, Any]]:
+        """The model's events, oldest first (see :mod:`xinference.core.events`).
+
+        Raises:
+            ModelNotFoundError: nothing recorded for that uid (404).
+        """
+        return self._events.get(model_uid)
+
+    def list_replicas(self, model_uid: str) -> List[Dict[str, Any]]:
+        """The replicas of a running model (see :meth:`ReplicaScaler.list
+        <xinference.core.scaling.ReplicaScaler.list>`)."""
+        return self._scaler.list(model_uid)
+
+    async def scale_out(self, model_uid: str, cnt: Any) -> List[Dict[str, Any]]:
+        """Add ``cnt`` replicas, placed as a launch places them; returns the replica list
+        once they serve (errors: :meth:`ReplicaScaler.scale_out
+        <xinference.core.scaling.ReplicaScaler.scale_out>`)."""
+        return await self._scaler.scale_out(model_uid, cnt)
+
+    def detach_replicas(self, model_uid: str, cnt: Any = None,
+                        replica_id: Optional[str] = None) -> List[Dict[str, Any]]:
+        """First step of removing replicas: take them out of the round-robin and return
+        them (then :meth:`stop_replicas`). Errors: :meth:`ReplicaScaler.detach
+        <xinference.core.scaling.ReplicaScaler.detach>`."""
+        return self._scaler.detach(model_uid, cnt, replica_id)
+
+    async def stop_replicas(self, model_uid: str, rows: List[Dict[str, Any]]) -> None:
+        """Second step: drain the detached replicas (in-flight requests finish) and stop
+        them."""
+        await self._scaler.stop(model_uid, rows)
 
     async def get_launch_stage(self, model_uid: str) -> Optional[str]:
         """What the launch of ``model_uid`` is doing besides loading (making its virtual

@@ -40,6 +40,17 @@ from .resource import allocate_gpus, gpu_env, normalize_gpu_idx, normalize_n_gpu
 logger = logging.getLogger(__name__)
 
 
+def _rss(pid: Optional[int]) -> Optional[int]:
+    """Resident memory of process ``pid`` in bytes (None when it is gone or unknown): the
+    supervisor sizes replicas added at run time by it (:mod:`xinference.core.scaling`)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).memory_info().rss if pid else None
+    except (psutil.Error, OSError):
+        return None
+
+
 @dataclass
 class _Replica:
     replica_uid: str
@@ -460,7 +471,7 @@ class WorkerActor(xo.StatelessActor):
             row = {"replica_uid": r.replica_uid, "model_uid": r.model_uid, "pid": r.pid,
                    "address": r.sub_pool_address, "alive": self._is_alive(r),
                    "launched_at": r.launched_at, "gpu_idx": r.gpus,
-                   "virtualenv": r.virtualenv}
+                   "virtualenv": r.virtualenv, "memory_rss": _rss(r.pid)}
             if detailed:
                 row.update(model_type=r.model_type, desc=r.desc,
                            request_limits=r.request_limits)

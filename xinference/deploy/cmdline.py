@@ -192,6 +192,25 @@ def list_models(endpoint, api_key):
 @cli.command()
 @_endpoint_option
 @click.option("--model-uid", "-u", required=True)
+def events(endpoint, api_key, model_uid):
+    """Show a model's events (launch steps, progress, errors, replicas, terminate)."""
+    import datetime
+
+    from tabulate import tabulate
+
+    try:
+        rows = _client(endpoint, api_key).get_model_events(model_uid)
+    except Exception as e:
+        _fail(e)
+    click.echo(tabulate(
+        [(datetime.datetime.fromtimestamp(r["event_ts"]).strftime("%Y-%m-%d %H:%M:%S"),
+          r["event_type"], r["kind"], r.get("replica_uid") or "", r["event_content"])
+         for r in rows], headers=["Time", "Type", "Kind", "Replica", "Event"]))
+
+
+@cli.command()
+@_endpoint_option
+@click.option("--model-uid", "-u", required=True)
 def terminate(endpoint, api_key, model_uid):
     """Terminate a running model."""
     try:

@@ -22,8 +22,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..gateway import RESTfulAPI
 
 #: area modules of this package, in the order their routes are added
-AREAS = ["admin", "models", "cluster", "llm", "embeddings", "audio", "images", "videos",
-         "auth", "metrics", "virtualenvs"]
+AREAS = ["admin", "models", "replicas", "cluster", "llm", "anthropic", "embeddings",
+         "audio", "images", "videos", "auth", "metrics", "virtualenvs"]
 
 #: the only route templates that may be served without a scope (with auth on, everything
 #: else needs a credential holding the route's scope; see :mod:`xinference.api.auth`,

@@ -406,6 +406,16 @@ class LLM(OpenAIStreams, abc.ABC):
             self.model_uid, params.include_usage, **self._builder_kw(params),
             new_pipeline=self._pipeline_factory(params, prompt)), mm)
 
+    async def count_chat_tokens(self, messages: List[Dict[str, Any]],
+                                generate_config: Optional[Dict[str, Any]] = None) -> int:
+        """Tokens of the prompt :meth:`prepare_chat` renders for this request (chat template,
+        tools and ``enable_thinking`` included), without generating: Anthropic's
+        ``count_tokens``. Image tokens are counted where the prompt ids hold them
+        (Transformers); llama.cpp counts its image tokens only while it runs. Raises as
+        :meth:`prepare_chat`."""
+        req = await asyncio.to_thread(self.prepare_chat, messages, generate_config)
+        return len(req.prompt_ids)
+
     def prepare_constraint(self, states: List[RequestState]) -> None:
         """Lower ``params.constraint`` for this engine and attach it to each state
         (``state.grammar``); runs in a worker thread (compiling may take a while). Engines

@@ -28,7 +28,8 @@ def random_seed() -> int:
 class Delta:
     """One step of a generation: new text of choice ``index``, the logprobs of the tokens
     it releases (OpenAI chat entries, when asked for) and, on the last step, the finish
-    reason and token counts."""
+    reason and token counts, and ``stop_sequence``: the ``stop`` string that ended it, if
+    one did."""
 
     text: str
     finish_reason: Optional[str] = None
@@ -36,6 +37,7 @@ class Delta:
     completion_tokens: int = 0
     index: int = 0
     logprobs: Optional[List[Dict[str, Any]]] = None
+    stop_sequence: Optional[str] = None
 
 
 class RequestState:
@@ -94,7 +96,7 @@ class RequestState:
     def _final(self, reason: str) -> Delta:
         self.finish_reason = reason
         return Delta("", reason, self.prompt_tokens, len(self.output_ids), self.index,
-                     self._take_logprobs())
+                     self._take_logprobs(), self._matcher.matched)
 
     def _delta(self, text: str) -> Delta:
         return Delta(text, index=self.index, logprobs=self._take_logprobs())

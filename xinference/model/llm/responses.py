@@ -56,7 +56,8 @@ class DeltaCoalescer:
         lps = [e for d in ds for e in (d.logprobs or [])]
         return Delta("".join(d.text for d in ds), last.finish_reason, last.prompt_tokens,
                      last.completion_tokens, last.index,
-                     lps if any(d.logprobs is not None for d in ds) else None)
+                     lps if any(d.logprobs is not None for d in ds) else None,
+                     last.stop_sequence)
 
     def push(self, d: Delta) -> Optional[Delta]:
         """Add one delta; return the delta to send now, if any."""
@@ -107,6 +108,7 @@ class ResponseBuilder(abc.ABC):
         self._parts: List[List[str]] = [[] for _ in range(n)]
         self._lps: List[List[Dict[str, Any]]] = [[] for _ in range(n)]
         self._finish: List[Optional[str]] = [None] * n
+        self._stop_seq: List[Optional[str]] = [None] * n
         self._prompt_tokens = 0
         self._completion_tokens = 0
         self._done = 0
@@ -151,6 +153,7 @@ class ResponseBuilder(abc.ABC):
             self._lps[d.index].extend(d.logprobs)
         if d.finish_reason is not None:
             self._finish[d.index] = d.finish_reason
+            self._stop_seq[d.index] = d.stop_sequence
             self._count(d)
 
     @abc.abstractmethod
@@ -232,7 +235,9 @@ class ChatBuilder(ResponseBuilder):
     The text of each choice goes through a :class:`ChatTextPipeline` made by
     ``new_pipeline`` (reasoning split, then tool-call parsing); streams push each delta's
     text, whole responses push the whole text once: one code path, the same message.
-    ``finish_reason`` becomes ``"tool_calls"`` when the pipeline reports calls.
+    ``finish_reason`` becomes ``"tool_calls"`` when the pipeline reports calls. A choice
+    ended by a ``stop`` string names it in ``stop_reason`` (vLLM's field; the Anthropic
+    layer reports it as ``stop_sequence``).
     """
 
     object_name = "chat.completion.chunk"
@@ -242,6 +247,7 @@ class ChatBuilder(ResponseBuilder):
         super().__init__(*a, **kw)
         make = new_pipeline or ChatTextPipeline
         self._pipes = [make() for _ in range(self.n)]
+        self._held_calls: List[List[Dict[str, Any]]] = [[] for _ in range(self.n)]
 
     def _delta_choice(self, index: int, delta: Dict[str, Any], finish: Optional[str],
                       lps) -> Dict[str, Any]:
@@ -257,23 +263,32 @@ class ChatBuilder(ResponseBuilder):
         return "tool_calls" if self._pipes[index].num_calls and reason == "stop" else reason
 
     def _choice_chunk(self, d: Delta) -> Optional[Dict[str, Any]]:
+        """Every delta carries ``content`` (the text, ``""``, or null beside reasoning or
+        tool calls), as upstream Xinference sends it: clients written against upstream
+        read ``delta["content"]`` in every chunk. Completed tool calls wait for the
+        choice's final chunk (the one with ``finish_reason: "tool_calls"``), where both the
+        OpenAI SDK's accumulators and ``langchain-xinference`` (which reads calls only in
+        that chunk) find them."""
         pipe = self._pipes[d.index]
         out = pipe.push(d.text)
         if d.finish_reason is not None:
             out.extend(pipe.finish())
-        delta: Dict[str, Any] = {}
+        self._held_calls[d.index].extend(out.tool_calls)
+        final = d.finish_reason is not None
+        calls = self._held_calls[d.index] if final else []
+        if not final and not out.reasoning and not out.content and not d.logprobs:
+            return None
+        delta: Dict[str, Any] = {
+            "content": out.content or (None if out.reasoning or calls else "")}
         if out.reasoning:
             delta["reasoning_content"] = out.reasoning
-        if out.content:
-            delta["content"] = out.content
-        if out.tool_calls:
-            delta["tool_calls"] = out.tool_calls
-        if d.finish_reason is None:
-            if not delta and not d.logprobs:
-                return None
-            return self._chunk([self._delta_choice(d.index, delta, None, d.logprobs)])
-        return self._chunk([self._delta_choice(
-            d.index, delta, self._finish_reason(d.index, d.finish_reason), d.logprobs)])
+        if calls:
+            delta["tool_calls"] = calls
+        finish = self._finish_reason(d.index, d.finish_reason) if final else None
+        choice = self._delta_choice(d.index, delta, finish, d.logprobs)
+        if final and d.stop_sequence is not None:
+            choice["stop_reason"] = d.stop_sequence
+        return self._chunk([choice])
 
     def _message(self, index: int) -> Dict[str, Any]:
         pipe = self._pipes[index]
@@ -293,10 +308,12 @@ class ChatBuilder(ResponseBuilder):
         choices = []
         for i in range(self.n):
             msg = self._message(i)
-            choices.append({"index": i, "message": msg,
-                            "logprobs": {"content": self._lps[i]} if self.want_logprobs
-                            else None,
-                            "finish_reason": self._finish_reason(i, self._finish[i])})
+            choice = {"index": i, "message": msg,
+                      "logprobs": {"content": self._lps[i]} if self.want_logprobs else None,
+                      "finish_reason": self._finish_reason(i, self._finish[i])}
+            if self._stop_seq[i] is not None:
+                choice["stop_reason"] = self._stop_seq[i]  # as vLLM: the stop string hit
+            choices.append(choice)
         return {
             "id": self.id, "object": "chat.completion", "created": self.created,
             "model": self.model_uid, "choices": choices, "usage": self._usage(),
@@ -372,7 +389,8 @@ class OpenAIStreams:
         out = {k: last[k] for k in ("id", "created", "model") if k in last}
         out["object"] = obj
         if obj.startswith("chat"):
-            choice = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "abort"}
+            choice = {"index": 0, "delta": {"content": ""}, "logprobs": None,
+                      "finish_reason": "abort"}
         else:
             choice = {"index": 0, "text": "", "logprobs": None, "finish_reason": "abort"}
         out["choices"] = [choice]

@@ -92,6 +92,7 @@ class StopStringMatcher:
     def __init__(self, stop: Sequence[str]):
         self._stop = [s for s in stop if s]
         self._buffer = ""
+        self.matched: Optional[str] = None  # the stop string that ended the text
 
     def push(self, text: str) -> Tuple[str, bool]:
         """Add text; return ``(text safe to emit, stopped)``."""
@@ -101,6 +102,8 @@ class StopStringMatcher:
             return out, False
         out, rest, stop = split_at_first(self._buffer, self._stop)
         self._buffer = "" if stop is not None else rest
+        if stop is not None:
+            self.matched = stop
         return out, stop is not None
 
     def flush(self) -> str:

@@ -1,4 +1,6 @@
-// Running models: GET /v1/models as a table, with terminate (confirmed) and a Try-it link.
+// Running models: GET /v1/models as a table, with terminate (confirmed), a Try-it link and
+// each model's events (GET /v1/models/{uid}/events: launch steps, progress, errors,
+// replicas added, removed or dead, terminate).
 
 import { api } from "../api.js";
 import { confirmDialog, errorBox, fill, h, sizeLabel } from "../dom.js";
@@ -7,11 +9,68 @@ export async function render(main, args, signal) {
   const table = h("div", { class: "table-wrap", id: "running-table" });
   const status = h("div", { "aria-live": "polite", class: "status" });
   const refresh = h("button", { type: "button", onclick: () => load() }, "Refresh");
+  const events = h("section", { id: "model-events", "aria-live": "polite" });
   main.append(
     h("div", { class: "row between" }, h("h1", {}, "Running models"), refresh),
     status,
     table,
+    events,
   );
+
+  async function showEvents(uid, button) {
+    let rows;
+    try {
+      rows = await api("GET", `/v1/models/${encodeURIComponent(uid)}/events`, undefined, {
+        signal,
+      });
+    } catch (e) {
+      if (!signal.aborted) fill(events, errorBox(e));
+      return;
+    }
+    const cls = { ERROR: "error", WARNING: "warn", INFO: "" };
+    fill(
+      events,
+      h("h2", {}, `Events of ${uid}`),
+      h(
+        "div",
+        { class: "table-wrap" },
+        h(
+          "table",
+          { "data-events-of": uid },
+          h(
+            "thead",
+            {},
+            h(
+              "tr",
+              {},
+              ["Time", "Type", "Kind", "Replica", "Event"].map((c) =>
+                h("th", { scope: "col" }, c),
+              ),
+            ),
+          ),
+          h(
+            "tbody",
+            {},
+            rows
+              .slice()
+              .reverse()
+              .map((e) =>
+                h(
+                  "tr",
+                  { class: cls[e.event_type] || "" },
+                  h("td", { "data-label": "Time" }, new Date(e.event_ts * 1000).toLocaleString()),
+                  h("td", { "data-label": "Type" }, e.event_type),
+                  h("td", { "data-label": "Kind" }, e.kind),
+                  h("td", { "data-label": "Replica" }, e.replica_uid || "–"),
+                  h("td", { "data-label": "Event" }, e.event_content),
+                ),
+              ),
+          ),
+        ),
+      ),
+    );
+    button.setAttribute("aria-expanded", "true");
+  }
 
   async function load() {
     let models;
@@ -80,6 +139,17 @@ export async function render(main, args, signal) {
           "td",
           { class: "actions" },
           h("a", { class: "button small", href: `#/try/${encodeURIComponent(m.id)}` }, "Try it"),
+          h(
+            "button",
+            {
+              type: "button",
+              class: "small",
+              "aria-label": `Events of ${m.id}`,
+              "aria-controls": "model-events",
+              onclick: (ev) => showEvents(m.id, ev.currentTarget),
+            },
+            "Events",
+          ),
           terminate,
         ),
       );
