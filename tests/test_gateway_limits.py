@@ -57,8 +57,11 @@ def test_host_check():
 
 def test_body_limits_by_route():
     hdr = lambda ct: [(b"content-type", ct.encode())]  # noqa: E731
-    assert body_limit_for({"path": "/v1/chat/completions",
+    assert body_limit_for({"path": "/v1/completions",
                            "headers": hdr("application/json")}, 1 << 20) == 1 << 20
+    for path in ("/v1/chat/completions", "/v1/messages", "/v1/embeddings"):  # inline images
+        assert body_limit_for({"path": path, "headers": hdr("application/json")},
+                              1 << 20) == 64 << 20
     assert body_limit_for({"path": "/token", "headers": hdr("application/json")},
                           1 << 20) == 16 * 1024
     assert body_limit_for({"path": "/v1/images/variations",

@@ -87,25 +87,34 @@ def test_reserved_option_names_are_400(srv):
 
 
 def test_body_limits(srv):
-    url = srv.endpoint + "/v1/chat/completions"
-    big = {"model": EMB, "messages": [{"role": "user", "content": "x" * (2 << 20)}]}
+    url = srv.endpoint + "/v1/completions"
+    big = {"model": EMB, "prompt": "x" * (2 << 20)}
     r = requests.post(url, headers=bearer(READER), json=big, timeout=60)
     assert r.status_code == 413, r.text[:300]
     assert r.json()["error"]["code"] == 413 and "1048576" in r.json()["detail"]
 
-    def chunks():  # no Content-Length: counted while read
+    def chunks(n):  # no Content-Length: counted while read
         yield b'{"model": "x", "messages": [{"role": "user", "content": "'
-        for _ in range(40):
+        for _ in range(n):
             yield b"y" * 65536
         yield b'"}]}'
 
     r = requests.post(url, headers=dict(bearer(READER), **{
-        "Content-Type": "application/json"}), data=chunks(), timeout=60)
+        "Content-Type": "application/json"}), data=chunks(40), timeout=60)
     assert r.status_code == 413, r.text[:300]
-    # under the limit: read and answered (here: the embedding model cannot chat)
+    # under the limit: read and answered (here: the embedding model cannot complete)
     r = requests.post(url, headers=bearer(READER), timeout=60, json={
-        "model": EMB, "messages": [{"role": "user", "content": "x" * 500_000}]})
+        "model": EMB, "prompt": "x" * 500_000})
     assert r.status_code == 400, r.text[:300]
+    # chat carries inline images: 2 MiB is read (and refused by the model, not the size),
+    # past the media limit (64 MiB) it is cut while read
+    chat = srv.endpoint + "/v1/chat/completions"
+    r = requests.post(chat, headers=bearer(READER), timeout=60, json={
+        "model": EMB, "messages": [{"role": "user", "content": "x" * (2 << 20)}]})
+    assert r.status_code == 400, r.text[:300]
+    r = requests.post(chat, headers=dict(bearer(READER), **{
+        "Content-Type": "application/json"}), data=chunks(1040), timeout=60)
+    assert r.status_code == 413 and str(64 << 20) in r.json()["detail"], r.text[:300]
     r = requests.post(srv.endpoint + "/token", data={"username": "a", "password": "b" * 20000},
                       timeout=30)
     assert r.status_code == 413 and "16384" in r.json()["detail"]

@@ -5,8 +5,11 @@ streamed answers and disconnect detection pass through untouched):
   body is read. ``Content-Length`` is checked first; a chunked body is counted as it
   arrives and cut at the limit. Defaults: :data:`DEFAULT_MAX_BODY_BYTES` (1 MiB) for JSON,
   forms and anything else, :data:`UPLOAD_MAX_BODY_BYTES` for ``multipart/form-data``
-  uploads (whose routes keep their own, tighter per-file caps), :data:`LOGIN_MAX_BODY_BYTES`
-  (16 KiB) for ``POST /token``. ``$XINFERENCE_MAX_BODY_BYTES`` (``--max-body-bytes``)
+  uploads (whose routes keep their own, tighter per-file caps),
+  :data:`MEDIA_JSON_MAX_BODY_BYTES` for the JSON routes that carry images as ``data:``
+  URIs (:data:`MEDIA_JSON_ROUTES`: chat, Anthropic messages, embeddings; the model checks
+  each image against its own, smaller limit), :data:`LOGIN_MAX_BODY_BYTES` (16 KiB) for
+  ``POST /token``. ``$XINFERENCE_MAX_BODY_BYTES`` (``--max-body-bytes``)
   changes the first. Over a limit: 413 in the gateway's JSON error shape.
 * :class:`HostCheckMiddleware`: a server bound to a loopback address answers only requests
   whose ``Host`` is a loopback name (``localhost``, ``127.0.0.1``, ``[::1]``, any port),
@@ -46,6 +49,10 @@ DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 UPLOAD_MAX_BODY_BYTES = 64 * 1024 * 1024 + 256 * 1024
 #: body limit of ``POST /token`` (bytes)
 LOGIN_MAX_BODY_BYTES = 16 * 1024
+#: body limit of the JSON routes whose requests may carry images inline (bytes): a few
+#: base64 images of up to 20 MiB each (the chat engines' per-image limit) fit.
+MEDIA_JSON_MAX_BODY_BYTES = 64 * 1024 * 1024
+MEDIA_JSON_ROUTES = frozenset({"/v1/chat/completions", "/v1/messages", "/v1/embeddings"})
 #: login attempts per minute and client address, by default
 DEFAULT_LOGIN_ATTEMPTS_PER_MINUTE = 10
 
@@ -88,12 +95,16 @@ def _header(scope, name: bytes) -> Optional[str]:
 
 
 def body_limit_for(scope, default: int) -> int:
-    """The body limit (bytes) of one HTTP request: ``/token``, uploads, or ``default``."""
-    if scope.get("path") == "/token":
+    """The body limit (bytes) of one HTTP request: ``/token``, uploads, JSON with images,
+    or ``default``."""
+    path = scope.get("path")
+    if path == "/token":
         return min(LOGIN_MAX_BODY_BYTES, default)
     ctype = (_header(scope, b"content-type") or "").lower()
     if ctype.startswith("multipart/form-data"):
         return max(UPLOAD_MAX_BODY_BYTES, default)
+    if path in MEDIA_JSON_ROUTES:
+        return max(MEDIA_JSON_MAX_BODY_BYTES, default)
     return default
 
 
