@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, List, Optional
 
 from ..constants import health_check_interval, xinference_home
 from ..errors import ModelNotFoundError, ModelUnavailableError
+from ..fileio import atomic_write
 
 if TYPE_CHECKING:
     from .model_table import ModelTable
@@ -52,12 +53,9 @@ class PersistStore:
         return persist_dir() / f"{model_uid}.json"
 
     def save(self, model_uid: str, launch: Dict[str, Any]) -> None:
-        """Write the record atomically (a crash never leaves half a file)."""
-        d = persist_dir()
-        d.mkdir(parents=True, exist_ok=True)
-        tmp = d / f".{model_uid}.json.tmp"
-        tmp.write_text(json.dumps(launch, indent=1, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, self._path(model_uid))
+        """Write the record durably and atomically (:func:`xinference.fileio.atomic_write`:
+        a crash never leaves half a file)."""
+        atomic_write(self._path(model_uid), json.dumps(launch, indent=1, sort_keys=True))
 
     def delete(self, model_uid: str) -> bool:
         """Forget a record; False when there was none."""
