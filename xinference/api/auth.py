@@ -366,5 +366,6 @@ class AuthMiddleware:
                 from .restful_api import exception_to_response
 
                 return await exception_to_response(e)(scope, receive, send)
-            scope.setdefault("state", {})["user"] = user.username
+            state = scope.setdefault("state", {})
+            state["user"], state["admin"] = user.username, "admin" in user.permissions
         return await self.app(scope, receive, send)

@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..errors import ModelUnavailableError, XinferenceError
 from ..core.model import ModelStream
+from .caller import with_owner
 from .routers import all_routes
 
 logger = logging.getLogger(__name__)
@@ -140,8 +141,10 @@ class RESTfulAPI:
     async def _call_model(self, method: str, model_uid: str, payload,
                           config: Dict[str, Any], request: Optional[Request] = None):
         """``(ref, result)`` of ``method`` of the model's ModelActor (see :meth:`_infer`;
-        for routes that answer something else than JSON or SSE)."""
+        for routes that answer something else than JSON or SSE). The request's
+        authenticated user becomes the owner of its ``request_id`` (:func:`with_owner`)."""
         ref = await self._model(model_uid)
+        config = with_owner(config, request)
         result = await self._call_ref(ref, model_uid, method, (payload, config),
                                       request if not config.get("stream") else None)
         return ref, result

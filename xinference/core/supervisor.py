@@ -180,14 +180,19 @@ class SupervisorActor(xo.StatelessActor):
         """
         return await self._router.get_model(model_uid)
 
-    async def abort_request(self, model_uid: str, request_id: str) -> Dict[str, Any]:
-        """Abort the running request ``request_id`` of ``model_uid`` on whichever replica
-        runs it (see :meth:`ModelActor.abort_request`).
+    async def abort_request(self, model_uid: str, request_id: str,
+                            owner: Optional[str] = None,
+                            any_owner: bool = False) -> Dict[str, Any]:
+        """Abort the running request ``request_id`` that ``owner`` (the authenticated
+        user; None with auth off) sent to ``model_uid``, on whichever replica runs it;
+        ``any_owner``: an admin's abort, of anyone's request (see
+        :meth:`ModelActor.abort_request`).
 
         Raises:
-            ModelNotFoundError: no such model. RequestNotFoundError: no replica runs it.
+            ModelNotFoundError: no such model. RequestNotFoundError: no replica runs it
+            for ``owner``.
         """
-        return await self._router.abort_request(model_uid, request_id)
+        return await self._router.abort_request(model_uid, request_id, owner, any_owner)
 
     def get_model_type(self, model_uid: str) -> str:
         return self._models.running(model_uid).model_type

@@ -3,6 +3,9 @@ engines (Xinference's ``/v1/models``, ``/v1/model_registrations``, ``/v1/engines
 
 from __future__ import annotations
 
+from fastapi import Request
+
+from ..model_paths import check_launch, check_registration, is_admin_caller
 from ..schemas import LaunchModelRequest, RegisterModelRequest
 from . import Route, Router
 
@@ -42,8 +45,11 @@ class ModelsRouter(Router):
     async def describe_model(self, model_uid: str):
         return await (await self._supervisor()).describe_model(model_uid)
 
-    async def launch_model(self, body: LaunchModelRequest):
+    async def launch_model(self, body: LaunchModelRequest, request: Request):
+        """Launch a model; ``model_path`` and ``trust_remote_code`` need ``admin`` with
+        auth on (see :mod:`xinference.api.model_paths`)."""
         kwargs = body.model_dump(exclude_none=True)
+        check_launch(kwargs, is_admin_caller(self.api, request))
         uid = await (await self._supervisor()).launch_builtin_model(**kwargs)
         return {"model_uid": uid}
 
@@ -65,7 +71,11 @@ class ModelsRouter(Router):
         return await (await self._supervisor()).get_model_registration(model_type,
                                                                         model_name)
 
-    async def register_model(self, model_type: str, body: RegisterModelRequest):
+    async def register_model(self, model_type: str, body: RegisterModelRequest,
+                             request: Request):
+        """Register a custom model; a ``model_uri`` outside the allowed directories needs
+        ``admin`` with auth on (see :mod:`xinference.api.model_paths`)."""
+        check_registration(body.model, is_admin_caller(self.api, request))
         name = await (await self._supervisor()).register_model(
             model_type, body.model, body.persist
         )
