@@ -67,11 +67,13 @@ class SupervisorActor(xo.StatelessActor):
             {t: h.builtins for t, h in handlers.items()},
         )
         self._models = ModelTable()
-        self._workers = WorkerTable(self._models, on_join=self._on_worker_join)
+        self._workers = WorkerTable(self._models, on_join=self._on_worker_join,
+                                    on_dead=self._on_model_dead)
         self._launcher = Launcher(self._registry, self._workers, self._models)
         self._router = ReplicaRouter(self._workers, self._models)
         self._persisted = PersistedLaunches(self._workers, self._models,
-                                            launch=self.launch_builtin_model)
+                                            launch=self.launch_builtin_model,
+                                            terminate=self._launcher.terminate)
 
     @classmethod
     def default_uid(cls) -> str:
@@ -88,6 +90,9 @@ class SupervisorActor(xo.StatelessActor):
 
     def _on_worker_join(self) -> None:
         self._persisted.schedule()
+
+    def _on_model_dead(self, model_uids: List[str]) -> None:
+        self._persisted.restart_dead(model_uids)
 
     # ---- workers --------------------------------------------------------------------------
     async def add_worker(self, worker_address: str, local: bool = False) -> None:
