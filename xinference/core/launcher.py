@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import xoscar as xo
 
@@ -27,6 +27,7 @@ from ..errors import (
 )
 from ..model import model_type_handlers
 from ..model.registry import ModelRegistry, canonical_model_type
+from .limits import check_launch_caps
 from .model_table import ModelTable, replica_row
 from .resource import allocate_gpus, normalize_gpu_idx, normalize_n_gpu
 from .workers import Worker, WorkerTable
@@ -56,6 +57,8 @@ class Launcher:
         self._cancelled: set = set()
         # model_uid -> {"replica", "done", "worker", "replica_uid"} while it launches.
         self._state: Dict[str, Dict[str, Any]] = {}
+        # model_uid -> its launch description, from planning until the launch ends
+        self._planned: Dict[str, Dict[str, Any]] = {}
 
     # ---- placement -------------------------------------------------------------------------
     def _load(self, address: str) -> int:
@@ -110,7 +113,9 @@ class Launcher:
 
         Raises:
             RegistrationNotFoundError / InvalidRequestError: unknown name, bad spec or uid,
-            bad ``n_gpu``/``gpu_idx``, no worker at ``worker_ip`` or with the GPUs asked.
+            bad ``n_gpu``/``gpu_idx``, no worker at ``worker_ip`` or with the GPUs asked;
+            ``replica``, ``n_parallel`` or ``n_ctx`` above the cluster's caps
+            (:mod:`xinference.core.limits`).
             ConflictError: ``model_uid`` is already running or launching.
             ModelUnavailableError: no worker, or not enough free GPUs now (503).
             ModelLoadError: the weights could not be found or loaded.
@@ -163,8 +168,11 @@ class Launcher:
         desc.update(model_uid=model_uid, replica=replica, n_gpu=n_gpu,
                     request_limits=request_limits)
         self.place(worker_ip, n_gpu, gpu_idx, [])  # fail fast, before any process starts
+        check_launch_caps(replica, kwargs,
+                          [w.status for w in self._workers.select(worker_ip)])
 
         self._models.reserve(model_uid)
+        self._planned[model_uid] = desc
         self._tasks[model_uid] = asyncio.current_task()
         launched: List[Dict[str, Any]] = []
         placed: List[str] = []
@@ -202,6 +210,7 @@ class Launcher:
             raise
         finally:
             self._models.release(model_uid)
+            self._planned.pop(model_uid, None)
             self._tasks.pop(model_uid, None)
             self._state.pop(model_uid, None)
         self._models.add(model_uid, model_type, desc, launched)
@@ -233,6 +242,11 @@ class Launcher:
         if task is not None:
             await asyncio.wait({task}, timeout=health_check_timeout() * 6)
         return {"model_uid": model_uid, "cancelled": True}
+
+    def launching_descs(self) -> List[Tuple[str, Dict[str, Any]]]:
+        """``(model_uid, launch description)`` of every launch in progress (the cache a
+        launch downloads into or loads from must not be removed under it)."""
+        return list(self._planned.items())
 
     def launching_replicas(self) -> Dict[str, int]:
         """``{model_uid: replicas asked for}`` of the launches that have placed a

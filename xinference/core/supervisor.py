@@ -358,12 +358,13 @@ class SupervisorActor(xo.StatelessActor):
         returns ``{worker address: [removed paths]}``.
 
         Raises:
-            ConflictError: a running model uses that version (409).
+            ConflictError: a running or launching model uses that version (409).
             ModelNotFoundError: it is cached nowhere (404).
         """
         from ..model.cache_manager import check_version_not_running
 
-        check_version_not_running(model_version, self._models.descs())
+        check_version_not_running(model_version, list(self._models.descs())
+                                  + self._launcher.launching_descs())
         out = {}
         for w in self._workers.select(worker_ip):
             paths = await self._workers.call(w, w.ref.remove_cached_model(model_version),
