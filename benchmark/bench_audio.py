@@ -17,7 +17,7 @@ faster) and as "x real time" (its inverse). Results go to the "audio" section of
 doc/benchmarks.md. Targets: server transcription speed >= 0.95x in-process; the 4-way
 aggregate gain is written down.
 
-Run: ``.venv/bin/python benchmark/bench_audio.py`` (about a minute on 2 cores).
+Run: ``.venv/bin/python -m benchmark.bench_audio`` (about a minute on 2 cores).
 ``BENCH_ROUNDS`` sets how many timed requests each single-stream measure takes (median;
 default 3).
 """
@@ -28,16 +28,12 @@ import concurrent.futures
 import io
 import os
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import machine, start_server, stop_server, write_section  # noqa: E402
+from .common import machine, start_server, stop_server, write_section
 
 ASR, TTS = "whisper-tiny.en", "piper-en_US-joe-medium"
 ONE_WORKER = "whisper-one-worker"  # the same model with num_workers=1, for comparison
@@ -170,7 +166,7 @@ def main() -> None:
     ]
     table = "\n".join(f"| {n} | {rtf:.3f} | {1 / rtf:.1f}x | {ratio} | {target} |"
                       for n, rtf, ratio, target in rows)
-    md = f"""## Audio (benchmark/bench_audio.py)
+    md = f"""## Audio (`python -m benchmark.bench_audio`)
 
 Machine: {machine()}, CPU, load average {load[0]:.1f} at the start and {load[1]:.1f} at the
 end. Input: {seconds:.1f} s of speech (Piper en_US joe medium reading a paragraph), one WAV

@@ -21,7 +21,7 @@ each figure is the median of its rounds. Ratios are against one stream of the sa
 and against the in-process baseline. Target: 8 streams >= 3x one stream on the
 Transformers engine.
 
-Run: ``.venv/bin/python benchmark/bench_batching.py`` (several minutes on 2 cores with the
+Run: ``.venv/bin/python -m benchmark.bench_batching`` (several minutes on 2 cores with the
 defaults; the first run also exports the GGUF, about 35 s). ``BENCH_MAX_TOKENS``,
 ``BENCH_PROMPTS``, ``BENCH_ROUNDS`` and ``BENCH_ENGINES`` (``transformers,llama.cpp``)
 tune it; the section written to doc/benchmarks.md states the values used.
@@ -33,7 +33,6 @@ import importlib.util
 import json
 import os
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -41,12 +40,9 @@ from pathlib import Path
 
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, start_server, stop_server, write_section  # noqa: E402
+from .common import machine, start_server, stop_server, write_section
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from xinference.model.llm.transformers.gguf_export import cached_export  # noqa: E402
+from xinference.model.llm.transformers.gguf_export import cached_export
 
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TF_MODEL, LLAMA_MODEL = "smollm2-pt", "smollm2-instruct"
@@ -207,7 +203,7 @@ def main() -> None:
         summary = (f"Transformers, 8 streams vs 1: **{tf8:.2f}x** (target >= 3x); "
                    f"1 stream vs in-process unbatched: "
                    f"**{rate[TF_MODEL, 1] / rate[INPROC, 1]:.2f}x**. ")
-    md = f"""## Transformers continuous batching (benchmark/bench_batching.py)
+    md = f"""## Transformers continuous batching (`python -m benchmark.bench_batching`)
 
 Machine: {machine()}, CPU, load average {load0:.1f} at the start and {load1:.1f} at the end
 (other work on the same cores). Model: SmolLM2-135M-Instruct. Server engines:

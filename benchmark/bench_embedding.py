@@ -12,7 +12,7 @@ sentence-transformers, in one run.
 All three encode the same sentences; sentences/s and the ratios are written to the
 "embeddings" section of doc/benchmarks.md. Target: server >= 0.8x batched in-process.
 
-Run: ``.venv/bin/python benchmark/bench_embedding.py`` (about a minute on 2 cores).
+Run: ``.venv/bin/python -m benchmark.bench_embedding`` (about a minute on 2 cores).
 ``BENCH_SENTENCES`` sets how many sentences each measurement encodes (default 2048).
 """
 
@@ -23,17 +23,14 @@ import json
 import os
 import queue
 import random
-import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
 
-import numpy as np  # noqa: E402
-import requests  # noqa: E402
+import numpy as np
+import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, start_server, stop_server, write_section  # noqa: E402
+from .common import machine, start_server, stop_server, write_section
 
 MODEL = "all-MiniLM-L6-v2"
 PADDED_UID = "minilm-padded"  # the same model launched with padding_free=false
@@ -201,7 +198,7 @@ def main() -> None:
     cpu_s = min(p.cpu_ms for p in server)
     cpu_p = min(p.cpu_ms for p in padded)
     title = "Embeddings: concurrent clients against in-process encoding"
-    md = f"""## {title} (benchmark/bench_embedding.py)
+    md = f"""## {title} (`python -m benchmark.bench_embedding`)
 
 Machine: {machine()}, CPU, load average {load[0]:.1f} at the start and {load[1]:.1f} at
 the end (other work on the same cores slows both sides). Model: all-MiniLM-L6-v2 (packaged

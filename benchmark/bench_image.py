@@ -16,7 +16,7 @@ Rounds alternate between the two so that load from other work on the machine hit
 alike. Images/s and the ratio go to the "image-generation" section of doc/benchmarks.md.
 Target: server >= 0.95x in-process.
 
-Run: ``PYTHONPATH=. .venv/bin/python benchmark/bench_image.py`` (under a minute on 2
+Run: ``.venv/bin/python -m benchmark.bench_image`` (under a minute on 2
 cores). ``BENCH_SIZE`` (default 96), ``BENCH_STEPS`` (default 8) and ``BENCH_ROUNDS``
 (default 4, of ``BENCH_IMAGES`` = 2 images each) change the workload.
 """
@@ -25,18 +25,14 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(ROOT))
-from common import machine, start_server, stop_server, write_section  # noqa: E402
-from tests.diffusion_helpers import build_tiny_sd  # noqa: E402
+from .common import machine, start_server, stop_server, write_section
+from tests.diffusion_helpers import build_tiny_sd
 
 SIZE = int(os.environ.get("BENCH_SIZE", "96"))
 STEPS = int(os.environ.get("BENCH_STEPS", "8"))
@@ -116,7 +112,7 @@ def main() -> None:
         return (f"| {label} | {n} | {spent[key]:.2f} | {rate[key]:.2f} | "
                 f"{med[key]:.3f} |")
 
-    md = f"""## Image generation (benchmark/bench_image.py)
+    md = f"""## Image generation (`python -m benchmark.bench_image`)
 
 Machine: {machine()}, CPU, load average {load_start:.1f} at the start and {load_end:.1f} at
 the end (other work on the same cores). Pipeline: the tiny random-weight Stable Diffusion of

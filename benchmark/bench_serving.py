@@ -9,7 +9,7 @@
 * aggregate tokens/s of 1, 2, 4 and 8 concurrent streams through the server (continuous
   batching in llama.cpp's slots), fixed length (``ignore_eos``).
 
-Run: ``.venv/bin/python benchmark/bench_serving.py`` on a quiet machine; writes the
+Run: ``.venv/bin/python -m benchmark.bench_serving`` on a quiet machine; writes the
 "serving" section of doc/benchmarks.md. Targets: one stream >= 0.95x in-process tokens/s;
 8 streams >= 1.4x one stream; start-up <= 2 s; launch <= 1.5 s.
 """
@@ -28,8 +28,7 @@ from pathlib import Path
 import psutil
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, start_server, stop_server, write_section  # noqa: E402
+from .common import machine, start_server, stop_server, write_section
 
 PROMPTS = [
     "Write a short story about a robot learning to paint.",
@@ -240,7 +239,8 @@ def main():
         # its own process: two builds of ggml in one process crash
         import subprocess
 
-        run = subprocess.run([sys.executable, __file__, "--llama-cpp-python", str(gguf)],
+        run = subprocess.run([sys.executable, "-m", __spec__.name, "--llama-cpp-python",
+                              str(gguf)],
                              capture_output=True, text=True)
         if run.returncode == 0:
             ref_rows = json.loads(run.stdout.strip().splitlines()[-1])
@@ -273,7 +273,7 @@ def main():
     else:
         rows.append(f"| previous engine: llama-cpp-python in-process | {ref_failed} | | | |")
     table_rows = "\n".join(rows)
-    md = f"""## Serving: llama.cpp engine, one and many streams, start-up, launch (benchmark/bench_serving.py)
+    md = f"""## Serving: llama.cpp engine, one and many streams, start-up, launch (`python -m benchmark.bench_serving`)
 
 Machine: {machine()}. Model: SmolLM2-135M-Instruct Q4_1, llama.cpp on xllamacpp
 {xllamacpp.__version__} with n_threads={cores}, n_ctx {N_CTX}, greedy, max_tokens {MAX_TOKENS},

@@ -10,7 +10,7 @@ Tokens/s is measured on the stream, from the first content token to the last (de
 the grammar's one-off compile is reported apart: the first constrained request's time to
 first token minus that of the same request again).
 
-Run: ``.venv/bin/python benchmark/bench_structured.py``; writes the "structured" section
+Run: ``.venv/bin/python -m benchmark.bench_structured``; writes the "structured" section
 of doc/benchmarks.md. Target: constrained >= 0.9x unconstrained.
 """
 
@@ -21,7 +21,6 @@ import importlib.util
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,8 +28,7 @@ from urllib.parse import urlparse
 
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, start_server, stop_server, write_section  # noqa: E402
+from .common import machine, start_server, stop_server, write_section
 
 PROMPTS = [
     "Describe a fictional person: name, age, city and a short biography.",

@@ -8,7 +8,7 @@ import pytest
 from xinference.errors import InvalidRequestError
 from xinference.model.llm.chat_template import normalize_messages
 from xinference.model.llm.constraints import Alternative, Constraint, to_gbnf
-from xinference.model.llm.core import GenerationParams
+from xinference.model.llm.params import GenerationParams
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Weather of a city",

@@ -4,14 +4,11 @@ import pytest
 
 from xinference.errors import InvalidRequestError
 from xinference.model.llm.chat_template import CHATML_TEMPLATE, render_chat_template
-from xinference.model.llm.core import (
-    BytesDetokenizer,
-    ChatBuilder,
-    Delta,
-    GenerationParams,
-    StopStringMatcher,
-    stream_interval_option,
-)
+from xinference.model.llm.core import stream_interval_option
+from xinference.model.llm.params import GenerationParams
+from xinference.model.llm.request import Delta
+from xinference.model.llm.responses import ChatBuilder
+from xinference.model.llm.text import BytesDetokenizer, StopStringMatcher
 from xinference.model.llm.engines import engines_for_family, match_spec
 from xinference.model.llm.llm_family import builtin_llm_families, normalize_size
 

@@ -10,10 +10,12 @@ import pytest
 
 from xinference.errors import InvalidRequestError
 from xinference.core.model import ModelActor, ModelStream
+from xinference.model.llm.responses import OpenAIStreams
 
 
-class BlockingEngine:
-    """A one-at-a-time engine: ``chat`` returns an iterator of ``n`` chunks, or a dict."""
+class BlockingEngine(OpenAIStreams):
+    """A one-at-a-time engine: ``chat`` returns an iterator of ``n`` chunks, or a dict.
+    Its streams stand for OpenAI chunks (the LLM hooks of the model actor)."""
 
     def __init__(self):
         self.started = threading.Event()
@@ -36,8 +38,9 @@ class BlockingEngine:
         return chunks()
 
 
-class AsyncEngine:
-    """A batching engine: ``chat`` is ``async`` and returns an async iterator."""
+class AsyncEngine(OpenAIStreams):
+    """A batching engine: ``chat`` is ``async`` and returns an async iterator; LLM hooks
+    as :class:`BlockingEngine`."""
 
     def __init__(self):
         self.closed = asyncio.Event()

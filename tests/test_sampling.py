@@ -13,7 +13,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from xinference.model.llm.core import GenerationParams  # noqa: E402
+from xinference.model.llm.params import GenerationParams  # noqa: E402
 from xinference.model.llm.transformers.scheduler import (  # noqa: E402
     PENALTY_LAST_N,
     sample_token,

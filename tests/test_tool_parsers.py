@@ -12,7 +12,8 @@ import re
 
 import pytest
 
-from xinference.model.llm.core import ChatBuilder, ChatTextPipeline, Delta
+from xinference.model.llm.request import Delta
+from xinference.model.llm.responses import ChatBuilder, ChatTextPipeline
 from xinference.model.llm.reasoning import ReasoningParser
 from xinference.model.llm.tool_parsers import (
     check_tool_parser, get_tool_parser, known_tool_parsers,

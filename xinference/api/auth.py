@@ -363,7 +363,7 @@ class AuthMiddleware:
                         f"User {user.username!r} lacks the permission {needed!r} for this "
                         "route")
             except (AuthenticationError, PermissionDeniedError) as e:
-                from .restful_api import exception_to_response
+                from .errors import exception_to_response
 
                 return await exception_to_response(e)(scope, receive, send)
             state = scope.setdefault("state", {})

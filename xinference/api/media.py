@@ -232,10 +232,10 @@ class MediaService:
         rid = str(config.get("request_id") or uuid.uuid4().hex)
         config["request_id"] = rid
         config = with_owner(config, request)
-        ref = await self.api._model(model_uid)
-        self.track(rid, ref, model_uid, config.get("request_owner"))
-        result = await self.api._call_ref(ref, model_uid, method, args + (config,),
-                                            request)
+        owner = config.get("request_owner")
+        _, result = await self.api._call_uid(
+            model_uid, method, args + (config,), request,
+            on_ref=lambda ref: self.track(rid, ref, model_uid, owner))
         return result, rid
 
 

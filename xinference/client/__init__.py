@@ -1,15 +1,16 @@
 """Python SDK: ``from xinference.client import Client, RESTfulClient`` (the same class)."""
 
-from .restful_client import (
-    Client,
+from .handles import (
     RESTfulChatModelHandle,
-    RESTfulClient,
-    RESTfulClientError,
+    RESTfulEmbeddingModelHandle,
     RESTfulGenerateModelHandle,
+    RESTfulImageModelHandle,
     RESTfulModelHandle,
+    RESTfulRerankModelHandle,
+    RESTfulVideoModelHandle,
 )
-from .handles import RESTfulEmbeddingModelHandle, RESTfulRerankModelHandle
-from .handles import RESTfulImageModelHandle, RESTfulVideoModelHandle
+from .restful_client import Client, RESTfulClient
+from .transport import RESTfulClientError
 
 __all__ = [
     "Client",

@@ -1,6 +1,6 @@
-"""Handles for non-LLM model types (embedding, rerank ...), chosen by ``model_type``.
+"""Model handles, chosen by ``model_type`` (and, for LLMs, the ``chat`` ability).
 
-``RESTfulClient.get_model(uid)`` returns one of these for a non-LLM model::
+``RESTfulClient.get_model(uid)`` returns one of these::
 
     model = client.get_model("all-MiniLM-L6-v2")
     model.create_embedding("write a poem.")["data"][0]["embedding"]   # 384 floats
@@ -14,7 +14,75 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, Iterator, List, Optional, Union
 
-from .restful_client import RESTfulClientError, RESTfulModelHandle
+import requests
+
+from .transport import HTTPBase, RESTfulClientError, iter_sse
+
+
+class RESTfulModelHandle(HTTPBase):
+    """A running model, addressed by ``model_uid``."""
+
+    def __init__(self, model_uid: str, base_url: str, session: requests.Session,
+                 timeout: Optional[float] = None):
+        super().__init__(base_url, session, timeout)
+        self._model_uid = model_uid
+
+    @property
+    def model_uid(self) -> str:
+        return self._model_uid
+
+    def _post(self, action: str, path: str, body: Dict[str, Any]):
+        stream = bool(body.get("stream"))
+        resp = self._request(action, "POST", path, stream=stream, json=body)
+        if stream:
+            return iter_sse(action, resp)
+        return resp.json()
+
+
+class RESTfulGenerateModelHandle(RESTfulModelHandle):
+    """An LLM with the ``generate`` ability (``POST /v1/completions``)."""
+
+    def generate(self, prompt: str, generate_config: Optional[Dict[str, Any]] = None,
+                 **kwargs) -> Union[Dict[str, Any], Iterator[Dict[str, Any]]]:
+        """A ``text_completion`` dict, or with ``generate_config["stream"]`` an iterator of
+        completion chunks."""
+        body = {"model": self._model_uid, "prompt": prompt, **(generate_config or {}), **kwargs}
+        return self._post("generate", "/v1/completions", body)
+
+
+class RESTfulChatModelHandle(RESTfulGenerateModelHandle):
+    """An LLM with the ``chat`` ability (``POST /v1/chat/completions``)."""
+
+    def chat(self, messages: Union[List[Dict[str, Any]], str, None] = None,
+             chat_history: Optional[List[Dict[str, Any]]] = None,
+             system_prompt: Optional[str] = None,
+             generate_config: Optional[Dict[str, Any]] = None,
+             tools: Optional[List[Dict[str, Any]]] = None,
+             enable_thinking: Optional[bool] = None,
+             prompt: Optional[str] = None,
+             **kwargs) -> Union[Dict[str, Any], Iterator[Dict[str, Any]]]:
+        """A ``chat.completion`` dict, or with ``generate_config["stream"]`` an iterator of
+        ``chat.completion.chunk`` dicts.
+
+        Accepts the current form ``chat(messages, generate_config=...)`` and the older
+        documented form ``chat(prompt, chat_history, system_prompt=..., generate_config=...)``.
+        """
+        if prompt is not None and messages is None:
+            messages = prompt
+        if isinstance(messages, str):
+            msgs: List[Dict[str, Any]] = []
+            if system_prompt:
+                msgs.append({"role": "system", "content": system_prompt})
+            msgs.extend(chat_history or [])
+            msgs.append({"role": "user", "content": messages})
+            messages = msgs
+        body: Dict[str, Any] = {"model": self._model_uid, "messages": messages,
+                                **(generate_config or {}), **kwargs}
+        if tools is not None:
+            body["tools"] = tools
+        if enable_thinking is not None:
+            body["enable_thinking"] = enable_thinking
+        return self._post("chat", "/v1/chat/completions", body)
 
 
 class RESTfulEmbeddingModelHandle(RESTfulModelHandle):
@@ -273,12 +341,19 @@ _HANDLES = {
 }
 
 
-def handle_for(model_type: str, args) -> RESTfulModelHandle:
-    """The handle class registered for ``model_type``.
+def handle_for(desc: Dict[str, Any], args) -> RESTfulModelHandle:
+    """The handle for a running model described by ``desc`` (``describe_model``'s
+    answer), made with ``args`` (``model_uid, base_url, session, timeout``): an LLM's by its
+    ``chat`` ability, any other by ``model_type``.
 
     Raises:
         RESTfulClientError: no handle for that type.
     """
+    model_type = desc.get("model_type", "LLM")
+    if model_type == "LLM":
+        if "chat" in desc.get("model_ability", []):
+            return RESTfulChatModelHandle(*args)
+        return RESTfulGenerateModelHandle(*args)
     cls = _HANDLES.get(model_type)
     if cls is None:
         raise RESTfulClientError("get model", 400,

@@ -14,130 +14,18 @@ A server error raises :class:`RESTfulClientError` carrying the server's message 
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Iterator, List, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 import requests
 
+from .handles import RESTfulModelHandle, handle_for
+from .transport import HTTPBase, RESTfulClientError
 
-class RESTfulClientError(RuntimeError):
-    """The server answered with an error; ``status_code`` and ``detail`` are the server's."""
-
-    def __init__(self, action: str, status_code: int, detail: str):
-        super().__init__(f"Failed to {action}, status {status_code}, detail: {detail}")
-        self.status_code = status_code
-        self.detail = detail
+#: ``RESTfulClientError`` is re-exported: user code catches it from this module
+__all__ = ["Client", "RESTfulClient", "RESTfulClientError"]
 
 
-def _raise_for(action: str, resp: requests.Response) -> None:
-    if resp.status_code < 400:
-        return
-    try:
-        body = resp.json()
-        detail = body.get("detail") or (body.get("error") or {}).get("message") or resp.text
-    except ValueError:
-        detail = resp.text
-    raise RESTfulClientError(action, resp.status_code, str(detail))
-
-
-def _iter_sse(action: str, resp: requests.Response) -> Iterator[Dict[str, Any]]:
-    """Chunks of a ``text/event-stream`` response, until ``data: [DONE]``."""
-    try:
-        for line in resp.iter_lines(decode_unicode=True):
-            if not line or not line.startswith("data:"):
-                continue
-            data = line[5:].strip()
-            if data == "[DONE]":
-                return
-            chunk = json.loads(data)
-            if isinstance(chunk, dict) and "error" in chunk and "choices" not in chunk:
-                err = chunk["error"] or {}
-                raise RESTfulClientError(action, int(err.get("code") or 500),
-                                         str(err.get("message") or chunk.get("detail")))
-            yield chunk
-    finally:
-        resp.close()
-
-
-class _Base:
-    def __init__(self, base_url: str, session: requests.Session, timeout: Optional[float]):
-        self._base_url = base_url.rstrip("/")
-        self._session = session
-        self._timeout = timeout
-
-    def _request(self, action: str, method: str, path: str, stream: bool = False, **kw):
-        resp = self._session.request(method, self._base_url + path, stream=stream,
-                                     timeout=self._timeout, **kw)
-        _raise_for(action, resp)
-        return resp
-
-
-class RESTfulModelHandle(_Base):
-    """A running model, addressed by ``model_uid``."""
-
-    def __init__(self, model_uid: str, base_url: str, session: requests.Session,
-                 timeout: Optional[float] = None):
-        super().__init__(base_url, session, timeout)
-        self._model_uid = model_uid
-
-    @property
-    def model_uid(self) -> str:
-        return self._model_uid
-
-    def _post(self, action: str, path: str, body: Dict[str, Any]):
-        stream = bool(body.get("stream"))
-        resp = self._request(action, "POST", path, stream=stream, json=body)
-        if stream:
-            return _iter_sse(action, resp)
-        return resp.json()
-
-
-class RESTfulGenerateModelHandle(RESTfulModelHandle):
-    """An LLM with the ``generate`` ability (``POST /v1/completions``)."""
-
-    def generate(self, prompt: str, generate_config: Optional[Dict[str, Any]] = None,
-                 **kwargs) -> Union[Dict[str, Any], Iterator[Dict[str, Any]]]:
-        """A ``text_completion`` dict, or with ``generate_config["stream"]`` an iterator of
-        completion chunks."""
-        body = {"model": self._model_uid, "prompt": prompt, **(generate_config or {}), **kwargs}
-        return self._post("generate", "/v1/completions", body)
-
-
-class RESTfulChatModelHandle(RESTfulGenerateModelHandle):
-    """An LLM with the ``chat`` ability (``POST /v1/chat/completions``)."""
-
-    def chat(self, messages: Union[List[Dict[str, Any]], str, None] = None,
-             chat_history: Optional[List[Dict[str, Any]]] = None,
-             system_prompt: Optional[str] = None,
-             generate_config: Optional[Dict[str, Any]] = None,
-             tools: Optional[List[Dict[str, Any]]] = None,
-             enable_thinking: Optional[bool] = None,
-             prompt: Optional[str] = None,
-             **kwargs) -> Union[Dict[str, Any], Iterator[Dict[str, Any]]]:
-        """A ``chat.completion`` dict, or with ``generate_config["stream"]`` an iterator of
-        ``chat.completion.chunk`` dicts.
-
-        Accepts the current form ``chat(messages, generate_config=...)`` and the older
-        documented form ``chat(prompt, chat_history, system_prompt=..., generate_config=...)``.
-        """
-        if prompt is not None and messages is None:
-            messages = prompt
-        if isinstance(messages, str):
-            msgs: List[Dict[str, Any]] = []
-            if system_prompt:
-                msgs.append({"role": "system", "content": system_prompt})
-            msgs.extend(chat_history or [])
-            msgs.append({"role": "user", "content": messages})
-            messages = msgs
-        body: Dict[str, Any] = {"model": self._model_uid, "messages": messages,
-                                **(generate_config or {}), **kwargs}
-        if tools is not None:
-            body["tools"] = tools
-        if enable_thinking is not None:
-            body["enable_thinking"] = enable_thinking
-        return self._post("chat", "/v1/chat/completions", body)
-
-
-class RESTfulClient(_Base):
+class RESTfulClient(HTTPBase):
     """Client of one Xinference endpoint (``http://host:port``).
 
     Args:
@@ -219,15 +107,7 @@ class RESTfulClient(_Base):
     def get_model(self, model_uid: str) -> RESTfulModelHandle:
         """A handle for a running model, chosen by its type and abilities."""
         desc = self.describe_model(model_uid)
-        args = (model_uid, self._base_url, self._session, self._timeout)
-        model_type = desc.get("model_type", "LLM")
-        if model_type == "LLM":
-            if "chat" in desc.get("model_ability", []):
-                return RESTfulChatModelHandle(*args)
-            return RESTfulGenerateModelHandle(*args)
-        from . import handles
-
-        return handles.handle_for(model_type, args)
+        return handle_for(desc, (model_uid, self._base_url, self._session, self._timeout))
 
     # ---- registrations ---------------------------------------------------------------
     def list_model_registrations(self, model_type: str = "LLM",

@@ -75,44 +75,24 @@ class _Request:
     usage: Optional[Dict[str, Any]] = None
 
 
-def _has_text(chunk: Dict[str, Any]) -> bool:
-    """A stream chunk carrying generated output (not only the role or the usage)."""
-    for c in chunk.get("choices") or ():
-        if not isinstance(c, dict):
-            continue
-        d = c.get("delta") or {}
-        if c.get("text") or d.get("content") or d.get("reasoning_content") \
-                or d.get("tool_calls"):
-            return True
-    return False
-
-
-def abort_chunk(last: Optional[Dict[str, Any]], method: str) -> Dict[str, Any]:
-    """The closing chunk of an aborted stream: the shape of the stream's previous chunk
-    (or of an OpenAI chat / completion chunk) with ``finish_reason`` ``"abort"``."""
-    last = last or {}
-    obj = last.get("object") or ("chat.completion.chunk" if method == "chat"
-                                 else "text_completion")
-    out = {k: last[k] for k in ("id", "created", "model") if k in last}
-    out["object"] = obj
-    if obj.startswith("chat"):
-        choice = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "abort"}
-    else:
-        choice = {"index": 0, "text": "", "logprobs": None, "finish_reason": "abort"}
-    out["choices"] = [choice]
-    return out
-
-
 class _Stream:
     """The buffer of one streamed response: the producer (engine thread or pump task) puts
     chunks, :meth:`ModelActor.next_chunks` takes every ready one. Ends with ``_END`` or an
     exception put as an item; nothing put after that is kept (an abort ends a stream
-    before its producer has stopped)."""
+    before its producer has stopped).
 
-    def __init__(self, cancel, req: Optional[_Request] = None):
+    ``model``: the engine object; its optional hooks ``chunk_has_output(chunk)`` (the first
+    such chunk marks the time to first token) and ``is_usage_chunk(chunk)`` (the chunk that
+    a forced usage request adds, dropped) read the chunks, whose shape only the model knows
+    (see :class:`~xinference.model.llm.responses.OpenAIStreams`).
+    """
+
+    def __init__(self, cancel, req: Optional[_Request] = None, model: Any = None):
         self.queue: asyncio.Queue = asyncio.Queue()
         self.cancel = cancel  # () -> None: stop producing
         self.req = req
+        self._has_output = getattr(model, "chunk_has_output", None)
+        self._is_usage = getattr(model, "is_usage_chunk", None)
         self.ended = False  # the producer finished
         self.final = False  # the end is in the queue: later items are dropped
         self.last: Optional[Dict[str, Any]] = None  # the last chunk put
@@ -125,11 +105,13 @@ class _Stream:
         if isinstance(item, dict):
             req = self.req
             if req is not None:
-                if req.ttft is None and _has_text(item):
+                if req.ttft is None and self._has_output is not None \
+                        and self._has_output(item):
                     req.ttft = time.monotonic() - req.started
                 if item.get("usage") is not None:
                     req.usage = item["usage"]
-                    if req.strip_usage and not item.get("choices"):
+                    if req.strip_usage and self._is_usage is not None \
+                            and self._is_usage(item):
                         return
             self.last = item
         elif item is _END or isinstance(item, BaseException):
@@ -327,7 +309,7 @@ class ModelActor(xo.StatelessActor):
 
     def _open(self, cancel, req: _Request) -> "tuple[ModelStream, _Stream]":
         self._reap()
-        st = _Stream(cancel, req)
+        st = _Stream(cancel, req, self._model)
         req.stream = st
         sid = uuid.uuid4().hex
         self._streams[sid] = st
@@ -404,8 +386,9 @@ class ModelActor(xo.StatelessActor):
 
     def abort_request(self, request_id: str, owner: Optional[str] = None,
                       any_owner: bool = False) -> Dict[str, Any]:
-        """Stop the running call ``request_id``: a stream ends at once, an LLM stream with a
-        chunk whose ``finish_reason`` is ``"abort"`` (the engine stops at its next token); a
+        """Stop the running call ``request_id``: a stream ends at once, with the closing
+        chunk the model gives (its hook ``abort_chunk(method, last_chunk)``: an LLM's says
+        ``finish_reason`` ``"abort"``) when it has one (the engine stops at its next token); a
         non-stream call is answered with :class:`RequestAbortedError` (499). Works for every
         engine that stops on cancellation (async engines: task cancellation; blocking
         engines: the ``cancel`` event).
@@ -425,8 +408,10 @@ class ModelActor(xo.StatelessActor):
         st = req.stream
         if st is not None:
             if not st.final:
-                if req.method in ("chat", "generate"):  # OpenAI chunks: say why it ended
-                    st.put(abort_chunk(st.last, req.method))
+                closing = getattr(self._model, "abort_chunk", None)
+                chunk = closing(req.method, st.last) if closing is not None else None
+                if chunk is not None:  # the model's chunk says why its stream ended
+                    st.put(chunk)
                 st.put(_END)
             if not st.ended:
                 st.cancel()
@@ -487,18 +472,17 @@ class ModelActor(xo.StatelessActor):
     # ---- public API ---------------------------------------------------------------------
     def _llm_config(self, generate_config: Optional[Dict[str, Any]]):
         """``(config, request_id, owner, strip_usage)``: ``request_id`` and
-        ``request_owner`` taken out of the config;
-        for a stream without ``stream_options.include_usage``, usage is asked for anyway
-        (the token metrics need it) and its chunk dropped."""
+        ``request_owner`` taken out of the config; with metrics on, the model's hook
+        ``stream_usage(config)`` asks a stream for its usage (the token metrics need it)
+        and says whether the client did not ask (``strip_usage``: the usage chunk is then
+        dropped)."""
         cfg = dict(generate_config or {})
         rid = cfg.pop("request_id", None)
         owner = cfg.pop("request_owner", None)
         strip = False
-        if self._metrics and cfg.get("stream"):
-            so = cfg.get("stream_options")
-            if so is None or (isinstance(so, dict) and not so.get("include_usage")):
-                cfg["stream_options"] = dict(so or {}, include_usage=True)
-                strip = True
+        usage = getattr(self._model, "stream_usage", None) if self._metrics else None
+        if usage is not None:
+            cfg, strip = usage(cfg)
         return cfg, rid, owner, strip
 
     async def generate(self, prompt: str, generate_config: Optional[Dict[str, Any]] = None):

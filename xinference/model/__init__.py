@@ -17,7 +17,10 @@ class ModelTypeHandler:
 
     ``plan(family, model_uid, **launch_kwargs) -> (loader, description)``;
     ``engines(family) -> {engine: [spec rows]}`` for ``GET /v1/engines/{model_name}`` (None:
-    no engine runs this type here).
+    no engine runs this type here); every type builds it with
+    :func:`~xinference.model.engine.engine_table` over its
+    :class:`~xinference.model.engine.EngineSpec` table, and checks launch options with
+    :func:`~xinference.model.engine.check_launch_options`.
     """
 
     schema: Type
@@ -39,8 +42,9 @@ def model_type_handlers() -> Dict[str, ModelTypeHandler]:
     from .audio.family import AudioModelFamily, builtin_audio_families
     from .audio.launch import audio_engines_for_family, plan_audio_launch
     from .image.family import ImageModelFamily, builtin_image_families
-    from .image.launch import media_engines_for_family, plan_image_launch, plan_video_launch
+    from .image.launch import image_engines_for_family, plan_image_launch
     from .video.family import VideoModelFamily, builtin_video_families
+    from .video.launch import plan_video_launch, video_engines_for_family
 
     return {
         "LLM": ModelTypeHandler(LLMFamily, builtin_llm_families, plan_llm_launch,
@@ -50,9 +54,9 @@ def model_type_handlers() -> Dict[str, ModelTypeHandler]:
         "rerank": ModelTypeHandler(RerankModelFamily, builtin_rerank_families,
                                    plan_rerank_launch, sentence_engines_for_family),
         "image": ModelTypeHandler(ImageModelFamily, builtin_image_families,
-                                  plan_image_launch, media_engines_for_family),
+                                  plan_image_launch, image_engines_for_family),
         "audio": ModelTypeHandler(AudioModelFamily, builtin_audio_families,
                                   plan_audio_launch, audio_engines_for_family),
         "video": ModelTypeHandler(VideoModelFamily, builtin_video_families,
-                                  plan_video_launch, media_engines_for_family),
+                                  plan_video_launch, video_engines_for_family),
     }

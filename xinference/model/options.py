@@ -31,6 +31,22 @@ def positive_int(name: str, value: Any, default: Optional[int] = None) -> Option
     return n
 
 
+def integer(name: str, value: Any, default: Optional[int] = None) -> Optional[int]:
+    """``value`` as an int of any sign: an int or an integer string (``"-1"``); ``None``
+    gives ``default``.
+
+    Raises:
+        InvalidRequestError: anything else (a bool, a float, not a number), naming the
+        option.
+    """
+    if value is None:
+        return default
+    if isinstance(value, bool) or not (isinstance(value, (int, str)) and
+                                       str(value).strip().lstrip("-").isdigit()):
+        raise InvalidRequestError(f"'{name}' must be an integer, got {value!r}")
+    return int(value)
+
+
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
 

@@ -1,8 +1,8 @@
 """Route tables of the REST gateway, one module per area.
 
 Each area module defines a :class:`Router` subclass: its handlers are methods, bound to the
-shared :class:`~xinference.api.restful_api.RESTfulAPI` (supervisor refs, ``_infer``, error
-mapping), and its ``ROUTES`` table lists ``(method, path, handler name, scope)``. ``scope``
+shared :class:`~xinference.api.gateway.RESTfulAPI` (supervisor refs, cached model refs,
+``_infer``; errors map to responses in :mod:`xinference.api.errors`), and its ``ROUTES`` table lists ``(method, path, handler name, scope)``. ``scope``
 is the permission a caller needs when auth is on (Xinference's names: ``models:list``,
 ``models:read``, ``models:start``, ``models:stop``, ``models:register``,
 ``models:unregister``, ``cache:list``, ``cache:delete``, ``admin``); ``None`` marks a public
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, List, Optional, Tuple
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..restful_api import RESTfulAPI
+    from ..gateway import RESTfulAPI
 
 #: area modules of this package, in the order their routes are added
 AREAS = ["admin", "models", "cluster", "llm", "embeddings", "audio", "images", "videos",

@@ -124,7 +124,7 @@ class AudioRouter(Router):
                                                request)
         if isinstance(result, str):
             return PlainTextResponse(result)
-        from ..restful_api import OrjsonResponse
+        from ..errors import OrjsonResponse
 
         return OrjsonResponse(result)
 

@@ -26,7 +26,7 @@ from ..media import (
     read_upload,
     render,
 )
-from ..restful_api import OrjsonResponse
+from ..errors import OrjsonResponse
 from ..schemas.images import CreateImageRequest, media_config
 from ...model.image.params import check_response_format
 from . import Route, Router

@@ -51,6 +51,7 @@ class ModelsRouter(Router):
         kwargs = body.model_dump(exclude_none=True)
         check_launch(kwargs, is_admin_caller(self.api, request))
         uid = await (await self._supervisor()).launch_builtin_model(**kwargs)
+        self.api.models.drop(uid)  # a uid used before may now name other processes
         return {"model_uid": uid}
 
     async def get_launch_progress(self, model_uid: str):
@@ -60,6 +61,7 @@ class ModelsRouter(Router):
         return {"progress": progress}
 
     async def terminate_model(self, model_uid: str):
+        self.api.models.drop(model_uid)
         await (await self._supervisor()).terminate_model(model_uid)
         return {"id": model_uid, "object": "model", "deleted": True}
 

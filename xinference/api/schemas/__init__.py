@@ -54,7 +54,7 @@ class _GenerateFields(_Extra):
     frequency_penalty: Optional[float] = None
     presence_penalty: Optional[float] = None
     repeat_penalty: Optional[float] = None
-    # Checked by the engine (model/llm/chat_params.py: 400 with the reason): n in [1, 16];
+    # Checked by the engine (model/llm/params.py: 400 with the reason): n in [1, 16];
     # response_format text / json_object / json_schema; chat logprobs bool + top_logprobs
     # 0-20, completions logprobs 0-20.
     n: Optional[Any] = None
@@ -82,7 +82,7 @@ class CreateChatCompletionRequest(_GenerateFields):
     messages: List[Dict[str, Any]]
     enable_thinking: Optional[bool] = None
     chat_template_kwargs: Optional[Dict[str, Any]] = None
-    # Checked by the engine (model/llm/chat_params.py): a list of function tools with valid
+    # Checked by the engine (model/llm/params.py): a list of function tools with valid
     # JSON-schema parameters; tool_choice none/auto/required/{"type": "function", ...}.
     tools: Optional[Any] = None
     tool_choice: Optional[Any] = None

@@ -14,41 +14,31 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
 from ...errors import InvalidRequestError
+from ..engine import (EngineSpec, OneSpec, any_option, check_launch_options, check_one_spec,
+                      describe, engine_table, int_option, require_engine)
 from ..loader import ModelLoader
-from ..options import positive_int
 from .family import AudioModelFamily
 
-
-@dataclass(frozen=True)
-class AudioEngineInfo:
-    """One audio engine: its name (as ``model_engine`` and ``GET /v1/engines`` spell it),
-    accepted aliases, ``module:Class``, the modules it needs (checked without importing),
-    the weight format it runs and the launch options it takes."""
-
-    name: str
-    aliases: Tuple[str, ...]
-    engine_class: str
-    requires: Tuple[str, ...]
-    model_format: str
-    options: frozenset
-
+_DEVICE = {"device": any_option("'cpu', 'cuda' or 'auto' (default)"),
+           "n_gpu": any_option("'auto', or 0 for CPU only")}
 
 #: model_family -> engine
-ENGINES: Dict[str, AudioEngineInfo] = {
-    "whisper": AudioEngineInfo(
-        "faster-whisper", ("faster-whisper", "faster_whisper", "fasterwhisper"),
-        "xinference.model.audio.whisper:WhisperEngine", ("faster_whisper", "ctranslate2", "av"),
-        "ctranslate2",
-        frozenset({"device", "n_gpu", "compute_type", "cpu_threads", "num_workers",
-                   "batch_size"})),
-    "piper": AudioEngineInfo(
-        "piper", ("piper", "piper-tts", "piper_tts"),
-        "xinference.model.audio.piper:PiperEngine", ("piper", "onnxruntime", "av"),
-        "onnx", frozenset({"device", "n_gpu"})),
+ENGINES: Dict[str, EngineSpec] = {
+    "whisper": EngineSpec(
+        "faster-whisper", "xinference.model.audio.whisper:WhisperEngine", ("ctranslate2",),
+        ("faster_whisper", "ctranslate2", "av"), aliases=("faster_whisper", "fasterwhisper"),
+        options={**_DEVICE,
+                 "compute_type": any_option("CTranslate2 compute type (int8, float16 ...)"),
+                 "cpu_threads": int_option("CPU threads per transcription"),
+                 "num_workers": int_option("transcriptions run in parallel"),
+                 "batch_size": int_option("audio chunks decoded together")}),
+    "piper": EngineSpec(
+        "piper", "xinference.model.audio.piper:PiperEngine", ("onnx",),
+        ("piper", "onnxruntime", "av"), aliases=("piper-tts", "piper_tts"), options=_DEVICE),
 }
 
 
-def engine_for(family: AudioModelFamily) -> AudioEngineInfo:
+def engine_for(family: AudioModelFamily) -> EngineSpec:
     """The engine of ``family`` (by ``model_family``).
 
     Raises:
@@ -87,17 +77,11 @@ def _exists(path: str) -> bool:
 
 
 def audio_engines_for_family(family: AudioModelFamily) -> Dict[str, Any]:
-    """``GET /v1/engines/{model_name}`` for an audio family: ``{engine: [{model_name,
-    model_format, model_ability, available, unavailable_reason}]}``; availability is
-    checked without importing the engine."""
-    from ..llm.engines import unavailable_reason
-
-    info = engine_for(family)
-    why = unavailable_reason(info.requires)
-    return {info.name: [{"model_name": family.model_name, "model_format": info.model_format,
-                         "model_size_in_billions": None, "quantizations": ["none"],
-                         "model_ability": list(family.model_ability),
-                         "available": why is None, "unavailable_reason": why}]}
+    """``GET /v1/engines/{model_name}`` for an audio family (its one engine and spec,
+    :func:`~xinference.model.engine.engine_rows` with ``model_ability``)."""
+    engine = engine_for(family)
+    return engine_table([engine], family, [OneSpec(engine.formats[0])],
+                        lambda e: {"model_ability": list(family.model_ability)})
 
 
 def plan_audio_launch(family: AudioModelFamily, model_uid: str, *,
@@ -109,42 +93,20 @@ def plan_audio_launch(family: AudioModelFamily, model_uid: str, *,
 
     Raises:
         InvalidRequestError: an unknown family, another engine, format or quantization than
-        the family's, or an unknown launch option.
+        the family's, or an unknown launch option or bad value.
     """
-    info = engine_for(family)
-    if model_engine is not None and model_engine.lower() not in info.aliases:
-        raise InvalidRequestError(
-            f"Model engine {model_engine!r} is not available for {family.model_name!r}; "
-            f"use {info.name!r}")
-    if model_format not in (None, info.model_format):
-        raise InvalidRequestError(
-            f"{family.model_name!r} runs format {info.model_format!r}, not {model_format!r}")
-    if quantization not in (None, "none"):
-        raise InvalidRequestError(
-            f"{family.model_name!r} has no quantization {quantization!r} (use compute_type "
-            "for faster-whisper)" if info.name == "faster-whisper" else
-            f"{family.model_name!r} has no quantization {quantization!r}")
-    unknown = sorted(set(kwargs) - info.options)
-    if unknown:
-        raise InvalidRequestError(
-            f"Unknown launch option(s) {unknown} for {family.model_name!r}; "
-            f"known: {sorted(info.options)}")
-    for name in ("cpu_threads", "num_workers", "batch_size"):
-        if name in kwargs:
-            kwargs[name] = positive_int(name, kwargs[name])
-    loader = AudioModelLoader(model_uid, family, info.engine_class, model_path, dict(kwargs),
-                              model_format=info.model_format)
-    desc = {
-        "model_type": "audio",
-        "model_name": family.model_name,
-        "model_engine": info.name,
-        "model_format": info.model_format,
-        "model_family": family.model_family,
-        "model_ability": list(family.model_ability),
-        "model_id": family.model_id,
-        "multilingual": family.multilingual,
-        "model_description": family.model_description,
-    }
+    engine = engine_for(family)
+    fmt = engine.formats[0]
+    require_engine(engine, model_engine, family.model_name)
+    check_one_spec(family.model_name, model_format, quantization, fmt,
+                   " (use compute_type for faster-whisper)"
+                   if engine.name == "faster-whisper" else "")
+    options = check_launch_options(engine, kwargs, family.model_name)
+    loader = AudioModelLoader(model_uid, family, engine.class_path, model_path, options,
+                              model_format=fmt)
+    desc = describe(family, engine, fmt, model_family=family.model_family,
+                    model_ability=list(family.model_ability), model_id=family.model_id,
+                    multilingual=family.multilingual)
     if family.voices:
         desc["voices"] = list(family.voices)
     if family.language:

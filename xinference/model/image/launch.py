@@ -1,9 +1,10 @@
-"""Launch planning for image and video models (supervisor side, no engine imports).
+"""Launch planning for image models (supervisor side, no engine imports).
 
-:func:`plan_image_launch` / :func:`plan_video_launch` pick the engine (diffusers, or
-rapidocr for an OCR family), check the launch options and return a picklable
-:class:`MediaModelLoader` plus the description ``GET /v1/models/{uid}`` shows. The loader's
-:meth:`~MediaModelLoader.load` runs inside the model process.
+:func:`plan_image_launch` picks the engine (diffusers, or rapidocr for an OCR family),
+checks the launch options and returns a picklable :class:`MediaModelLoader` plus the
+description ``GET /v1/models/{uid}`` shows. The loader's :meth:`~MediaModelLoader.load`
+runs inside the model process. :func:`plan_media_launch` is shared with video
+(:mod:`xinference.model.video.launch`).
 """
 
 from __future__ import annotations
@@ -11,38 +12,35 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Dict, Optional, Tuple
 
-from ...errors import InvalidRequestError
+from ..engine import (EngineSpec, OneSpec, any_option, bool_option, check_launch_options,
+                      check_one_spec, choice_option, describe, engine_table, int_option,
+                      require_engine)
 from ..loader import ModelLoader
-from ..options import flag, positive_int
 from .family import DiffusionFamilyBase, ImageModelFamily
 
-
-@dataclass(frozen=True)
-class MediaEngine:
-    """An engine of image/video models: its name, the modules it needs, its class path and
-    the launch options it takes."""
-
-    name: str
-    requires: Tuple[str, ...]
-    class_path: str
-    options: frozenset
-    aliases: Tuple[str, ...] = ()
-
-
 #: launch options of the diffusers engines (see ``DiffusersEngine``)
-DIFFUSERS_OPTIONS = frozenset({"n_gpu", "device", "torch_dtype", "cpu_offload",
-                               "sequential_cpu_offload", "torch_threads"})
-DIFFUSERS_IMAGE = MediaEngine(
-    "diffusers", ("torch", "diffusers"),
-    "xinference.model.image.diffusers_engine:DiffusersImageModel", DIFFUSERS_OPTIONS)
-DIFFUSERS_VIDEO = MediaEngine(
-    "diffusers", ("torch", "diffusers", "av"),
-    "xinference.model.video.diffusers_engine:DiffusersVideoModel", DIFFUSERS_OPTIONS)
-RAPIDOCR = MediaEngine(
-    "rapidocr", ("rapidocr_onnxruntime", "onnxruntime"),
-    "xinference.model.image.ocr:RapidOCRModel",
-    frozenset({"n_gpu", "det_limit_side_len", "det_limit_type", "text_score",
-               "num_threads"}), aliases=("rapidocr_onnxruntime", "rapidocr-onnxruntime"))
+DIFFUSERS_OPTIONS = {
+    "n_gpu": any_option("'auto', or 0 for CPU only"),
+    "device": any_option("'cpu', 'cuda' or 'auto' (default)"),
+    "torch_dtype": choice_option("weights' dtype (default: by device)",
+                                 ("float16", "bfloat16", "float32")),
+    "cpu_offload": bool_option("keep idle submodels on the CPU"),
+    "sequential_cpu_offload": bool_option("move each layer to the GPU only while it runs"),
+    "torch_threads": int_option("torch CPU threads"),
+}
+DIFFUSERS_IMAGE = EngineSpec(
+    "diffusers", "xinference.model.image.diffusers_engine:DiffusersImageModel", ("pytorch",),
+    ("torch", "diffusers"), options=DIFFUSERS_OPTIONS)
+RAPIDOCR = EngineSpec(
+    "rapidocr", "xinference.model.image.ocr:RapidOCRModel", ("pytorch",),
+    ("rapidocr_onnxruntime", "onnxruntime"),
+    aliases=("rapidocr_onnxruntime", "rapidocr-onnxruntime"), options={
+        "n_gpu": any_option("'auto', or 0 for CPU only"),
+        "det_limit_side_len": int_option("longest image side the detector sees, pixels"),
+        "det_limit_type": any_option("'max' or 'min': which side det_limit_side_len bounds"),
+        "text_score": any_option("lowest recognition score kept, 0 to 1"),
+        "num_threads": int_option("onnxruntime threads"),
+    })
 
 
 @dataclass
@@ -57,92 +55,48 @@ class MediaModelLoader(ModelLoader):
         return self._resolve(self.family, "pytorch")
 
 
-def _engine_of(family: DiffusionFamilyBase, video: bool) -> MediaEngine:
-    if video:
-        return DIFFUSERS_VIDEO
-    return RAPIDOCR if isinstance(family, ImageModelFamily) and family.is_ocr \
-        else DIFFUSERS_IMAGE
+def image_engine(family: ImageModelFamily) -> EngineSpec:
+    """The engine of an image family: rapidocr for an OCR family, else diffusers."""
+    return RAPIDOCR if family.is_ocr else DIFFUSERS_IMAGE
 
 
-def media_engines_for_family(family: DiffusionFamilyBase) -> Dict[str, Any]:
-    """``GET /v1/engines/{model_name}`` for image and video families: ``{engine: [{
-    model_name, model_format, quantizations, available, unavailable_reason}]}``;
-    availability is checked without importing the engine's library."""
-    from ..llm.engines import unavailable_reason
-
-    engine = _engine_of(family, family.model_type == "video")
-    why = unavailable_reason(engine.requires)
-    return {engine.name: [{
-        "model_name": family.model_name, "model_format": "pytorch",
-        "model_size_in_billions": None, "quantizations": ["none"],
-        "model_ability": list(family.model_ability), "available": why is None,
-        "unavailable_reason": why,
-    }]}
+def media_engine_table(engine: EngineSpec, family: DiffusionFamilyBase) -> Dict[str, Any]:
+    """``GET /v1/engines/{model_name}`` for an image or video family: its one engine and
+    spec (``pytorch``), :func:`~xinference.model.engine.engine_rows` with
+    ``model_ability``."""
+    return engine_table([engine], family, [OneSpec("pytorch")],
+                        lambda e: {"model_ability": list(family.model_ability)})
 
 
-_BOOL_OPTIONS = ("cpu_offload", "sequential_cpu_offload")
-_INT_OPTIONS = ("torch_threads", "num_threads", "det_limit_side_len")
+def image_engines_for_family(family: ImageModelFamily) -> Dict[str, Any]:
+    """``GET /v1/engines/{model_name}`` for an image family."""
+    return media_engine_table(image_engine(family), family)
 
 
-def _plan(family: DiffusionFamilyBase, model_uid: str, video: bool, *,
-          model_engine: Optional[str] = None, model_format: Optional[str] = None,
-          quantization: Optional[str] = None, model_path: Optional[str] = None,
-          model_size_in_billions: Any = None, **kwargs):
-    engine = _engine_of(family, video)
-    if model_engine is not None and model_engine.lower() not in (engine.name,) + engine.aliases:
-        raise InvalidRequestError(
-            f"Model engine {model_engine!r} is not available for {family.model_name!r}; "
-            f"use {engine.name!r}")
-    if model_format not in (None, "pytorch") or quantization not in (None, "none"):
-        raise InvalidRequestError(
-            f"{family.model_name!r} has one spec: model_format 'pytorch', quantization "
-            f"'none' (got {model_format!r}, {quantization!r})")
-    options = {k: v for k, v in family.default_model_config.items() if k in engine.options}
-    unknown = sorted(set(kwargs) - engine.options)
-    if unknown:
-        raise InvalidRequestError(
-            f"Unknown launch option(s) {unknown} for {family.model_name!r}; "
-            f"known: {sorted(engine.options)}")
-    options.update(kwargs)
-    for name in _BOOL_OPTIONS:
-        if name in options:
-            options[name] = flag(name, options[name])
-    for name in _INT_OPTIONS:
-        if name in options:
-            options[name] = positive_int(name, options[name])
-    if options.get("torch_dtype") not in (None, "float16", "bfloat16", "float32"):
-        raise InvalidRequestError(
-            f"'torch_dtype' must be float16, bfloat16 or float32, got "
-            f"{options['torch_dtype']!r}")
-    loader = MediaModelLoader(model_uid, family, engine.class_path, model_path, options)
-    desc = {
-        "model_type": family.model_type,
-        "model_name": family.model_name,
-        "model_family": family.model_family,
-        "model_engine": engine.name,
-        "model_format": "pytorch",
-        "model_id": family.model_id,
-        "model_ability": list(family.model_ability),
-        "model_description": family.model_description,
-    }
-    return loader, desc
-
-
-def plan_image_launch(family: ImageModelFamily, model_uid: str, **kwargs):
-    """Build the loader of an image model (diffusers, or rapidocr for an OCR family);
-    returns ``(loader, description)``.
+def plan_media_launch(engine: EngineSpec, family: DiffusionFamilyBase, model_uid: str, *,
+                      model_engine: Optional[str] = None, model_format: Optional[str] = None,
+                      quantization: Optional[str] = None, model_path: Optional[str] = None,
+                      model_size_in_billions: Any = None,
+                      **kwargs) -> Tuple[MediaModelLoader, Dict[str, Any]]:
+    """Build the loader of an image or video model run by ``engine``; the options are the
+    family's ``default_model_config`` overridden by the launch's. Returns ``(loader,
+    description)``.
 
     Raises:
         InvalidRequestError: another engine, format or quantization than the family's,
         an unknown launch option or a bad value.
     """
-    return _plan(family, model_uid, False, **kwargs)
+    require_engine(engine, model_engine, family.model_name)
+    check_one_spec(family.model_name, model_format, quantization, "pytorch")
+    options = check_launch_options(engine, kwargs, family.model_name,
+                                   defaults=family.default_model_config)
+    loader = MediaModelLoader(model_uid, family, engine.class_path, model_path, options)
+    desc = describe(family, engine, "pytorch", model_family=family.model_family,
+                    model_id=family.model_id, model_ability=list(family.model_ability))
+    return loader, desc
 
 
-def plan_video_launch(family, model_uid: str, **kwargs):
-    """Build the loader of a video model (diffusers); see :func:`plan_image_launch`."""
-    if "text2video" not in family.model_ability:
-        raise InvalidRequestError(
-            f"Video model {family.model_name!r} has abilities {family.model_ability}; only "
-            "text-to-video models can be launched here")
-    return _plan(family, model_uid, True, **kwargs)
+def plan_image_launch(family: ImageModelFamily, model_uid: str, **kwargs):
+    """Build the loader of an image model (diffusers, or rapidocr for an OCR family);
+    see :func:`plan_media_launch`."""
+    return plan_media_launch(image_engine(family), family, model_uid, **kwargs)

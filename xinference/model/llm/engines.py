@@ -1,94 +1,72 @@
-"""Which engine runs which spec, and how a launch request picks one.
+"""The LLM engines (:class:`~xinference.model.engine.EngineSpec` rows) and how a launch
+request picks an engine and a spec.
 
 ``llama.cpp`` runs ``ggufv2``; ``Transformers`` runs ``pytorch``. Availability is checked
-with ``importlib.util.find_spec`` so that asking never imports torch or xllamacpp.
+with ``importlib.util.find_spec`` so that asking never imports torch or xllamacpp. A new LLM
+engine is one more row of :data:`LLM_ENGINES` (its options schema included).
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 from ...errors import InvalidRequestError
+from ..engine import (EngineSpec, LaunchOption, any_option, bool_option, engine_table,
+                      find_engine as _find, int_option)
+from ..options import integer
 from .llm_family import LLMFamily, LLMSpec, normalize_size
 
 
-def unavailable_reason(requires) -> Optional[str]:
-    """``None`` when every module in ``requires`` can be imported here, else why not
-    ("missing Python package(s): ..."); checked without importing them."""
-    missing = [m for m in requires if importlib.util.find_spec(m) is None]
-    if missing:
-        return f"missing Python package(s): {', '.join(missing)}"
-    return None
+#: options every LLM engine takes (see ``LLM.__init__``)
+_COMMON = {
+    "stream_interval": int_option("tokens per streamed chunk (default 1)"),
+    "reasoning_content": bool_option(
+        "split reasoning into ``reasoning_content`` (default true)"),
+    "trust_remote_code": bool_option("allow the model repository's own code"),
+    "enable_thinking": bool_option("default of the chat template's enable_thinking"),
+}
 
-
-@dataclass(frozen=True)
-class EngineInfo:
-    """An engine: the formats it runs, the library it needs and its class path."""
-
-    name: str
-    formats: Tuple[str, ...]
-    requires: Tuple[str, ...]
-    class_path: str
-
-    def available(self) -> Optional[str]:
-        """``None`` when usable here, else why not (a missing library)."""
-        return unavailable_reason(self.requires)
-
-    def load_class(self):
-        module, _, cls = self.class_path.partition(":")
-        return getattr(importlib.import_module(module), cls)
-
-
-LLM_ENGINES: Dict[str, EngineInfo] = {
-    "llama.cpp": EngineInfo(
-        "llama.cpp", ("ggufv2",), ("xllamacpp",),
-        "xinference.model.llm.llama_cpp.core:LlamaCppModel",
-    ),
-    "Transformers": EngineInfo(
-        "Transformers", ("pytorch",), ("torch", "transformers"),
-        "xinference.model.llm.transformers.core:TransformersModel",
-    ),
+LLM_ENGINES: Dict[str, EngineSpec] = {
+    "llama.cpp": EngineSpec(
+        "llama.cpp", "xinference.model.llm.llama_cpp.core:LlamaCppModel", ("ggufv2",),
+        ("xllamacpp",), extra_options=True, options={
+            **_COMMON,
+            "n_parallel": int_option("slots: requests decoded together"),
+            "n_ctx": int_option("context length in tokens (all slots share it)"),
+            "n_threads": int_option("CPU threads (default: all cores)"),
+            "n_batch": int_option("prompt tokens per batch (default 2048)"),
+            "n_gpu_layers": LaunchOption("layers offloaded to the GPU (-1: all)",
+                                         "integer", integer),
+            "n_gpu": any_option("'auto', or 0 for CPU only"),
+        }),
+    "Transformers": EngineSpec(
+        "Transformers", "xinference.model.llm.transformers.core:TransformersModel",
+        ("pytorch",), ("torch", "transformers"), extra_options=True, options={
+            **_COMMON,
+            "max_num_seqs": int_option("requests decoded together in one batch"),
+            "n_threads": int_option("torch threads (default: half the cores)"),
+            "n_gpu": any_option("'auto', or 0 for CPU"),
+            "torch_dtype": any_option("float16, bfloat16 or float32 (default: by device)"),
+            "dtype": any_option("the same as torch_dtype"),
+        }),
 }
 
 
-def find_engine(name: str) -> EngineInfo:
-    """Engine by name, case-insensitive ("llama.cpp", "transformers").
+def find_engine(name: str) -> EngineSpec:
+    """LLM engine by name, case-insensitive ("llama.cpp", "transformers").
 
     Raises:
         InvalidRequestError: unknown engine name.
     """
-    for key, info in LLM_ENGINES.items():
-        if key.lower() == name.lower():
-            return info
-    raise InvalidRequestError(
-        f"Unknown model_engine {name!r}; engines: {list(LLM_ENGINES)}"
-    )
+    return _find(LLM_ENGINES.values(), name)
 
 
 def engines_for_family(family: LLMFamily) -> Dict[str, List[Dict[str, Any]]]:
     """``GET /v1/engines/{model_name}``: for each engine that can run some spec of the
-    family, the specs it runs, with whether the engine's library is installed here."""
-    out: Dict[str, List[Dict[str, Any]]] = {}
-    for info in LLM_ENGINES.values():
-        rows = [
-            {
-                "model_name": family.model_name,
-                "model_format": s.model_format,
-                "model_size_in_billions": s.model_size_in_billions,
-                "quantizations": list(s.quantizations),
-                "llm_class": info.class_path.rsplit(":", 1)[-1],
-                "available": info.available() is None,
-                "unavailable_reason": info.available(),
-            }
-            for s in family.model_specs
-            if s.model_format in info.formats
-        ]
-        if rows:
-            out[info.name] = rows
-    return out
+    family, the specs it runs (:func:`~xinference.model.engine.engine_rows`, with
+    ``llm_class``)."""
+    return engine_table(LLM_ENGINES.values(), family, family.model_specs,
+                        lambda e: {"llm_class": e.class_path.rsplit(":", 1)[-1]})
 
 
 def match_spec(
@@ -97,7 +75,7 @@ def match_spec(
     model_format: Optional[str] = None,
     model_size_in_billions: Any = None,
     quantization: Optional[str] = None,
-) -> Tuple[EngineInfo, LLMSpec, str]:
+) -> Tuple[EngineSpec, LLMSpec, str]:
     """Pick ``(engine, spec, quantization)`` for a launch request; unset fields match
     anything, the first spec in the family's order wins. Quantization matches
     case-insensitively.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional, Tuple
 
-from ..options import flag
+from ..engine import check_launch_options
 from .engines import match_spec
 from .llm_family import LLMFamily
 from .loader import LLMLoader
@@ -20,17 +20,14 @@ def plan_llm_launch(family: LLMFamily, model_uid: str, *, model_engine: Optional
     /v1/models/{model_uid}`` reports.
 
     Raises:
-        InvalidRequestError: nothing matches (see :func:`match_spec`), a bad
-        ``trust_remote_code`` or ``enable_thinking``, or an option the engine refuses
-        (``LLM.check_options``: ``stream_interval``, ``n_parallel`` ...).
+        InvalidRequestError: nothing matches (see :func:`match_spec`), or a bad value of
+        an option in the engine's schema (``stream_interval``, ``n_parallel``,
+        ``trust_remote_code`` ...), refused here before a process starts.
     """
-    for name in ("trust_remote_code", "enable_thinking"):  # "false" from JSON is False
-        if kwargs.get(name) is not None:
-            kwargs[name] = flag(name, kwargs[name])
     engine, spec, quant = match_spec(
         family, model_engine, model_format, model_size_in_billions, quantization
     )
-    engine.load_class().check_options(kwargs)  # refused here, before a process starts
+    kwargs = check_launch_options(engine, kwargs, family.model_name)
     loader = LLMLoader(model_uid, family, spec, quant, engine.name, model_path, kwargs)
     desc = {
         "model_type": "LLM",

@@ -6,7 +6,7 @@
 / ``reasoning_end_tag``; :meth:`ReasoningParser.new_stream` gives a :class:`ReasoningStream`
 per request (and per choice). The stream is fed the generated text piece by piece and never
 rescans what it has seen; a possible partial tag at the end of a piece is held back
-(:func:`~xinference.model.llm.core.partial_suffix`). Non-streaming is the same code:
+(:func:`~xinference.model.llm.text.split_at_first`). Non-streaming is the same code:
 ``push(whole_text)`` then ``finish()``.
 
 States: BEFORE (nothing seen yet: text before a start tag is content), IN (reasoning), AFTER
@@ -20,24 +20,14 @@ request has tools, a tool-call marker met while reasoning ends the reasoning.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from .core import find_first, partial_suffix
+from .text import ParsedDelta, split_at_first
 
 DEFAULT_START_TAG = "<think>"
 DEFAULT_END_TAG = "</think>"
 
 BEFORE, IN, AFTER = "before", "in", "after"
-
-
-@dataclass
-class ReasoningDelta:
-    """What one push released: ``reasoning`` text and ``content`` text (either may be
-    empty)."""
-
-    reasoning: str = ""
-    content: str = ""
 
 
 class ReasoningParser:
@@ -80,9 +70,9 @@ class ReasoningStream:
         self._buf = ""  # held back: a possible partial tag (or leading whitespace)
         self.saw_reasoning = state == IN
 
-    def push(self, text: str) -> ReasoningDelta:
+    def push(self, text: str) -> ParsedDelta:
         """Add generated text; return what can be released now."""
-        out = ReasoningDelta()
+        out = ParsedDelta()
         self._buf += text
         while self._buf:
             if self.state == AFTER:
@@ -101,23 +91,20 @@ class ReasoningStream:
                 else:
                     self.state = AFTER  # the output does not open with a reasoning block
             else:  # IN
-                ends = [self.parser.end_tag] + self._tool_markers
-                i, which = find_first(self._buf, ends)
-                if i == -1:
-                    cut = len(self._buf) - partial_suffix(self._buf, ends)
-                    out.reasoning += self._buf[:cut]
-                    self._buf = self._buf[cut:]
+                text, self._buf, which = split_at_first(
+                    self._buf, [self.parser.end_tag] + self._tool_markers)
+                out.reasoning += text
+                if which is None:
                     break
-                out.reasoning += self._buf[:i]
                 # the end tag is dropped; a tool marker stays (the tool parser reads it)
-                self._buf = self._buf[i + len(which):] if which == self.parser.end_tag \
-                    else self._buf[i:]
+                if which == self.parser.end_tag:
+                    self._buf = self._buf[len(which):]
                 self.state = AFTER
         return out
 
-    def finish(self) -> ReasoningDelta:
+    def finish(self) -> ParsedDelta:
         """End of generation: release what is held back (a partial tag is text after all)."""
-        out = ReasoningDelta()
+        out = ParsedDelta()
         if self.state == IN:
             out.reasoning = self._buf
         else:

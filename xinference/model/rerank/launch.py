@@ -19,8 +19,6 @@ def plan_rerank_launch(family: RerankModelFamily, model_uid: str, **kwargs):
             f"Rerank model {family.model_name!r} is of type {family.type!r}; only 'normal' "
             "(cross-encoder) rerank models can be launched here"
         )
-    loader, desc = plan_sentence_launch(
-        family, model_uid, "xinference.model.rerank.cross_encoder:CrossEncoderRerank", **kwargs
-    )
+    loader, desc = plan_sentence_launch(family, model_uid, **kwargs)
     desc.update(type=family.type, max_tokens=family.max_tokens, model_ability=["rerank"])
     return loader, desc

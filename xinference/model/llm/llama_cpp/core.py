@@ -31,8 +31,10 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
 from ....errors import InvalidRequestError, ModelLoadError
-from ...options import positive_int
-from ..core import LLM, BytesDetokenizer, IncrementalDetokenizer, RequestState
+from ...options import integer, positive_int
+from ..core import LLM
+from ..request import RequestState
+from ..text import BytesDetokenizer, IncrementalDetokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -80,27 +82,11 @@ class LlamaCppModel(LLM):
 
     @staticmethod
     def _parse_options(kw: Dict[str, Any], context_length: Optional[int]):
-        layers = kw.get("n_gpu_layers")
-        if layers is not None and not (isinstance(layers, (int, str)) and
-                                       not isinstance(layers, bool) and
-                                       str(layers).strip().lstrip("-").isdigit()):
-            raise InvalidRequestError(f"'n_gpu_layers' must be an integer, got {layers!r}")
         return (positive_int("n_parallel", kw.get("n_parallel"), DEFAULT_N_PARALLEL),
                 positive_int("n_ctx", kw.get("n_ctx"), context_length),
                 positive_int("n_threads", kw.get("n_threads"), os.cpu_count() or 1),
                 positive_int("n_batch", kw.get("n_batch"), 2048),
-                None if layers is None else int(layers))
-
-    @classmethod
-    def check_options(cls, kwargs: Dict[str, Any]) -> None:
-        """``stream_interval``, and ``n_parallel``, ``n_ctx``, ``n_threads``, ``n_batch``
-        (positive integers), ``n_gpu_layers`` (an integer).
-
-        Raises:
-            InvalidRequestError: a bad value, naming the option.
-        """
-        super().check_options(kwargs)
-        cls._parse_options(kwargs, None)
+                integer("n_gpu_layers", kw.get("n_gpu_layers")))
 
     def stats(self) -> Dict[str, Any]:
         """``n_parallel``; ``slots_busy`` (slots decoding a request now, from llama-server);

@@ -13,34 +13,19 @@ Rules every format follows (OpenAI Chat Completions ``tool_calls``):
 * a call must parse and name one of the request's tools, else its markup goes to
   ``content`` word for word (that block only); no half-built call is ever emitted;
 * text before, between and after calls is content; a possible partial marker at the end of
-  a push is held back (:func:`~xinference.model.llm.core.partial_suffix`) so no markup leaks.
+  a push is held back (:func:`~xinference.model.llm.text.split_at_first`) so no markup leaks.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..constraints import Alternative, Constraint
-from ..core import find_first, partial_suffix
+from ..text import ParsedDelta, split_at_first
 
 Call = Tuple[str, Any]  # (function name, arguments as a dict / JSON value)
-
-
-@dataclass
-class ParsedDelta:
-    """What one push released: ``content`` text and completed ``tool_calls`` (OpenAI stream
-    delta entries, each with its ``index``)."""
-
-    content: str = ""
-    tool_calls: List[Dict[str, Any]] = field(default_factory=list)
-
-    def extend(self, other: "ParsedDelta") -> "ParsedDelta":
-        self.content += other.content
-        self.tool_calls.extend(other.tool_calls)
-        return self
 
 
 def tool_names(tools: Optional[Sequence[Dict[str, Any]]]) -> List[str]:
@@ -146,15 +131,12 @@ class TaggedBlockStream(ToolCallStream):
         self._buf += text
         while self._buf:
             if not self._inside:
-                needles = [self._open] + self._wrappers
-                i, which = find_first(self._buf, needles)
-                if i == -1:
-                    cut = len(self._buf) - partial_suffix(self._buf, needles)
-                    out.content += self._buf[:cut]
-                    self._buf = self._buf[cut:]
+                text, self._buf, which = split_at_first(
+                    self._buf, [self._open] + self._wrappers)
+                out.content += text
+                if which is None:
                     break
-                out.content += self._buf[:i]
-                self._buf = self._buf[i + len(which):]
+                self._buf = self._buf[len(which):]
                 if which == self._open:
                     self._inside, self._scanned = True, 0
             else:
@@ -216,15 +198,12 @@ class TailStream(ToolCallStream):
                     return out
             if any(m.startswith(stripped) for m in self._at_start):
                 return out
-        i, which = find_first(self._buf, self._markers)
-        if i != -1:
-            out.content += self._buf[:i]
-            self._marker, self._buf = which, self._buf[i + len(which):]
+        text, self._buf, which = split_at_first(self._buf, self._markers)
+        out.content += text
+        if which is not None:
+            self._marker, self._buf = which, self._buf[len(which):]
             self._started = True
             return out
-        cut = len(self._buf) - partial_suffix(self._buf, self._markers)
-        out.content += self._buf[:cut]
-        self._buf = self._buf[cut:]
         if out.content.strip():
             self._started = True
         return out

@@ -18,7 +18,10 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ....errors import InvalidRequestError, ModelLoadError
 from ...options import positive_int
-from ..core import LLM, GenerationParams, IncrementalDetokenizer, RequestState
+from ..core import LLM
+from ..params import GenerationParams
+from ..request import RequestState
+from ..text import IncrementalDetokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -131,17 +134,6 @@ class TransformersModel(LLM):
         if device == "cpu":
             return torch.float32
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-    @classmethod
-    def check_options(cls, kwargs: Dict[str, Any]) -> None:
-        """``stream_interval``, ``max_num_seqs`` and ``n_threads`` (positive integers).
-
-        Raises:
-            InvalidRequestError: a bad value, naming the option.
-        """
-        super().check_options(kwargs)
-        for name in ("max_num_seqs", "n_threads"):
-            positive_int(name, kwargs.get(name))
 
     def _n_threads(self) -> int:
         # Half the cores by default: torch's OpenMP workers spin-wait, and when the cores are

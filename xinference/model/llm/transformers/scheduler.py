@@ -10,7 +10,7 @@ Between two decoding steps the thread
 2. runs one forward pass for the whole batch (one new token per row);
 3. samples each row with that request's own parameters, generator and, for constrained
    requests, grammar mask (``grammar.py``), feeds the token (and its logprobs) to
-   the request's :class:`~xinference.model.llm.core.RequestState` (stop ids, stop strings,
+   the request's :class:`~xinference.model.llm.request.RequestState` (stop ids, stop strings,
    ``max_tokens``, detokenisation) and sends the resulting deltas to its stream;
 4. drops finished or cancelled rows from the cache and trims padding no row needs.
 
@@ -24,7 +24,7 @@ import logging
 import threading
 from typing import Any, Callable, Deque, List, Optional, Tuple
 
-from ..core import RequestState
+from ..request import RequestState
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class Sequence:
     Args:
         state: the request's :class:`RequestState` (prompt ids, params, stop conditions).
         emit: called in the scheduler thread with each list of deltas, or with an exception
-            that ends the request; must be thread-safe (see :class:`~xinference.model.llm.core.AsyncDeltaStream`).
+            that ends the request; must be thread-safe (see :class:`~xinference.model.llm.request.AsyncDeltaStream`).
     """
 
     def __init__(self, state: RequestState, emit: Callable[[Any], None], grammar=None):

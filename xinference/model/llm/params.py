@@ -1,6 +1,10 @@
-"""Validation of the OpenAI Chat Completions fields that go beyond sampling: ``tools``,
-``tool_choice``, ``parallel_tool_calls``, ``response_format``, ``logprobs`` /
-``top_logprobs`` and ``n`` (the OpenAI API reference, "Create chat completion").
+"""The parameters of one Completions or Chat Completions request, validated.
+
+:class:`GenerationParams` is built from the request body (:meth:`GenerationParams.from_config`):
+sampling and stopping (``max_tokens``, ``temperature``, ``stop`` ...) and the OpenAI fields
+beyond sampling, checked by the ``check_*`` functions here: ``tools``, ``tool_choice``,
+``parallel_tool_calls``, ``response_format``, ``logprobs`` / ``top_logprobs`` and ``n`` (the
+OpenAI API reference, "Create chat completion").
 
 Every check raises :class:`~xinference.errors.InvalidRequestError` (HTTP 400) with a
 message that names the field; a field we do not support is refused the same way instead of
@@ -10,9 +14,11 @@ being ignored (:data:`UNSUPPORTED_FIELDS`).
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from ...errors import InvalidRequestError
+from .constraints import Constraint
 
 MAX_TOP_LOGPROBS = 20  # OpenAI's bound
 MAX_N = 16  # most choices per request (each is a sequence in the engine's batch)
@@ -213,3 +219,140 @@ def check_n(n: Any) -> int:
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_N:
         raise InvalidRequestError(f"'n' must be an integer in [1, {MAX_N}], got {n!r}")
     return n
+
+
+@dataclass
+class GenerationParams:
+    """Sampling and stopping parameters of one request, validated.
+
+    Field names are OpenAI's (``max_tokens``, ``stop``, ``seed`` ...) and llama.cpp's
+    (``top_k``, ``repeat_penalty``). ``temperature == 0`` means greedy decoding.
+    ``ignore_eos`` (vLLM's and llama.cpp's extension) keeps generating past the model's
+    end-of-generation tokens until ``max_tokens``, a ``stop`` string or a
+    ``stop_token_ids`` id: fixed-length outputs for benchmarks and tests.
+    """
+
+    max_tokens: Optional[int] = None
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.1
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    stop: List[str] = field(default_factory=list)
+    stop_token_ids: List[int] = field(default_factory=list)
+    seed: Optional[int] = None
+    ignore_eos: bool = False
+    stream: bool = False
+    include_usage: bool = False
+    chat_template_kwargs: Dict[str, Any] = field(default_factory=dict)
+    # OpenAI fields beyond sampling (the check_* functions above)
+    n: int = 1
+    logprobs: bool = False
+    top_logprobs: int = 0
+    tools: Optional[List[Dict[str, Any]]] = None
+    tool_choice: str = "none"  # "none" | "auto" | "required" | a function name
+    parallel_tool_calls: bool = True
+    response_format: Optional[Dict[str, Any]] = None
+    # what decoding must produce (tool_choice required/named, response_format), set by
+    # LLM.prepare_chat / prepare_generate; engines lower it (constraints.py)
+    constraint: Optional[Constraint] = None
+
+    @classmethod
+    def from_config(cls, config: Optional[Dict[str, Any]], chat: bool = False
+                    ) -> "GenerationParams":
+        """Build from a ``generate_config`` dict (the request body minus model/prompt).
+        ``chat``: the Chat Completions fields (``tools``, ``logprobs: bool`` +
+        ``top_logprobs``) rather than the Completions ones (``logprobs: N``).
+
+        Raises:
+            InvalidRequestError: a value has the wrong type or range, or a field we do not
+            implement is set (the ``check_*`` functions above).
+        """
+        config = dict(config or {})
+        p = cls()
+        check_unsupported(config)
+        p.n = check_n(config.get("n"))
+        p.logprobs, p.top_logprobs = check_logprobs(config, chat)
+        p.response_format = check_response_format(config.get("response_format"))
+        if chat:
+            p.tools = check_tools(config.get("tools"))
+            p.tool_choice = check_tool_choice(config.get("tool_choice"), p.tools)
+            ptc = config.get("parallel_tool_calls")
+            if ptc is not None and not isinstance(ptc, bool):
+                raise InvalidRequestError("'parallel_tool_calls' must be a boolean")
+            p.parallel_tool_calls = True if ptc is None else ptc
+            if p.response_format and p.tool_choice not in ("none", "auto"):
+                raise InvalidRequestError(
+                    "'response_format' and a forced 'tool_choice' cannot be combined: the "
+                    "output cannot be both a tool call and the requested JSON")
+        else:
+            for name in ("tools", "tool_choice"):
+                if config.get(name) is not None:
+                    raise InvalidRequestError(f"'{name}' is a Chat Completions field")
+            if config.get("echo"):
+                raise InvalidRequestError("'echo' is not supported")
+            if config.get("suffix"):
+                raise InvalidRequestError("'suffix' is not supported")
+            if config.get("best_of") not in (None, 1) and config.get("best_of") != p.n:
+                raise InvalidRequestError("'best_of' other than n is not supported")
+
+        def num(name, lo=None, hi=None, integer=False):
+            v = config.get(name)
+            if v is None:
+                return None
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or (
+                integer and not float(v).is_integer()
+            ):
+                kind = "an integer" if integer else "a number"
+                raise InvalidRequestError(f"'{name}' must be {kind}, got {v!r}")
+            if (lo is not None and v < lo) or (hi is not None and v > hi):
+                raise InvalidRequestError(f"'{name}' must be in [{lo}, {hi}], got {v!r}")
+            return int(v) if integer else float(v)
+
+        mt = config.get("max_tokens")
+        if mt is None:
+            mt = config.get("max_completion_tokens")
+            config["max_tokens"] = mt
+        p.max_tokens = num("max_tokens", 1, None, integer=True)
+        for name, lo, hi in (
+            ("temperature", 0, 2), ("top_p", 0, 1), ("min_p", 0, 1),
+            ("repeat_penalty", 0, None), ("frequency_penalty", -2, 2),
+            ("presence_penalty", -2, 2),
+        ):
+            v = num(name, lo, hi)
+            if v is not None:
+                setattr(p, name, v)
+        top_k = num("top_k", -1, None, integer=True)
+        if top_k is not None:
+            p.top_k = top_k
+        p.seed = num("seed", None, None, integer=True)
+
+        stop = config.get("stop")
+        if isinstance(stop, str):
+            stop = [stop]
+        if stop is not None and not (
+            isinstance(stop, list) and all(isinstance(s, str) for s in stop)
+        ):
+            raise InvalidRequestError("'stop' must be a string or a list of strings")
+        p.stop = [s for s in (stop or []) if s]
+        ids = config.get("stop_token_ids") or []
+        if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+            raise InvalidRequestError("'stop_token_ids' must be a list of integers")
+        p.stop_token_ids = list(ids)
+        ignore_eos = config.get("ignore_eos", False)
+        if not isinstance(ignore_eos, bool):
+            raise InvalidRequestError(f"'ignore_eos' must be true or false, got {ignore_eos!r}")
+        p.ignore_eos = ignore_eos
+        p.stream = bool(config.get("stream", False))
+        so = config.get("stream_options") or {}
+        p.include_usage = bool(isinstance(so, dict) and so.get("include_usage"))
+        ctk = config.get("chat_template_kwargs")
+        ctk = {} if ctk is None else ctk
+        if not isinstance(ctk, dict):
+            raise InvalidRequestError("'chat_template_kwargs' must be an object")
+        p.chat_template_kwargs = dict(ctk)
+        if config.get("enable_thinking") is not None:
+            p.chat_template_kwargs["enable_thinking"] = bool(config["enable_thinking"])
+        return p

@@ -1,0 +1,192 @@
+"""The per-request state of one generation, independent of how tokens are produced.
+
+An engine feeds the sampled token ids of a request into its :class:`RequestState` (one per
+choice), which applies stop token ids, ``stop`` strings, the ``max_tokens`` / context budget
+and incremental detokenisation, and turns them into :class:`Delta` s; the engine hands those
+to the request's :class:`AsyncDeltaStream`, from any thread. The response builders
+(:mod:`.responses`) turn the deltas into OpenAI responses and chunks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from .params import GenerationParams
+from .text import IncrementalDetokenizer, StopStringMatcher
+
+
+def random_seed() -> int:
+    """A fresh seed for requests that do not set one (OpenAI: sampling is not repeatable
+    unless ``seed`` is given)."""
+    return random.randint(0, 2**31 - 1)
+
+
+@dataclass
+class Delta:
+    """One step of a generation: new text of choice ``index``, the logprobs of the tokens
+    it releases (OpenAI chat entries, when asked for) and, on the last step, the finish
+    reason and token counts."""
+
+    text: str
+    finish_reason: Optional[str] = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    index: int = 0
+    logprobs: Optional[List[Dict[str, Any]]] = None
+
+
+class RequestState:
+    """Per-request bookkeeping of one generation, independent of how tokens are produced.
+
+    An engine feeds it the sampled token ids one by one (:meth:`push`); it applies the stop
+    token ids, the ``stop`` strings, the ``max_tokens`` / context budget and incremental
+    detokenisation, and turns them into :class:`Delta` s. Every engine's scheduler
+    (llama.cpp's slots, the Transformers batch) drives the same object, so all behave alike.
+
+    Args:
+        prompt_ids: the prompt's token ids (``len`` < ``context_length``).
+        params: the request's validated parameters.
+        context_length: tokens the model attends to; the completion gets what the prompt
+            leaves, capped by ``params.max_tokens``.
+        stop_ids: token ids that end the generation (EOS, ``stop_token_ids``); not counted
+            in ``usage`` and never emitted.
+        stop: ``stop`` strings; the text is cut before the first one.
+        detokenizer: a fresh :class:`IncrementalDetokenizer` for this request.
+    """
+
+    def __init__(self, prompt_ids: List[int], params: GenerationParams, *,
+                 context_length: int, stop_ids: Sequence[int], stop: Sequence[str],
+                 detokenizer: IncrementalDetokenizer, index: int = 0,
+                 token_bytes: Optional[Any] = None):
+        self.prompt_ids = prompt_ids
+        self.params = params
+        self.index = index
+        # choice i of a seeded request samples with seed + i: repeatable, yet n differ
+        self.seed = params.seed + index if params.seed is not None else random_seed()
+        budget = context_length - len(prompt_ids)
+        self.max_tokens = min(params.max_tokens or budget, budget)
+        self.stop_ids = set(stop_ids)
+        self.output_ids: List[int] = []
+        self.finish_reason: Optional[str] = None
+        self._detok = detokenizer
+        self._matcher = StopStringMatcher(list(stop))
+        self._token_bytes = token_bytes
+        self._lps: Optional[List[Dict[str, Any]]] = [] if params.logprobs else None
+        # the engine's lowering of params.constraint (LLM.prepare_constraint)
+        self.grammar: Any = None
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self.output_ids)
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+    def _final(self, reason: str) -> Delta:
+        self.finish_reason = reason
+        return Delta("", reason, len(self.prompt_ids), len(self.output_ids), self.index,
+                     self._take_logprobs())
+
+    def _delta(self, text: str) -> Delta:
+        return Delta(text, index=self.index, logprobs=self._take_logprobs())
+
+    def _take_logprobs(self) -> Optional[List[Dict[str, Any]]]:
+        if self._lps is None:
+            return None
+        out, self._lps = self._lps, []
+        return out
+
+    def _entry(self, token_id: int, logprob: float) -> Dict[str, Any]:
+        b = self._token_bytes(token_id) if self._token_bytes else b""
+        return {"token": b.decode("utf-8", errors="replace"), "logprob": logprob,
+                "bytes": list(b)}
+
+    def push(self, token_id: int,
+             logprobs: Optional[Tuple[float, List[Tuple[int, float]]]] = None) -> List[Delta]:
+        """Add one sampled token; return the deltas it releases (possibly none). The last
+        delta of the request carries ``finish_reason`` and the token counts; after it,
+        :attr:`finished` is true and further tokens are ignored.
+
+        ``logprobs``: when the request asked for them, ``(logprob of the token, [(id,
+        logprob)] of the most likely tokens)``; they travel with the next delta released
+        (a token whose text is held back gives its logprobs to a later delta)."""
+        if self.finished:
+            return []
+        if token_id in self.stop_ids:
+            return self.finish("stop")
+        self.output_ids.append(token_id)
+        if self._lps is not None and logprobs is not None:
+            e = self._entry(token_id, logprobs[0])
+            e["top_logprobs"] = [self._entry(i, lp) for i, lp in logprobs[1]]
+            self._lps.append(e)
+        text, stopped = self._matcher.push(self._detok.push(token_id))
+        out = [self._delta(text)] if text else []
+        if stopped:
+            out.append(self._final("stop"))
+        elif len(self.output_ids) >= self.max_tokens:
+            out.extend(self.finish("length"))
+        return out
+
+    def finish(self, reason: str) -> List[Delta]:
+        """End the request now (a stop token, cancellation, the engine ran out, the budget
+        is spent): flush the text held back and return the closing deltas. A stop string
+        found while flushing turns ``reason`` into ``"stop"``."""
+        if self.finished:
+            return []
+        text, stopped = self._matcher.push(self._detok.flush())
+        if stopped:
+            reason = "stop"
+        else:
+            text += self._matcher.flush()
+        out = [self._delta(text)] if text else []
+        out.append(self._final(reason))
+        return out
+
+
+class AsyncDeltaStream:
+    """The asyncio side of a running request: an async iterator of the deltas of its ``n``
+    choices that ends after each has sent the delta carrying ``finish_reason`` and re-raises
+    an engine error.
+
+    Create it on the event loop that will consume it; :meth:`emit` may be called from any
+    thread (an engine's scheduler thread, a llama.cpp callback).
+    """
+
+    def __init__(self, n: int = 1):
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._done = False
+        self._left = n  # choices that have not sent their final delta
+
+    def emit(self, item: Any) -> None:
+        """A list of deltas or an exception, from any thread."""
+        try:
+            self._loop.call_soon_threadsafe(self._put, item)
+        except RuntimeError:  # the consumer's loop is closed: nobody is listening
+            pass
+
+    def _put(self, item: Any) -> None:
+        if isinstance(item, list):
+            for d in item:
+                self._queue.put_nowait(d)
+        else:
+            self._queue.put_nowait(item)
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> Delta:
+        if self._done:
+            raise StopAsyncIteration
+        item = await self._queue.get()
+        if isinstance(item, BaseException):
+            self._done = True
+            raise item
+        if item.finish_reason is not None:
+            self._left -= 1
+            self._done = self._left <= 0
+        return item
