@@ -8,8 +8,10 @@ worker registers, under the same uid and options (see ``SupervisorActor``); term
 model, or ``DELETE /v1/models/persisted/{model_uid}``, removes its record. A broken file is
 skipped with a warning. A persisted model whose process dies (a heartbeat reports it) is
 terminated and launched again from its record, at most ``XINFERENCE_MODEL_RESTART_LIMIT``
-times (default 3) within :data:`RESTART_WINDOW` seconds; after that it stays ``dead``. :class:`PersistStore` is the files; :class:`PersistedLaunches` the
-supervisor's part: writing records after launches, relaunching them, reporting their state.
+times (default 3) within :data:`RESTART_WINDOW` seconds; after that it stays ``dead``.
+:class:`PersistStore` is the files; :class:`PersistedLaunches` the supervisor's part:
+writing records after launches, relaunching them, restarting dead ones, reporting their
+state.
 """
 
 from __future__ import annotations
