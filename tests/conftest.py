@@ -75,6 +75,24 @@ def load_embedding_engine(uid: str, **options):
     return loader.load()
 
 
+def run_with_cluster_key(endpoint: str, coro_fn):
+    """``asyncio.run(coro_fn())`` with this process holding the cluster key of the server
+    at ``endpoint`` (``GET /v1/cluster/key``, open with auth off), so the test can call its
+    actors directly as the REST API does; the environment is restored afterwards."""
+    import asyncio
+
+    key = requests.get(endpoint + "/v1/cluster/key", timeout=10).json()["key"]
+    old = os.environ.get("XOSCAR_AUTH_KEY")
+    os.environ["XOSCAR_AUTH_KEY"] = key
+    try:
+        return asyncio.run(coro_fn())
+    finally:
+        if old is None:
+            os.environ.pop("XOSCAR_AUTH_KEY", None)
+        else:
+            os.environ["XOSCAR_AUTH_KEY"] = old
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

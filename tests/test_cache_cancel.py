@@ -168,6 +168,11 @@ def test_cancel_a_launch_during_download(tmp_path, srv, monkeypatch):
     instances = client.get_instance_info(model_uid="hub-slow")
     assert [i["status"] for i in instances] == ["CREATING"]
     assert cache.exists()
+    # The cache of a launching model is in use: refused with 409, nothing deleted.
+    r = requests.delete(f"{srv.endpoint}/v1/cache/models", timeout=30,
+                        params={"model_version": "hub-slow-pytorch-0b"})
+    assert r.status_code == 409 and "hub-slow" in r.json()["detail"], r.text
+    assert cache.exists()
     launched = {p.pid for p in server_proc.children(recursive=True)} | before
     r = requests.post(f"{srv.endpoint}/v1/models/hub-slow/cancel", timeout=120)
     assert r.status_code == 200, r.text

@@ -27,6 +27,7 @@ RANKS = {
     "errors": 0,
     "log": 0,
     "constants": 0,
+    "fileio": 0,
     "__init__": 0,
 }
 

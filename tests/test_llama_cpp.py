@@ -21,7 +21,7 @@ import pytest
 import requests
 import xoscar as xo
 
-from .conftest import SMOLLM
+from .conftest import SMOLLM, run_with_cluster_key
 
 pytestmark = pytest.mark.e2e
 
@@ -42,7 +42,7 @@ def engine_stats(endpoint: str, model_uid: str = SMOLLM) -> dict:
         ref = await xo.actor_ref(address=rep["model_address"], uid=rep["replica_uid"])
         return await ref.engine_stats()
 
-    return asyncio.run(ask())
+    return run_with_cluster_key(endpoint, ask)
 
 
 def poll_stats(endpoint: str, pred, timeout: float, model_uid: str = SMOLLM):
@@ -64,7 +64,7 @@ def poll_stats(endpoint: str, pred, timeout: float, model_uid: str = SMOLLM):
             assert time.monotonic() - t0 < timeout, f"timed out: {stats}"
             await asyncio.sleep(0.01)
 
-    return asyncio.run(poll())
+    return run_with_cluster_key(endpoint, poll)
 
 
 def _stream(endpoint: str, prompt: str, max_tokens: int, marks: dict, key: int):

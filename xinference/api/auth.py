@@ -402,6 +402,6 @@ class AuthMiddleware:
                                         headers={"WWW-Authenticate": www} if www else None)
                 return await resp(scope, receive, send)
             state = scope.setdefault("state", {})
-            state["user"] = user.username
+            state["user"], state["admin"] = user.username, "admin" in user.permissions
             state["permissions"] = user.permissions
         return await self.app(scope, receive, send)

@@ -28,6 +28,7 @@ from xoscar.core import create_actor_ref
 
 from ..core.model import ModelStream
 from ..errors import ModelUnavailableError
+from .caller import with_owner
 from .errors import (
     ClientDisconnected,
     OrjsonResponse,
@@ -189,7 +190,9 @@ class RESTfulAPI:
     async def _call_model(self, method: str, model_uid: str, payload,
                           config: Dict[str, Any], request: Optional[Request] = None):
         """``(ref, result)`` of ``method`` of the model's ModelActor (see :meth:`_infer`;
-        for routes that answer something else than JSON or SSE)."""
+        for routes that answer something else than JSON or SSE). The request's
+        authenticated user becomes the owner of its ``request_id`` (:func:`with_owner`)."""
+        config = with_owner(config, request)
         return await self._call_uid(model_uid, method, (payload, config),
                                     request if not config.get("stream") else None)
 

@@ -185,42 +185,57 @@ def read_upload(files: Dict[str, List[bytes]], name: str,
 
 
 class MediaService:
-    """Per gateway: which model serves each recent image/video request (for progress)."""
+    """Per gateway: which model serves each recent image/video request (for progress),
+    by ``(owner, request_id)``: the owner is the authenticated user (None with auth off),
+    so one user cannot read another's progress."""
 
     def __init__(self, api):
         self.api = api
-        self._requests: Dict[str, Tuple[Any, str, float]] = {}
+        self._requests: Dict[Tuple[Optional[str], str], Tuple[Any, str, float]] = {}
 
-    def track(self, request_id: str, ref, model_uid: str) -> None:
+    def track(self, request_id: str, ref, model_uid: str,
+              owner: Optional[str] = None) -> None:
         now = time.monotonic()
-        for rid, (_, _, t) in list(self._requests.items()):
+        for key, (_, _, t) in list(self._requests.items()):
             if now - t > REQUEST_TTL:
-                del self._requests[rid]
-        self._requests[request_id] = (ref, model_uid, now)
+                del self._requests[key]
+        self._requests[(owner, request_id)] = (ref, model_uid, now)
 
-    async def progress(self, request_id: str) -> Dict[str, Any]:
-        """``{"request_id", "status", "progress"}`` of a recent request.
+    async def progress(self, request_id: str, request=None) -> Dict[str, Any]:
+        """``{"request_id", "status", "progress"}`` of a recent request of the caller of
+        ``request`` (an admin: of anyone).
 
         Raises:
-            RequestNotFoundError: unknown here (never sent, or long finished).
+            RequestNotFoundError: unknown here (never sent, long finished, or another
+                user's).
         """
-        entry = self._requests.get(request_id)
+        from .caller import request_caller
+
+        owner, admin = request_caller(request)
+        key = (owner, request_id)
+        if key not in self._requests and admin:
+            key = next((k for k in list(self._requests) if k[1] == request_id), key)
+        entry = self._requests.get(key)
         if entry is None:
             raise RequestNotFoundError(f"No image or video request {request_id!r}")
         ref, model_uid, _ = entry
         return await self.api._call_ref(ref, model_uid, "get_request_progress",
-                                          (request_id,))
+                                          (request_id, key[0]))
 
     async def call(self, request, method: str, model_uid: str, args: tuple,
                    config: Dict[str, Any]) -> Tuple[Dict[str, Any], str]:
         """Call ``method`` of the model's actor with ``(*args, config)`` under a request
         id (the config's, or a new one); a client that disconnects cancels the call, and
         the engine stops at its next step. Returns ``(result, request_id)``."""
+        from .caller import with_owner
+
         rid = str(config.get("request_id") or uuid.uuid4().hex)
         config["request_id"] = rid
+        config = with_owner(config, request)
+        owner = config.get("request_owner")
         _, result = await self.api._call_uid(
             model_uid, method, args + (config,), request,
-            on_ref=lambda ref: self.track(rid, ref, model_uid))
+            on_ref=lambda ref: self.track(rid, ref, model_uid, owner))
         return result, rid
 
 

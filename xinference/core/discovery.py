@@ -6,6 +6,10 @@ timeout that waits for a supervisor still starting) and again after heartbeats k
 failing (one attempt, see :class:`~xinference.core.worker.WorkerActor`), so a supervisor
 restarted on another internal port is found too. When the supervisor runs with
 ``--auth-config`` the request needs an admin API key (:func:`auth_headers`).
+
+The worker also needs the cluster's actor-pool key (:mod:`xinference.core.cluster_key`):
+unless it is in its environment, it asks ``GET {endpoint}/v1/cluster/key`` once, right
+after the address and with the same credential (:func:`fetch_cluster_key`).
 """
 
 from __future__ import annotations
@@ -28,11 +32,11 @@ def auth_headers(api_key: Optional[str]) -> dict:
     return {"Authorization": f"Bearer {key}"} if key else {}
 
 
-def _get_address(url: str, api_key: Optional[str], request_timeout: float) -> str:
+def _get_json(url: str, api_key: Optional[str], request_timeout: float):
     req = urllib.request.Request(url, headers=auth_headers(api_key))
     try:
         with urllib.request.urlopen(req, timeout=request_timeout) as resp:
-            address = json.loads(resp.read())
+            return json.loads(resp.read())
     except urllib.error.HTTPError as e:
         if e.code in (401, 403):
             try:
@@ -41,6 +45,10 @@ def _get_address(url: str, api_key: Optional[str], request_timeout: float) -> st
                 detail = e.reason
             raise PermissionError(f"{e.code}: {detail}") from None
         raise
+
+
+def _get_address(url: str, api_key: Optional[str], request_timeout: float) -> str:
+    address = _get_json(url, api_key, request_timeout)
     if not isinstance(address, str) or not address:
         raise ValueError(f"{url} answered {address!r}, not an actor pool address")
     return address
@@ -76,3 +84,30 @@ def fetch_supervisor_address(endpoint: str, timeout: float = 60.0,
                     f"{timeout:.0f}s ({e}); start it with 'xinference-supervisor' first"
                 ) from e
             time.sleep(0.5)
+
+
+def fetch_cluster_key(endpoint: str, api_key: Optional[str] = None,
+                      request_timeout: float = 5.0) -> str:
+    """The cluster's actor-pool key, from ``GET {endpoint}/v1/cluster/key`` (``{"key":
+    ...}``; call it once the endpoint answered :func:`fetch_supervisor_address`).
+    Blocking.
+
+    Raises:
+        RuntimeError: the credential was refused (401/403), or the answer holds no key
+            (the supervisor runs without one, or predates it).
+    """
+    url = endpoint.rstrip("/") + "/v1/cluster/key"
+    try:
+        answer = _get_json(url, api_key, request_timeout)
+    except PermissionError as e:
+        raise RuntimeError(
+            f"the supervisor at {endpoint} refused this worker the cluster key ({e}); give "
+            "an admin API key with --api-key or XINFERENCE_API_KEY") from None
+    except Exception as e:
+        raise RuntimeError(f"could not get the cluster key from {url} ({e}); set "
+                           "XOSCAR_AUTH_KEY to the supervisor's key") from None
+    key = answer.get("key") if isinstance(answer, dict) else None
+    if not isinstance(key, str) or not key:
+        raise RuntimeError(f"{url} answered no cluster key; set XOSCAR_AUTH_KEY to the "
+                           "supervisor's key")
+    return key

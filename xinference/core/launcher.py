@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import xoscar as xo
 
@@ -31,6 +31,7 @@ from ..model import model_type_handlers
 from ..model.registry import ModelRegistry, canonical_model_type
 from ..model.virtualenv import plan_for_engine
 from .events import ERROR, WARNING, EventLog
+from .launch_caps import check_launch_caps
 from .limits import DEFAULT_REQUEST_LIMITS
 from .model_table import ModelTable, replica_row
 from .resource import allocate_gpus, memory_fit_error, normalize_gpu_idx, normalize_n_gpu
@@ -65,6 +66,8 @@ class Launcher:
         self._cancelled: set = set()
         # model_uid -> {"replica", "done", "worker", "replica_uid"} while it launches.
         self._state: Dict[str, Dict[str, Any]] = {}
+        # model_uid -> its launch description, from planning until the launch ends
+        self._planned: Dict[str, Dict[str, Any]] = {}
 
     # ---- placement -------------------------------------------------------------------------
     def _load(self, address: str) -> int:
@@ -130,7 +133,9 @@ class Launcher:
 
         Raises:
             RegistrationNotFoundError / InvalidRequestError: unknown name, bad spec or uid,
-            bad ``n_gpu``/``gpu_idx``, no worker at ``worker_ip`` or with the GPUs asked.
+            bad ``n_gpu``/``gpu_idx``, no worker at ``worker_ip`` or with the GPUs asked;
+            ``replica``, ``n_parallel`` or ``n_ctx`` above the cluster's caps
+            (:mod:`xinference.core.launch_caps`).
             ConflictError: ``model_uid`` is already running or launching.
             ModelUnavailableError: no worker, or not enough free GPUs now (503).
             ModelLoadError: the weights could not be found or loaded.
@@ -225,8 +230,11 @@ class Launcher:
         cpu = n_gpu in (0, None) or not any(w.status.get("gpus") for w in self._workers.all())
         need = memory_need(family, desc, kwargs, cpu) if check_memory else None
         self.place(worker_ip, n_gpu, gpu_idx, [], need)  # fail fast, before any process
+        check_launch_caps(replica, kwargs,
+                          [w.status for w in self._workers.select(worker_ip)])
 
         self._models.reserve(model_uid)
+        self._planned[model_uid] = desc
         self._tasks[model_uid] = asyncio.current_task()
         launched: List[Dict[str, Any]] = []
         placed: List[str] = []
@@ -253,6 +261,7 @@ class Launcher:
             raise
         finally:
             self._models.release(model_uid)
+            self._planned.pop(model_uid, None)
             self._tasks.pop(model_uid, None)
             self._state.pop(model_uid, None)
         self._models.add(model_uid, model_type, desc, launched)
@@ -337,6 +346,11 @@ class Launcher:
         if task is not None:
             await asyncio.wait({task}, timeout=health_check_timeout() * 6)
         return {"model_uid": model_uid, "cancelled": True}
+
+    def launching_descs(self) -> List[Tuple[str, Dict[str, Any]]]:
+        """``(model_uid, launch description)`` of every launch in progress (the cache a
+        launch downloads into or loads from must not be removed under it)."""
+        return list(self._planned.items())
 
     def launching_replicas(self) -> Dict[str, int]:
         """``{model_uid: replicas asked for}`` of the launches that have placed a

@@ -24,7 +24,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Optional
+from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Optional, Tuple
 
 import xoscar as xo
 
@@ -72,6 +72,7 @@ class _Request:
 
     request_id: Optional[str]
     method: str
+    owner: Optional[str] = None  # the key's user that sent it (auth on), see abort_request
     started: float = field(default_factory=time.monotonic)
     strip_usage: bool = False  # usage was asked for the metrics only: drop its chunk
     abort: Optional[Callable[[], None]] = None  # cancels the call while it has no stream
@@ -148,11 +149,13 @@ class ModelActor(xo.StatelessActor):
         self._lock = asyncio.Lock()
         self._admitted = 0
         self._queued = 0  # admitted calls waiting for the engine lock
-        self._requests: Dict[str, _Request] = {}  # request_id -> its call, while it runs
+        # (owner, request_id) -> its call, while it runs: ids are per caller, so one user
+        # can neither abort nor read another's request (see abort_request).
+        self._requests: Dict[Tuple[Optional[str], str], _Request] = {}
         self._stats = ModelStats()
         self._metrics = metrics_enabled()
         self._streams: Dict[str, _Stream] = {}
-        self._progress: Dict[str, Any] = {}  # request id -> RequestProgress
+        self._progress: Dict[Tuple[Optional[str], str], Any] = {}  # as _requests
         self._positional: Dict[Any, tuple] = {}  # (method, n args) -> positional names
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="engine"
@@ -222,13 +225,15 @@ class ModelActor(xo.StatelessActor):
         return getattr(self._model, method)
 
     async def _call(self, method: str, *args, request_id: Optional[str] = None,
-                    strip_usage: bool = False, **kwargs):
+                    request_owner: Optional[str] = None, strip_usage: bool = False,
+                    **kwargs):
         """Run an engine method; returns its result, or a :class:`ModelStream` when the
         result is a stream of chunks.
 
         ``request_id`` (optional, unique among the calls running here) makes the call
-        abortable with :meth:`abort_request`; ``strip_usage``: a stream's usage-only chunk
-        was asked for the metrics and is not passed on.
+        abortable with :meth:`abort_request` by its ``request_owner`` (the user the gateway
+        authenticated; None with auth off), and ids are unique per owner; ``strip_usage``:
+        a stream's usage-only chunk was asked for the metrics and is not passed on.
 
         Two kinds of engine method:
 
@@ -258,13 +263,13 @@ class ModelActor(xo.StatelessActor):
             if not isinstance(request_id, str) or not request_id or len(request_id) > 256:
                 raise InvalidRequestError("'request_id' must be a non-empty string of at "
                                           "most 256 characters")
-            if request_id in self._requests:
+            if (request_owner, request_id) in self._requests:
                 raise ConflictError(f"Request {request_id!r} is already running on model "
                                     f"{self._model_uid!r}")
         self._admit()
-        req = _Request(request_id, method, strip_usage=strip_usage)
+        req = _Request(request_id, method, request_owner, strip_usage=strip_usage)
         if request_id is not None:
-            self._requests[request_id] = req
+            self._requests[(request_owner, request_id)] = req
         streaming = False
         outcome = "error"
         try:
@@ -291,8 +296,9 @@ class ModelActor(xo.StatelessActor):
     def _finish(self, req: _Request, outcome: str) -> None:
         """A call ended: release its admission, forget its id, record its metrics."""
         self._admitted -= 1
-        if req.request_id is not None and self._requests.get(req.request_id) is req:
-            del self._requests[req.request_id]
+        key = (req.owner, req.request_id)
+        if req.request_id is not None and self._requests.get(key) is req:
+            del self._requests[key]
         if req.aborted:
             outcome = "aborted"
         if self._metrics:
@@ -398,7 +404,18 @@ class ModelActor(xo.StatelessActor):
         return handle
 
     # ---- abort and metrics --------------------------------------------------------------
-    def abort_request(self, request_id: str) -> Dict[str, Any]:
+    def _find(self, table: Dict[Tuple[Optional[str], str], Any], request_id: str,
+              owner: Optional[str], any_owner: bool):
+        """The entry of ``request_id`` sent by ``owner`` (any owner's with
+        ``any_owner``: an admin), or None."""
+        found = table.get((owner, request_id))
+        if found is None and any_owner:
+            found = next((v for (_, rid), v in list(table.items()) if rid == request_id),
+                         None)
+        return found
+
+    def abort_request(self, request_id: str, owner: Optional[str] = None,
+                      any_owner: bool = False) -> Dict[str, Any]:
         """Stop the running call ``request_id``: a stream ends at once, with the closing
         chunk the model gives (its hook ``abort_chunk(method, last_chunk)``: an LLM's says
         ``finish_reason`` ``"abort"``) when it has one (the engine stops at its next token); a
@@ -406,11 +423,14 @@ class ModelActor(xo.StatelessActor):
         engine that stops on cancellation (async engines: task cancellation; blocking
         engines: the ``cancel`` event).
 
+        Only the request's ``owner`` (the user that sent it; None with auth off) may abort
+        it, or an admin (``any_owner``); another user's request is not found.
+
         Raises:
-            RequestNotFoundError: no call with that id runs here (never started, or
-                finished already).
+            RequestNotFoundError: no call with that id runs here for ``owner`` (never
+                started, finished already, or another user's).
         """
-        req = self._requests.get(request_id)
+        req = self._find(self._requests, request_id, owner, any_owner)
         if req is None:
             raise RequestNotFoundError(
                 f"No running request {request_id!r} on model {self._model_uid!r}")
@@ -429,8 +449,6 @@ class ModelActor(xo.StatelessActor):
             req.abort()
         return {"request_id": request_id, "model_uid": self._model_uid, "aborted": True}
 
-    def has_request(self, request_id: str) -> bool:
-        return request_id in self._requests
 
     async def get_metrics(self) -> Dict[str, Any]:
         """``{"model_uid", "model_name", "engine", "stats"}``: this replica's counters
@@ -493,38 +511,42 @@ class ModelActor(xo.StatelessActor):
 
     # ---- public API ---------------------------------------------------------------------
     def _llm_config(self, generate_config: Optional[Dict[str, Any]]):
-        """``(config, request_id, strip_usage)``: ``request_id`` taken out of the config;
-        ``max_tokens`` clamped to the launch's ``max_tokens_limit`` (and set to it when the
-        request gives none);
-        with metrics on, the model's hook ``stream_usage(config)`` asks a stream for its
-        usage (the token metrics need it) and says whether the client did not ask
-        (``strip_usage``: the usage chunk is then dropped)."""
+        """``(config, request_id, owner, strip_usage)``: ``request_id`` and
+        ``request_owner`` taken out of the config; ``max_tokens`` clamped to the launch's
+        ``max_tokens_limit`` (and set to it when the request gives none); with metrics on,
+        the model's hook ``stream_usage(config)`` asks a stream for its usage (the token
+        metrics need it) and says whether the client did not ask (``strip_usage``: the
+        usage chunk is then dropped)."""
         cfg = dict(generate_config or {})
         rid = cfg.pop("request_id", None)
+        owner = cfg.pop("request_owner", None)
         cap_max_tokens(cfg, self._desc.get("max_tokens_limit"))
         strip = False
         usage = getattr(self._model, "stream_usage", None) if self._metrics else None
         if usage is not None:
             cfg, strip = usage(cfg)
-        return cfg, rid, strip
+        return cfg, rid, owner, strip
 
     async def generate(self, prompt: str, generate_config: Optional[Dict[str, Any]] = None):
         """OpenAI Completions; a :class:`ModelStream` when ``generate_config["stream"]``.
         ``generate_config["request_id"]`` makes it abortable (:meth:`abort_request`).
         Without ``max_tokens`` (or ``max_completion_tokens``) it generates
-        :data:`~xinference.core.limits.COMPLETIONS_DEFAULT_MAX_TOKENS` tokens at most, as OpenAI's completions
-        API does; the model's ``max_tokens_limit`` caps it (see :meth:`_llm_config`)."""
+        :data:`~xinference.core.limits.COMPLETIONS_DEFAULT_MAX_TOKENS` tokens at most, as
+        OpenAI's completions API does; the model's ``max_tokens_limit`` caps it (see
+        :meth:`_llm_config`)."""
         cfg = completion_defaults(generate_config)
-        cfg, rid, strip = self._llm_config(cfg)
-        return await self._call("generate", prompt, cfg, request_id=rid, strip_usage=strip)
+        cfg, rid, owner, strip = self._llm_config(cfg)
+        return await self._call("generate", prompt, cfg, request_id=rid,
+                                request_owner=owner, strip_usage=strip)
 
     async def chat(self, messages: List[Dict[str, Any]],
                    generate_config: Optional[Dict[str, Any]] = None):
         """OpenAI Chat Completions; a :class:`ModelStream` when
         ``generate_config["stream"]``; ``generate_config["request_id"]`` as in
         :meth:`generate`."""
-        cfg, rid, strip = self._llm_config(generate_config)
-        return await self._call("chat", messages, cfg, request_id=rid, strip_usage=strip)
+        cfg, rid, owner, strip = self._llm_config(generate_config)
+        return await self._call("chat", messages, cfg, request_id=rid,
+                                request_owner=owner, strip_usage=strip)
 
     async def count_chat_tokens(self, messages: List[Dict[str, Any]],
                                 generate_config: Optional[Dict[str, Any]] = None) -> int:
@@ -581,13 +603,15 @@ class ModelActor(xo.StatelessActor):
 
         config = request_options(config)
         rid = str(config.pop("request_id", None) or uuid.uuid4().hex)
+        owner = config.pop("request_owner", None)
         self._reap_progress()
-        old = self._progress.get(rid)
+        old = self._progress.get((owner, rid))
         if old is not None and old.finished_at is None:
             raise ConflictError(f"Request {rid!r} is already running")
-        prog = self._progress[rid] = RequestProgress(rid)
+        prog = self._progress[(owner, rid)] = RequestProgress(rid)
         try:
-            return await self._call(method, *args, request_id=rid, progress=prog, **config)
+            return await self._call(method, *args, request_id=rid, request_owner=owner,
+                                    progress=prog, **config)
         except asyncio.CancelledError:
             if prog.status == "queued":  # never reached the engine
                 prog.finish("cancelled")
@@ -601,20 +625,22 @@ class ModelActor(xo.StatelessActor):
 
     def _reap_progress(self) -> None:
         now = time.monotonic()
-        for rid, p in list(self._progress.items()):
+        for key, p in list(self._progress.items()):
             if p.finished_at is not None and now - p.finished_at > REQUEST_PROGRESS_TTL:
-                del self._progress[rid]
+                del self._progress[key]
 
-    def get_request_progress(self, request_id: str) -> Dict[str, Any]:
+    def get_request_progress(self, request_id: str, owner: Optional[str] = None,
+                             any_owner: bool = False) -> Dict[str, Any]:
         """``{"request_id", "status", "progress"}`` of an image or video request (see
-        :class:`~xinference.model.progress.RequestProgress`).
+        :class:`~xinference.model.progress.RequestProgress`), for its ``owner`` or an admin
+        (``any_owner``), as :meth:`abort_request`.
 
         Raises:
-            RequestNotFoundError: unknown request id (HTTP 404).
+            RequestNotFoundError: unknown request id, or another user's (HTTP 404).
         """
         from ..errors import RequestNotFoundError
 
-        p = self._progress.get(request_id)
+        p = self._find(self._progress, request_id, owner, any_owner)
         if p is None:
             raise RequestNotFoundError(f"No request {request_id!r} on model "
                                      f"{self._model_uid!r}")

@@ -222,9 +222,12 @@ class ModelTable:
                             kind="replica", replica_uid=ruid)
         return adopted, terminate
 
-    def mark_dead_processes(self, address: str, reported: Dict[str, Dict[str, Any]]) -> None:
+    def mark_dead_processes(self, address: str,
+                            reported: Dict[str, Dict[str, Any]]) -> List[str]:
         """Mark dead the ready replicas on ``address`` whose process the worker reports
-        dead (``reported``: ``{replica_uid: row}`` of its heartbeat)."""
+        dead (``reported``: ``{replica_uid: row}`` of its heartbeat). Returns the uids of
+        the models that lost a replica now."""
+        hit: List[str] = []
         for m in self._models.values():
             for r in m.replicas:
                 row = reported.get(r["replica_uid"])
@@ -236,6 +239,9 @@ class ModelTable:
                                     ERROR, "replica", r["replica_uid"])
                     logger.warning("Replica %s of %s on %s: its process (pid %s) died",
                                    r["replica_uid"], m.model_uid, address, r["pid"])
+                    if m.model_uid not in hit:
+                        hit.append(m.model_uid)
+        return hit
 
     def stop_later(self, address: str, replica_uid: str) -> None:
         """Tell worker ``address`` to stop ``replica_uid`` when it reports next."""

@@ -6,8 +6,12 @@ holding the launch request (model name, type, uid, replica, engine options ...) 
 model is running. The supervisor launches every record again when it starts and whenever a
 worker registers, under the same uid and options (see ``SupervisorActor``); terminating the
 model, or ``DELETE /v1/models/persisted/{model_uid}``, removes its record. A broken file is
-skipped with a warning. :class:`PersistStore` is the files; :class:`PersistedLaunches` the
-supervisor's part: writing records after launches, relaunching them, reporting their state.
+skipped with a warning. A persisted model whose process dies (a heartbeat reports it) is
+terminated and launched again from its record, at most ``XINFERENCE_MODEL_RESTART_LIMIT``
+times (default 3) within :data:`RESTART_WINDOW` seconds; after that it stays ``dead``.
+:class:`PersistStore` is the files; :class:`PersistedLaunches` the supervisor's part:
+writing records after launches, relaunching them, restarting dead ones, reporting their
+state.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, List, Optional
 
 from ..constants import health_check_interval, xinference_home
 from ..errors import ModelNotFoundError, ModelUnavailableError
+from ..fileio import atomic_write
 
 if TYPE_CHECKING:
     from .model_table import ModelTable
@@ -30,6 +35,18 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 XINFERENCE_ENV_PERSIST_MODELS = "XINFERENCE_PERSIST_MODELS"
+XINFERENCE_ENV_MODEL_RESTART_LIMIT = "XINFERENCE_MODEL_RESTART_LIMIT"
+#: seconds over which the restarts of one model are counted against the limit
+RESTART_WINDOW = 600.0
+
+
+def restart_limit() -> int:
+    """Restarts of one dead persisted model allowed within :data:`RESTART_WINDOW`:
+    ``$XINFERENCE_MODEL_RESTART_LIMIT`` (default 3; 0 turns restarts off)."""
+    try:
+        return max(0, int(os.environ.get(XINFERENCE_ENV_MODEL_RESTART_LIMIT, "3")))
+    except ValueError:
+        return 3
 
 
 def persist_by_default() -> bool:
@@ -52,12 +69,9 @@ class PersistStore:
         return persist_dir() / f"{model_uid}.json"
 
     def save(self, model_uid: str, launch: Dict[str, Any]) -> None:
-        """Write the record atomically (a crash never leaves half a file)."""
-        d = persist_dir()
-        d.mkdir(parents=True, exist_ok=True)
-        tmp = d / f".{model_uid}.json.tmp"
-        tmp.write_text(json.dumps(launch, indent=1, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, self._path(model_uid))
+        """Write the record durably and atomically (:func:`xinference.fileio.atomic_write`:
+        a crash never leaves half a file)."""
+        atomic_write(self._path(model_uid), json.dumps(launch, indent=1, sort_keys=True))
 
     def delete(self, model_uid: str) -> bool:
         """Forget a record; False when there was none."""
@@ -92,20 +106,29 @@ class PersistedLaunches:
     A relaunch that fails is recorded in the model table (``ModelTable.failed``: the uid
     answers 503 with the reason and lists with ``status: "error"``) and not retried; one
     that finds no room, or not its worker yet, waits for the next worker to register.
+    A running persisted model that loses a process is restarted (:meth:`restart_dead`),
+    within :func:`restart_limit`.
 
     Args:
         workers: the cluster's workers (whether any is there, and which).
         models: the model table (what runs, launches, or failed to relaunch).
         launch: the supervisor's ``launch_builtin_model``, called with a record's fields
             and ``persist=True``.
+        terminate: the launcher's ``terminate`` (stops a model, keeps its record); None:
+            dead models are not restarted.
     """
 
     def __init__(self, workers: "WorkerTable", models: "ModelTable",
-                 launch: Callable[..., Awaitable[str]]):
+                 launch: Callable[..., Awaitable[str]],
+                 terminate: Optional[Callable[[str], Awaitable[None]]] = None):
         self.store = PersistStore()
         self._workers = workers
         self._models = models
         self._launch = launch
+        self._terminate = terminate
+        self._restarts: Dict[str, List[float]] = {}  # uid -> times of recent restarts
+        self._restarting: Set[str] = set()
+        self._gave_up: Dict[str, str] = {}  # uid -> why it is left dead
         self._lock = asyncio.Lock()
         self._tasks: Set[asyncio.Task] = set()
         self._started = time.monotonic()
@@ -121,27 +144,40 @@ class PersistedLaunches:
         if persist or (persist is None and persist_by_default()):
             self.store.save(model_uid, {k: v for k, v in record.items() if v is not None})
         self._models.failed.pop(model_uid, None)
+        self._gave_up.pop(model_uid, None)
 
     def terminated(self, model_uid: str) -> bool:
         """``model_uid`` is terminated: forget its record and failed relaunch; True when
         there was either."""
         persisted = self.store.delete(model_uid)
         failed = self._models.failed.pop(model_uid, None)
+        self._restarts.pop(model_uid, None)
+        self._gave_up.pop(model_uid, None)
         return persisted or failed is not None
 
     def rows(self) -> List[Dict[str, Any]]:
         """The launch records (``GET /v1/models/persisted``), each with ``status``:
-        ``running``, ``launching``, ``failed`` (with ``error``) or ``pending`` (waiting for
-        a worker)."""
+        ``running``, ``dead`` (a process of it died: being restarted, or over the restart
+        limit; with ``error``), ``launching``, ``failed`` (with ``error``) or ``pending``
+        (waiting for a worker)."""
         failed = self._models.failed
         out = []
         for uid, rec in self.records().items():
-            status = ("running" if uid in self._models else "launching"
-                      if self._models.is_launching(uid) else "failed"
-                      if uid in failed else "pending")
-            row = {"model_uid": uid, "launch": rec, "status": status}
-            if status == "failed":
-                row["error"] = failed[uid]
+            row: Dict[str, Any] = {"model_uid": uid, "launch": rec}
+            if uid in self._models:
+                m = self._models.running(uid)
+                dead = [r for r in m.replicas if r["status"] != "ready"]
+                row["status"] = "dead" if dead else "running"
+                if dead:
+                    row["error"] = self._gave_up.get(uid) or (
+                        f"replica {dead[0]['replica_uid']}: {dead[0]['error']}"
+                        + ("; restarting" if uid in self._restarting else ""))
+            elif self._models.is_launching(uid):
+                row["status"] = "launching"
+            elif uid in failed:
+                row.update(status="failed", error=failed[uid])
+            else:
+                row["status"] = "pending"
             out.append(row)
         return out
 
@@ -164,6 +200,53 @@ class PersistedLaunches:
                 "model_engine": rec.get("model_engine"), "replica": rec.get("replica", 1),
                 "replicas": [], "address": None, "created": None, "persisted": True,
                 "status": "error", "error": self._models.failed[model_uid]}
+
+    def restart_dead(self, model_uids: List[str]) -> None:
+        """Models that lost a process (a heartbeat reported it): restart the persisted
+        ones in the background (terminate, then launch the record again), unless they
+        were restarted :func:`restart_limit` times within :data:`RESTART_WINDOW`; then
+        they stay dead (``rows`` says why)."""
+        if self._terminate is None:
+            return
+        records = self.records()
+        now = time.monotonic()
+        for uid in model_uids:
+            if uid not in records or uid in self._restarting:
+                continue
+            recent = [t for t in self._restarts.get(uid, []) if now - t < RESTART_WINDOW]
+            if len(recent) >= restart_limit():
+                self._gave_up[uid] = (
+                    f"its process died; restarted {len(recent)} time(s) within "
+                    f"{RESTART_WINDOW:.0f}s already, so it is left dead (terminate it and "
+                    f"launch it again)")
+                logger.error("Persisted model %s: %s", uid, self._gave_up[uid])
+                continue
+            self._restarts[uid] = recent + [now]
+            self._restarting.add(uid)
+            task = asyncio.ensure_future(self._restart(uid, records[uid]))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _restart(self, uid: str, rec: Dict[str, Any]) -> None:
+        try:
+            async with self._lock:
+                logger.warning("Restarting the persisted model %s: a process of it died",
+                               uid)
+                try:
+                    await self._terminate(uid)
+                except ModelNotFoundError:
+                    pass
+                try:
+                    await self._launch(**dict(rec, persist=True))
+                except ModelUnavailableError as e:
+                    logger.warning("Persisted model %s waits for room: %s", uid, e.message)
+                except Exception as e:
+                    msg = getattr(e, "message", None) or f"{type(e).__name__}: {e}"
+                    self._models.failed[uid] = (
+                        f"The restart of persisted model {uid!r} failed: {msg}")
+                    logger.error("%s", self._models.failed[uid])
+        finally:
+            self._restarting.discard(uid)
 
     def schedule(self) -> None:
         """Relaunch the records that are not running, in the background."""

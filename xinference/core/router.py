@@ -82,9 +82,12 @@ class ReplicaRouter:
             "it again."
         )
 
-    async def abort_request(self, model_uid: str, request_id: str) -> Dict[str, Any]:
-        """Abort the running request ``request_id`` of ``model_uid`` on whichever replica
-        runs it (see ``ModelActor.abort_request``).
+    async def abort_request(self, model_uid: str, request_id: str,
+                            owner: Optional[str] = None,
+                            any_owner: bool = False) -> Dict[str, Any]:
+        """Abort the running request ``request_id`` that ``owner`` sent to ``model_uid``
+        (any owner's with ``any_owner``) on whichever replica runs it (see
+        ``ModelActor.abort_request``).
 
         Raises:
             ModelNotFoundError: no such model. RequestNotFoundError: no replica runs it.
@@ -97,7 +100,7 @@ class ReplicaRouter:
             try:
                 ref = await self._workers.call(w, w.ref.get_model(r["replica_uid"]),
                                                health_check_timeout())
-                return await xo.wait_for(ref.abort_request(request_id),
+                return await xo.wait_for(ref.abort_request(request_id, owner, any_owner),
                                          health_check_timeout())
             except RequestNotFoundError:
                 continue

@@ -73,12 +73,14 @@ class SupervisorActor(xo.StatelessActor):
         )
         self._events = EventLog()
         self._models = ModelTable(self._events)
-        self._workers = WorkerTable(self._models, on_join=self._on_worker_join)
+        self._workers = WorkerTable(self._models, on_join=self._on_worker_join,
+                                    on_dead=self._on_model_dead)
         self._launcher = Launcher(self._registry, self._workers, self._models, self._events)
         self._router = ReplicaRouter(self._workers, self._models)
         self._scaler = ReplicaScaler(self._launcher, self._workers, self._models)
         self._persisted = PersistedLaunches(self._workers, self._models,
-                                            launch=self.launch_builtin_model)
+                                            launch=self.launch_builtin_model,
+                                            terminate=self._launcher.terminate)
 
     @classmethod
     def default_uid(cls) -> str:
@@ -95,6 +97,9 @@ class SupervisorActor(xo.StatelessActor):
 
     def _on_worker_join(self) -> None:
         self._persisted.schedule()
+
+    def _on_model_dead(self, model_uids: List[str]) -> None:
+        self._persisted.restart_dead(model_uids)
 
     # ---- workers --------------------------------------------------------------------------
     async def add_worker(self, worker_address: str, local: bool = False) -> None:
@@ -266,14 +271,19 @@ class SupervisorActor(xo.StatelessActor):
         """
         return await self._router.get_model(model_uid)
 
-    async def abort_request(self, model_uid: str, request_id: str) -> Dict[str, Any]:
-        """Abort the running request ``request_id`` of ``model_uid`` on whichever replica
-        runs it (see :meth:`ModelActor.abort_request`).
+    async def abort_request(self, model_uid: str, request_id: str,
+                            owner: Optional[str] = None,
+                            any_owner: bool = False) -> Dict[str, Any]:
+        """Abort the running request ``request_id`` that ``owner`` (the authenticated
+        user; None with auth off) sent to ``model_uid``, on whichever replica runs it;
+        ``any_owner``: an admin's abort, of anyone's request (see
+        :meth:`ModelActor.abort_request`).
 
         Raises:
-            ModelNotFoundError: no such model. RequestNotFoundError: no replica runs it.
+            ModelNotFoundError: no such model. RequestNotFoundError: no replica runs it
+            for ``owner``.
         """
-        return await self._router.abort_request(model_uid, request_id)
+        return await self._router.abort_request(model_uid, request_id, owner, any_owner)
 
     def get_model_type(self, model_uid: str) -> str:
         return self._models.running(model_uid).model_type
@@ -462,12 +472,13 @@ class SupervisorActor(xo.StatelessActor):
         returns ``{worker address: [removed paths]}``.
 
         Raises:
-            ConflictError: a running model uses that version (409).
+            ConflictError: a running or launching model uses that version (409).
             ModelNotFoundError: it is cached nowhere (404).
         """
         from ..model.cache_manager import check_version_not_running
 
-        check_version_not_running(model_version, self._models.descs())
+        check_version_not_running(model_version, list(self._models.descs())
+                                  + self._launcher.launching_descs())
         out = {}
         for w in self._workers.select(worker_ip):
             paths = await self._workers.call(w, w.ref.remove_cached_model(model_version),

@@ -100,6 +100,8 @@ class WorkerActor(xo.StatelessActor):
         self._launch_gpus: Dict[str, Optional[List[int]]] = {}
         self._replicas: Dict[str, _Replica] = {}
         self._launching: Dict[str, asyncio.Task] = {}
+        # replica_uid -> (model_uid, launch description) while it launches
+        self._launch_descs: Dict[str, Any] = {}
         # replica_uid -> LaunchProgressActor ref in the model process, while it loads.
         self._progress_refs: Dict[str, Any] = {}
         # A model process started ahead of time (no model in it yet): launching takes it, so
@@ -200,10 +202,12 @@ class WorkerActor(xo.StatelessActor):
             virtualenv))
         self._launching[replica_uid] = task
         self._launch_gpus[replica_uid] = gpus
+        self._launch_descs[replica_uid] = (model_uid, model_desc)
         try:
             return await task
         finally:
             self._launching.pop(replica_uid, None)
+            self._launch_descs.pop(replica_uid, None)
             self._launch_gpus.pop(replica_uid, None)
             self._launch_envs.pop(replica_uid, None)
 
@@ -406,15 +410,17 @@ class WorkerActor(xo.StatelessActor):
         return await asyncio.to_thread(cached_model_paths, model_version)
 
     async def remove_cached_model(self, model_version: str) -> List[str]:
-        """Delete one model version's cache here; refused while a replica here uses it.
+        """Delete one model version's cache here; refused while a replica here uses it
+        or is being launched from it.
 
         Raises:
-            ConflictError: a running replica here was launched from it (409).
+            ConflictError: a running or launching replica here uses it (409).
         """
         from ..model.cache_manager import check_version_not_running, remove_cached_model
 
-        check_version_not_running(model_version,
-                                  ((r.model_uid, r.desc) for r in self._replicas.values()))
+        check_version_not_running(
+            model_version, [(r.model_uid, r.desc) for r in self._replicas.values()]
+            + list(self._launch_descs.values()))
         return await asyncio.to_thread(remove_cached_model, model_version)
 
     async def get_metrics(self) -> Dict[str, Any]:

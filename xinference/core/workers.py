@@ -66,12 +66,16 @@ class WorkerTable:
             leaves or dies (drop its replicas).
         on_join: called whenever a worker (re)joins with its status known; the supervisor
             relaunches persisted models then.
+        on_dead: called with the uids of models that lost a replica (its process died, as
+            a heartbeat reports); the supervisor restarts persisted ones.
     """
 
-    def __init__(self, models: "ModelTable", on_join: Callable[[], None]):
+    def __init__(self, models: "ModelTable", on_join: Callable[[], None],
+                 on_dead: Optional[Callable[[List[str]], None]] = None):
         self._workers: Dict[str, Worker] = {}
         self._models = models
         self._on_join = on_join
+        self._on_dead = on_dead
         self._watch_task: Optional[asyncio.Task] = None
 
     def start(self) -> None:
@@ -167,7 +171,9 @@ class WorkerTable:
             return await self._register(worker_address, status, w)
         w.last_seen, w.status, w.suspect = time.monotonic(), status, False
         reported = {row["replica_uid"]: row for row in status.get("models", [])}
-        self._models.mark_dead_processes(worker_address, reported)
+        dead = self._models.mark_dead_processes(worker_address, reported)
+        if dead and self._on_dead is not None:
+            self._on_dead(dead)
         return {"terminate": self._models.take_to_stop(worker_address, reported)}
 
     async def _register(self, address: str, status: Dict[str, Any],

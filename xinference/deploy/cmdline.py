@@ -429,9 +429,8 @@ def chat(endpoint, api_key, model_uid, max_tokens, stream, system_prompt):
 def login(endpoint, username, password):
     """Log in to a server with auth on; later commands to the same endpoint use the token
     (saved under XINFERENCE_HOME/auth, readable by you only)."""
-    import os
-
     from ..client import RESTfulClient
+    from ..fileio import atomic_write
 
     endpoint = (endpoint or default_endpoint()).rstrip("/")
     client = RESTfulClient(endpoint)
@@ -442,9 +441,7 @@ def login(endpoint, username, password):
     path = _token_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     tokens = dict(_saved_tokens(), **{endpoint: client.token})
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(tokens, f)
+    atomic_write(path, json.dumps(tokens), mode=0o600)
     click.echo(f"Logged in to {endpoint} as {username}.")
 
 
@@ -559,7 +556,17 @@ def _set_virtual_env_default(enable: bool) -> None:
         os.environ[XINFERENCE_ENV_ENABLE_VIRTUAL_ENV] = "1"
 
 
+def _cluster_key_option(f):
+    return click.option(
+        "--cluster-key", default=None, envvar="XOSCAR_AUTH_KEY", show_envvar=True,
+        help="Secret that every actor pool of the cluster signs its frames with (at least "
+             "16 characters); frames without it are refused. Default: the supervisor's "
+             "saved key (XINFERENCE_HOME/auth/cluster_key) or a new one; a worker asks "
+             "the supervisor for it (see doc/security.md).")(f)
+
+
 def _server_options(f):
+    f = _cluster_key_option(f)
     f = click.option("--allowed-hosts", default=None,
                      help="Comma-separated Host names the REST API answers besides the "
                           "loopback ones ('*': any). A server bound to a loopback address "
@@ -585,14 +592,21 @@ def _server_options(f):
     return click.option("--host", "-H", default=XINFERENCE_DEFAULT_HOST, show_default=True)(f)
 
 
-def _server_setup(auth_config, persist_models, allowed_hosts=None, public_url=None,
-                  max_body_bytes=None):
-    """Validate ``--auth-config`` before anything starts (exit 1 naming the bad field);
-    ``--persist-models`` becomes ``XINFERENCE_PERSIST_MODELS=1``; ``--allowed-hosts``,
-    ``--public-url`` and ``--max-body-bytes`` their environment variables (read by
-    :mod:`xinference.api.limits`)."""
+def _server_setup(auth_config, persist_models, cluster_key=None, allowed_hosts=None,
+                  public_url=None, max_body_bytes=None):
+    """Validate ``--auth-config`` and ``--cluster-key`` before anything starts (exit 1
+    naming the bad field); ``--persist-models`` becomes ``XINFERENCE_PERSIST_MODELS=1``;
+    ``--allowed-hosts``, ``--public-url`` and ``--max-body-bytes`` their environment
+    variables (read by :mod:`xinference.api.limits`)."""
     import os
 
+    if cluster_key is not None:
+        from ..core.cluster_key import check_key
+
+        try:
+            check_key(cluster_key)
+        except ValueError as e:
+            _fail(e)
     if persist_models:
         os.environ["XINFERENCE_PERSIST_MODELS"] = "1"
     for name, value in (("XINFERENCE_ALLOWED_HOSTS", allowed_hosts),
@@ -614,14 +628,14 @@ def _server_setup(auth_config, persist_models, allowed_hosts=None, public_url=No
 @_server_options
 @_enable_virtual_env_option
 def local(host, port, log_level, persist_models, auth_config, max_body_bytes, public_url,
-          allowed_hosts, enable_virtual_env):
+          allowed_hosts, cluster_key, enable_virtual_env):
     """Start supervisor, worker and REST API on this machine."""
     from .local import run_local
 
     _set_virtual_env_default(enable_virtual_env)
-    auth = _server_setup(auth_config, persist_models, allowed_hosts, public_url,
-                         max_body_bytes)
-    run_local(host, port, log_level, auth)
+    auth = _server_setup(auth_config, persist_models, cluster_key, allowed_hosts,
+                         public_url, max_body_bytes)
+    run_local(host, port, log_level, auth, cluster_key)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -630,13 +644,13 @@ def local(host, port, log_level, persist_models, auth_config, max_body_bytes, pu
               help="Port of the supervisor's internal actor pool (default: a free one). "
                    "Fix it so a restarted supervisor is found at the same address.")
 def supervisor(host, port, log_level, persist_models, auth_config, max_body_bytes,
-               public_url, allowed_hosts, supervisor_port):
+               public_url, allowed_hosts, supervisor_port, cluster_key):
     """Start a cluster supervisor and its REST API (see doc/cluster.md)."""
     from .supervisor import run_supervisor
 
-    auth = _server_setup(auth_config, persist_models, allowed_hosts, public_url,
-                         max_body_bytes)
-    run_supervisor(host, port, supervisor_port, log_level, auth)
+    auth = _server_setup(auth_config, persist_models, cluster_key, allowed_hosts,
+                         public_url, max_body_bytes)
+    run_supervisor(host, port, supervisor_port, log_level, auth, cluster_key)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -652,13 +666,15 @@ def supervisor(host, port, log_level, persist_models, auth_config, max_body_byte
               help="API key of an admin user, when the supervisor runs with --auth-config "
                    "(default: $XINFERENCE_API_KEY).")
 @_enable_virtual_env_option
-def worker(endpoint, host, worker_port, log_level, api_key, enable_virtual_env):
+@_cluster_key_option
+def worker(endpoint, host, worker_port, log_level, api_key, cluster_key, enable_virtual_env):
     """Start a cluster worker that joins the supervisor at ENDPOINT (see doc/cluster.md)."""
     from .worker import run_worker
 
     _set_virtual_env_default(enable_virtual_env)
     try:
-        run_worker(endpoint or default_endpoint(), host, worker_port, log_level, api_key)
+        run_worker(endpoint or default_endpoint(), host, worker_port, log_level, api_key,
+                   cluster_key)
     except RuntimeError as e:
         _fail(e)
 

@@ -76,7 +76,11 @@ async def serve_rest_api(supervisor_address: str, host: str, port: int, log_leve
     await _uvicorn_server(config).serve()
 
 
-async def _serve(host: str, port: int, log_level: str, auth=None) -> None:
+async def _serve(host: str, port: int, log_level: str, auth=None,
+                 cluster_key: Optional[str] = None) -> None:
+    from ..core.cluster_key import install, supervisor_key
+
+    install(supervisor_key(cluster_key))
     pool, supervisor, worker = await create_local_cluster()
     try:
         await serve_rest_api(pool.external_address, host, port, log_level, auth)
@@ -85,8 +89,10 @@ async def _serve(host: str, port: int, log_level: str, auth=None) -> None:
         await shutdown_cluster(pool, worker)
 
 
-def run_local(host: str, port: int, log_level: str = "INFO", auth=None) -> None:
+def run_local(host: str, port: int, log_level: str = "INFO", auth=None,
+              cluster_key: Optional[str] = None) -> None:
     """Blocking entry point of ``xinference-local``; ``auth`` as in
-    :func:`serve_rest_api`."""
+    :func:`serve_rest_api`; ``cluster_key``: the actor pools' key (``--cluster-key``;
+    default: see :func:`xinference.core.cluster_key.supervisor_key`)."""
     setup_logging(log_level)
-    run_event_loop(_serve(host, port, log_level, auth))
+    run_event_loop(_serve(host, port, log_level, auth, cluster_key))

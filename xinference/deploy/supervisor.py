@@ -34,7 +34,10 @@ async def start_supervisor(host: str, supervisor_port: Optional[int] = None):
 
 
 async def _serve(host: str, port: int, supervisor_port: Optional[int],
-                 log_level: str, auth=None) -> None:
+                 log_level: str, auth=None, cluster_key: Optional[str] = None) -> None:
+    from ..core.cluster_key import install, supervisor_key
+
+    install(supervisor_key(cluster_key))
     pool, _ = await start_supervisor(host, supervisor_port)
     try:
         await serve_rest_api(pool.external_address, host, port, log_level, auth)
@@ -43,8 +46,11 @@ async def _serve(host: str, port: int, supervisor_port: Optional[int],
 
 
 def run_supervisor(host: str, port: int, supervisor_port: Optional[int] = None,
-                   log_level: str = "INFO", auth=None) -> None:
+                   log_level: str = "INFO", auth=None,
+                   cluster_key: Optional[str] = None) -> None:
     """Blocking entry point of ``xinference-supervisor``; ``auth``: an
-    :class:`~xinference.api.auth.AuthService` (``--auth-config``)."""
+    :class:`~xinference.api.auth.AuthService` (``--auth-config``); ``cluster_key``: the
+    actor pools' key (``--cluster-key``; default: see
+    :func:`xinference.core.cluster_key.supervisor_key`)."""
     setup_logging(log_level)
-    run_event_loop(_serve(host, port, supervisor_port, log_level, auth))
+    run_event_loop(_serve(host, port, supervisor_port, log_level, auth, cluster_key))

@@ -435,10 +435,11 @@ def model_version_of(model_name: str, model_format: Any, size: Any) -> str:
 
 
 def check_version_not_running(model_version: str, running) -> None:
-    """Refuse to touch ``model_version`` while a model runs from it.
+    """Refuse to touch ``model_version`` while a model runs or launches from it.
 
     Args:
-        running: ``(model_uid, launch description)`` pairs of the running models.
+        running: ``(model_uid, launch description)`` pairs of the running and launching
+            models (a launch may be downloading into, or loading from, the cache).
 
     Raises:
         ConflictError: one of them uses that version (HTTP 409), naming it.
@@ -450,7 +451,8 @@ def check_version_not_running(model_version: str, running) -> None:
                 d["model_name"], d.get("model_format"),
                 d.get("model_size_in_billions")) == model_version:
             raise ConflictError(f"Model version {model_version!r} is in use by the "
-                                f"running model {uid!r}; terminate it first")
+                                f"running or launching model {uid!r}; terminate it (or "
+                                "cancel its launch) first")
 
 
 def list_cached_models(model_name: Optional[str] = None) -> List[Dict[str, Any]]:

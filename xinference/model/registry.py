@@ -8,8 +8,6 @@ Xinference's "Custom Models" documentation; ``persist=True`` writes the JSON to
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Type
 
@@ -22,6 +20,7 @@ from ..errors import (
     RegistrationNotFoundError,
     XinferenceError,
 )
+from ..fileio import atomic_write
 from .custom_family import KNOWN_HUBS
 from .options import json_object
 
@@ -218,23 +217,15 @@ class ModelRegistry:
         return xinference_model_dir() / model_type.lower() / f"{model_name}.json"
 
     def _write(self, model_type: str, fam: BaseModel) -> Path:
-        """Write ``fam`` atomically (temporary file + rename); returns the path."""
+        """Write ``fam`` durably and atomically (:func:`xinference.fileio.atomic_write`);
+        returns the path."""
         path = self._path(model_type, fam.model_name)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+            atomic_write(path, fam.model_dump_json(indent=2, exclude_none=True))
         except OSError as e:
             raise XinferenceError(
                 f"Could not persist the registration of {fam.model_name!r} to {path}: {e}"
             ) from None
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(fam.model_dump_json(indent=2, exclude_none=True))
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
         return path
 
     def load_persisted(self) -> int:

@@ -12,6 +12,8 @@ import os
 import signal
 from typing import Optional
 
+from fastapi import Request
+
 from . import Route, Router
 
 
@@ -50,11 +52,16 @@ class AdminRouter(Router):
         await (await self._supervisor()).forget_persisted_model(model_uid)
         return {"model_uid": model_uid, "deleted": True}
 
-    async def abort_request(self, model_uid: str, request_id: str):
+    async def abort_request(self, model_uid: str, request_id: str, request: Request):
         """Abort the running request that carried ``request_id``: a stream ends with
         ``finish_reason: "abort"``, a non-stream request is answered 499. 404 when no such
-        request runs (finished already, or never started)."""
-        return await (await self._supervisor()).abort_request(model_uid, request_id)
+        request runs (finished already, or never started) or, with auth on, when another
+        user sent it (admins may abort any)."""
+        from ..caller import request_caller
+
+        user, admin = request_caller(request)
+        return await (await self._supervisor()).abort_request(model_uid, request_id, user,
+                                                              admin)
 
     async def cancel_launch(self, model_uid: str):
         """Cancel the launch of ``model_uid`` (download or load); 400 when it is not

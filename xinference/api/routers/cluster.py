@@ -15,6 +15,8 @@ class ClusterRouter(Router):
         # Workers ask it for the supervisor's internal xoscar address when they join (with
         # auth on, using an admin API key: see doc/team.md).
         Route("GET", "/v1/address", "address", "admin"),
+        # ... and for the cluster's actor-pool key (xinference.core.cluster_key).
+        Route("GET", "/v1/cluster/key", "cluster_key", "admin"),
         Route("GET", "/v1/cluster/info", "cluster_info", "admin"),
         Route("GET", "/v1/cluster/version", "cluster_version", None),
         Route("GET", "/v1/workers", "workers_info", "admin"),
@@ -26,6 +28,13 @@ class ClusterRouter(Router):
 
     async def address(self):
         return self.api.supervisor_address
+
+    async def cluster_key(self):
+        """``{"key": ...}``: the key every actor pool of the cluster signs its frames with
+        (:mod:`xinference.core.cluster_key`); admin only."""
+        from ...core.cluster_key import current_key
+
+        return {"key": current_key()}
 
     async def cluster_info(self):
         """``[{"node_type": "Supervisor" | "Worker", "address", "ip_address", "cpu_count",

@@ -3,6 +3,8 @@ process batches concurrent requests."""
 
 from __future__ import annotations
 
+from fastapi import Request
+
 from ..schemas import CreateEmbeddingRequest, RerankRequest
 from . import Route, Router
 
@@ -13,16 +15,17 @@ class EmbeddingsRouter(Router):
         Route("POST", "/v1/rerank", "rerank", "models:read"),
     ]
 
-    async def create_embedding(self, body: CreateEmbeddingRequest):
+    async def create_embedding(self, body: CreateEmbeddingRequest, request: Request):
         """OpenAI Embeddings; the model process batches concurrent requests."""
         config = body.model_dump(exclude_none=True, exclude={"model", "input", "stream"})
-        return await self.api._infer("create_embedding", body.model, body.input, config)
+        return await self.api._infer("create_embedding", body.model, body.input, config,
+                                     request)
 
-    async def rerank(self, body: RerankRequest):
+    async def rerank(self, body: RerankRequest, request: Request):
         """Rerank ``documents`` against ``query``; results sorted by relevance."""
         config = body.model_dump(exclude_none=True,
                                  exclude={"model", "documents", "stream"})
-        return await self.api._infer("rerank", body.model, body.documents, config)
+        return await self.api._infer("rerank", body.model, body.documents, config, request)
 
 
 ROUTERS = [EmbeddingsRouter]

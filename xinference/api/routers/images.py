@@ -132,11 +132,12 @@ class ImagesRouter(Router):
         """A generated image (PNG), until it expires (see :mod:`xinference.api.media`)."""
         return file_response("images", file_name)
 
-    async def get_request_progress(self, request_id: str):
+    async def get_request_progress(self, request_id: str, request: Request):
         """``{"request_id", "status", "progress"}`` of a recent image or video request:
         ``status`` queued | running | done | cancelling | cancelled | error, ``progress``
-        steps done / total (0..1). 404 for an unknown id."""
-        return await media_service(self.api).progress(request_id)
+        steps done / total (0..1). 404 for an unknown id, or (auth on) another user's
+        request unless the caller is an admin."""
+        return await media_service(self.api).progress(request_id, request)
 
 
 ROUTERS = [ImagesRouter]

@@ -8,6 +8,7 @@ from typing import List, Optional
 from fastapi import Query, Request
 
 from ..gateway import redact_locations, sees_locations
+from ..model_paths import check_launch, check_registration, is_admin_caller
 from ..schemas import LaunchModelRequest, RegisterModelRequest
 from . import Route, Router
 
@@ -55,8 +56,11 @@ class ModelsRouter(Router):
         desc = await (await self._supervisor()).describe_model(model_uid)
         return desc if sees_locations(request) else redact_locations(desc)
 
-    async def launch_model(self, body: LaunchModelRequest):
+    async def launch_model(self, body: LaunchModelRequest, request: Request):
+        """Launch a model; ``model_path`` and ``trust_remote_code`` need ``admin`` with
+        auth on (see :mod:`xinference.api.model_paths`)."""
         kwargs = body.model_dump(exclude_none=True)
+        check_launch(kwargs, is_admin_caller(self.api, request))
         uid = await (await self._supervisor()).launch_builtin_model(**kwargs)
         self.api.models.drop(uid)  # a uid used before may now name other processes
         return {"model_uid": uid}
@@ -89,7 +93,11 @@ class ModelsRouter(Router):
         return await (await self._supervisor()).get_model_registration(model_type,
                                                                         model_name)
 
-    async def register_model(self, model_type: str, body: RegisterModelRequest):
+    async def register_model(self, model_type: str, body: RegisterModelRequest,
+                             request: Request):
+        """Register a custom model; a ``model_uri`` outside the allowed directories needs
+        ``admin`` with auth on (see :mod:`xinference.api.model_paths`)."""
+        check_registration(body.model, is_admin_caller(self.api, request))
         name = await (await self._supervisor()).register_model(
             model_type, body.model, body.persist
         )
