@@ -23,7 +23,7 @@ from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Tuple
 import orjson
 import xoscar as xo
 from fastapi import Request
-from sse_starlette.sse import EventSourceResponse
+from starlette.responses import StreamingResponse
 from xoscar.core import create_actor_ref
 
 from ..core.model import ModelStream
@@ -36,6 +36,10 @@ from .errors import (
 )
 
 logger = logging.getLogger(__name__)
+
+PING_SECONDS = 15.0  # an SSE comment after this long without data
+# As sse-starlette sends them: no caching, no proxy buffering of the event stream.
+SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 
 
 async def _unless_disconnected(request: Request, call):
@@ -154,7 +158,8 @@ class RESTfulAPI:
         ref, result = await self._call_model(method, model_uid, payload, config, request)
         if not isinstance(result, ModelStream):
             return OrjsonResponse(result)
-        return EventSourceResponse(self._sse(ref, result), sep="\n", ping=15)
+        return StreamingResponse(self._sse(ref, result), media_type="text/event-stream",
+                                 headers=SSE_HEADERS)
 
     async def _call_model(self, method: str, model_uid: str, payload,
                           config: Dict[str, Any], request: Optional[Request] = None):
@@ -208,26 +213,37 @@ class RESTfulAPI:
                 raise cls._unavailable(model_uid, e) from e
             raise
 
-    async def _relay(self, ref, stream: ModelStream, encode: Callable[[Any], bytes],
-                     on_error: Callable[[Exception], bytes], end: bytes = b""
-                     ) -> AsyncIterator[bytes]:
-        """The chunks of a model stream as ``encode(chunk)`` bytes, pulled from the model
-        process in batches (every chunk ready at each pull), then ``end``. An error after
-        the stream has started becomes ``on_error(e)`` (in-band), then ``end``. When the
-        client goes away first (the generator is closed or cancelled), the model stops the
-        stream."""
+    async def _relay(self, ref, stream: ModelStream, pull: Callable[[str], Any],
+                     on_error: Callable[[Exception], bytes], end: bytes = b"",
+                     ping: Optional[bytes] = None) -> AsyncIterator[bytes]:
+        """The bytes of a model stream, pulled from the model process in batches (``pull``
+        returns everything ready at once, already encoded, or None at the end), then
+        ``end``. With ``ping``, a pull that waits longer than :data:`PING_SECONDS` yields
+        ``ping`` meanwhile (an SSE comment keeps proxies from closing a connection during a
+        long prefill). An error after the stream has started becomes ``on_error(e)``
+        (in-band), then ``end``. When the client goes away first (the generator is closed
+        or cancelled), the model stops the stream."""
+        sid = stream.stream_id
+        pending = None  # a pull that outlived a ping wait
         try:
             while True:
-                chunks = await ref.next_chunks(stream.stream_id)
-                if chunks is None:
+                if ping is None:
+                    data = await pull(sid)
+                else:
+                    pending = asyncio.ensure_future(pull(sid))
+                    while not (await asyncio.wait((pending,), timeout=PING_SECONDS))[0]:
+                        yield ping
+                    data, pending = pending.result(), None
+                if data is None:
                     break
-                for chunk in chunks:
-                    yield encode(chunk)
+                yield data
         except Exception as e:  # the stream has started: report in-band, then end it
             tail = on_error(e)
             if tail:
                 yield tail
         except BaseException:  # cancelled or closed: the client disconnected
+            if pending is not None:
+                pending.cancel()
             task = asyncio.ensure_future(self._close_stream(ref, stream))
             self._closing.add(task)  # a reference until it is done
             task.add_done_callback(self._closing.discard)
@@ -236,23 +252,28 @@ class RESTfulAPI:
             yield end
 
     def _sse(self, ref, stream: ModelStream) -> AsyncIterator[bytes]:
-        """SSE events of a model stream, encoded here (``data: <json>`` and a blank line;
-        JSON has no raw newlines, so one ``data`` line each), an error in-band as an error
-        object, then ``data: [DONE]``."""
+        """SSE events of a model stream as the model process encoded them
+        (:meth:`ModelActor.next_sse`: ``data: <json>`` and a blank line each), an error
+        in-band as an error object, then ``data: [DONE]``; ``: ping`` comments while a pull
+        waits long."""
         return self._relay(
-            ref, stream, lambda chunk: b"data: " + orjson.dumps(chunk) + b"\n\n",
+            ref, stream, ref.next_sse,
             lambda e: b"data: " + exception_to_response(e).body + b"\n\n",
-            b"data: [DONE]\n\n")
+            b"data: [DONE]\n\n", ping=b": ping\n\n")
 
     def _byte_stream(self, ref, stream: ModelStream) -> AsyncIterator[bytes]:
-        """The raw chunks (``bytes``) of a model stream, for binary answers (speech). An
-        error after the first bytes cannot be reported in-band: it is logged and the
-        answer ends short."""
+        """The raw chunks (``bytes``) of a model stream, for binary answers (speech), the
+        chunks of one pull sent together. An error after the first bytes cannot be reported
+        in-band: it is logged and the answer ends short."""
         def log(e: Exception) -> bytes:
             logger.error("Stream %s failed after it started: %s", stream.stream_id, e)
             return b""
 
-        return self._relay(ref, stream, lambda chunk: chunk, log)
+        async def pull(sid: str) -> Optional[bytes]:
+            chunks = await ref.next_chunks(sid)
+            return None if chunks is None else b"".join(chunks)
+
+        return self._relay(ref, stream, pull, log)
 
     @staticmethod
     async def _close_stream(ref, stream: ModelStream) -> None:

@@ -26,6 +26,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Optional
 
+import orjson
 import xoscar as xo
 
 from ..errors import (
@@ -415,6 +416,23 @@ class ModelActor(xo.StatelessActor):
         for sid, st in list(self._streams.items()):
             if st.ended and now - st.touched > STREAM_IDLE_TIMEOUT:
                 del self._streams[sid]
+
+    async def next_sse(self, stream_id: str) -> Optional[bytes]:
+        """Every chunk of the stream ready now as Server-Sent Events, encoded here once as
+        the bytes that go on the wire (``data: <json>`` and a blank line per chunk, joined),
+        so the gateway relays them without parsing; None once the stream has ended. Same
+        waiting, errors and end as :meth:`next_chunks`.
+
+        Raises:
+            InvalidRequestError: unknown (or already finished) stream.
+        """
+        chunks = await self.next_chunks(stream_id)
+        if chunks is None:
+            return None
+        dumps = orjson.dumps
+        if len(chunks) == 1:
+            return b"data: " + dumps(chunks[0]) + b"\n\n"
+        return b"".join([b"data: " + dumps(c) + b"\n\n" for c in chunks])
 
     async def next_chunks(self, stream_id: str) -> Optional[List[Any]]:
         """Every chunk of the stream ready now (waits for at least one), or None once the
