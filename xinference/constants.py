@@ -20,6 +20,12 @@ XINFERENCE_ENV_HEALTH_CHECK_FAILURE_THRESHOLD = "XINFERENCE_HEALTH_CHECK_FAILURE
 XINFERENCE_ENV_HEALTH_CHECK_TIMEOUT = "XINFERENCE_HEALTH_CHECK_TIMEOUT"
 # "0" disables the model process that a worker starts ahead of the next launch.
 XINFERENCE_ENV_SPARE_PROCESS = "XINFERENCE_SPARE_MODEL_PROCESS"
+# "1": launches of engines that declare no packages of their own also run in a virtual
+# environment (see xinference/model/virtualenv.py); --enable-virtual-env sets it.
+XINFERENCE_ENV_ENABLE_VIRTUAL_ENV = "XINFERENCE_ENABLE_VIRTUAL_ENV"
+# Where the virtual environments live (default XINFERENCE_HOME/virtualenv): several servers
+# (or test runs with their own XINFERENCE_HOME) can share environments made once.
+XINFERENCE_ENV_VIRTUAL_ENV_DIR = "XINFERENCE_VIRTUAL_ENV_DIR"
 
 # xoscar uids of the cluster's actors: one SupervisorActor per cluster, one WorkerActor in
 # each worker's main pool. Each side finds the other by address and these uids.

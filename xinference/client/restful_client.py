@@ -93,7 +93,9 @@ class RESTfulClient(HTTPBase):
         return self._request("describe model", "GET", f"/v1/models/{model_uid}").json()
 
     def get_launch_model_progress(self, model_uid: str) -> Dict[str, float]:
-        """``{"progress": 0..1}`` of a model being launched (1.0 once it runs).
+        """``{"progress": 0..1, "stage": ...}`` of a model being launched (1.0 once it
+        runs; ``stage`` names what it does besides loading, e.g. making its virtual
+        environment).
 
         Raises:
             RESTfulClientError: 404 when the uid is neither launching nor running.
@@ -180,6 +182,21 @@ class RESTfulClient(HTTPBase):
 
     def forget_persisted_model(self, model_uid: str) -> None:
         self._request("forget persisted model", "DELETE", f"/v1/models/persisted/{model_uid}")
+
+    def list_virtualenvs(self) -> List[Dict[str, Any]]:
+        """The engines' virtual environments on every worker (``GET /v1/virtualenvs``):
+        ``key``, ``path``, ``packages``, ``size`` (bytes), ``created``, ``in_use_by``..."""
+        return self._request("list virtual environments", "GET",
+                             "/v1/virtualenvs").json()["data"]
+
+    def remove_virtualenv(self, key: str) -> Dict[str, Any]:
+        """Delete virtual environment ``key`` (``DELETE /v1/virtualenvs/{key}``).
+
+        Raises:
+            RESTfulClientError: 409 while a running model uses it, 404 when unknown.
+        """
+        return self._request("remove virtual environment", "DELETE",
+                             f"/v1/virtualenvs/{key}").json()
 
     def list_cached_models(self, model_name: Optional[str] = None,
                            worker_ip: Optional[str] = None) -> List[Dict[str, Any]]:

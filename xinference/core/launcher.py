@@ -27,6 +27,7 @@ from ..errors import (
 )
 from ..model import model_type_handlers
 from ..model.registry import ModelRegistry, canonical_model_type
+from ..model.virtualenv import plan_for_engine
 from .model_table import ModelTable, replica_row
 from .resource import allocate_gpus, normalize_gpu_idx, normalize_n_gpu
 from .workers import Worker, WorkerTable
@@ -159,7 +160,15 @@ class Launcher:
         # Engines read n_gpu: "auto" (a GPU when the process sees one), an int, or 0 for the
         # CPU; Xinference's n_gpu=None (CPU only) reaches them as 0.
         kwargs["n_gpu"] = 0 if n_gpu is None else n_gpu
+        venv_opts = (kwargs.pop("enable_virtual_env", None),
+                     kwargs.pop("virtual_env_packages", None))
         loader, desc = handler.plan(family, model_uid, **kwargs)
+        # The engine's own environment, if any (model/virtualenv): decided here as far as
+        # the launch and the engine say, made on the worker.
+        venv = plan_for_engine(loader.engine_class, *venv_opts)
+        if venv is not None:  # shown by GET /v1/models/{uid} (None: the worker's default)
+            desc.update(enable_virtual_env=venv.enable,
+                        virtual_env_packages=list(venv.packages))
         desc.update(model_uid=model_uid, replica=replica, n_gpu=n_gpu,
                     request_limits=request_limits)
         self.place(worker_ip, n_gpu, gpu_idx, [])  # fail fast, before any process starts
@@ -179,7 +188,7 @@ class Launcher:
                 try:
                     info = await self._workers.call(w, w.ref.launch_model(
                         replica_uid, model_uid, model_type, loader, desc, request_limits,
-                        n_gpu=n_gpu, gpu_idx=gpu_idx,
+                        n_gpu=n_gpu, gpu_idx=gpu_idx, virtualenv=venv,
                     ))
                 except ModelUnavailableError:
                     if w.gone.is_set():  # if it was only slow, it stops the replica later
@@ -263,6 +272,19 @@ class Launcher:
         except Exception:  # not started yet, or the worker is going away
             current = 0.0
         return min(1.0, (state["done"] + current) / state["replica"])
+
+    async def stage(self, model_uid: str) -> Optional[str]:
+        """What the replica of ``model_uid`` being launched does besides loading (its
+        worker's :meth:`~xinference.core.worker.WorkerActor.get_launch_stage`: making the
+        virtual environment), or None."""
+        state = self._state.get(model_uid)
+        if state is None:
+            return None
+        try:
+            return await xo.wait_for(state["worker"].get_launch_stage(state["replica_uid"]),
+                                     health_check_timeout())
+        except Exception:  # not started yet, or the worker is going away
+            return None
 
     # ---- terminate -------------------------------------------------------------------------
     async def terminate(self, model_uid: str, forgotten: bool = False) -> None:

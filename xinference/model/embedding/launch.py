@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Dict, Optional, Tuple
+from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
 from ...errors import InvalidRequestError
-from ..engine import (EngineSpec, any_option, bool_option, check_launch_options, describe,
-                      engine_table, int_option, require_engine)
+from ..engine import (EngineSpec, any_option, bool_option, check_launch_options,
+                      choice_option, describe, engine_table, int_option, require_engine)
 from ..loader import ModelLoader
 from .family import EmbeddingModelFamily, SentenceModelFamily, SentenceModelSpec
 
@@ -36,6 +36,17 @@ SENTENCE_EMBEDDING = dataclasses.replace(
     class_path="xinference.model.embedding.sentence_transformers:SentenceTransformerEmbedding",
     options={**SENTENCE_RERANK.options,
              "padding_free": bool_option("pack sequences without padding")})
+_DTYPE = choice_option("weights' dtype (default float32 on the CPU, the checkpoint's own "
+                       "on a GPU)", ("auto", "float32", "bfloat16", "float16"))
+#: the Transformers engine of LLM-based embedding models (``pooling: "last_token"``)
+TRANSFORMERS_EMBEDDING = dataclasses.replace(
+    SENTENCE_RERANK, name="transformers", aliases=("Transformers",),
+    class_path="xinference.model.embedding.llm_embedding:TransformersEmbedding",
+    requires=("torch", "transformers"),
+    options={**SENTENCE_RERANK.options, "torch_dtype": _DTYPE})
+#: the Transformers engine of LLM-based rerank models (``type: "LLM-based"``)
+TRANSFORMERS_RERANK = dataclasses.replace(
+    TRANSFORMERS_EMBEDDING, class_path="xinference.model.rerank.llm_reranker:LLMRerank")
 
 
 @dataclass
@@ -53,14 +64,27 @@ class SentenceModelLoader(ModelLoader):
 
 
 def _engine(family: SentenceModelFamily) -> EngineSpec:
-    return SENTENCE_EMBEDDING if family.model_type == "embedding" else SENTENCE_RERANK
+    """The engine that runs ``family``: Transformers for LLM-based embedding
+    (``pooling: "last_token"``) and rerank (``type: "LLM-based"``) models, else
+    sentence-transformers."""
+    if family.model_type == "embedding":
+        return TRANSFORMERS_EMBEDDING if family.pooling else SENTENCE_EMBEDDING
+    return TRANSFORMERS_RERANK if family.type == "LLM-based" else SENTENCE_RERANK
+
+
+def launchable_specs(family: SentenceModelFamily) -> List[SentenceModelSpec]:
+    """The specs a launch can use: weights are downloaded with huggingface_hub here, so a
+    ``model_hub: "modelscope"`` spec (listed in the catalog, as upstream Xinference lists
+    ModelScope ids) is used only when a family has nothing else."""
+    specs = [s for s in family.model_specs if s.model_hub != "modelscope"]
+    return specs or list(family.model_specs)
 
 
 def sentence_engines_for_family(family: SentenceModelFamily) -> Dict[str, Any]:
-    """``GET /v1/engines/{model_name}`` for embedding and rerank families: the
-    sentence-transformers engine with a row per spec
+    """``GET /v1/engines/{model_name}`` for embedding and rerank families: the engine
+    that runs the family (sentence-transformers or Transformers) with a row per spec
     (:func:`~xinference.model.engine.engine_rows`)."""
-    return engine_table([_engine(family)], family, family.model_specs)
+    return engine_table([_engine(family)], family, launchable_specs(family))
 
 
 def plan_sentence_launch(family: SentenceModelFamily, model_uid: str, *,
@@ -74,13 +98,13 @@ def plan_sentence_launch(family: SentenceModelFamily, model_uid: str, *,
     ``(loader, description)``.
 
     Raises:
-        InvalidRequestError: an engine other than sentence-transformers, a format or
+        InvalidRequestError: an engine other than the family's, a format or
         quantization no spec has, or an unknown launch option or bad value.
     """
     engine = _engine(family)
     require_engine(engine, model_engine, family.model_name)
     options = check_launch_options(engine, kwargs, family.model_name)
-    specs = [s for s in family.model_specs
+    specs = [s for s in launchable_specs(family)
              if (model_format is None or s.model_format == model_format)
              and (quantization in (None, "none") or quantization in s.quantizations)]
     if not specs:
@@ -97,8 +121,9 @@ def plan_sentence_launch(family: SentenceModelFamily, model_uid: str, *,
 
 
 def plan_embedding_launch(family: EmbeddingModelFamily, model_uid: str, **kwargs):
-    """:func:`plan_sentence_launch` for an embedding family (:data:`SENTENCE_EMBEDDING`)."""
+    """:func:`plan_sentence_launch` for an embedding family (:data:`SENTENCE_EMBEDDING`, or
+    :data:`TRANSFORMERS_EMBEDDING` for LLM-based ones)."""
     loader, desc = plan_sentence_launch(family, model_uid, **kwargs)
     desc.update(dimensions=family.dimensions, max_tokens=family.max_tokens,
-                model_ability=["embed"])
+                model_ability=["embed"], modalities=list(family.modalities))
     return loader, desc

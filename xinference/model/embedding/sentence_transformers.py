@@ -14,87 +14,24 @@ truncated, as sentence-transformers does; the response then says so in
 
 from __future__ import annotations
 
-import base64
 import logging
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
-from ...errors import InvalidRequestError
-from .engine_utils import (
-    BatchedSentenceEngine,
-    check_token_ids,
-    effective_max_length,
-    special_token_frame,
-)
+from .engine_utils import BatchedSentenceEngine, effective_max_length, special_token_frame
+from .request import EmbeddingEngine
 
 logger = logging.getLogger(__name__)
 
-MAX_INPUTS = 2048  # as OpenAI: at most 2048 inputs per request
-ENCODING_FORMATS = ("float", "base64")
-
-
-def parse_embedding_input(input: Any) -> Tuple[str, List[Any]]:
-    """Classify OpenAI's ``input``: ``("text", [str, ...])`` or ``("ids", [[int, ...], ...])``.
-
-    Accepts a string, a list of strings, one token array (list of ints) or a list of token
-    arrays.
-
-    Raises:
-        InvalidRequestError: empty input, an empty string, more than 2048 inputs, or mixed
-        or wrongly typed items.
-    """
-    def is_int(x):
-        return isinstance(x, int) and not isinstance(x, bool)
-
-    if isinstance(input, str):
-        items, kind = [input], "text"
-    elif isinstance(input, (list, tuple)):
-        if not input:
-            raise InvalidRequestError("'input' must not be an empty list")
-        if all(isinstance(x, str) for x in input):
-            items, kind = list(input), "text"
-        elif all(is_int(x) for x in input):
-            items, kind = [list(input)], "ids"
-        elif all(isinstance(x, (list, tuple)) and all(is_int(t) for t in x) for x in input):
-            items, kind = [list(x) for x in input], "ids"
-        else:
-            raise InvalidRequestError(
-                "'input' must be a string, a list of strings, a list of token ids or a list "
-                "of token-id lists"
-            )
-    else:
-        raise InvalidRequestError(f"'input' must be a string or a list, got {type(input).__name__}")
-    if len(items) > MAX_INPUTS:
-        raise InvalidRequestError(f"'input' holds {len(items)} items; at most {MAX_INPUTS}")
-    if kind == "text":
-        for i, s in enumerate(items):
-            if not s:
-                raise InvalidRequestError(
-                    "'input' must not be an empty string" if len(items) == 1
-                    else f"'input[{i}]' must not be an empty string"
-                )
-    return kind, items
-
-
-def encode_vector(vec, encoding_format: str):
-    """A float32 vector as OpenAI sends it: base64 of its little-endian float32 bytes
-    (``encoding_format="base64"``), else the float32 numpy array itself, which the API
-    renders as JSON numbers with orjson (each the shortest text that reads back as the
-    same float32, as OpenAI's own responses print them: about half the bytes of float64
-    text, and cheaper to build, send and parse than a list of Python floats)."""
-    import numpy as np
-
-    if encoding_format == "base64":
-        return base64.b64encode(np.asarray(vec, dtype="<f4").tobytes()).decode("ascii")
-    return np.ascontiguousarray(vec, dtype=np.float32)
-
-
-class SentenceTransformerEmbedding(BatchedSentenceEngine):
+class SentenceTransformerEmbedding(EmbeddingEngine, BatchedSentenceEngine):
     """An embedding model served by sentence-transformers.
 
     Launch options: those of :class:`BatchedSentenceEngine`; ``max_batch_size`` counts
     inputs, ``family`` is an :class:`EmbeddingModelFamily`. Vectors are those of
     ``SentenceTransformer.encode`` (the same preprocessing and modules, no extra
-    normalization; to float rounding, ~1e-7, when batches are packed).
+    normalization unless the family sets ``normalize``; to float rounding, ~1e-7, when
+    batches are packed). Multimodal models (CLIP: the weights' modalities include
+    ``image``, and so does the family's ``modalities``) embed images too, each modality
+    in its own batches (sentence-transformers does not mix them in one forward pass).
 
     Args:
         padding_free: run batches without padding (the inputs of a batch share rows, see
@@ -131,6 +68,14 @@ class SentenceTransformerEmbedding(BatchedSentenceEngine):
                            self._model_uid, self._family.dimensions, self.dimensions)
         self.max_tokens = int(model.max_seq_length)
         self._normalized = any(type(m).__name__ == "Normalize" for m in model)
+        self._model_prompts = dict(getattr(model, "prompts", None) or {})
+        self._default_prompt_name = getattr(model, "default_prompt_name", None)
+        weights = tuple(getattr(model, "modalities", None) or ("text",))
+        self.modalities = tuple(m for m in ("text", "image")
+                                if m in weights and m in self._family.modalities)
+        if "image" in self._family.modalities and "image" not in weights:
+            logger.warning("%s: the family lists images, the weights embed %s only",
+                           self._model_uid, list(weights))
         self._frame = special_token_frame(tok)
         self._vocab_size = len(tok)
         if self._padding_free is not False:
@@ -162,19 +107,17 @@ class SentenceTransformerEmbedding(BatchedSentenceEngine):
         return None
 
     # ---- the batch function (engine thread) --------------------------------------------
-    def _prompt_text(self, prompt_name: Optional[str], prompt: Optional[str]) -> str:
-        if prompt is not None:
-            return prompt
-        name = prompt_name or getattr(self._model, "default_prompt_name", None)
-        return (getattr(self._model, "prompts", None) or {}).get(name, "") if name else ""
-
     def _run_batch(self, key: Tuple, items: List[Any]) -> List[Tuple[Any, int, bool]]:
         """Encode one batch; returns ``(vector, tokens_seen, truncated)`` per item."""
-        kind, prompt_name, prompt = key
+        kind, pre = key
         limit = self.max_tokens
         tok = self._model.tokenizer
+        if kind == "image":
+            with self._tokenizer_lock:
+                feats = self._model.preprocess(items)
+            vecs = self._forward(feats, packed=False)
+            return [(v, 0, False) for v in vecs]
         if kind == "text":
-            pre = self._prompt_text(prompt_name, prompt)
             with self._tokenizer_lock:
                 # What encode() feeds the model (truncated, padded, prompt prepended).
                 feats = self._model.preprocess(items, prompt=pre or None)
@@ -190,12 +133,15 @@ class SentenceTransformerEmbedding(BatchedSentenceEngine):
             vecs, lengths = self._encode_ids(items)
         return [(vecs[i], min(n, limit), n > limit) for i, n in enumerate(lengths)]
 
-    def _forward(self, feats):
+    async def _embed(self, kind: str, items: List[Any], prefix: str):
+        return await self._batcher.submit(items, key=(kind, prefix))
+
+    def _forward(self, feats, packed: bool = True):
         """Sentence embeddings (float32 numpy, one row per input) of preprocessed inputs."""
         import torch
         from sentence_transformers.util import batch_to_device
 
-        run = self._packer.forward if self._packer is not None else self._model
+        run = self._packer.forward if packed and self._packer is not None else self._model
         with torch.inference_mode():
             emb = run(batch_to_device(feats, self._model.device))
         return emb["sentence_embedding"].float().cpu().numpy()
@@ -215,82 +161,3 @@ class SentenceTransformerEmbedding(BatchedSentenceEngine):
                 feats = tok.pad(rows, return_tensors="pt")
             out.append(self._forward(feats))
         return np.concatenate(out), lengths
-
-    # ---- the public method (event loop of the model process) ---------------------------
-    async def create_embedding(self, input: Any, encoding_format: Optional[str] = None,
-                               dimensions: Optional[int] = None,
-                               prompt_name: Optional[str] = None,
-                               prompt: Optional[str] = None,
-                               **kwargs) -> Dict[str, Any]:
-        """OpenAI's create-embeddings (``POST /v1/embeddings``).
-
-        Args:
-            input: a string, a list of strings, a token array or a list of token arrays
-                (token ids of this model's tokenizer).
-            encoding_format: ``"float"`` (default) or ``"base64"`` (little-endian float32).
-            dimensions: return only the first ``dimensions`` values (re-normalized when the
-                model normalizes); only the model's size or its ``matryoshka_dimensions``.
-            prompt_name / prompt: sentence-transformers' query prompts (e5, bge ...).
-            kwargs: other OpenAI fields (``user`` ...) are accepted and ignored.
-
-        Returns:
-            ``{"object": "list", "model", "data": [{"index", "object": "embedding",
-            "embedding"}], "usage": {"prompt_tokens", "total_tokens"[, "truncated_inputs"]}}``;
-            token counts are the tokens the model saw (special tokens included).
-
-        Raises:
-            InvalidRequestError: see :func:`parse_embedding_input`, an unknown encoding
-            format, prompt name or unsupported ``dimensions``, or a token id outside the
-            vocabulary.
-        """
-        kind, items = parse_embedding_input(input)
-        encoding_format = encoding_format or "float"
-        if encoding_format not in ENCODING_FORMATS:
-            raise InvalidRequestError(
-                f"'encoding_format' must be one of {list(ENCODING_FORMATS)}, "
-                f"got {encoding_format!r}"
-            )
-        dims = self._check_dimensions(dimensions)
-        if prompt_name is not None and prompt_name not in (self._model.prompts or {}):
-            raise InvalidRequestError(
-                f"Unknown prompt_name {prompt_name!r}; this model has "
-                f"{sorted(self._model.prompts or {})}"
-            )
-        if kind == "ids":
-            for i, ids in enumerate(items):
-                check_token_ids(ids, self._vocab_size, f"input[{i}]")
-            prompt_name = prompt = None  # prompts apply to text only
-        results = await self._batcher.submit(items, key=(kind, prompt_name, prompt))
-        data, tokens, truncated = [], 0, []
-        for i, (vec, n, cut) in enumerate(results):
-            if dims is not None and dims < len(vec):
-                vec = vec[:dims]
-                if self._normalized:
-                    import numpy as np
-
-                    norm = float(np.linalg.norm(vec))
-                    vec = vec / norm if norm > 0 else vec
-            data.append({"index": i, "object": "embedding",
-                         "embedding": encode_vector(vec, encoding_format)})
-            tokens += n
-            if cut:
-                truncated.append(i)
-        usage: Dict[str, Any] = {"prompt_tokens": tokens, "total_tokens": tokens}
-        if truncated:
-            usage["truncated_inputs"] = truncated
-        return {"object": "list", "model": self._model_uid, "data": data, "usage": usage}
-
-    def _check_dimensions(self, dimensions: Any) -> Optional[int]:
-        if dimensions is None:
-            return None
-        if isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 1:
-            raise InvalidRequestError(
-                f"'dimensions' must be a positive integer, got {dimensions!r}")
-        allowed = sorted({self.dimensions, *(self._family.matryoshka_dimensions or [])})
-        if dimensions not in allowed:
-            raise InvalidRequestError(
-                f"Model {self._model_uid!r} gives {self.dimensions}-dimensional embeddings and "
-                f"cannot be shortened to {dimensions}; supported 'dimensions': {allowed}"
-            )
-        return dimensions
-

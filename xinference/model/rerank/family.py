@@ -24,10 +24,17 @@ RERANK_TYPES = ("normal", "LLM-based", "LLM-based layerwise")
 
 class RerankModelFamily(SentenceModelFamily):
     """A rerank model. ``type`` ``"normal"`` is a cross-encoder (sequence classification
-    with one label); the LLM-based kinds of Xinference are accepted in registrations but no
-    engine here runs them. ``max_tokens`` bounds a (query, document) pair in tokens."""
+    with one label, sentence-transformers engine); ``"LLM-based"`` is a causal LM scored
+    from its next-token logits at the end of a prompt (Transformers engine), in the prompt
+    format ``llm_format`` names (:mod:`xinference.model.rerank.llm_formats`:
+    ``"qwen3"`` for Qwen3-Reranker, ``"bge-llm"`` for bge-reranker-v2-gemma and
+    FlagEmbedding's other LLM rerankers, the default as in upstream Xinference).
+    ``"LLM-based layerwise"`` (bge-reranker-v2-minicpm-layerwise) is accepted in
+    registrations but no engine here runs it. ``max_tokens`` bounds a (query, document)
+    pair in tokens."""
 
     type: Literal["normal", "LLM-based", "LLM-based layerwise"] = "normal"
+    llm_format: Literal["qwen3", "bge-llm"] = "bge-llm"
     max_tokens: Optional[int] = Field(None, gt=0)
     model_type: Literal["rerank"] = "rerank"
 

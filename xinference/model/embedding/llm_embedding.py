@@ -1,0 +1,154 @@
+"""LLM-based embedding models on Transformers (Qwen3-Embedding, gte-Qwen2), with dynamic
+batching.
+
+The model cards' method: tokenize each input (the instruction prefix of a query first),
+run the decoder (``AutoModel``: the model without its LM head), take the last hidden state
+of the input's last real token and L2-normalise it. The cards pad on the left and take
+position -1; here batches are padded on the right and the last real token of each row is
+gathered instead. Both read the same token, but right padding keeps every input's
+positions 0..n-1 (the cards' left-padded batches shift rotary positions by the pad count),
+so a vector does not depend on what it was batched with and equals the card's unpadded
+computation.
+
+Loaded inside the model's own process; requests meet in the
+:class:`~xinference.model.embedding.batching.DynamicBatcher` of
+:class:`~xinference.model.embedding.engine_utils.BatchedSentenceEngine`, and the request
+side (prompts, ``dimensions``, response) is :class:`~.request.EmbeddingEngine`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, List, Optional, Tuple
+
+from ...errors import InvalidRequestError
+from .engine_utils import BatchedSentenceEngine, effective_max_length, special_token_frame
+from .request import EmbeddingEngine
+
+logger = logging.getLogger(__name__)
+
+TORCH_DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def torch_dtype(name: Optional[str], device: str):
+    """The torch dtype to load weights in: ``name`` (one of :data:`TORCH_DTYPES`;
+    ``"auto"``: the checkpoint's own), default float32 on the CPU and the checkpoint's own
+    on a GPU."""
+    import torch
+
+    name = name or ("float32" if device == "cpu" else "auto")
+    return "auto" if name == "auto" else getattr(torch, name)
+
+
+def pad_right(rows: List[List[int]], pad_id: int):
+    """``(input_ids, attention_mask, last)`` tensors of token rows padded on the right;
+    ``last[i]`` is the index of row i's last real token."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[i, :len(r)] = 1
+    last = torch.tensor([len(r) - 1 for r in rows], dtype=torch.long)
+    return ids, mask, last
+
+
+class TransformersEmbedding(EmbeddingEngine, BatchedSentenceEngine):
+    """An LLM-based embedding model (family ``pooling: "last_token"``) on Transformers.
+
+    Launch options: those of :class:`BatchedSentenceEngine` (``max_batch_size`` counts
+    inputs) and ``torch_dtype`` (``float32``, ``bfloat16``, ``float16`` or ``auto``).
+    ``family`` is an :class:`~xinference.model.embedding.family.EmbeddingModelFamily`:
+    ``end_token`` (the token every input must end with, appended where the tokenizer does
+    not), ``prompts`` / ``instruction_template`` (query prompts) and ``min_dimensions``
+    (Matryoshka sizes) come from it.
+    """
+
+    concurrent_safe = True
+
+    def __init__(self, *args, torch_dtype: Optional[str] = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if torch_dtype is not None and torch_dtype not in TORCH_DTYPES:
+            raise InvalidRequestError(f"'torch_dtype' must be one of {list(TORCH_DTYPES)}")
+        self._dtype_name = torch_dtype
+
+    def load(self) -> None:
+        """Load tokenizer and model (blocking; runs in the model process's engine thread)."""
+        device = self._load_device()
+        from transformers import AutoModel, AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(self._model_path,
+                                            trust_remote_code=self._trust_remote_code)
+        model = AutoModel.from_pretrained(self._model_path,
+                                          trust_remote_code=self._trust_remote_code,
+                                          dtype=torch_dtype(self._dtype_name, device))
+        model.to(device).eval()
+        self._device = device
+        self._tok = tok
+        self.max_tokens = effective_max_length(None, tok, model.config, self._family.max_tokens)
+        self.dimensions = int(model.config.hidden_size)
+        if self.dimensions != self._family.dimensions:
+            logger.warning("%s: the family says %d dimensions, the model gives %d",
+                           self._model_uid, self._family.dimensions, self.dimensions)
+        self._vocab_size = len(tok)
+        self._normalized = True
+        self._pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+        self._end_id = self._end_token_id(tok)
+        self._frame = special_token_frame(tok)
+        self._start_batcher(model)
+
+    def _end_token_id(self, tok) -> Optional[int]:
+        """The id of the family's ``end_token`` when the tokenizer does not already end
+        its encodings with it (then the engine appends it), else None."""
+        name = self._family.end_token
+        if not name:
+            return None
+        if name not in tok.get_vocab():
+            raise ValueError(f"{self._model_uid}: the tokenizer has no token {name!r}")
+        end = tok.convert_tokens_to_ids(name)
+        probe = tok("a")["input_ids"]
+        return None if probe and probe[-1] == end else end
+
+    # ---- engine thread ---------------------------------------------------------------
+    def _token_rows(self, kind: str, items: List[Any], prefix: str
+                    ) -> Tuple[List[List[int]], List[int]]:
+        """Token rows the model sees and each input's whole length (to report truncation).
+
+        Texts are tokenized as the tokenizer does (its special tokens included); token
+        arrays get the same special tokens around them. Rows longer than ``max_tokens``
+        lose their end, but keep the tokenizer's closing tokens and the ``end_token``."""
+        if kind == "text":
+            with self._tokenizer_lock:
+                rows = self._tok([prefix + t for t in items], verbose=False)["input_ids"]
+            head, tail = 0, len(self._frame[1])
+        else:
+            rows = [self._frame[0] + list(r) + self._frame[1] for r in items]
+            head, tail = len(self._frame[0]), len(self._frame[1])
+        end = [self._end_id] if self._end_id is not None else []
+        out, whole = [], []
+        for r in rows:
+            whole.append(len(r) + len(end))
+            if len(r) + len(end) > self.max_tokens:
+                keep = max(head, self.max_tokens - len(end) - tail)
+                r = r[:keep] + (r[len(r) - tail:] if tail else [])
+            out.append(list(r) + end)
+        return out, whole
+
+    def _run_batch(self, key: Tuple, items: List[Any]) -> List[Tuple[Any, int, bool]]:
+        """Embed one batch; returns ``(vector, tokens_seen, truncated)`` per item."""
+        import torch
+
+        kind, prefix = key
+        rows, whole = self._token_rows(kind, items, prefix)
+        ids, mask, last = pad_right(rows, self._pad_id)
+        with torch.inference_mode():
+            hidden = self._model(input_ids=ids.to(self._device),
+                                 attention_mask=mask.to(self._device)).last_hidden_state
+            pooled = hidden[torch.arange(len(rows), device=hidden.device), last.to(hidden.device)]
+            vecs = torch.nn.functional.normalize(pooled.float(), p=2, dim=-1).cpu().numpy()
+        return [(vecs[i], len(rows[i]), whole[i] > len(rows[i])) for i in range(len(rows))]
+
+    async def _embed(self, kind: str, items: List[Any], prefix: str):
+        return await self._batcher.submit(items, key=(kind, prefix))
