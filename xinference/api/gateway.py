@@ -218,32 +218,28 @@ class RESTfulAPI:
                      ping: Optional[bytes] = None) -> AsyncIterator[bytes]:
         """The bytes of a model stream, pulled from the model process in batches (``pull``
         returns everything ready at once, already encoded, or None at the end), then
-        ``end``. With ``ping``, a pull that waits longer than :data:`PING_SECONDS` yields
-        ``ping`` meanwhile (an SSE comment keeps proxies from closing a connection during a
-        long prefill). An error after the stream has started becomes ``on_error(e)``
+        ``end``. A pull that returns ``b""`` waited without data (see
+        :meth:`ModelActor.next_sse`'s ``timeout``): ``ping`` is yielded then, when given
+        (an SSE comment keeps proxies from closing a connection during a long prefill).
+        The pull is awaited directly, no task or timer here per pull: this is the
+        per-token path. An error after the stream has started becomes ``on_error(e)``
         (in-band), then ``end``. When the client goes away first (the generator is closed
         or cancelled), the model stops the stream."""
         sid = stream.stream_id
-        pending = None  # a pull that outlived a ping wait
         try:
             while True:
-                if ping is None:
-                    data = await pull(sid)
-                else:
-                    pending = asyncio.ensure_future(pull(sid))
-                    while not (await asyncio.wait((pending,), timeout=PING_SECONDS))[0]:
-                        yield ping
-                    data, pending = pending.result(), None
+                data = await pull(sid)
                 if data is None:
                     break
-                yield data
+                if data:
+                    yield data
+                elif ping is not None:
+                    yield ping
         except Exception as e:  # the stream has started: report in-band, then end it
             tail = on_error(e)
             if tail:
                 yield tail
         except BaseException:  # cancelled or closed: the client disconnected
-            if pending is not None:
-                pending.cancel()
             task = asyncio.ensure_future(self._close_stream(ref, stream))
             self._closing.add(task)  # a reference until it is done
             task.add_done_callback(self._closing.discard)
@@ -254,10 +250,11 @@ class RESTfulAPI:
     def _sse(self, ref, stream: ModelStream) -> AsyncIterator[bytes]:
         """SSE events of a model stream as the model process encoded them
         (:meth:`ModelActor.next_sse`: ``data: <json>`` and a blank line each), an error
-        in-band as an error object, then ``data: [DONE]``; ``: ping`` comments while a pull
-        waits long."""
+        in-band as an error object, then ``data: [DONE]``; a ``: ping`` comment after each
+        :data:`PING_SECONDS` without data (the model process answers a pull with ``b""``
+        then)."""
         return self._relay(
-            ref, stream, ref.next_sse,
+            ref, stream, lambda sid: ref.next_sse(sid, PING_SECONDS),
             lambda e: b"data: " + exception_to_response(e).body + b"\n\n",
             b"data: [DONE]\n\n", ping=b": ping\n\n")
 
