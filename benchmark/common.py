@@ -6,6 +6,7 @@ other sections are kept as they are.
 
 from __future__ import annotations
 
+import os
 import platform
 import re
 from pathlib import Path
@@ -21,7 +22,10 @@ def machine() -> str:
 
 
 def write_section(name: str, markdown: str) -> None:
-    """Replace (or append) the section ``name`` of doc/benchmarks.md with ``markdown``."""
+    """Replace (or append) the section ``name`` of doc/benchmarks.md with ``markdown``;
+    a quick smoke run (``BENCH_QUICK=1``) writes nothing."""
+    if os.environ.get("BENCH_QUICK") == "1":
+        return
     DOC.parent.mkdir(parents=True, exist_ok=True)
     text = DOC.read_text(encoding="utf-8") if DOC.exists() else HEADER
     block = f"<!-- {name}:start -->\n{markdown.rstrip()}\n<!-- {name}:end -->"

@@ -137,3 +137,59 @@ def test_async_stream_is_pumped_and_closing_it_closes_the_engine_iterator():
         assert actor.describe()["admitted_requests"] == 0
 
     asyncio.run(main())
+
+
+def test_a_pull_with_a_timeout_returns_empty_sse_then_the_chunks():
+    """``next_sse(sid, timeout)`` answers ``b""`` when nothing came in time (the gateway
+    then sends a keep-alive comment), then the chunks as SSE frames, then None."""
+    async def main():
+        engine = BlockingEngine()
+        actor = await loaded_actor(engine)
+        handle = await actor.chat([], {"stream": True, "n": 3})
+        assert await actor.next_sse(handle.stream_id) == b'data: {"i":0}\n\n'
+        await asyncio.get_running_loop().run_in_executor(None, engine.started.wait, 5)
+        assert await actor.next_sse(handle.stream_id, 0.05) == b""
+        engine.gate.set()
+        got = b""
+        while True:
+            data = await actor.next_sse(handle.stream_id, 5)
+            if data is None:
+                break
+            got += data
+        assert got == b'data: {"i":1}\n\ndata: {"i":2}\n\n'
+
+    asyncio.run(main())
+
+
+def test_delta_stream_wakes_the_loop_once_for_items_emitted_meanwhile():
+    """Items emitted from another thread while a wake-up is pending ride on it: all arrive
+    in order, with far fewer loop callbacks than items."""
+    from xinference.model.llm.request import AsyncDeltaStream, Delta
+
+    async def main():
+        stream = AsyncDeltaStream(1)
+        loop = asyncio.get_running_loop()
+        calls = []
+        real = loop.call_soon_threadsafe
+
+        def counting(cb, *args, **kw):
+            calls.append(cb)
+            return real(cb, *args, **kw)
+
+        loop.call_soon_threadsafe = counting
+        n = 200
+
+        def produce():  # the loop is blocked meanwhile (see below): one wake-up pending
+            for i in range(n - 1):
+                stream.emit([Delta(str(i))])
+            stream.emit([Delta("", "stop")])
+
+        t = threading.Thread(target=produce)
+        t.start()
+        t.join()  # blocks the loop until every item is emitted
+        got = [d async for d in stream]
+        assert [d.text for d in got] == [str(i) for i in range(n - 1)] + [""]
+        assert got[-1].finish_reason == "stop"
+        assert len(calls) == 1
+
+    asyncio.run(main())

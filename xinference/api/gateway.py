@@ -23,7 +23,7 @@ from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Tuple
 import orjson
 import xoscar as xo
 from fastapi import Request
-from sse_starlette.sse import EventSourceResponse
+from starlette.responses import StreamingResponse
 from xoscar.core import create_actor_ref
 
 from ..core.model import ModelStream
@@ -37,6 +37,10 @@ from .errors import (
 )
 
 logger = logging.getLogger(__name__)
+
+PING_SECONDS = 15.0  # an SSE comment after this long without data
+# As sse-starlette sends them: no caching, no proxy buffering of the event stream.
+SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 
 
 async def _unless_disconnected(request: Request, call):
@@ -185,7 +189,8 @@ class RESTfulAPI:
         ref, result = await self._call_model(method, model_uid, payload, config, request)
         if not isinstance(result, ModelStream):
             return OrjsonResponse(result)
-        return EventSourceResponse(self._sse(ref, result), sep="\n", ping=15)
+        return StreamingResponse(self._sse(ref, result), media_type="text/event-stream",
+                                 headers=SSE_HEADERS)
 
     async def _call_model(self, method: str, model_uid: str, payload,
                           config: Dict[str, Any], request: Optional[Request] = None):
@@ -241,21 +246,28 @@ class RESTfulAPI:
                 raise cls._unavailable(model_uid, e) from e
             raise
 
-    async def _relay(self, ref, stream: ModelStream, encode: Callable[[Any], bytes],
-                     on_error: Callable[[Exception], bytes], end: bytes = b""
-                     ) -> AsyncIterator[bytes]:
-        """The chunks of a model stream as ``encode(chunk)`` bytes, pulled from the model
-        process in batches (every chunk ready at each pull), then ``end``. An error after
-        the stream has started becomes ``on_error(e)`` (in-band), then ``end``. When the
-        client goes away first (the generator is closed or cancelled), the model stops the
-        stream."""
+    async def _relay(self, ref, stream: ModelStream, pull: Callable[[str], Any],
+                     on_error: Callable[[Exception], bytes], end: bytes = b"",
+                     ping: Optional[bytes] = None) -> AsyncIterator[bytes]:
+        """The bytes of a model stream, pulled from the model process in batches (``pull``
+        returns everything ready at once, already encoded, or None at the end), then
+        ``end``. A pull that returns ``b""`` waited without data (see
+        :meth:`ModelActor.next_sse`'s ``timeout``): ``ping`` is yielded then, when given
+        (an SSE comment keeps proxies from closing a connection during a long prefill).
+        The pull is awaited directly, no task or timer here per pull: this is the
+        per-token path. An error after the stream has started becomes ``on_error(e)``
+        (in-band), then ``end``. When the client goes away first (the generator is closed
+        or cancelled), the model stops the stream."""
+        sid = stream.stream_id
         try:
             while True:
-                chunks = await ref.next_chunks(stream.stream_id)
-                if chunks is None:
+                data = await pull(sid)
+                if data is None:
                     break
-                for chunk in chunks:
-                    yield encode(chunk)
+                if data:
+                    yield data
+                elif ping is not None:
+                    yield ping
         except Exception as e:  # the stream has started: report in-band, then end it
             tail = on_error(e)
             if tail:
@@ -269,23 +281,29 @@ class RESTfulAPI:
             yield end
 
     def _sse(self, ref, stream: ModelStream) -> AsyncIterator[bytes]:
-        """SSE events of a model stream, encoded here (``data: <json>`` and a blank line;
-        JSON has no raw newlines, so one ``data`` line each), an error in-band as an error
-        object, then ``data: [DONE]``."""
+        """SSE events of a model stream as the model process encoded them
+        (:meth:`ModelActor.next_sse`: ``data: <json>`` and a blank line each), an error
+        in-band as an error object, then ``data: [DONE]``; a ``: ping`` comment after each
+        :data:`PING_SECONDS` without data (the model process answers a pull with ``b""``
+        then)."""
         return self._relay(
-            ref, stream, lambda chunk: b"data: " + orjson.dumps(chunk) + b"\n\n",
+            ref, stream, lambda sid: ref.next_sse(sid, PING_SECONDS),
             lambda e: b"data: " + exception_to_response(e).body + b"\n\n",
-            b"data: [DONE]\n\n")
+            b"data: [DONE]\n\n", ping=b": ping\n\n")
 
     def _byte_stream(self, ref, stream: ModelStream) -> AsyncIterator[bytes]:
-        """The raw chunks (``bytes``) of a model stream, for binary answers (speech). An
-        error after the first bytes cannot be reported in-band: it is logged and the
-        answer ends short."""
+        """The raw chunks (``bytes``) of a model stream, for binary answers (speech), the
+        chunks of one pull sent together. An error after the first bytes cannot be reported
+        in-band: it is logged and the answer ends short."""
         def log(e: Exception) -> bytes:
             logger.error("Stream %s failed after it started: %s", stream.stream_id, e)
             return b""
 
-        return self._relay(ref, stream, lambda chunk: chunk, log)
+        async def pull(sid: str) -> Optional[bytes]:
+            chunks = await ref.next_chunks(sid)
+            return None if chunks is None else b"".join(chunks)
+
+        return self._relay(ref, stream, pull, log)
 
     @staticmethod
     async def _close_stream(ref, stream: ModelStream) -> None:

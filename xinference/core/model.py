@@ -16,6 +16,7 @@ process's CPU and 2.6 ms of the model process's per streamed request).
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import inspect
 import logging
@@ -26,6 +27,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Optional, Tuple
 
+import orjson
 import xoscar as xo
 
 from ..errors import (
@@ -95,7 +97,8 @@ class _Stream:
     """
 
     def __init__(self, cancel, req: Optional[_Request] = None, model: Any = None):
-        self.queue: asyncio.Queue = asyncio.Queue()
+        self.items: collections.deque = collections.deque()
+        self._waiter: Optional[asyncio.Future] = None  # a pull waiting for the next item
         self.cancel = cancel  # () -> None: stop producing
         self.req = req
         self._has_output = getattr(model, "chunk_has_output", None)
@@ -123,7 +126,36 @@ class _Stream:
             self.last = item
         elif item is _END or isinstance(item, BaseException):
             self.final = True
-        self.queue.put_nowait(item)
+        self.items.append(item)
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    async def take(self, timeout: Optional[float] = None) -> List[Any]:
+        """Every item queued now; waits for at least one, at most ``timeout`` seconds
+        (then ``[]``). One future per wait and a timer only while waiting: the per-token
+        path of a stream, cheaper than ``asyncio.Queue`` with ``asyncio.wait_for``."""
+        if not self.items:
+            loop = asyncio.get_running_loop()
+            w = self._waiter = loop.create_future()
+            timer = (loop.call_later(timeout, _wake, w) if timeout is not None else None)
+            try:
+                await w
+            finally:
+                if timer is not None:
+                    timer.cancel()
+                if self._waiter is w:
+                    self._waiter = None
+        out = list(self.items)
+        self.items.clear()
+        return out
+
+
+def _wake(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 class ModelActor(xo.StatelessActor):
@@ -474,9 +506,32 @@ class ModelActor(xo.StatelessActor):
             if st.ended and now - st.touched > STREAM_IDLE_TIMEOUT:
                 del self._streams[sid]
 
-    async def next_chunks(self, stream_id: str) -> Optional[List[Any]]:
-        """Every chunk of the stream ready now (waits for at least one), or None once the
-        stream has ended (it is then forgotten). An engine error is raised here.
+    async def next_sse(self, stream_id: str, timeout: Optional[float] = None
+                       ) -> Optional[bytes]:
+        """Every chunk of the stream ready now as Server-Sent Events, encoded here once as
+        the bytes that go on the wire (``data: <json>`` and a blank line per chunk, joined),
+        so the gateway relays them without parsing; None once the stream has ended; ``b""``
+        when ``timeout`` seconds passed without a chunk (the gateway then sends a keep-alive
+        comment and pulls again). Same waiting, errors and end as :meth:`next_chunks`.
+
+        Raises:
+            InvalidRequestError: unknown (or already finished) stream.
+        """
+        chunks = await self.next_chunks(stream_id, timeout)
+        if chunks is None:
+            return None
+        if not chunks:
+            return b""
+        dumps = orjson.dumps
+        if len(chunks) == 1:
+            return b"data: " + dumps(chunks[0]) + b"\n\n"
+        return b"".join([b"data: " + dumps(c) + b"\n\n" for c in chunks])
+
+    async def next_chunks(self, stream_id: str, timeout: Optional[float] = None
+                          ) -> Optional[List[Any]]:
+        """Every chunk of the stream ready now (waits for at least one, at most ``timeout``
+        seconds: then ``[]``), or None once the stream has ended (it is then forgotten).
+        An engine error is raised here.
 
         Raises:
             InvalidRequestError: unknown (or already finished) stream.
@@ -485,15 +540,12 @@ class ModelActor(xo.StatelessActor):
         if st is None:
             raise InvalidRequestError(f"No open stream {stream_id!r}")
         st.touched = time.monotonic()
-        q = st.queue
-        items = [await q.get()]
-        while not q.empty():
-            items.append(q.get_nowait())
+        items = await st.take(timeout)
         out = []
         for item in items:
             if item is _END or isinstance(item, BaseException):
                 if out:  # deliver the chunks first; the end comes with the next pull
-                    q.put_nowait(item)
+                    st.items.appendleft(item)
                     return out
                 self._streams.pop(stream_id, None)
                 if item is _END:

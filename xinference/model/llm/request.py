@@ -10,6 +10,7 @@ to the request's :class:`AsyncDeltaStream`, from any thread. The response builde
 from __future__ import annotations
 
 import asyncio
+import collections
 import random
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -160,28 +161,37 @@ class AsyncDeltaStream:
     an engine error.
 
     Create it on the event loop that will consume it; :meth:`emit` may be called from any
-    thread (an engine's scheduler thread, a llama.cpp callback).
+    thread (an engine's scheduler thread, a llama.cpp callback). Emitted items go into a
+    deque; the loop is woken (``call_soon_threadsafe``: a write to its self-pipe and a
+    callback) only when no wake-up is pending already, so items emitted while the loop is
+    busy cost it one wake-up together, not one each.
     """
 
     def __init__(self, n: int = 1):
         self._loop = asyncio.get_running_loop()
-        self._queue: asyncio.Queue = asyncio.Queue()
+        self._items: collections.deque = collections.deque()  # emitted, not yet taken
+        self._ready: collections.deque = collections.deque()  # deltas taken, not yet read
+        self._waiter: Optional[asyncio.Future] = None
+        self._wake_pending = False
         self._done = False
         self._left = n  # choices that have not sent their final delta
 
     def emit(self, item: Any) -> None:
         """A list of deltas or an exception, from any thread."""
+        self._items.append(item)  # deque.append is atomic
+        if self._wake_pending:  # the loop will see this item on the pending wake-up
+            return
+        self._wake_pending = True
         try:
-            self._loop.call_soon_threadsafe(self._put, item)
+            self._loop.call_soon_threadsafe(self._wake)
         except RuntimeError:  # the consumer's loop is closed: nobody is listening
             pass
 
-    def _put(self, item: Any) -> None:
-        if isinstance(item, list):
-            for d in item:
-                self._queue.put_nowait(d)
-        else:
-            self._queue.put_nowait(item)
+    def _wake(self) -> None:
+        self._wake_pending = False  # before the consumer drains: later items wake again
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
 
     def __aiter__(self):
         return self
@@ -189,7 +199,23 @@ class AsyncDeltaStream:
     async def __anext__(self) -> Delta:
         if self._done:
             raise StopAsyncIteration
-        item = await self._queue.get()
+        ready = self._ready
+        while not ready:
+            items = self._items
+            if items:
+                while items:
+                    item = items.popleft()
+                    if isinstance(item, list):
+                        ready.extend(item)
+                    else:
+                        ready.append(item)
+                continue
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        item = ready.popleft()
         if isinstance(item, BaseException):
             self._done = True
             raise item

@@ -61,6 +61,8 @@ class DeltaCoalescer:
 
     def push(self, d: Delta) -> Optional[Delta]:
         """Add one delta; return the delta to send now, if any."""
+        if self.interval <= 1:  # the default: every delta passes as it is
+            return d
         held = self._held.setdefault(d.index, [])
         if d.finish_reason is not None:
             held.append(d)

@@ -75,8 +75,14 @@ def split_at_first(buffer: str, needles: Sequence[str]
     Returns:
         ``(text before the needle, the rest from the needle on, the needle)``; when no
         needle occurs, ``(text safe to release, the end held back because it could still
-        become a needle, None)``.
+        become a needle, None)``. A buffer holding no needle's first character is
+        released whole without searching (the per-token case of most text).
     """
+    for s in needles:  # the common case, one cheap scan: no needle can start here
+        if not s or s[0] in buffer:
+            break
+    else:
+        return buffer, "", None
     i, which = find_first(buffer, needles)
     if i == -1:
         i = len(buffer) - partial_suffix(buffer, needles)
