@@ -26,7 +26,7 @@ from fastapi import Request
 from starlette.responses import StreamingResponse
 from xoscar.core import create_actor_ref
 
-from ..core.model import ModelStream
+from ..core.streams import ModelStream
 from ..errors import ModelUnavailableError
 from .caller import with_owner
 from .errors import (

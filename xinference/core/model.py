@@ -16,7 +16,6 @@ process's CPU and 2.6 ms of the model process's per streamed request).
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import inspect
 import logging
@@ -24,8 +23,7 @@ import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Tuple
 
 import orjson
 import xoscar as xo
@@ -45,117 +43,12 @@ from .limits import (
     request_options,
 )
 from .metrics import ModelStats, metrics_enabled
+from .streams import STREAM_END, STREAM_IDLE_TIMEOUT, AdmittedRequest, ModelStream, StreamBuffer
 
 logger = logging.getLogger(__name__)
 
-_END = object()
-
-#: a finished stream that nobody pulls (its client went away without closing it) is
-#: dropped after this many seconds
-STREAM_IDLE_TIMEOUT = 600.0
-
 #: the progress of a finished image or video request stays readable this many seconds
 REQUEST_PROGRESS_TTL = 600.0
-
-
-@dataclass(frozen=True)
-class ModelStream:
-    """What a streamed ``chat`` / ``generate`` returns across the RPC: the id of the
-    stream inside its ModelActor. Pull with ``next_chunks(stream_id)`` until it returns
-    None; ``close_stream(stream_id)`` stops it early."""
-
-    stream_id: str
-
-
-@dataclass
-class _Request:
-    """One admitted call: what :meth:`ModelActor.abort_request` needs to stop it, and what
-    the metrics record when it ends."""
-
-    request_id: Optional[str]
-    method: str
-    owner: Optional[str] = None  # the key's user that sent it (auth on), see abort_request
-    started: float = field(default_factory=time.monotonic)
-    strip_usage: bool = False  # usage was asked for the metrics only: drop its chunk
-    abort: Optional[Callable[[], None]] = None  # cancels the call while it has no stream
-    stream: Optional["_Stream"] = None
-    aborted: bool = False
-    ttft: Optional[float] = None
-    usage: Optional[Dict[str, Any]] = None
-
-
-class _Stream:
-    """The buffer of one streamed response: the producer (engine thread or pump task) puts
-    chunks, :meth:`ModelActor.next_chunks` takes every ready one. Ends with ``_END`` or an
-    exception put as an item; nothing put after that is kept (an abort ends a stream
-    before its producer has stopped).
-
-    ``model``: the engine object; its optional hooks ``chunk_has_output(chunk)`` (the first
-    such chunk marks the time to first token) and ``is_usage_chunk(chunk)`` (the chunk that
-    a forced usage request adds, dropped) read the chunks, whose shape only the model knows
-    (see :class:`~xinference.model.llm.responses.OpenAIStreams`).
-    """
-
-    def __init__(self, cancel, req: Optional[_Request] = None, model: Any = None):
-        self.items: collections.deque = collections.deque()
-        self._waiter: Optional[asyncio.Future] = None  # a pull waiting for the next item
-        self.cancel = cancel  # () -> None: stop producing
-        self.req = req
-        self._has_output = getattr(model, "chunk_has_output", None)
-        self._is_usage = getattr(model, "is_usage_chunk", None)
-        self.ended = False  # the producer finished
-        self.final = False  # the end is in the queue: later items are dropped
-        self.last: Optional[Dict[str, Any]] = None  # the last chunk put
-        self.touched = time.monotonic()
-
-    def put(self, item: Any) -> None:
-        """Queue a chunk, ``_END`` or an exception (event loop thread only)."""
-        if self.final:
-            return
-        if isinstance(item, dict):
-            req = self.req
-            if req is not None:
-                if req.ttft is None and self._has_output is not None \
-                        and self._has_output(item):
-                    req.ttft = time.monotonic() - req.started
-                if item.get("usage") is not None:
-                    req.usage = item["usage"]
-                    if req.strip_usage and self._is_usage is not None \
-                            and self._is_usage(item):
-                        return
-            self.last = item
-        elif item is _END or isinstance(item, BaseException):
-            self.final = True
-        self.items.append(item)
-        w = self._waiter
-        if w is not None:
-            self._waiter = None
-            if not w.done():
-                w.set_result(None)
-
-    async def take(self, timeout: Optional[float] = None) -> List[Any]:
-        """Every item queued now; waits for at least one, at most ``timeout`` seconds
-        (then ``[]``). One future per wait and a timer only while waiting: the per-token
-        path of a stream, cheaper than ``asyncio.Queue`` with ``asyncio.wait_for``."""
-        if not self.items:
-            loop = asyncio.get_running_loop()
-            w = self._waiter = loop.create_future()
-            timer = (loop.call_later(timeout, _wake, w) if timeout is not None else None)
-            try:
-                await w
-            finally:
-                if timer is not None:
-                    timer.cancel()
-                if self._waiter is w:
-                    self._waiter = None
-        out = list(self.items)
-        self.items.clear()
-        return out
-
-
-def _wake(fut: asyncio.Future) -> None:
-    if not fut.done():
-        fut.set_result(None)
 
 
 class ModelActor(xo.StatelessActor):
@@ -183,10 +76,10 @@ class ModelActor(xo.StatelessActor):
         self._queued = 0  # admitted calls waiting for the engine lock
         # (owner, request_id) -> its call, while it runs: ids are per caller, so one user
         # can neither abort nor read another's request (see abort_request).
-        self._requests: Dict[Tuple[Optional[str], str], _Request] = {}
+        self._requests: Dict[Tuple[Optional[str], str], AdmittedRequest] = {}
         self._stats = ModelStats()
         self._metrics = metrics_enabled()
-        self._streams: Dict[str, _Stream] = {}
+        self._streams: Dict[str, StreamBuffer] = {}
         self._progress: Dict[Tuple[Optional[str], str], Any] = {}  # as _requests
         self._positional: Dict[Any, tuple] = {}  # (method, n args) -> positional names
         self._executor = concurrent.futures.ThreadPoolExecutor(
@@ -299,7 +192,7 @@ class ModelActor(xo.StatelessActor):
                 raise ConflictError(f"Request {request_id!r} is already running on model "
                                     f"{self._model_uid!r}")
         self._admit()
-        req = _Request(request_id, method, request_owner, strip_usage=strip_usage)
+        req = AdmittedRequest(request_id, method, request_owner, strip_usage=strip_usage)
         if request_id is not None:
             self._requests[(request_owner, request_id)] = req
         streaming = False
@@ -325,7 +218,7 @@ class ModelActor(xo.StatelessActor):
             if not streaming:
                 self._finish(req, outcome)
 
-    def _finish(self, req: _Request, outcome: str) -> None:
+    def _finish(self, req: AdmittedRequest, outcome: str) -> None:
         """A call ended: release its admission, forget its id, record its metrics."""
         self._admitted -= 1
         key = (req.owner, req.request_id)
@@ -336,7 +229,7 @@ class ModelActor(xo.StatelessActor):
         if self._metrics:
             self._stats.finished(req.started, outcome, req.ttft, req.usage)
 
-    async def _run(self, fn, args, kwargs, req: _Request):
+    async def _run(self, fn, args, kwargs, req: AdmittedRequest):
         if inspect.iscoroutinefunction(fn):
             result = await fn(*args, **kwargs)
             if isinstance(result, AsyncIterator):
@@ -369,15 +262,15 @@ class ModelActor(xo.StatelessActor):
             if not released:
                 self._lock.release()
 
-    def _open(self, cancel, req: _Request) -> "tuple[ModelStream, _Stream]":
+    def _open(self, cancel, req: AdmittedRequest) -> "tuple[ModelStream, StreamBuffer]":
         self._reap()
-        st = _Stream(cancel, req, self._model)
+        st = StreamBuffer(cancel, req, self._model)
         req.stream = st
         sid = uuid.uuid4().hex
         self._streams[sid] = st
         return ModelStream(sid), st
 
-    def _pump(self, source: AsyncIterator, req: _Request) -> ModelStream:
+    def _pump(self, source: AsyncIterator, req: AdmittedRequest) -> ModelStream:
         """Stream an async engine's iterator: a task moves its chunks into the buffer."""
         handle, st = self._open(lambda: task.cancel(), req)
 
@@ -386,10 +279,10 @@ class ModelActor(xo.StatelessActor):
             try:
                 async for item in source:
                     st.put(item)
-                st.put(_END)
+                st.put(STREAM_END)
                 outcome = "ok"
             except asyncio.CancelledError:
-                st.put(_END)
+                st.put(STREAM_END)
                 outcome = "aborted"
             except BaseException as e:  # relayed to the puller
                 st.put(e)
@@ -403,7 +296,7 @@ class ModelActor(xo.StatelessActor):
         task = asyncio.get_running_loop().create_task(pump())
         return handle
 
-    def _drain(self, it: Iterator, cancel: threading.Event, req: _Request) -> ModelStream:
+    def _drain(self, it: Iterator, cancel: threading.Event, req: AdmittedRequest) -> ModelStream:
         """Stream a blocking engine's iterator: the engine thread drains it into the buffer
         and then releases the engine lock."""
         loop = asyncio.get_running_loop()
@@ -416,7 +309,7 @@ class ModelActor(xo.StatelessActor):
                     loop.call_soon_threadsafe(put, item)
                     if cancel.is_set():
                         break
-                loop.call_soon_threadsafe(put, _END)
+                loop.call_soon_threadsafe(put, STREAM_END)
                 return "aborted" if cancel.is_set() else "ok"
             except BaseException as e:  # relayed to the puller
                 loop.call_soon_threadsafe(put, e)
@@ -474,7 +367,7 @@ class ModelActor(xo.StatelessActor):
                 chunk = closing(req.method, st.last) if closing is not None else None
                 if chunk is not None:  # the model's chunk says why its stream ended
                     st.put(chunk)
-                st.put(_END)
+                st.put(STREAM_END)
             if not st.ended:
                 st.cancel()
         elif req.abort is not None:
@@ -543,12 +436,12 @@ class ModelActor(xo.StatelessActor):
         items = await st.take(timeout)
         out = []
         for item in items:
-            if item is _END or isinstance(item, BaseException):
+            if item is STREAM_END or isinstance(item, BaseException):
                 if out:  # deliver the chunks first; the end comes with the next pull
                     st.items.appendleft(item)
                     return out
                 self._streams.pop(stream_id, None)
-                if item is _END:
+                if item is STREAM_END:
                     return None
                 raise item
             out.append(item)

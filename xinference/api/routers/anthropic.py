@@ -11,7 +11,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
 
-from ...core.model import ModelStream
+from ...core.streams import ModelStream
 from ...errors import InvalidRequestError
 from .. import anthropic as am
 from ..errors import exception_to_response

@@ -16,7 +16,7 @@ from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
 from ...errors import InvalidRequestError, PayloadTooLargeError
-from ...core.model import ModelStream
+from ...core.streams import ModelStream
 from ...model.audio.formats import SPEECH_CONTENT_TYPES
 from ..schemas.audio import (
     CreateSpeechRequest,

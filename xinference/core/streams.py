@@ -1,0 +1,119 @@
+"""What a streamed call leaves in the model process: the :class:`ModelStream` handle that
+crosses the RPC, the per-stream buffer (:class:`StreamBuffer`) that the producer fills and
+:meth:`~xinference.core.model.ModelActor.next_chunks` drains, and the record of one admitted
+call (:class:`AdmittedRequest`)."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional
+
+STREAM_END = object()
+
+#: a finished stream that nobody pulls (its client went away without closing it) is
+#: dropped after this many seconds
+STREAM_IDLE_TIMEOUT = 600.0
+
+
+
+@dataclass(frozen=True)
+class ModelStream:
+    """What a streamed ``chat`` / ``generate`` returns across the RPC: the id of the
+    stream inside its ModelActor. Pull with ``next_chunks(stream_id)`` until it returns
+    None; ``close_stream(stream_id)`` stops it early."""
+
+    stream_id: str
+
+
+@dataclass
+class AdmittedRequest:
+    """One admitted call: what :meth:`ModelActor.abort_request` needs to stop it, and what
+    the metrics record when it ends."""
+
+    request_id: Optional[str]
+    method: str
+    owner: Optional[str] = None  # the key's user that sent it (auth on), see abort_request
+    started: float = field(default_factory=time.monotonic)
+    strip_usage: bool = False  # usage was asked for the metrics only: drop its chunk
+    abort: Optional[Callable[[], None]] = None  # cancels the call while it has no stream
+    stream: Optional["StreamBuffer"] = None
+    aborted: bool = False
+    ttft: Optional[float] = None
+    usage: Optional[Dict[str, Any]] = None
+
+
+class StreamBuffer:
+    """The buffer of one streamed response: the producer (engine thread or pump task) puts
+    chunks, :meth:`ModelActor.next_chunks` takes every ready one. Ends with ``STREAM_END`` or an
+    exception put as an item; nothing put after that is kept (an abort ends a stream
+    before its producer has stopped).
+
+    ``model``: the engine object; its optional hooks ``chunk_has_output(chunk)`` (the first
+    such chunk marks the time to first token) and ``is_usage_chunk(chunk)`` (the chunk that
+    a forced usage request adds, dropped) read the chunks, whose shape only the model knows
+    (see :class:`~xinference.model.llm.responses.OpenAIStreams`).
+    """
+
+    def __init__(self, cancel, req: Optional[AdmittedRequest] = None, model: Any = None):
+        self.items: collections.deque = collections.deque()
+        self._waiter: Optional[asyncio.Future] = None  # a pull waiting for the next item
+        self.cancel = cancel  # () -> None: stop producing
+        self.req = req
+        self._has_output = getattr(model, "chunk_has_output", None)
+        self._is_usage = getattr(model, "is_usage_chunk", None)
+        self.ended = False  # the producer finished
+        self.final = False  # the end is in the queue: later items are dropped
+        self.last: Optional[Dict[str, Any]] = None  # the last chunk put
+        self.touched = time.monotonic()
+
+    def put(self, item: Any) -> None:
+        """Queue a chunk, ``STREAM_END`` or an exception (event loop thread only)."""
+        if self.final:
+            return
+        if isinstance(item, dict):
+            req = self.req
+            if req is not None:
+                if req.ttft is None and self._has_output is not None \
+                        and self._has_output(item):
+                    req.ttft = time.monotonic() - req.started
+                if item.get("usage") is not None:
+                    req.usage = item["usage"]
+                    if req.strip_usage and self._is_usage is not None \
+                            and self._is_usage(item):
+                        return
+            self.last = item
+        elif item is STREAM_END or isinstance(item, BaseException):
+            self.final = True
+        self.items.append(item)
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    async def take(self, timeout: Optional[float] = None) -> List[Any]:
+        """Every item queued now; waits for at least one, at most ``timeout`` seconds
+        (then ``[]``). One future per wait and a timer only while waiting: the per-token
+        path of a stream, cheaper than ``asyncio.Queue`` with ``asyncio.wait_for``."""
+        if not self.items:
+            loop = asyncio.get_running_loop()
+            w = self._waiter = loop.create_future()
+            timer = (loop.call_later(timeout, _wake, w) if timeout is not None else None)
+            try:
+                await w
+            finally:
+                if timer is not None:
+                    timer.cancel()
+                if self._waiter is w:
+                    self._waiter = None
+        out = list(self.items)
+        self.items.clear()
+        return out
+
+
+def _wake(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)
