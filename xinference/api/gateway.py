@@ -299,11 +299,19 @@ class RESTfulAPI:
             logger.error("Stream %s failed after it started: %s", stream.stream_id, e)
             return b""
 
+        return self._relay_encoded(ref, stream, lambda chunk: chunk, log)
+
+    def _relay_encoded(self, ref, stream: ModelStream, encode: Callable[[Any], bytes],
+                       on_error: Callable[[Exception], bytes], end: bytes = b""
+                       ) -> AsyncIterator[bytes]:
+        """:meth:`_relay` over the stream's chunks as objects (``next_chunks``), each
+        turned into bytes here by ``encode`` and those of one pull joined: for answers
+        that are not the model's own SSE (speech bytes, Anthropic events)."""
         async def pull(sid: str) -> Optional[bytes]:
             chunks = await ref.next_chunks(sid)
-            return None if chunks is None else b"".join(chunks)
+            return None if chunks is None else b"".join([encode(c) for c in chunks])
 
-        return self._relay(ref, stream, pull, log)
+        return self._relay(ref, stream, pull, on_error, end)
 
     @staticmethod
     async def _close_stream(ref, stream: ModelStream) -> None:

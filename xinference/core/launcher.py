@@ -400,6 +400,22 @@ class Launcher:
             return None
 
     # ---- terminate -------------------------------------------------------------------------
+    async def stop_replica(self, w, ruid: str) -> bool:
+        """Ask worker ``w`` to stop replica ``ruid``; True when it answered (an unknown
+        replica counts as stopped). A worker that cannot be reached is told to stop it when
+        it reports again (False)."""
+        try:
+            await self._workers.call(w, w.ref.terminate_model(ruid),
+                                     health_check_timeout() * 3)
+        except ModelNotFoundError:
+            pass
+        except Exception as e:
+            logger.warning("Stopping %s on %s failed (%s); it is stopped when the worker "
+                           "reports again", ruid, w.address, e)
+            self._models.stop_later(w.address, ruid)
+            return False
+        return True
+
     async def terminate(self, model_uid: str, forgotten: bool = False) -> None:
         """Stop every replica of ``model_uid`` (a lost model is just forgotten). A worker
         that cannot be reached is told to stop the replica when it reports again.
@@ -425,17 +441,8 @@ class Launcher:
             if w is None:
                 self._models.stop_later(address, ruid)
                 continue
-            try:
-                await self._workers.call(w, w.ref.terminate_model(ruid),
-                                         health_check_timeout() * 3)
-            except ModelNotFoundError:
-                pass
-            except Exception as e:
-                logger.warning("Terminating %s on %s failed (%s); it is stopped when the "
-                               "worker reports again", ruid, address, e)
-                self._models.stop_later(address, ruid)
-                continue
-            answered[address] = w
+            if await self.stop_replica(w, ruid):
+                answered[address] = w
         for w in answered.values():
             await self._workers.refresh_status(w)
         self.events.add(model_uid, "Terminated", kind="terminate")

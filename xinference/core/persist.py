@@ -236,17 +236,21 @@ class PersistedLaunches:
                     await self._terminate(uid)
                 except ModelNotFoundError:
                     pass
-                try:
-                    await self._launch(**dict(rec, persist=True))
-                except ModelUnavailableError as e:
-                    logger.warning("Persisted model %s waits for room: %s", uid, e.message)
-                except Exception as e:
-                    msg = getattr(e, "message", None) or f"{type(e).__name__}: {e}"
-                    self._models.failed[uid] = (
-                        f"The restart of persisted model {uid!r} failed: {msg}")
-                    logger.error("%s", self._models.failed[uid])
+                await self._launch_record(uid, rec, "restart")
         finally:
             self._restarting.discard(uid)
+
+    async def _launch_record(self, uid: str, rec: Dict[str, Any], what: str) -> None:
+        """Launch a persisted record; no room yet is logged (it is tried again later), any
+        other failure is kept in ``ModelTable.failed`` as "The ``what`` of ... failed"."""
+        try:
+            await self._launch(**dict(rec, persist=True))
+        except ModelUnavailableError as e:
+            logger.warning("Persisted model %s waits for room: %s", uid, e.message)
+        except Exception as e:
+            msg = getattr(e, "message", None) or f"{type(e).__name__}: {e}"
+            self._models.failed[uid] = f"The {what} of persisted model {uid!r} failed: {msg}"
+            logger.error("%s", self._models.failed[uid])
 
     def schedule(self) -> None:
         """Relaunch the records that are not running, in the background."""
@@ -271,12 +275,4 @@ class PersistedLaunches:
                 if wip and not self._workers.has(wip):
                     continue  # its worker has not joined yet
                 logger.info("Launching the persisted model %s again", uid)
-                try:
-                    await self._launch(**dict(rec, persist=True))
-                except ModelUnavailableError as e:
-                    logger.warning("Persisted model %s waits for room: %s", uid, e.message)
-                except Exception as e:
-                    msg = getattr(e, "message", None) or f"{type(e).__name__}: {e}"
-                    self._models.failed[uid] = (
-                        f"The relaunch of persisted model {uid!r} failed: {msg}")
-                    logger.error("%s", self._models.failed[uid])
+                await self._launch_record(uid, rec, "relaunch")

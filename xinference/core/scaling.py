@@ -212,15 +212,7 @@ class ReplicaScaler:
             self._launcher.events.add(model_uid, f"Replica {ruid} still busy after "
                                       f"{drain_timeout():.0f} s; stopping it", WARNING,
                                       "replica", ruid)
-        try:
-            await self._workers.call(w, w.ref.terminate_model(ruid),
-                                     health_check_timeout() * 3)
-        except ModelNotFoundError:
-            pass
-        except Exception as e:
-            logger.warning("Stopping replica %s failed (%s); stopped at the next report",
-                           ruid, e)
-            self._models.stop_later(w.address, ruid)
+        await self._launcher.stop_replica(w, ruid)
         await self._workers.refresh_status(w)
         self._launcher.events.add(model_uid, f"Replica {ruid} stopped", kind="replica",
                                   replica_uid=ruid)

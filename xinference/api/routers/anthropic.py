@@ -76,7 +76,7 @@ class AnthropicRouter(Router):
             return out.error(resp.status_code, json.loads(resp.body)["error"]["message"])
 
         failed = False
-        async for b in self.api._relay(ref, stream, out.feed, on_error):
+        async for b in self.api._relay_encoded(ref, stream, out.feed, on_error):
             failed = failed or b.startswith(b"event: error")
             if b:
                 yield b
