@@ -6,6 +6,7 @@ once, removed ones drain first); the 400s and 404s; ``xinference events``."""
 from __future__ import annotations
 
 import asyncio
+import os
 import json
 import subprocess
 import sys
@@ -90,7 +91,17 @@ def _served(ep):
             out[r["replica_id"]] = (await ref.get_metrics())["stats"]["requests"]
         return out
 
-    return asyncio.run_coroutine_threadsafe(read(), _xoscar_loop()).result(60)
+    # the actors answer only frames signed with the cluster's key, as the REST API's are
+    key = requests.get(f"{ep}/v1/cluster/key", timeout=30).json()["key"]
+    old = os.environ.get("XOSCAR_AUTH_KEY")
+    os.environ["XOSCAR_AUTH_KEY"] = key
+    try:
+        return asyncio.run_coroutine_threadsafe(read(), _xoscar_loop()).result(60)
+    finally:
+        if old is None:
+            os.environ.pop("XOSCAR_AUTH_KEY", None)
+        else:
+            os.environ["XOSCAR_AUTH_KEY"] = old
 
 
 _LOOP = []
