@@ -227,11 +227,11 @@ class Launcher:
                     request_limits=request_limits)
         if max_tokens_limit is not None:
             desc["max_tokens_limit"] = max_tokens_limit
+        check_launch_caps(replica, kwargs,
+                          [w.status for w in self._workers.select(worker_ip)])
         cpu = n_gpu in (0, None) or not any(w.status.get("gpus") for w in self._workers.all())
         need = memory_need(family, desc, kwargs, cpu) if check_memory else None
         self.place(worker_ip, n_gpu, gpu_idx, [], need)  # fail fast, before any process
-        check_launch_caps(replica, kwargs,
-                          [w.status for w in self._workers.select(worker_ip)])
 
         self._models.reserve(model_uid)
         self._planned[model_uid] = desc
