@@ -245,7 +245,7 @@ def test_launch_error_is_shown(ui):
 def test_launch_embedding_and_try_it(ui, tmp_path):
     page = ui.open("#/launch")
     page.locator('.tab[data-type="embedding"]').click()
-    page.locator("#model-search").fill("minilm")
+    page.locator("#model-search").fill("all-minilm")
     expect(page.locator(".model-card")).to_have_count(1)
     page.locator(f'.model-card[data-model="{EMBED}"]').click()
     form = page.locator("#launch-panel form")

@@ -23,6 +23,7 @@ from ...errors import InvalidRequestError
 #: chat templates, constraints, downloads); measured, see doc/virtualenv.md
 MODEL_PROCESS_PACKAGES: Tuple[str, ...] = (
     "xoscar", "pydantic", "jinja2", "jsonschema", "huggingface_hub", "tqdm", "psutil",
+    "orjson",  # the ModelActor encodes stream chunks as SSE bytes (ModelActor.next_sse)
 )
 
 #: distributions pinned to the worker's own version: their objects are pickled between the
