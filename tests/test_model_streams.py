@@ -193,3 +193,95 @@ def test_delta_stream_wakes_the_loop_once_for_items_emitted_meanwhile():
         assert len(calls) == 1
 
     asyncio.run(main())
+
+
+# ---- the stream channel (xinference.core.stream_channel) --------------------------------
+async def _channel_read(handle, ping: float = 15.0, first: bytes = b"") -> bytes:
+    """Everything the stream's channel sends until the model process closes it."""
+    host, port = handle.channel.rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(f"{handle.token} {ping}\n".encode())
+    got = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    return got
+
+
+def test_a_stream_channel_carries_the_sse_frames_and_the_end_stays_for_the_pull():
+    """Chunks queued before the gateway connects and those produced after come as SSE
+    frames over the channel; the model process closes it at the end, whose pull (RPC)
+    returns None. The token is single-use."""
+    async def main():
+        engine = BlockingEngine()
+        actor = await loaded_actor(engine)
+        await actor.start_channel("127.0.0.1")
+        handle = await actor.chat([], {"stream": True, "n": 4})
+        assert handle.channel.startswith("127.0.0.1:") and len(handle.token) == 32
+        await asyncio.get_running_loop().run_in_executor(None, engine.started.wait, 5)
+        reading = asyncio.ensure_future(_channel_read(handle))
+        await asyncio.sleep(0.2)
+        engine.gate.set()
+        got = await reading
+        assert got == b"".join(b'data: {"i":%d}\n\n' % i for i in range(4))
+        assert await actor.next_sse(handle.stream_id) is None
+        # used tokens and unknown ones get nothing and the connection is closed
+        assert await _channel_read(handle) == b""
+        actor._channel.close()
+
+    asyncio.run(main())
+
+
+def test_a_stream_channel_error_is_raised_by_the_pull_after_the_frames_before_it():
+    async def main():
+        engine = BlockingEngine()
+        engine.gate.set()
+        actor = await loaded_actor(engine)
+        await actor.start_channel("127.0.0.1")
+        handle = await actor.chat([], {"stream": True, "n": 5, "fail_at": 2})
+        assert await _channel_read(handle) == b'data: {"i":0}\n\ndata: {"i":1}\n\n'
+        with pytest.raises(ValueError, match="engine broke"):
+            await actor.next_sse(handle.stream_id)
+        actor._channel.close()
+
+    asyncio.run(main())
+
+
+def test_a_quiet_stream_channel_sends_keep_alives_and_a_dropped_one_falls_back_to_pulls():
+    """Without a frame for ``ping`` seconds the channel sends an SSE comment; when the
+    gateway drops the channel, later chunks queue for RPC pulls (nothing is lost)."""
+    async def main():
+        engine = BlockingEngine()
+        actor = await loaded_actor(engine)
+        await actor.start_channel("127.0.0.1")
+        handle = await actor.chat([], {"stream": True, "n": 3})
+        await asyncio.get_running_loop().run_in_executor(None, engine.started.wait, 5)
+        host, port = handle.channel.rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(f"{handle.token} 1\n".encode())
+        assert await asyncio.wait_for(reader.readexactly(15), 5) == b'data: {"i":0}\n\n'
+        assert await asyncio.wait_for(reader.readexactly(8), 5) == b": ping\n\n"
+        writer.close()
+        await asyncio.sleep(0.2)  # the model process sees the channel end
+        engine.gate.set()
+        got = b""
+        while (data := await actor.next_sse(handle.stream_id, 5)) is not None:
+            got += data
+        assert got == b'data: {"i":1}\n\ndata: {"i":2}\n\n'
+        actor._channel.close()
+
+    asyncio.run(main())
+
+
+def test_a_stream_channel_ignores_garbage_and_unknown_tokens():
+    async def main():
+        actor = await loaded_actor(BlockingEngine())
+        addr = await asyncio.wait_for(actor.start_channel("127.0.0.1"), 5) or \
+            actor._channel.address
+        host, port = addr.rsplit(":", 1)
+        for line in (b"0" * 32 + b" 15\n", b"x" * 300 + b"\n", b"no-ping\n"):
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(line)
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+            writer.close()
+        actor._channel.close()
+
+    asyncio.run(main())

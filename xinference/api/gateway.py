@@ -26,6 +26,7 @@ from fastapi import Request
 from starlette.responses import StreamingResponse
 from xoscar.core import create_actor_ref
 
+from ..core.stream_channel import channel_enabled
 from ..core.streams import ModelStream
 from ..errors import ModelUnavailableError
 from .caller import with_owner
@@ -152,6 +153,19 @@ class ModelRefCache:
         self._next.pop(model_uid, None)
 
 
+async def _open_channel(stream: ModelStream):
+    """``(reader, writer)`` of ``stream``'s channel, its token sent; None when it cannot
+    be reached (the stream is then pulled by RPC)."""
+    host, _, port = stream.channel.rpartition(":")
+    try:
+        reader, writer = await asyncio.open_connection(host.strip("[]"), int(port))
+    except (OSError, ValueError) as e:
+        logger.info("Stream channel %s unreachable (%s): pulling by RPC", stream.channel, e)
+        return None
+    writer.write(f"{stream.token} {PING_SECONDS}\n".encode("ascii"))
+    return reader, writer
+
+
 class RESTfulAPI:
     """What every route shares: the supervisor's ref, calls to a model's ModelActor
     (:meth:`_infer`, SSE relay) through :class:`ModelRefCache`, and the start time.
@@ -167,6 +181,7 @@ class RESTfulAPI:
         self.auth = None  # an AuthService when --auth-config is given
         self.http_metrics = None  # HTTPMetrics unless XINFERENCE_DISABLE_METRICS
         self.login_limiter = None  # a LoginRateLimiter for POST /token
+        self.use_channel = channel_enabled()  # read SSE from stream channels
 
     async def supervisor(self):
         """The supervisor's actor ref (made on first use)."""
@@ -248,7 +263,8 @@ class RESTfulAPI:
 
     async def _relay(self, ref, stream: ModelStream, pull: Callable[[str], Any],
                      on_error: Callable[[Exception], bytes], end: bytes = b"",
-                     ping: Optional[bytes] = None) -> AsyncIterator[bytes]:
+                     ping: Optional[bytes] = None, channel: bool = False
+                     ) -> AsyncIterator[bytes]:
         """The bytes of a model stream, pulled from the model process in batches (``pull``
         returns everything ready at once, already encoded, or None at the end), then
         ``end``. A pull that returns ``b""`` waited without data (see
@@ -257,9 +273,29 @@ class RESTfulAPI:
         The pull is awaited directly, no task or timer here per pull: this is the
         per-token path. An error after the stream has started becomes ``on_error(e)``
         (in-band), then ``end``. When the client goes away first (the generator is closed
-        or cancelled), the model stops the stream."""
+        or cancelled), the model stops the stream.
+
+        With ``channel`` and a stream that names one, the bytes are first read from the
+        model process's stream channel (:mod:`xinference.core.stream_channel`: no RPC per
+        chunk) until it closes; the pulls then return the end (or raise the error). A
+        channel that cannot be opened leaves everything to the pulls."""
         sid = stream.stream_id
+        conn = None
+        if channel and stream.token is not None and self.use_channel:
+            conn = await _open_channel(stream)
         try:
+            if conn is not None:
+                read = conn[0].read
+                try:
+                    while True:
+                        data = await read(65536)
+                        if not data:
+                            break
+                        yield data
+                except OSError as e:  # the rest is queued for the pulls
+                    logger.info("Stream channel %s broke (%s)", stream.channel, e)
+                conn[1].close()
+                conn = None
             while True:
                 data = await pull(sid)
                 if data is None:
@@ -273,6 +309,8 @@ class RESTfulAPI:
             if tail:
                 yield tail
         except BaseException:  # cancelled or closed: the client disconnected
+            if conn is not None:
+                conn[1].close()
             task = asyncio.ensure_future(self._close_stream(ref, stream))
             self._closing.add(task)  # a reference until it is done
             task.add_done_callback(self._closing.discard)
@@ -289,7 +327,7 @@ class RESTfulAPI:
         return self._relay(
             ref, stream, lambda sid: ref.next_sse(sid, PING_SECONDS),
             lambda e: b"data: " + exception_to_response(e).body + b"\n\n",
-            b"data: [DONE]\n\n", ping=b": ping\n\n")
+            b"data: [DONE]\n\n", ping=b": ping\n\n", channel=True)
 
     def _byte_stream(self, ref, stream: ModelStream) -> AsyncIterator[bytes]:
         """The raw chunks (``bytes``) of a model stream, for binary answers (speech), the

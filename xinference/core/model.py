@@ -25,7 +25,6 @@ import time
 import uuid
 from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Tuple
 
-import orjson
 import xoscar as xo
 
 from ..errors import (
@@ -43,7 +42,15 @@ from .limits import (
     request_options,
 )
 from .metrics import ModelStats, metrics_enabled
-from .streams import STREAM_END, STREAM_IDLE_TIMEOUT, AdmittedRequest, ModelStream, StreamBuffer
+from .stream_channel import StreamChannelServer, channel_enabled, new_token
+from .streams import (
+    STREAM_END,
+    STREAM_IDLE_TIMEOUT,
+    AdmittedRequest,
+    ModelStream,
+    StreamBuffer,
+    sse_frame,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +87,8 @@ class ModelActor(xo.StatelessActor):
         self._stats = ModelStats()
         self._metrics = metrics_enabled()
         self._streams: Dict[str, StreamBuffer] = {}
+        self._by_token: Dict[str, StreamBuffer] = {}  # channel tokens not yet used
+        self._channel: Optional[StreamChannelServer] = None
         self._progress: Dict[Tuple[Optional[str], str], Any] = {}  # as _requests
         self._positional: Dict[Any, tuple] = {}  # (method, n args) -> positional names
         self._executor = concurrent.futures.ThreadPoolExecutor(
@@ -93,6 +102,8 @@ class ModelActor(xo.StatelessActor):
     async def __pre_destroy__(self):
         for sid in list(self._streams):
             self.close_stream(sid)
+        if self._channel is not None:
+            self._channel.close()
         close = getattr(self._model, "close", None)  # engines with processes of their own
         if callable(close):
             try:
@@ -106,7 +117,28 @@ class ModelActor(xo.StatelessActor):
         t0 = time.perf_counter()
         loop = asyncio.get_running_loop()
         self._model = await loop.run_in_executor(self._executor, self._loader.load)
+        if channel_enabled() and self.address:  # (an actor outside a pool has none)
+            await self.start_channel(self.address.rsplit(":", 1)[0].strip("[]"))
         return {"load_seconds": time.perf_counter() - t0, "pid": os.getpid()}
+
+    async def start_channel(self, host: str) -> None:
+        """Listen for stream channels on ``host``, this pool's host (see
+        :mod:`xinference.core.stream_channel`); without one, streams are pulled by RPC."""
+        server = StreamChannelServer(self._attach_channel)
+        try:
+            await server.start(host)
+        except OSError as e:
+            logger.warning("No stream channel for %s on %s (%s): streams go by RPC",
+                           self._model_uid, host, e)
+            return
+        self._channel = server
+
+    def _attach_channel(self, token: str, transport) -> Optional[StreamBuffer]:
+        st = self._by_token.pop(token, None)
+        if st is not None:
+            st.token = None
+            st.attach(transport)
+        return st
 
     def describe(self) -> Dict[str, Any]:
         return dict(self._desc, pid=os.getpid(), admitted_requests=self._admitted)
@@ -268,7 +300,18 @@ class ModelActor(xo.StatelessActor):
         req.stream = st
         sid = uuid.uuid4().hex
         self._streams[sid] = st
-        return ModelStream(sid), st
+        if self._channel is None:
+            return ModelStream(sid), st
+        st.token = new_token()
+        self._by_token[st.token] = st
+        return ModelStream(sid, self._channel.address, st.token), st
+
+    def _forget(self, stream_id: str) -> Optional[StreamBuffer]:
+        """Drop a stream (and its unused channel token); returns it, or None."""
+        st = self._streams.pop(stream_id, None)
+        if st is not None and st.token is not None:
+            self._by_token.pop(st.token, None)
+        return st
 
     def _pump(self, source: AsyncIterator, req: AdmittedRequest) -> ModelStream:
         """Stream an async engine's iterator: a task moves its chunks into the buffer."""
@@ -397,7 +440,7 @@ class ModelActor(xo.StatelessActor):
         now = time.monotonic()
         for sid, st in list(self._streams.items()):
             if st.ended and now - st.touched > STREAM_IDLE_TIMEOUT:
-                del self._streams[sid]
+                self._forget(sid)
 
     async def next_sse(self, stream_id: str, timeout: Optional[float] = None
                        ) -> Optional[bytes]:
@@ -415,10 +458,9 @@ class ModelActor(xo.StatelessActor):
             return None
         if not chunks:
             return b""
-        dumps = orjson.dumps
         if len(chunks) == 1:
-            return b"data: " + dumps(chunks[0]) + b"\n\n"
-        return b"".join([b"data: " + dumps(c) + b"\n\n" for c in chunks])
+            return sse_frame(chunks[0])
+        return b"".join([sse_frame(c) for c in chunks])
 
     async def next_chunks(self, stream_id: str, timeout: Optional[float] = None
                           ) -> Optional[List[Any]]:
@@ -440,7 +482,7 @@ class ModelActor(xo.StatelessActor):
                 if out:  # deliver the chunks first; the end comes with the next pull
                     st.items.appendleft(item)
                     return out
-                self._streams.pop(stream_id, None)
+                self._forget(stream_id)
                 if item is STREAM_END:
                     return None
                 raise item
@@ -450,7 +492,7 @@ class ModelActor(xo.StatelessActor):
     def close_stream(self, stream_id: str) -> None:
         """Stop a stream early (its client went away) and forget it; unknown ids are
         ignored."""
-        st = self._streams.pop(stream_id, None)
+        st = self._forget(stream_id)
         if st is not None and not st.ended:
             st.cancel()
 

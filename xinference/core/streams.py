@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
+import orjson
+
 STREAM_END = object()
 
 #: a finished stream that nobody pulls (its client went away without closing it) is
@@ -19,13 +21,25 @@ STREAM_IDLE_TIMEOUT = 600.0
 
 
 
+def sse_frame(chunk: Any) -> bytes:
+    """One chunk as the Server-Sent Event that goes on the wire: ``data: <json>`` and a
+    blank line (the JSON by orjson)."""
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
 @dataclass(frozen=True)
 class ModelStream:
     """What a streamed ``chat`` / ``generate`` returns across the RPC: the id of the
     stream inside its ModelActor. Pull with ``next_chunks(stream_id)`` until it returns
-    None; ``close_stream(stream_id)`` stops it early."""
+    None; ``close_stream(stream_id)`` stops it early.
+
+    ``channel`` (``"host:port"``) and ``token``: where the stream's SSE frames can be read
+    directly instead (:mod:`xinference.core.stream_channel`); None when the model process
+    has no channel."""
 
     stream_id: str
+    channel: Optional[str] = None
+    token: Optional[str] = None
 
 
 @dataclass
@@ -68,6 +82,29 @@ class StreamBuffer:
         self.final = False  # the end is in the queue: later items are dropped
         self.last: Optional[Dict[str, Any]] = None  # the last chunk put
         self.touched = time.monotonic()
+        self.token: Optional[str] = None  # the stream channel's token, until attached
+        self._sink = None  # the channel's transport while the gateway reads it
+        self.written = 0  # frames written to the channel
+
+    def attach(self, transport) -> None:
+        """Write this stream's chunks as SSE frames to ``transport`` from now on: the ones
+        queued now at once, later ones as they are put. An end or an error stays queued
+        for the gateway's final pull, and the transport is closed when it is reached."""
+        frames = []
+        items = self.items
+        while items and isinstance(items[0], dict):
+            frames.append(sse_frame(items.popleft()))
+        if frames:
+            transport.write(b"".join(frames))
+            self.written += 1
+        if items:  # the end (or an error, or a non-chunk item) is next: pull it by RPC
+            transport.close()
+        else:
+            self._sink = transport
+
+    def detach(self) -> None:
+        """The channel ended: later chunks are queued for RPC pulls again."""
+        self._sink = None
 
     def put(self, item: Any) -> None:
         """Queue a chunk, ``STREAM_END`` or an exception (event loop thread only)."""
@@ -85,8 +122,16 @@ class StreamBuffer:
                             and self._is_usage(item):
                         return
             self.last = item
+            sink = self._sink
+            if sink is not None:
+                sink.write(sse_frame(item))
+                self.written += 1
+                return
         elif item is STREAM_END or isinstance(item, BaseException):
             self.final = True
+        if self._sink is not None:  # the end, or not a chunk: the channel is done
+            self._sink.close()
+            self._sink = None
         self.items.append(item)
         w = self._waiter
         if w is not None:
