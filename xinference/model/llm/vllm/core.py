@@ -118,6 +118,8 @@ class VLLMModel(HFVisionMixin, HFTokenizerMixin, LLM):
             # the launch's max_images (checked by the shared code before any image is
             # decoded) is vLLM's own per-prompt limit; no video input is offered
             args["limit_mm_per_prompt"] = {"image": self.max_images}
+        else:  # a text-only family on weights with a vision part: no vision tower
+            args["language_model_only"] = True
         return AsyncEngineArgs(**args)
 
     def load(self) -> None:
@@ -154,7 +156,8 @@ class VLLMModel(HFVisionMixin, HFTokenizerMixin, LLM):
                 engine_args, stat_loggers=[_stats_logger_factory(self._sched)])
         except Exception as e:
             raise ModelLoadError(
-                f"vLLM could not load {self.model_path}: {type(e).__name__}: {e}") from e
+                f"vLLM could not load {self.model_path}: {type(e).__name__}: {e}"
+                f"{_torchvision_hint(e)}") from e
         self._context_length = int(self._engine.model_config.max_model_len)
         if self._processor is not None and not self._engine.model_config.is_multimodal_model:
             logger.warning("%s: vLLM runs %s as a text-only model; image parts get 400",
@@ -407,6 +410,22 @@ def _stats_logger_factory(sink: Dict[str, int]):
             pass
 
     return _SchedulerCounts
+
+
+def _torchvision_hint(e: BaseException) -> str:
+    """A hint for a load failure that comes from torchvision missing: vLLM 0.32's modules of
+    LLaVA, Qwen-VL, Gemma 3, InternVL, GLM-4.1V, Pixtral / Mistral 3 and Llama 4 import
+    transformers' torchvision-backed image processors, and the CPU environment has no
+    torchvision (its PyPI wheels are CUDA builds); vLLM reports that only as "failed to be
+    inspected"."""
+    import importlib.util
+
+    if "failed to be inspected" not in str(e) or importlib.util.find_spec("torchvision"):
+        return ""
+    return (". vLLM's module for this architecture imports torchvision, which this "
+            "environment does not have (vLLM's CPU build: torchvision has no CPU wheel "
+            "here); on a CPU run this model on the Transformers engine, or use a family "
+            "vLLM runs without it (SmolVLM / Idefics3, see doc/vllm.md)")
 
 
 def _vllm_error(e: BaseException, images: Optional[List[ImageInput]] = None) -> Exception:
