@@ -26,8 +26,10 @@ from .params import GenerationParams
 logger = logging.getLogger(__name__)
 
 
-def load_processor(path: str, trust_remote_code: bool = False):
-    """The model's processor (see the module doc for the torchvision-less fallback).
+def load_processor(path: str, trust_remote_code: bool = False, image_only: bool = True):
+    """The model's processor (see the module doc for the torchvision-less fallback;
+    ``image_only=False`` refuses the fallback: an engine that builds the processor again
+    its own way, as vLLM does, cannot use it).
 
     Raises:
         ModelLoadError: no processor can be built from ``path``.
@@ -38,6 +40,9 @@ def load_processor(path: str, trust_remote_code: bool = False):
         return transformers.AutoProcessor.from_pretrained(
             path, trust_remote_code=trust_remote_code)
     except Exception as first:  # a video processor that needs torchvision, usually
+        if not image_only:
+            raise ModelLoadError(f"transformers could not build the processor of {path}: "
+                                 f"{type(first).__name__}: {first}") from first
         try:
             image_processor = transformers.AutoImageProcessor.from_pretrained(
                 path, trust_remote_code=trust_remote_code)

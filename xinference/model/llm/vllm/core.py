@@ -145,8 +145,9 @@ class VLLMModel(HFVisionMixin, HFTokenizerMixin, LLM):
         trust = self.options.trust_remote_code
         try:
             if "vision" in self.abilities and is_vision_checkpoint(self.model_path, trust):
-                # its template writes the image placeholders that vLLM's processor expands
-                self._processor = load_processor(self.model_path, trust)
+                # its template writes the image placeholders that vLLM's processor expands;
+                # vLLM builds the processor again with from_pretrained, so it must build
+                self._processor = load_processor(self.model_path, trust, image_only=False)
                 self._tokenizer = self._processor.tokenizer
             else:
                 self._tokenizer = transformers.AutoTokenizer.from_pretrained(
@@ -415,17 +416,20 @@ def _stats_logger_factory(sink: Dict[str, int]):
 def _torchvision_hint(e: BaseException) -> str:
     """A hint for a load failure that comes from torchvision missing: vLLM 0.32's modules of
     LLaVA, Qwen-VL, Gemma 3, InternVL, GLM-4.1V, Pixtral / Mistral 3 and Llama 4 import
-    transformers' torchvision-backed image processors, and the CPU environment has no
-    torchvision (its PyPI wheels are CUDA builds); vLLM reports that only as "failed to be
-    inspected"."""
+    transformers' torchvision-backed image processors (vLLM reports that only as "failed
+    to be inspected"), and processors with a video processor (SmolVLM2, Qwen-VL) need it;
+    the CPU environment has no torchvision (its PyPI wheels are CUDA builds)."""
     import importlib.util
 
-    if "failed to be inspected" not in str(e) or importlib.util.find_spec("torchvision"):
+    text = str(e)
+    if importlib.util.find_spec("torchvision") or not (
+            "failed to be inspected" in text or "torchvision" in text.lower()):
         return ""
-    return (". vLLM's module for this architecture imports torchvision, which this "
-            "environment does not have (vLLM's CPU build: torchvision has no CPU wheel "
-            "here); on a CPU run this model on the Transformers engine, or use a family "
-            "vLLM runs without it (SmolVLM / Idefics3, see doc/vllm.md)")
+    return (". On vLLM this model needs torchvision (vLLM's module for the architecture "
+            "or the model's processor imports it), which this environment does not have "
+            "(vLLM's CPU build: torchvision has no CPU wheel); on a CPU run it on the "
+            "Transformers engine, or pick an architecture vLLM runs without torchvision "
+            "(Idefics3, SmolVLM v1: see doc/vllm.md)")
 
 
 def _vllm_error(e: BaseException, images: Optional[List[ImageInput]] = None) -> Exception:
