@@ -219,18 +219,22 @@ def test_prompt_over_the_context_with_images_is_a_400(server, oai):
     assert _chat(oai, UID, [_image_part(RED), TXT]).choices[0].finish_reason
 
 
-def test_llava_on_the_cpu_build_says_why_it_cannot_load(server, smollm2_pytorch_dir):  # noqa: F811
-    """vLLM 0.32's LLaVA module imports a torchvision-backed image processor, and the CPU
-    environment has no torchvision: the launch fails at once, and says so."""
+@pytest.mark.parametrize("kind", ["llava", "qwen2vl"])
+def test_torchvision_architectures_on_the_cpu_build_say_why_they_cannot_load(
+        server, smollm2_pytorch_dir, kind):  # noqa: F811
+    """vLLM 0.32's LLaVA module imports a torchvision-backed image processor; Qwen2-VL's
+    processor has a video processor, which needs torchvision. The CPU environment has no
+    torchvision: the launch fails at once, and says so."""
     from .test_vision import _register
-    from .vision_helpers import cached_tiny_llava
+    from .vision_helpers import cached_tiny_llava, cached_tiny_qwen2vl
 
     env_path, _ = _prepared_vllm_env()
     if list(Path(env_path).glob("lib/python*/site-packages/torchvision")):
         pytest.skip("this vLLM environment has torchvision")
-    _register(server.endpoint, "tiny-llava-vllm", cached_tiny_llava(smollm2_pytorch_dir))
+    build = {"llava": cached_tiny_llava, "qwen2vl": cached_tiny_qwen2vl}[kind]
+    _register(server.endpoint, f"tiny-{kind}-vllm", build(smollm2_pytorch_dir))
     r = requests.post(f"{server.endpoint}/v1/models", json={
-        "model_name": "tiny-llava-vllm", "model_engine": "vLLM", "model_format": "pytorch",
+        "model_name": f"tiny-{kind}-vllm", "model_engine": "vLLM", "model_format": "pytorch",
         "n_gpu": None, "cpu_kvcache_space": 1, "max_model_len": 2048}, timeout=600)
     assert r.status_code != 200
     assert "torchvision" in r.text and "Transformers engine" in r.text, r.text
