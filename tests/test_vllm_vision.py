@@ -39,6 +39,35 @@ GRADIENT = data_uri(png_bytes("gradient", (48, 40)))
 TXT = {"type": "text", "text": "What is it?"}
 
 
+# ---- no vLLM needed ----------------------------------------------------------------------
+def test_max_images_is_checked_where_the_launch_is_planned():
+    from xinference.errors import InvalidRequestError
+
+    from .test_vllm import _plan
+
+    for bad in (0, -2, "many"):
+        with pytest.raises(InvalidRequestError, match="max_images"):
+            _plan(model_engine="vLLM", model_format="pytorch", n_gpu=0, max_images=bad)
+    _plan(model_engine="vLLM", model_format="pytorch", n_gpu=0, max_images=2)
+
+
+def test_a_request_vllm_refuses_names_its_image_parts():
+    from PIL import Image
+
+    from xinference.errors import InvalidRequestError
+    from xinference.model.llm.images import ImageInput
+    from xinference.model.llm.vllm.core import _vllm_error
+
+    images = [ImageInput(Image.new("RGB", (8, 8)), f"messages[0].content[{j}]")
+              for j in (1, 3)]
+    err = _vllm_error(ValueError("The decoder prompt (length 2058) is longer"), images)
+    assert isinstance(err, InvalidRequestError)
+    assert "messages[0].content[1], messages[0].content[3]" in err.message
+    assert "length 2058" in err.message
+    assert not isinstance(_vllm_error(RuntimeError("boom"), images), InvalidRequestError)
+
+
+# ---- end to end: the real server, vLLM's CPU build --------------------------------------
 def _launch(endpoint: str, **kw) -> None:
     r = requests.post(f"{endpoint}/v1/models", json={"model_name": MODEL, **kw}, timeout=900)
     assert r.status_code == 200, r.text
