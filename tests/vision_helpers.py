@@ -128,6 +128,54 @@ def build_tiny_qwen2vl(tokenizer_dir: Path, out: Path) -> Path:
     return out
 
 
+IDEFICS3_IMAGE_TOKENS = 4  # (32 / 8) ** 2 patches merged 2x2 (scale_factor 2)
+#: what one image adds to the prompt: <fake_token_around_image><global-img>, the
+#: <image> tokens, <fake_token_around_image>
+IDEFICS3_PROMPT_TOKENS = IDEFICS3_IMAGE_TOKENS + 3
+
+
+def build_tiny_idefics3(tokenizer_dir: Path, out: Path) -> Path:
+    """A tiny random-weight Idefics3 (SmolVLM v1's architecture: a SigLIP-style vision
+    tower, pixel shuffle, a Llama text model), saved as the hub repositories are: 32 px
+    images of 8 px patches, no image splitting, so each image is ``<fake_token_around_image>
+    <global-img>`` + :data:`IDEFICS3_IMAGE_TOKENS` ``<image>`` tokens +
+    ``<fake_token_around_image>``. vLLM's CPU build runs this architecture without
+    torchvision (its LLaVA and Qwen-VL modules import torchvision-backed processors)."""
+    import torch
+    from transformers import (AutoTokenizer, Idefics3Config, Idefics3ForConditionalGeneration,
+                              Idefics3Processor, LlamaConfig)
+    from transformers.models.idefics3.image_processing_pil_idefics3 import (
+        Idefics3ImageProcessorPil)
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tok.add_special_tokens({"additional_special_tokens": [
+        "<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>"]})
+    # head size 64 in the text model: vLLM's CPU attention has no kernel for 16
+    text = LlamaConfig(vocab_size=len(tok), hidden_size=128, intermediate_size=128,
+                       num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                       max_position_embeddings=2048, bos_token_id=tok.bos_token_id,
+                       eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    config = Idefics3Config(
+        vision_config=dict(hidden_size=64, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=2, image_size=32, patch_size=8),
+        text_config=text, scale_factor=2, image_token_id=tok.convert_tokens_to_ids("<image>"))
+    config.initializer_range = 0.5
+    text.initializer_range = 0.5
+    model = Idefics3ForConditionalGeneration(config).eval()
+    ip = Idefics3ImageProcessorPil(do_image_splitting=False, size={"longest_edge": 32},
+                                   max_image_size={"longest_edge": 32})
+    processor = Idefics3Processor(image_processor=ip, tokenizer=tok,
+                                  image_seq_len=IDEFICS3_IMAGE_TOKENS,
+                                  chat_template=CHAT_TEMPLATE)
+    tok.chat_template = CHAT_TEMPLATE
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
 def _cached(kind: str, tokenizer_dir: Path, marker: str) -> Path:
     out = Path(tokenizer_dir).parent / f"tiny-{kind}-{Path(tokenizer_dir).name}"
     if (out / "config.json").exists() and (out / marker).exists():
@@ -147,6 +195,11 @@ def _cached(kind: str, tokenizer_dir: Path, marker: str) -> Path:
 def cached_tiny_qwen2vl(tokenizer_dir: Path) -> Path:
     """:func:`build_tiny_qwen2vl` once per tokenizer directory (as :func:`cached_tiny_llava`)."""
     return _cached("qwen2vl", tokenizer_dir, "preprocessor_config.json")
+
+
+def cached_tiny_idefics3(tokenizer_dir: Path) -> Path:
+    """:func:`build_tiny_idefics3` once per tokenizer directory (as :func:`cached_tiny_llava`)."""
+    return _cached("idefics3", tokenizer_dir, "processor_config.json")
 
 
 def cached_tiny_llava(tokenizer_dir: Path) -> Path:
@@ -175,5 +228,6 @@ def data_uri(data: bytes, mime: str = "image/png") -> str:
 
 
 if __name__ == "__main__":  # pragma: no cover - used through _cached
-    build = {"llava": build_tiny_llava, "qwen2vl": build_tiny_qwen2vl}[sys.argv[1]]
+    build = {"llava": build_tiny_llava, "qwen2vl": build_tiny_qwen2vl,
+             "idefics3": build_tiny_idefics3}[sys.argv[1]]
     print(build(Path(sys.argv[2]), Path(sys.argv[3])))

@@ -212,9 +212,11 @@ class LLM(OpenAIStreams, abc.ABC):
                       ) -> Tuple[str, List[int], Any]:
         """For engines with :attr:`supports_images`: render ``messages`` (content lists
         with ``{"type": "image"}`` parts, one per entry of ``images``, in order) and encode
-        the prompt with its images. Returns ``(prompt text, prompt ids with every image
-        token counted, the engine's image inputs)``; the ids' length is what usage reports
-        as ``prompt_tokens``.
+        the prompt with its images. Returns ``(prompt text, prompt ids, the engine's image
+        inputs)``: the ids hold every image token (Transformers; their length is what usage
+        reports as ``prompt_tokens``) or one placeholder per image for engines that expand
+        the images themselves (llama.cpp, vLLM), which set the request state's
+        ``prompt_tokens`` from the engine's own count.
 
         Raises:
             InvalidRequestError: the processor rejects the images.
@@ -411,7 +413,7 @@ class LLM(OpenAIStreams, abc.ABC):
         """Tokens of the prompt :meth:`prepare_chat` renders for this request (chat template,
         tools and ``enable_thinking`` included), without generating: Anthropic's
         ``count_tokens``. Image tokens are counted where the prompt ids hold them
-        (Transformers); llama.cpp counts its image tokens only while it runs. Raises as
+        (Transformers); llama.cpp and vLLM count theirs only while they run. Raises as
         :meth:`prepare_chat`."""
         req = await asyncio.to_thread(self.prepare_chat, messages, generate_config)
         return len(req.prompt_ids)

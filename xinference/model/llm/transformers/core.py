@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, List
 from ....errors import InvalidRequestError, ModelLoadError
 from ...options import positive_int
 from ..core import LLM
+from ..hf_processor import HFVisionMixin
 from ..hf_tokenizer import HFTokenizerMixin, hf_eos_token_ids
 from ..request import RequestState
 
@@ -28,7 +29,7 @@ DEFAULT_MAX_NUM_SEQS = 16
 _QUANTIZATIONS = {"none": None, "4-bit": "load_in_4bit", "8-bit": "load_in_8bit"}
 
 
-class TransformersModel(HFTokenizerMixin, LLM):
+class TransformersModel(HFVisionMixin, HFTokenizerMixin, LLM):
     """A Hugging Face causal LM served with continuous batching.
 
     Launch kwargs: ``n_gpu`` (absent/``"auto"``: a CUDA GPU when present, else CPU; ``0``:
@@ -42,11 +43,6 @@ class TransformersModel(HFTokenizerMixin, LLM):
     """
 
     engine_name = "Transformers"
-
-    @property
-    def supports_images(self) -> bool:
-        """True once a checkpoint with a vision part is loaded with its processor."""
-        return getattr(self, "_processor", None) is not None
 
     # ---- loading -------------------------------------------------------------------------
     def _device(self, torch) -> str:
@@ -131,7 +127,8 @@ class TransformersModel(HFTokenizerMixin, LLM):
             kw: Dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust}
             if quant is not None:
                 kw.update(quantization_config=quant, device_map={"": 0})
-            from .vision import is_vision_checkpoint, load_processor, load_vision_model
+            from ..hf_processor import is_vision_checkpoint, load_processor
+            from .vision import load_vision_model
 
             if "vision" in self.abilities and is_vision_checkpoint(self.model_path, trust):
                 self._processor = load_processor(self.model_path, trust)
@@ -179,21 +176,19 @@ class TransformersModel(HFTokenizerMixin, LLM):
 
     def encode_images(self, messages, images, params, tools):
         """Render with the processor's chat template (the family's ``chat_template`` wins,
-        as for text) and run the processor on the prompt and the images: the ids come back
-        with each image placeholder expanded to the model's image tokens, the rest
-        (``pixel_values``, ``image_grid_thw`` / ``image_sizes`` ...) goes to the prefill.
+        as for text: :meth:`render_images`) and run the processor on the prompt and the
+        images: the ids come back with each image placeholder expanded to the model's image
+        tokens, the rest (``pixel_values``, ``image_grid_thw`` / ``image_sizes`` ...) goes
+        to the prefill.
 
         Raises:
             InvalidRequestError: the template or the processor rejects the conversation.
         """
         from .vision import encode_with_processor
 
-        if self.family.chat_template:
-            prompt = super()._render(messages, params, tools)
-        else:
-            prompt = None
-        return encode_with_processor(self._processor, messages, images, prompt, tools,
-                                     params.chat_template_kwargs)
+        prompt = self.render_images(messages, params, tools)
+        ids, mm = encode_with_processor(self._processor, prompt, images)
+        return prompt, ids, mm
 
     def stats(self) -> Dict[str, int]:
         """Scheduler counters: ``requests_running`` (rows in the batch) and

@@ -11,6 +11,15 @@ the prompt as token ids, with ``detokenize=False``; its sampled ids (and their l
 are fed to the choice's :class:`RequestState`, and the request is aborted in vLLM as soon
 as that state finishes (a stop string), or when the consumer goes away.
 
+Images (``vision`` families whose checkpoint vLLM runs as a multimodal model): the shared
+code (:mod:`..images`) parses, fetches, decodes and limits the ``image_url`` parts; the
+prompt is rendered with the model's processor template (one image placeholder per image,
+:class:`~..hf_processor.HFVisionMixin`) and tokenized here, and vLLM gets
+``{"prompt_token_ids", "multi_modal_data": {"image": [PIL images]}}``: its multimodal
+processor expands each placeholder into the image's tokens and its model encodes the
+pixels. ``usage.prompt_tokens`` is the length of vLLM's expanded prompt
+(``RequestOutput.prompt_token_ids``).
+
 vLLM pins its own transformers and fastapi, so it runs in its own virtual environment
 (:data:`VLLM_PACKAGES`, see :mod:`xinference.model.virtualenv`); ``vllm`` is imported in
 :meth:`VLLMModel.load` only, inside the model's process. Sources: vLLM's ``AsyncLLM``,
@@ -30,7 +39,9 @@ from typing import Any, Callable, Dict, List, Optional
 from ....errors import InvalidRequestError, ModelLoadError
 from ..core import LLM
 from ..request import RequestState
+from ..hf_processor import HFVisionMixin, is_vision_checkpoint, load_processor
 from ..hf_tokenizer import HFTokenizerMixin, generation_config, hf_eos_token_ids
+from ..images import ImageInput
 from .options import VLLMOptions, parse_options
 
 logger = logging.getLogger(__name__)
@@ -40,7 +51,7 @@ logger = logging.getLogger(__name__)
 FORMAT_QUANTIZATION = {"pytorch": None, "awq": "awq", "gptq": "gptq", "fp8": "fp8"}
 
 
-class VLLMModel(HFTokenizerMixin, LLM):
+class VLLMModel(HFVisionMixin, HFTokenizerMixin, LLM):
     """A model served by vLLM's ``AsyncLLM`` (continuous batching, paged KV cache).
 
     Launch options (checked at plan time by the engine table's schema and
@@ -52,7 +63,8 @@ class VLLMModel(HFTokenizerMixin, LLM):
     ``enforce_eager``, ``enable_prefix_caching``, ``enable_lora`` with ``lora_modules``
     (``{name: path}``; a request selects one with ``model: "<uid>:<name>"`` or
     ``lora_name``), ``max_lora_rank``, ``cpu_kvcache_space`` (GiB of KV cache on CPU),
-    ``trust_remote_code``.
+    ``trust_remote_code``; ``max_images`` (shared with the other engines) is vLLM's
+    ``limit_mm_per_prompt`` for images.
 
     Raises (from :meth:`load`):
         ModelLoadError: vLLM is missing or cannot load the weights / options.
@@ -102,6 +114,12 @@ class VLLMModel(HFTokenizerMixin, LLM):
                 args[name] = value
         if o.lora_modules:
             args.update(enable_lora=True, max_loras=max(1, len(o.lora_modules)))
+        if self._processor is not None:
+            # the launch's max_images (checked by the shared code before any image is
+            # decoded) is vLLM's own per-prompt limit; no video input is offered
+            args["limit_mm_per_prompt"] = {"image": self.max_images}
+        else:  # a text-only family on weights with a vision part: no vision tower
+            args["language_model_only"] = True
         return AsyncEngineArgs(**args)
 
     def load(self) -> None:
@@ -124,16 +142,28 @@ class VLLMModel(HFTokenizerMixin, LLM):
                                      "does not exist")
         import transformers
 
+        trust = self.options.trust_remote_code
         try:
-            self._tokenizer = transformers.AutoTokenizer.from_pretrained(
-                self.model_path, trust_remote_code=self.options.trust_remote_code)
+            if "vision" in self.abilities and is_vision_checkpoint(self.model_path, trust):
+                # its template writes the image placeholders that vLLM's processor expands;
+                # vLLM builds the processor again with from_pretrained, so it must build
+                self._processor = load_processor(self.model_path, trust, image_only=False)
+                self._tokenizer = self._processor.tokenizer
+            else:
+                self._tokenizer = transformers.AutoTokenizer.from_pretrained(
+                    self.model_path, trust_remote_code=trust)
             engine_args = self._engine_args(vllm)
             self._engine = AsyncLLM.from_engine_args(
                 engine_args, stat_loggers=[_stats_logger_factory(self._sched)])
         except Exception as e:
             raise ModelLoadError(
-                f"vLLM could not load {self.model_path}: {type(e).__name__}: {e}") from e
+                f"vLLM could not load {self.model_path}: {type(e).__name__}: {e}"
+                f"{_torchvision_hint(e)}") from e
         self._context_length = int(self._engine.model_config.max_model_len)
+        if self._processor is not None and not self._engine.model_config.is_multimodal_model:
+            logger.warning("%s: vLLM runs %s as a text-only model; image parts get 400",
+                           self.model_uid, self.model_path)
+            self._processor = None
         self._eos_ids = hf_eos_token_ids(generation_config(self.model_path),
                                          self._engine.model_config.hf_config,
                                          tokenizer=self._tokenizer)
@@ -207,6 +237,31 @@ class VLLMModel(HFTokenizerMixin, LLM):
                                 if state.grammar is not None else None),
         )
 
+    def encode_images(self, messages, images, params, tools):
+        """The prompt with one image placeholder per image (:meth:`render_images`: the
+        family's template, else the processor's), tokenized; the images themselves
+        (:class:`~..images.ImageInput` s, already decoded and limited) go to vLLM as
+        ``multi_modal_data`` (:meth:`vllm_prompt`), whose processor expands each placeholder
+        into the image's tokens. The ids returned hold one placeholder per image: the
+        request's ``prompt_tokens`` becomes vLLM's expanded count when its first output
+        arrives.
+
+        Raises:
+            InvalidRequestError: the template cannot be rendered.
+        """
+        prompt = self.render_images(messages, params, tools)
+        return prompt, self.tokenize(prompt, add_special=False), list(images)
+
+    @staticmethod
+    def vllm_prompt(state: RequestState) -> Dict[str, Any]:
+        """vLLM's prompt of one choice: ``{"prompt_token_ids": [...]}``, with
+        ``"multi_modal_data": {"image": [PIL.Image, ...]}`` (in the order of the image
+        parts) when the request has images."""
+        prompt: Dict[str, Any] = {"prompt_token_ids": list(state.prompt_ids)}
+        if state.mm_inputs:
+            prompt["multi_modal_data"] = {"image": [i.image for i in state.mm_inputs]}
+        return prompt
+
     def _lora_request(self, state: RequestState):
         name = state.params.lora_name
         return self._loras[name] if name else None
@@ -238,10 +293,12 @@ class VLLMModel(HFTokenizerMixin, LLM):
         self._inflight += 1
         gen = None
         try:
-            gen = engine.generate({"prompt_token_ids": list(state.prompt_ids)},
-                                  self.sampling_params(state), request_id,
-                                  lora_request=self._lora_request(state))
+            gen = engine.generate(self.vllm_prompt(state), self.sampling_params(state),
+                                  request_id, lora_request=self._lora_request(state))
             async for out in gen:
+                if state.mm_inputs and out.prompt_token_ids:
+                    # the prompt as vLLM runs it: each image placeholder expanded
+                    state.prompt_tokens = len(out.prompt_token_ids)
                 output = out.outputs[0]
                 if self._feed(state, output, emit):
                     break  # our own stop (a stop string): vLLM is aborted below
@@ -256,7 +313,7 @@ class VLLMModel(HFTokenizerMixin, LLM):
             raise  # vLLM's generate() aborts the request on cancellation
         except Exception as e:  # noqa: BLE001 - relayed to the request's consumer
             if not state.finished:
-                emit(_vllm_error(e))
+                emit(_vllm_error(e, state.mm_inputs))
         finally:
             self._inflight -= 1
             if gen is not None:
@@ -356,14 +413,36 @@ def _stats_logger_factory(sink: Dict[str, int]):
     return _SchedulerCounts
 
 
-def _vllm_error(e: BaseException) -> Exception:
-    """A vLLM request error as ours: vLLM's client errors (validation, admission) and
-    ``ValueError`` s are 400s; anything else stays an engine error."""
+def _torchvision_hint(e: BaseException) -> str:
+    """A hint for a load failure that comes from torchvision missing: vLLM 0.32's modules of
+    LLaVA, Qwen-VL, Gemma 3, InternVL, GLM-4.1V, Pixtral / Mistral 3 and Llama 4 import
+    transformers' torchvision-backed image processors (vLLM reports that only as "failed
+    to be inspected"), and processors with a video processor (SmolVLM2, Qwen-VL) need it;
+    the CPU environment has no torchvision (its PyPI wheels are CUDA builds)."""
+    import importlib.util
+
+    text = str(e)
+    if importlib.util.find_spec("torchvision") or not (
+            "failed to be inspected" in text or "torchvision" in text.lower()):
+        return ""
+    return (". On vLLM this model needs torchvision (vLLM's module for the architecture "
+            "or the model's processor imports it), which this environment does not have "
+            "(vLLM's CPU build: torchvision has no CPU wheel); on a CPU run it on the "
+            "Transformers engine, or pick an architecture vLLM runs without torchvision "
+            "(Idefics3, SmolVLM v1: see doc/vllm.md)")
+
+
+def _vllm_error(e: BaseException, images: Optional[List[ImageInput]] = None) -> Exception:
+    """A vLLM request error as ours: vLLM's client errors (validation, admission, its
+    multimodal processor rejecting an image) and ``ValueError`` s are 400s, naming the
+    request's image parts when it has ``images``; anything else stays an engine error."""
     try:
         from vllm.exceptions import VLLMClientError
     except ImportError:  # pragma: no cover - another vLLM layout
         VLLMClientError = ()  # noqa: N806
     cause = e.__cause__ if type(e).__name__ == "EngineGenerateError" and e.__cause__ else e
     if isinstance(cause, (ValueError, VLLMClientError) if VLLMClientError else ValueError):
-        return InvalidRequestError(f"vLLM: {cause}")
+        where = (f" (the request's images: {', '.join(i.where for i in images)})"
+                 if images else "")
+        return InvalidRequestError(f"vLLM{where}: {cause}")
     return RuntimeError(f"vLLM: {type(cause).__name__}: {cause}")
