@@ -241,12 +241,15 @@ def build_tiny_mmproj(text_gguf: Path, out: Path, seed: int = 0) -> Path:
     return out
 
 
-def cached_tiny_gguf_vision(text_gguf: Path, cache_root: Path = None) -> Path:
-    """A directory holding ``text_gguf`` (a symlink) and two tiny projectors for it
+def cached_tiny_gguf_vision(text_gguf: Path, add_bos: bool = False,
+                            cache_root: Path = None) -> Path:
+    """A directory holding ``text_gguf`` and two tiny projectors for it
     (:func:`build_tiny_mmproj`, seeds 0 and 1: ``mmproj-tiny-a.gguf``,
     ``mmproj-tiny-b.gguf``), made once under ``$XINFERENCE_TEST_CACHE`` (default
     ``~/.cache/xinference-test``) and reused while the text file and
-    :data:`MMPROJ_VERSION` stay the same."""
+    :data:`MMPROJ_VERSION` stay the same. The text GGUF is a symlink, or with ``add_bos``
+    a copy whose ``tokenizer.ggml.add_bos_token`` is true (the tokenizer then adds the
+    BOS itself, as Gemma's and Llama 3's do)."""
     import hashlib
     import shutil
 
@@ -256,12 +259,21 @@ def cached_tiny_gguf_vision(text_gguf: Path, cache_root: Path = None) -> Path:
                          .encode()).hexdigest()[:16]
     root = Path(cache_root or os.environ.get("XINFERENCE_TEST_CACHE")
                 or Path.home() / ".cache" / "xinference-test")
-    out = root / f"tiny-gguf-vision-{key}"
+    out = root / f"tiny-gguf-vision{'-bos' if add_bos else ''}-{key}"
     if (out / "mmproj-tiny-b.gguf").exists():
         return out
     tmp = root / f".{out.name}.{os.getpid()}"
     tmp.mkdir(parents=True, exist_ok=True)
-    (tmp / text_gguf.name).symlink_to(text_gguf)
+    if add_bos:
+        import gguf
+
+        shutil.copyfile(text_gguf, tmp / text_gguf.name)
+        reader = gguf.GGUFReader(str(tmp / text_gguf.name), "r+")  # edits in place
+        field = reader.fields["tokenizer.ggml.add_bos_token"]
+        field.parts[field.data[0]][0] = True
+        del reader
+    else:
+        (tmp / text_gguf.name).symlink_to(text_gguf)
     build_tiny_mmproj(text_gguf, tmp / "mmproj-tiny-a.gguf", seed=0)
     build_tiny_mmproj(text_gguf, tmp / "mmproj-tiny-b.gguf", seed=1)
     try:

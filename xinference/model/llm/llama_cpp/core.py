@@ -87,6 +87,7 @@ class LlamaCppModel(LLM):
         self.mmproj_path: Optional[str] = None
         #: the text that stands for one image in a multimodal prompt (from ``/props``)
         self.media_marker = MEDIA_MARKER
+        self._mtmd_adds_bos = False  # set by load()
         opts = self._parse_options(self.kwargs, self.family.context_length)
         self.n_parallel, self.n_ctx, self.n_threads, self.n_batch, self._n_gpu_layers = opts
         self._server = None
@@ -165,6 +166,12 @@ class LlamaCppModel(LLM):
         self._special = (props.get("bos_token") or "", props.get("eos_token") or "")
         # random per server: a user's text cannot name an image slot
         self.media_marker = props.get("media_marker") or MEDIA_MARKER
+        # llama.cpp's multimodal tokenizer adds the vocabulary's BOS itself (add_special),
+        # where the text path sends the rendered template's own: see encode_images
+        bos = self._special[0]
+        self._mtmd_adds_bos = bool(
+            self.supports_images and bos
+            and self.tokenize("", add_special=True)[:1] == self.tokenize(bos, False)[:1])
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=max(2 * self.n_parallel, 8), thread_name_prefix="llama-request"
         )
@@ -269,7 +276,9 @@ class LlamaCppModel(LLM):
         the images travel as base64 PNG in ``multimodal_data``; the mmproj encodes them in
         the slot. The ids returned are the text's (llama.cpp expands the markers itself):
         the request's ``prompt_tokens`` becomes llama.cpp's own count
-        (``tokens_evaluated``, image tokens included) when its chunks report it.
+        (``tokens_evaluated``, image tokens included) when its chunks report it. llama.cpp's
+        multimodal tokenizer adds the vocabulary's BOS itself where the vocabulary asks for
+        one, so a BOS the template wrote at the start is left out of ``prompt_string``.
 
         Raises:
             InvalidRequestError: the template cannot be rendered.
@@ -285,13 +294,17 @@ class LlamaCppModel(LLM):
                             for part in c)
             flat.append({**m, "content": c})
         prompt = self._render(flat, params, tools)
+        ids = self.tokenize(prompt.replace(self.media_marker, ""), add_special=False)
+        bos = self._special[0]
+        text = prompt
+        if self._mtmd_adds_bos and prompt.startswith(bos):
+            text = prompt[len(bos):]  # else the model reads two BOS (Gemma 3, Llama 3)
         data = []
         for img in images:
             buf = io.BytesIO()
             img.image.save(buf, format="PNG")
             data.append(base64.b64encode(buf.getvalue()).decode("ascii"))
-        ids = self.tokenize(prompt.replace(self.media_marker, ""), add_special=False)
-        return prompt, ids, {"prompt_string": prompt, "multimodal_data": data}
+        return prompt, ids, {"prompt_string": text, "multimodal_data": data}
 
     def completion_body(self, state: RequestState) -> Dict[str, Any]:
         """The llama-server completion request for ``state``: the prompt as token ids, the
