@@ -287,6 +287,16 @@ def test_images_and_text_decode_together(oai, vision_uid):
     assert alone[0]["token_logprobs"][:1] != alone[2]["token_logprobs"][:1]
 
 
+def test_constrained_output_with_an_image(oai, vision_uid):
+    """``response_format``'s grammar reaches llama.cpp on the projector model's route."""
+    schema = {"type": "object", "properties": {"colour": {"enum": ["red", "blue"]}},
+              "required": ["colour"], "additionalProperties": False}
+    r = _chat(oai, vision_uid, [_image(BLUE), {"type": "text", "text": "Colour as JSON?"}],
+              max_tokens=30, response_format={"type": "json_schema", "json_schema": {
+                  "name": "colour", "schema": schema}})
+    assert json.loads(r.choices[0].message.content)["colour"] in ("red", "blue")
+
+
 def _bad(oai, uid, content):
     with pytest.raises(openai.BadRequestError) as e:
         _chat(oai, uid, content)

@@ -49,9 +49,9 @@ DEFAULT_N_PARALLEL = 8
 #: where an image goes in a multimodal prompt: llama.cpp's ``mtmd_default_marker`` before
 #: llama-server drew a random one per process (read from ``/props`` as ``media_marker``)
 MEDIA_MARKER = "<__media__>"
-#: seconds a multimodal stream may wait for its next chunk (a queued request waits for a
-#: slot, then the images are encoded) before the request fails
-STREAM_READ_TIMEOUT = 600
+#: seconds a request of a projector model may wait for its next chunk (a queued request
+#: waits for a slot, then its images are encoded): llama-server's own HTTP timeouts
+STREAM_READ_TIMEOUT = 3600
 #: tokens of history the repeat / frequency / presence penalties look at (llama.cpp's
 #: and llama-cpp-python's default)
 PENALTY_LAST_N = 64
