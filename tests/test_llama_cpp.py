@@ -100,8 +100,8 @@ def test_eight_streams_overlap(endpoint):
     assert marks["first"][7] < marks["end"][0], marks
 
 
-def test_batched_greedy_equals_alone(endpoint):
-    """Greedy outputs of requests decoded together equal the same requests run alone.
+def assert_greedy_matches(alone, together, tie: float = 0.3):
+    """Greedy outputs of requests decoded together against the same requests alone.
 
     llama.cpp's CPU kernels are not bitwise batch-invariant (a batch of 4 sums in other
     orders than a batch of 1), so where the two best candidates of a step are within
@@ -109,10 +109,41 @@ def test_batched_greedy_equals_alone(endpoint):
     the same token's log-probability differs by 0.01 nats at the first step and a 0.19-nat
     lead flipped a few steps later; SmolLM2 Q4_1). The check is therefore, with no penalty
     (so greedy takes the argmax of the reported raw distribution): both runs give the same
-    tokens up to their first difference, the log-probabilities agree within 0.3 nats until
-    then (a request that saw another's tokens is off by nats, and says other words from
-    its first token), a difference only happens where the two best candidates are within
-    0.3 nats, and at least 3 of the 4 outputs are identical."""
+    tokens up to their first difference, the log-probabilities agree within ``tie`` nats
+    until then (a request that saw another's tokens is off by nats, and says other words
+    from its first token), a difference only happens where the two best candidates are
+    within ``tie`` nats, and all but one of the outputs are identical.
+
+    Each run is ``{"tokens": [...], "token_logprobs": [...], "top_logprobs": [{token:
+    logprob}, ...]}`` (``/v1/completions``' ``logprobs``; :func:`chat_logprobs` turns a
+    chat answer into it). Returns the number of identical outputs."""
+    identical = 0
+    for a, t in zip(alone, together):
+        n = next((i for i, (x, y) in enumerate(zip(a["tokens"], t["tokens"])) if x != y),
+                 None)
+        same = len(a["tokens"]) if n is None else n
+        for i in range(same):
+            assert abs(a["token_logprobs"][i] - t["token_logprobs"][i]) < tie, (i, a, t)
+        if n is None:
+            identical += 1
+            continue
+        top2 = sorted(a["top_logprobs"][n].values(), reverse=True)[:2]
+        assert len(top2) == 2 and top2[0] - top2[1] < tie, (n, a["top_logprobs"][n])
+    assert identical >= len(alone) - 1  # a near-tie in more than one is not noise
+    return identical
+
+
+def chat_logprobs(choice) -> dict:
+    """An OpenAI SDK chat choice's ``logprobs`` in the shape of ``/v1/completions``'."""
+    content = choice.logprobs.content
+    return {"tokens": [c.token for c in content],
+            "token_logprobs": [c.logprob for c in content],
+            "top_logprobs": [{t.token: t.logprob for t in c.top_logprobs} for c in content]}
+
+
+def test_batched_greedy_equals_alone(endpoint):
+    """Greedy outputs of requests decoded together equal the same requests run alone
+    (:func:`assert_greedy_matches`)."""
     def complete(prompt):
         r = requests.post(f"{endpoint}/v1/completions", timeout=300, json={
             "model": SMOLLM, "prompt": prompt, "max_tokens": 24, "temperature": 0,
@@ -124,19 +155,7 @@ def test_batched_greedy_equals_alone(endpoint):
     alone = [complete(p) for p in prompts]
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         together = list(pool.map(complete, prompts))
-    identical = 0
-    for a, t in zip(alone, together):
-        n = next((i for i, (x, y) in enumerate(zip(a["tokens"], t["tokens"])) if x != y),
-                 None)
-        same = len(a["tokens"]) if n is None else n
-        for i in range(same):
-            assert abs(a["token_logprobs"][i] - t["token_logprobs"][i]) < 0.3, (i, a, t)
-        if n is None:
-            identical += 1
-            continue
-        top2 = sorted(a["top_logprobs"][n].values(), reverse=True)[:2]
-        assert len(top2) == 2 and top2[0] - top2[1] < 0.3, (n, a["top_logprobs"][n])
-    assert identical >= len(prompts) - 1  # a near-tie in more than one is not noise
+    assert_greedy_matches(alone, together)
 
 
 def test_ignore_eos_gives_exactly_max_tokens(endpoint):

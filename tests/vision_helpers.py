@@ -1,9 +1,13 @@
-"""A tiny random-weight vision-language model for tests, built locally (no hub).
+"""Tiny random-weight vision-language models for tests, built locally (no hub).
 
-LLaVA with a 2-layer CLIP vision tower (56 px images, 14 px patches: 16 image tokens per
-image), a 2-layer Llama text model and SmolLM2's tokenizer (from the bundled GGUF export)
-plus an ``<image>`` token, saved with its ``LlavaProcessor`` (CLIP image processor) and a
-ChatML template that writes ``<image>`` where a message has an image part.
+* LLaVA (Transformers) with a 2-layer CLIP vision tower (56 px images, 14 px patches: 16
+  image tokens per image), a 2-layer Llama text model and SmolLM2's tokenizer (from the
+  bundled GGUF export) plus an ``<image>`` token, saved with its ``LlavaProcessor`` (CLIP
+  image processor) and a ChatML template that writes ``<image>`` where a message has an
+  image part.
+* A tiny Qwen2-VL (multimodal RoPE) the same way.
+* For llama.cpp: a LLaVA-style multimodal projector GGUF (``mmproj``) over the bundled
+  SmolLM2-135M GGUF, written with the ``gguf`` package (:func:`build_tiny_mmproj`).
 """
 
 from __future__ import annotations
@@ -206,6 +210,130 @@ def cached_tiny_llava(tokenizer_dir: Path) -> Path:
     """:func:`build_tiny_llava` once per tokenizer directory, in a subprocess (torch stays
     out of the test process), cached beside the GGUF export."""
     return _cached("llava", tokenizer_dir, "processor_config.json")
+
+
+# ---- llama.cpp: a CLIP + MLP projector GGUF (mmproj) -----------------------------------------
+#: image tokens the tiny mmproj gives each image: (56 / 14) ** 2 patches; llama.cpp's LLaVA
+#: graph drops the class embedding's output
+MMPROJ_IMAGE_TOKENS = 16
+MMPROJ_VERSION = 1  # bump when the builder changes: cached files are rebuilt
+
+
+def build_tiny_mmproj(text_gguf: Path, out: Path, seed: int = 0) -> Path:
+    """Write a random-weight LLaVA-1.5-style multimodal projector GGUF to ``out``.
+
+    What llama.cpp's ``mtmd``/``clip`` loader reads for projector type ``"mlp"``: the keys
+    ``clip.has_vision_encoder``, ``clip.projector_type``, ``clip.vision.{image_size,
+    patch_size, embedding_length, feed_forward_length, projection_dim, block_count,
+    attention.head_count, attention.layer_norm_epsilon, image_mean, image_std}`` and the
+    tensors of a CLIP ViT (``v.patch_embd.weight``, ``v.class_embd``,
+    ``v.position_embd.weight``, ``v.pre_ln.*``, ``v.blk.N.{attn_q, attn_k, attn_v,
+    attn_out, ln1, ln2, ffn_up, ffn_down}.{weight,bias}``) plus the two-layer MLP projector
+    ``mm.0.*`` (vision width -> text width), GELU, ``mm.2.*`` (text width -> text width).
+    Arrays are written in PyTorch's layout (``(out, in)`` for linear weights, ``(out, in,
+    kh, kw)`` for the patch convolution); GGUF stores the reversed shape, which is what
+    ggml expects. The projector's output width is the text model's ``embedding_length``
+    (read from ``text_gguf``), or llama.cpp refuses the pair.
+
+    Vision tower: width 32, 2 heads, 2 blocks (the LLaVA graph runs all but the last),
+    feed-forward 64, 56 px images in 14 px patches: :data:`MMPROJ_IMAGE_TOKENS` per image.
+    The projector's weights are scaled so an image embedding is about as large as a token
+    embedding of SmolLM2 (std about 0.14): the image changes the logits, not drowns them.
+    """
+    import gguf
+    import numpy as np
+
+    reader = gguf.GGUFReader(str(text_gguf))
+    arch = reader.fields["general.architecture"].contents()
+    n_text = int(reader.fields[f"{arch}.embedding_length"].contents())
+    rng = np.random.default_rng(seed)
+    width, ff, heads, blocks, image, patch = 32, 64, 2, 2, 56, 14
+    n_pos = (image // patch) ** 2 + 1  # patches + the class embedding
+
+    def rand(*shape, std=0.5):
+        return (rng.standard_normal(shape) * std).astype(np.float32)
+
+    w = gguf.GGUFWriter(str(out), arch="clip")
+    w.add_name("tiny-mmproj-test")
+    w.add_clip_has_vision_encoder(True)
+    w.add_clip_projector_type("mlp")
+    w.add_vision_image_size(image)
+    w.add_vision_patch_size(patch)
+    w.add_vision_embedding_length(width)
+    w.add_vision_feed_forward_length(ff)
+    w.add_vision_projection_dim(n_text)
+    w.add_vision_block_count(blocks)
+    w.add_vision_head_count(heads)
+    w.add_vision_attention_layernorm_eps(1e-5)
+    w.add_vision_image_mean([0.48145466, 0.4578275, 0.40821073])  # CLIP's
+    w.add_vision_image_std([0.26862954, 0.26130258, 0.27577711])
+    w.add_tensor("v.patch_embd.weight", rand(width, 3, patch, patch, std=0.1))
+    w.add_tensor("v.class_embd", rand(width))
+    w.add_tensor("v.position_embd.weight", rand(n_pos, width, std=0.1))
+    w.add_tensor("v.pre_ln.weight", np.ones(width, np.float32))
+    w.add_tensor("v.pre_ln.bias", np.zeros(width, np.float32))
+    for i in range(blocks):
+        for name in ("attn_q", "attn_k", "attn_v", "attn_out"):
+            w.add_tensor(f"v.blk.{i}.{name}.weight", rand(width, width, std=0.2))
+            w.add_tensor(f"v.blk.{i}.{name}.bias", rand(width, std=0.02))
+        for name in ("ln1", "ln2"):
+            w.add_tensor(f"v.blk.{i}.{name}.weight", np.ones(width, np.float32))
+            w.add_tensor(f"v.blk.{i}.{name}.bias", np.zeros(width, np.float32))
+        w.add_tensor(f"v.blk.{i}.ffn_up.weight", rand(ff, width, std=0.2))
+        w.add_tensor(f"v.blk.{i}.ffn_up.bias", rand(ff, std=0.02))
+        w.add_tensor(f"v.blk.{i}.ffn_down.weight", rand(width, ff, std=0.2))
+        w.add_tensor(f"v.blk.{i}.ffn_down.bias", rand(width, std=0.02))
+    w.add_tensor("mm.0.weight", rand(n_text, width, std=0.3))
+    w.add_tensor("mm.0.bias", rand(n_text, std=0.02))
+    w.add_tensor("mm.2.weight", rand(n_text, n_text, std=0.3 / n_text ** 0.5))
+    w.add_tensor("mm.2.bias", rand(n_text, std=0.02))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return out
+
+
+def cached_tiny_gguf_vision(text_gguf: Path, add_bos: bool = False,
+                            cache_root: Path = None) -> Path:
+    """A directory holding ``text_gguf`` and two tiny projectors for it
+    (:func:`build_tiny_mmproj`, seeds 0 and 1: ``mmproj-tiny-a.gguf``,
+    ``mmproj-tiny-b.gguf``), made once under ``$XINFERENCE_TEST_CACHE`` (default
+    ``~/.cache/xinference-test``) and reused while the text file and
+    :data:`MMPROJ_VERSION` stay the same. The text GGUF is a symlink, or with ``add_bos``
+    a copy whose ``tokenizer.ggml.add_bos_token`` is true (the tokenizer then adds the
+    BOS itself, as Gemma's and Llama 3's do)."""
+    import hashlib
+    import shutil
+
+    text_gguf = Path(text_gguf).resolve()
+    st = text_gguf.stat()
+    key = hashlib.sha256(f"{text_gguf}:{st.st_size}:{st.st_mtime_ns}:{MMPROJ_VERSION}"
+                         .encode()).hexdigest()[:16]
+    root = Path(cache_root or os.environ.get("XINFERENCE_TEST_CACHE")
+                or Path.home() / ".cache" / "xinference-test")
+    out = root / f"tiny-gguf-vision{'-bos' if add_bos else ''}-{key}"
+    if (out / "mmproj-tiny-b.gguf").exists():
+        return out
+    tmp = root / f".{out.name}.{os.getpid()}"
+    tmp.mkdir(parents=True, exist_ok=True)
+    if add_bos:
+        import gguf
+
+        shutil.copyfile(text_gguf, tmp / text_gguf.name)
+        reader = gguf.GGUFReader(str(tmp / text_gguf.name), "r+")  # edits in place
+        field = reader.fields["tokenizer.ggml.add_bos_token"]
+        field.parts[field.data[0]][0] = True
+        del reader
+    else:
+        (tmp / text_gguf.name).symlink_to(text_gguf)
+    build_tiny_mmproj(text_gguf, tmp / "mmproj-tiny-a.gguf", seed=0)
+    build_tiny_mmproj(text_gguf, tmp / "mmproj-tiny-b.gguf", seed=1)
+    try:
+        tmp.rename(out)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
 
 
 def png_bytes(color, size=(56, 56), fmt="PNG") -> bytes:

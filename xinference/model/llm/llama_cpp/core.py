@@ -13,8 +13,12 @@ Each running request holds one Python thread blocked in ``Server.handle_completi
 whose callback receives the chunks; returning True from the callback stops the request
 and frees its slot (a stop string matched, the client went away). Tokenization uses the
 embedded server's ``/tokenize`` route (127.0.0.1, random port, a random API key of this
-process). ``xllamacpp`` is imported in :meth:`LlamaCppModel.load`, inside the model's own
-process.
+process). A model with a multimodal projector streams every request from the same
+server's native ``/completion`` route instead: ``handle_completions`` is llama-server's
+OpenAI ``/v1/completions``, which takes no images (its ``prompt`` must be text) and, once a
+projector is loaded, no token ids either; ``/completion`` takes both ids and llama.cpp's
+multimodal prompt (``{"prompt_string", "multimodal_data"}``). ``xllamacpp`` is imported in
+:meth:`LlamaCppModel.load`, inside the model's own process.
 """
 
 from __future__ import annotations
@@ -42,8 +46,12 @@ logger = logging.getLogger(__name__)
 #: bench_serving.py): aggregate tokens/s rises up to 4-8 concurrent streams and a slot
 #: costs only KV-cache bookkeeping while idle (the cache is shared, see ``n_ctx``).
 DEFAULT_N_PARALLEL = 8
-#: where an image goes in a multimodal prompt (llama.cpp's ``mtmd_default_marker``)
+#: where an image goes in a multimodal prompt: llama.cpp's ``mtmd_default_marker`` before
+#: llama-server drew a random one per process (read from ``/props`` as ``media_marker``)
 MEDIA_MARKER = "<__media__>"
+#: seconds a request of a projector model may wait for its next chunk (a queued request
+#: waits for a slot, then its images are encoded): llama-server's own HTTP timeouts
+STREAM_READ_TIMEOUT = 3600
 #: tokens of history the repeat / frequency / presence penalties look at (llama.cpp's
 #: and llama-cpp-python's default)
 PENALTY_LAST_N = 64
@@ -77,6 +85,9 @@ class LlamaCppModel(LLM):
         #: the multimodal projector (mmproj GGUF) of a vision spec, set by the loader
         #: (:func:`~xinference.model.llm.loader.choose_projector`); images need it
         self.mmproj_path: Optional[str] = None
+        #: the text that stands for one image in a multimodal prompt (from ``/props``)
+        self.media_marker = MEDIA_MARKER
+        self._mtmd_adds_bos = False  # set by load()
         opts = self._parse_options(self.kwargs, self.family.context_length)
         self.n_parallel, self.n_ctx, self.n_threads, self.n_batch, self._n_gpu_layers = opts
         self._server = None
@@ -153,24 +164,67 @@ class LlamaCppModel(LLM):
         props = self._get("/props")
         self._template = props.get("chat_template") or None
         self._special = (props.get("bos_token") or "", props.get("eos_token") or "")
+        # random per server: a user's text cannot name an image slot
+        self.media_marker = props.get("media_marker") or MEDIA_MARKER
+        # llama.cpp's multimodal tokenizer adds the vocabulary's BOS itself (add_special),
+        # where the text path sends the rendered template's own: see encode_images
+        bos = self._special[0]
+        self._mtmd_adds_bos = bool(
+            self.supports_images and bos
+            and self.tokenize("", add_special=True)[:1] == self.tokenize(bos, False)[:1])
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=max(2 * self.n_parallel, 8), thread_name_prefix="llama-request"
         )
 
-    def _request(self, method: str, path: str, body: Optional[dict] = None) -> Any:
+    def _open(self, method: str, path: str, body: Optional[dict], timeout: float
+              ) -> Tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
         host, port, key = self._http
-        conn = http.client.HTTPConnection(host, port, timeout=60)
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
         try:
             conn.request(method, path, body=None if body is None else json.dumps(body),
                          headers={"Authorization": f"Bearer {key}",
                                   "Content-Type": "application/json"})
-            resp = conn.getresponse()
+            return conn, conn.getresponse()
+        except BaseException:
+            conn.close()
+            raise
+
+    def _request(self, method: str, path: str, body: Optional[dict] = None) -> Any:
+        conn, resp = self._open(method, path, body, 60)
+        try:
             data = json.loads(resp.read() or b"null")
         finally:
             conn.close()
         if resp.status != 200:
             raise RuntimeError(f"llama.cpp {path} answered {resp.status}: {data}")
         return data
+
+    def _stream_completion(self, body: Dict[str, Any],
+                           on_chunk: Callable[[Dict[str, Any]], bool]) -> None:
+        """POST ``body`` to the embedded server's native ``/completion`` route and hand
+        each streamed event to ``on_chunk`` in the shape of a ``/v1/completions`` chunk
+        (:func:`_native_chunk`); closing the connection when ``on_chunk`` returns True
+        makes llama-server stop the request and free its slot.
+
+        Raises:
+            InvalidRequestError: llama-server refused the request (400: the prompt or an
+            image could not be tokenized, the prompt exceeds the context).
+            RuntimeError: any other error llama-server reported.
+        """
+        conn, resp = self._open("POST", "/completion", body, STREAM_READ_TIMEOUT)
+        try:
+            if resp.status != 200:
+                data = json.loads(resp.read() or b"null")
+                error = data.get("error") if isinstance(data, dict) else None
+                raise _llama_error(error or {"code": resp.status, "message": str(data)})
+            for line in resp:  # server-sent events: "data: {json}" lines
+                if line.startswith(b"data: "):
+                    if on_chunk(_native_chunk(json.loads(line[6:]))):
+                        return
+                elif line.startswith(b"error: "):
+                    raise _llama_error(json.loads(line[7:]))
+        finally:
+            conn.close()
 
     def _get(self, path: str) -> Any:
         return self._request("GET", path)
@@ -218,11 +272,13 @@ class LlamaCppModel(LLM):
 
     def encode_images(self, messages, images, params, tools):
         """A prompt with images for llama-server's multimodal completion: each image part
-        becomes llama.cpp's media marker (``<__media__>``) in the rendered chat, and the
-        images travel as base64 PNG in ``multimodal_data``; the mmproj encodes them in the
-        slot. The ids returned are the text's (llama.cpp expands the markers itself): the
-        request's ``prompt_tokens`` becomes llama.cpp's own count (``tokens_evaluated``,
-        image tokens included) when its last chunk reports it.
+        becomes the server's media marker (:attr:`media_marker`) in the rendered chat, and
+        the images travel as base64 PNG in ``multimodal_data``; the mmproj encodes them in
+        the slot. The ids returned are the text's (llama.cpp expands the markers itself):
+        the request's ``prompt_tokens`` becomes llama.cpp's own count
+        (``tokens_evaluated``, image tokens included) when its chunks report it. llama.cpp's
+        multimodal tokenizer adds the vocabulary's BOS itself where the vocabulary asks for
+        one, so a BOS the template wrote at the start is left out of ``prompt_string``.
 
         Raises:
             InvalidRequestError: the template cannot be rendered.
@@ -234,17 +290,21 @@ class LlamaCppModel(LLM):
         for m in messages:
             c = m.get("content")
             if isinstance(c, list):
-                c = "".join(MEDIA_MARKER if part["type"] == "image" else part["text"]
+                c = "".join(self.media_marker if part["type"] == "image" else part["text"]
                             for part in c)
             flat.append({**m, "content": c})
         prompt = self._render(flat, params, tools)
+        ids = self.tokenize(prompt.replace(self.media_marker, ""), add_special=False)
+        bos = self._special[0]
+        text = prompt
+        if self._mtmd_adds_bos and prompt.startswith(bos):
+            text = prompt[len(bos):]  # else the model reads two BOS (Gemma 3, Llama 3)
         data = []
         for img in images:
             buf = io.BytesIO()
             img.image.save(buf, format="PNG")
             data.append(base64.b64encode(buf.getvalue()).decode("ascii"))
-        ids = self.tokenize(prompt.replace(MEDIA_MARKER, ""), add_special=False)
-        return prompt, ids, {"prompt_string": prompt, "multimodal_data": data}
+        return prompt, ids, {"prompt_string": text, "multimodal_data": data}
 
     def completion_body(self, state: RequestState) -> Dict[str, Any]:
         """The llama-server completion request for ``state``: the prompt as token ids, the
@@ -335,9 +395,12 @@ class LlamaCppModel(LLM):
             with self._lock:
                 self._running += 1
             try:
-                result = self._server.handle_completions(body, on_chunk)
-                if isinstance(result, dict) and result.get("error") is not None:
-                    failure.append(_llama_error(result["error"]))
+                if self.supports_images:  # a projector is loaded: see the module's doc
+                    self._stream_completion(body, on_chunk)
+                else:
+                    result = self._server.handle_completions(body, on_chunk)
+                    if isinstance(result, dict) and result.get("error") is not None:
+                        failure.append(_llama_error(result["error"]))
             except Exception as e:  # noqa: BLE001 - relayed to the request's consumer
                 failure.append(e)
             finally:
@@ -372,6 +435,22 @@ def _grammar_for_key(key: str) -> str:
 def _grammar(constraint) -> str:
     """The llama.cpp grammar of ``constraint`` (cached by its key)."""
     return _grammar_for_key(constraint.key())
+
+
+def _native_chunk(chunk: Dict[str, Any]) -> Dict[str, Any]:
+    """A chunk of llama-server's native ``/completion`` stream (``completion_probabilities``,
+    ``stop``, ``stop_type``, ``tokens_evaluated``) in the shape of a ``/v1/completions``
+    chunk, which :meth:`LlamaCppModel._feed` reads: the per-token entries (``id``,
+    ``bytes``, ``logprob`` / ``top_logprobs``) are the same in both; ``stop_type``
+    ``"limit"`` (the ``n_predict`` budget) is ``finish_reason`` ``"length"``."""
+    if chunk.get("error") is not None:
+        return chunk
+    reason = None
+    if chunk.get("stop"):
+        reason = "length" if chunk.get("stop_type") == "limit" else "stop"
+    return {"tokens_evaluated": chunk.get("tokens_evaluated"),
+            "choices": [{"logprobs": {"content": chunk.get("completion_probabilities")},
+                         "finish_reason": reason}]}
 
 
 def _llama_error(error: Any) -> Exception:
