@@ -81,16 +81,17 @@ def _text_parts(tmp: Path, seed: int):
 
 
 def _vae(seed: int, **config):
-    """A 2-block ``AutoencoderKL`` (4 latent channels, factor 2); ``config`` adds to its
-    configuration (FLUX and SD3 read ``shift_factor``)."""
+    """A 2-block ``AutoencoderKL`` (factor 2, 4 latent channels unless ``config`` says);
+    ``config`` adds to its configuration (FLUX and SD3 read ``shift_factor``)."""
     import torch
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
+    config = {"latent_channels": 4, **config}
     return AutoencoderKL(block_out_channels=[16, 32], in_channels=3, out_channels=3,
                          down_block_types=["DownEncoderBlock2D"] * 2,
-                         up_block_types=["UpDecoderBlock2D"] * 2, latent_channels=4,
-                         norm_num_groups=8, sample_size=64, **config)
+                         up_block_types=["UpDecoderBlock2D"] * 2, norm_num_groups=8,
+                         sample_size=64, **config)
 
 
 def _save_pipeline(path, seed: int, pipeline_cls, unet_cls, unet_config: dict,
@@ -232,12 +233,12 @@ def build_tiny_sd3(path, seed: int = 0) -> str:
     torch.manual_seed(seed)
     # the two CLIP outputs (32 + 32 wide) are padded to the T5 width, which must be wider
     transformer = SD3Transformer2DModel(
-        sample_size=32, patch_size=1, in_channels=4, num_layers=1, attention_head_dim=8,
+        sample_size=32, patch_size=1, in_channels=16, num_layers=1, attention_head_dim=8,
         num_attention_heads=4, caption_projection_dim=32, joint_attention_dim=64,
-        pooled_projection_dim=64, out_channels=4)
+        pooled_projection_dim=64, out_channels=16)  # 16 latent channels, as SD3's VAE
     pipe = StableDiffusion3Pipeline(
         transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(),
-        vae=_vae(seed, **_FLOW_VAE),
+        vae=_vae(seed, latent_channels=16, **_FLOW_VAE),
         text_encoder=_clip_encoder(seed, tokenizer, True), tokenizer=tokenizer,
         text_encoder_2=_clip_encoder(seed + 1, tokenizer, True), tokenizer_2=tokenizer,
         text_encoder_3=_t5_encoder(seed, len(t5_tok), d_model=64), tokenizer_3=t5_tok)
