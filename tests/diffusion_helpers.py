@@ -19,9 +19,14 @@ vocabulary and merges file.
   CLIP encoders with projection and a T5 encoder), the class of SD 3 / 3.5.
 * :func:`build_tiny_wan` — a ``WanPipeline`` (``WanTransformer3DModel``, UMT5 encoder,
   ``AutoencoderKLWan``), the class of Wan 2.1 / 2.2 text-to-video.
+* :func:`build_tiny_cogvideox` — a ``CogVideoXPipeline`` (CogVideoX-2b / 5b).
+* :func:`build_tiny_ltx` — an ``LTXPipeline`` (LTX-Video).
+* :func:`build_tiny_zimage` — a ``ZImagePipeline`` (Z-Image, Z-Image-Turbo) with a Qwen3
+  text encoder.
 
-The T5 tokenizer is a Unigram model over letters and a few words (built with
-``tokenizers``), saved as T5's own tokenizer class.
+The T5 tokenizer is a Unigram model over letters and a few words, the Qwen tokenizer a
+byte-level BPE over the 256 bytes with a ChatML template (both built with ``tokenizers``),
+each saved as the model's own tokenizer class.
 """
 
 from __future__ import annotations
@@ -266,5 +271,106 @@ def build_tiny_wan(path, seed: int = 0) -> str:
     pipe = WanPipeline(tokenizer=t5_tok, text_encoder=_t5_encoder(seed, len(t5_tok), umt5=True),
                        vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
                        transformer=transformer)
+    pipe.save_pretrained(str(path))
+    return str(path)
+
+
+def build_tiny_cogvideox(path, seed: int = 0) -> str:
+    """Save a tiny ``CogVideoXPipeline`` (random weights) to ``path``; returns the
+    directory. ``num_frames`` is ``4k + 1`` (an odd number of latent frames decodes to
+    that many frames with this VAE: 9 -> 3 -> 9)."""
+    import torch
+    from diffusers import (AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXPipeline,
+                           CogVideoXTransformer3DModel)
+
+    tok = _t5_tokenizer()
+    torch.manual_seed(seed)
+    transformer = CogVideoXTransformer3DModel(
+        num_attention_heads=4, attention_head_dim=8, in_channels=4, out_channels=4,
+        time_embed_dim=2, text_embed_dim=32, num_layers=1, sample_width=8, sample_height=8,
+        sample_frames=9, patch_size=2, temporal_compression_ratio=4,
+        max_text_seq_length=226)
+    torch.manual_seed(seed)
+    vae = AutoencoderKLCogVideoX(block_out_channels=(8, 8, 8, 8), latent_channels=4,
+                                 layers_per_block=1, norm_num_groups=2,
+                                 temporal_compression_ratio=4)
+    pipe = CogVideoXPipeline(tokenizer=tok, text_encoder=_t5_encoder(seed, len(tok)), vae=vae,
+                             transformer=transformer, scheduler=CogVideoXDDIMScheduler())
+    pipe.save_pretrained(str(path))
+    return str(path)
+
+
+def build_tiny_ltx(path, seed: int = 0) -> str:
+    """Save a tiny ``LTXPipeline`` (random weights) to ``path``; returns the directory.
+    Sides are multiples of 32 (the pipeline's rule); ``num_frames`` is ``8k + 1``."""
+    import torch
+    from diffusers import (AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler,
+                           LTXPipeline, LTXVideoTransformer3DModel)
+
+    tok = _t5_tokenizer()
+    torch.manual_seed(seed)
+    transformer = LTXVideoTransformer3DModel(
+        in_channels=8, out_channels=8, patch_size=1, patch_size_t=1, num_attention_heads=4,
+        attention_head_dim=8, cross_attention_dim=32, num_layers=1, caption_channels=32)
+    torch.manual_seed(seed)
+    flags = dict(spatio_temporal_scaling=(True, True, False, False),
+                 decoder_spatio_temporal_scaling=(True, True, False, False),
+                 decoder_inject_noise=(False,) * 5, upsample_residual=(False,) * 4,
+                 upsample_factor=(1,) * 4)
+    vae = AutoencoderKLLTXVideo(
+        latent_channels=8, block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8), layers_per_block=(1, 1, 1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1, 1, 1), timestep_conditioning=False, patch_size=1,
+        patch_size_t=1, encoder_causal=True, decoder_causal=False, **flags)
+    pipe = LTXPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae,
+                       text_encoder=_t5_encoder(seed, len(tok)), tokenizer=tok,
+                       transformer=transformer)
+    pipe.save_pretrained(str(path))
+    return str(path)
+
+
+def _qwen_tokenizer():
+    """A ``Qwen2TokenizerFast``: byte-level BPE over the 256 bytes (no merges) with
+    Qwen's special tokens and a ChatML chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import Qwen2TokenizerFast
+
+    vocab = {c: i for i, c in enumerate(pre_tokenizers.ByteLevel.alphabet())}
+    tk = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    tok = Qwen2TokenizerFast(tokenizer_object=tk, unk_token=None, bos_token=None,
+                             eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tok.add_special_tokens({"additional_special_tokens": [
+        "<|im_start|>", "<|im_end|>", "<|endoftext|>"]})
+    tok.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    return tok
+
+
+def build_tiny_zimage(path, seed: int = 0) -> str:
+    """Save a tiny ``ZImagePipeline`` (random weights; a 2-layer Qwen3 text encoder) to
+    ``path``; returns the directory. Sides are multiples of 4 (VAE factor 2, 2x2
+    patches)."""
+    import torch
+    from diffusers import (FlowMatchEulerDiscreteScheduler, ZImagePipeline,
+                           ZImageTransformer2DModel)
+    from transformers import Qwen3Config, Qwen3Model
+
+    tok = _qwen_tokenizer()
+    torch.manual_seed(seed)
+    text_encoder = Qwen3Model(Qwen3Config(
+        vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=8,
+        max_position_embeddings=512)).eval()
+    torch.manual_seed(seed)
+    transformer = ZImageTransformer2DModel(
+        all_patch_size=(2,), all_f_patch_size=(1,), in_channels=16, dim=32, n_layers=1,
+        n_refiner_layers=1, n_heads=2, n_kv_heads=2, cap_feat_dim=16, axes_dims=[8, 4, 4],
+        axes_lens=[256, 32, 32])
+    pipe = ZImagePipeline(scheduler=FlowMatchEulerDiscreteScheduler(),
+                          vae=_vae(seed, latent_channels=16, **_FLOW_VAE),
+                          text_encoder=text_encoder, tokenizer=tok, transformer=transformer)
     pipe.save_pretrained(str(path))
     return str(path)
