@@ -23,6 +23,8 @@ vocabulary and merges file.
 * :func:`build_tiny_ltx` — an ``LTXPipeline`` (LTX-Video).
 * :func:`build_tiny_zimage` — a ``ZImagePipeline`` (Z-Image, Z-Image-Turbo) with a Qwen3
   text encoder.
+* :func:`build_tiny_qwenimage` — a ``QwenImagePipeline`` (Qwen-Image) with a Qwen2.5-VL
+  text encoder.
 
 The T5 tokenizer is a Unigram model over letters and a few words, the Qwen tokenizer a
 byte-level BPE over the 256 bytes with a ChatML template (both built with ``tokenizers``),
@@ -372,5 +374,40 @@ def build_tiny_zimage(path, seed: int = 0) -> str:
     pipe = ZImagePipeline(scheduler=FlowMatchEulerDiscreteScheduler(),
                           vae=_vae(seed, latent_channels=16, **_FLOW_VAE),
                           text_encoder=text_encoder, tokenizer=tok, transformer=transformer)
+    pipe.save_pretrained(str(path))
+    return str(path)
+
+
+def build_tiny_qwenimage(path, seed: int = 0) -> str:
+    """Save a tiny ``QwenImagePipeline`` (random weights; a 2-layer Qwen2.5-VL text encoder
+    with a 2-block vision tower, ``AutoencoderKLQwenImage``) to ``path``; returns the
+    directory. Sides are multiples of 8 (VAE factor 4, 2x2 patches)."""
+    import torch
+    from diffusers import (AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler,
+                           QwenImagePipeline, QwenImageTransformer2DModel)
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    tok = _qwen_tokenizer()
+    torch.manual_seed(seed)
+    text = dict(vocab_size=len(tok), hidden_size=16, intermediate_size=16,
+                num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                rope_theta=1000000.0, max_position_embeddings=1024,
+                rope_scaling={"type": "mrope", "mrope_section": [1, 1, 2]},
+                bos_token_id=None, eos_token_id=tok.eos_token_id)
+    vision = dict(depth=2, hidden_size=16, intermediate_size=16, num_heads=2,
+                  out_hidden_size=16)
+    text_encoder = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(
+        text_config=text, vision_config=vision, vocab_size=len(tok))).eval()
+    torch.manual_seed(seed)
+    transformer = QwenImageTransformer2DModel(
+        patch_size=2, in_channels=16, out_channels=4, num_layers=2, attention_head_dim=16,
+        num_attention_heads=3, joint_attention_dim=16, axes_dims_rope=(8, 4, 4))
+    torch.manual_seed(seed)
+    vae = AutoencoderKLQwenImage(base_dim=24, z_dim=4, dim_mult=[1, 2, 4], num_res_blocks=1,
+                                 temperal_downsample=[False, True],
+                                 latents_mean=[0.0] * 4, latents_std=[1.0] * 4)
+    pipe = QwenImagePipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae,
+                             text_encoder=text_encoder, tokenizer=tok,
+                             transformer=transformer)
     pipe.save_pretrained(str(path))
     return str(path)

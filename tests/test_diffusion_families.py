@@ -8,7 +8,8 @@ server, on tiny random-weight pipelines built here (:mod:`tests.diffusion_helper
   inpainting (FluxInpaint) through the OpenAI SDK;
 * ``StableDiffusion3Pipeline`` (SD 3 / 3.5) registered with ``model_uri``: the same three
   abilities;
-* ``ZImagePipeline`` (Z-Image, Z-Image-Turbo): the same three abilities;
+* ``ZImagePipeline`` (Z-Image, Z-Image-Turbo) and ``QwenImagePipeline`` (Qwen-Image): the
+  same three abilities;
 * ``WanPipeline`` (Wan 2.1 / 2.2), ``CogVideoXPipeline`` (CogVideoX) and ``LTXPipeline``
   (LTX-Video) as video models: an MP4 of the asked frames.
 """
@@ -27,7 +28,8 @@ from xinference.client import RESTfulClient
 
 from .conftest import start_server
 from .diffusion_helpers import (build_tiny_cogvideox, build_tiny_flux, build_tiny_ltx,
-                                build_tiny_sd3, build_tiny_wan, build_tiny_zimage)
+                                build_tiny_qwenimage, build_tiny_sd3, build_tiny_wan,
+                                build_tiny_zimage)
 from .fake_modelscope import FakeModelScope
 
 pytestmark = pytest.mark.e2e
@@ -36,6 +38,7 @@ FLUX = "FLUX.1-schnell"  # the builtin family
 FLUX_MS_ID = "AI-ModelScope/FLUX.1-schnell"
 SD3 = "tiny-sd3"
 ZIMAGE = "tiny-zimage"
+QWENIMAGE = "tiny-qwenimage"
 WAN = "tiny-wan"
 COG = "tiny-cogvideox"
 LTX = "tiny-ltx"
@@ -73,7 +76,8 @@ def srv(tmp_path_factory):
                                      "MODELSCOPE_ENDPOINT": hub.endpoint,
                                      "MODELSCOPE_CACHE": str(home / "ms")})
     try:
-        for name, build in ((SD3, build_tiny_sd3), (ZIMAGE, build_tiny_zimage)):
+        for name, build in ((SD3, build_tiny_sd3), (ZIMAGE, build_tiny_zimage),
+                            (QWENIMAGE, build_tiny_qwenimage)):
             register(server.endpoint, "image", {
                 "model_name": name, "model_family": "stable_diffusion",
                 "model_uri": f"file://{build(pipes / name)}",
@@ -89,7 +93,7 @@ def srv(tmp_path_factory):
                 "default_generate_config": {"fps": 8, "guidance_scale": 1.0}})
         client = RESTfulClient(server.endpoint)
         client.launch_model(model_name=FLUX, model_type="image")
-        for name in (SD3, ZIMAGE):
+        for name in (SD3, ZIMAGE, QWENIMAGE):
             client.launch_model(model_name=name, model_type="image")
         for name in (WAN, COG, LTX):
             client.launch_model(model_name=name, model_type="video")
@@ -114,7 +118,7 @@ def test_builtin_flux_came_from_its_modelscope_id(srv):
     assert reg["model_id"] == "black-forest-labs/FLUX.1-schnell"  # the Hugging Face id
 
 
-@pytest.mark.parametrize("model", [FLUX, SD3, ZIMAGE])
+@pytest.mark.parametrize("model", [FLUX, SD3, ZIMAGE, QWENIMAGE])
 def test_text_image_and_inpainting(openai_client, model):
     from PIL import Image
 
