@@ -134,3 +134,73 @@ def test_registrations_filter_by_ability_and_hub():
     assert "qwen2.5-instruct" not in tools_reasoning
     with pytest.raises(InvalidRequestError, match="hub"):
         reg.list("LLM", hub="github")
+
+
+# ---- non-LLM catalogs: sources, hub ids, and which id a hub downloads ---------------------
+
+NON_LLM = [t for t in model_type_handlers() if t != "LLM"]
+
+
+@pytest.mark.parametrize("model_type", NON_LLM)
+def test_every_builtin_says_where_its_facts_come_from(model_type):
+    minimum = {"embedding": 35, "rerank": 14, "image": 16, "audio": 32, "video": 7}
+    fams = model_type_handlers()[model_type].builtins()
+    assert len(fams) >= minimum[model_type]
+    for name, fam in fams.items():
+        assert fam.source, f"{model_type} {name} has no source"
+        assert "checked" in fam.source, f"{model_type} {name}: say whether its ids were checked"
+        for spec in getattr(fam, "model_specs", None) or [fam]:
+            if spec.model_id:
+                assert spec.model_id.count("/") == 1, (name, spec.model_id)
+        for hub, copy in getattr(fam, "model_src", {}).items():
+            assert copy.model_id.count("/") == 1, (name, hub, copy.model_id)
+
+
+def test_the_launch_hub_picks_the_id_listed_for_it(monkeypatch):
+    from xinference.model.embedding.family import builtin_embedding_families
+    from xinference.model.image.family import builtin_image_families
+    from xinference.model.loader import preferred_hub, spec_on_hub, weights_on_hub
+
+    flux = builtin_image_families()["FLUX.1-schnell"]
+    assert weights_on_hub(flux)[:2] == ("huggingface", "black-forest-labs/FLUX.1-schnell")
+    assert weights_on_hub(flux, "modelscope")[:2] == ("modelscope",
+                                                      "AI-ModelScope/FLUX.1-schnell")
+    monkeypatch.delenv("XINFERENCE_MODEL_SRC", raising=False)
+    assert preferred_hub(flux, None) == "huggingface"  # the server's default hub
+    monkeypatch.setenv("XINFERENCE_MODEL_SRC", "modelscope")
+    assert preferred_hub(flux, None) == "modelscope"
+    assert preferred_hub(flux, "huggingface") == "huggingface"  # the launch option wins
+    inpaint = builtin_image_families()["stable-diffusion-inpainting"]  # no ModelScope copy
+    assert preferred_hub(inpaint, None) is None
+    # a custom family with one id: a download from another hub tries that same id
+    reg = ModelRegistry({t: x.schema for t, x in model_type_handlers().items()},
+                        {t: x.builtins for t, x in model_type_handlers().items()})
+    mine = reg.parse("image", {"model_name": "my-sd", "model_id": "me/my-sd"})
+    assert weights_on_hub(mine, "modelscope")[:2] == ("modelscope", "me/my-sd")
+    # upstream's form: model_src alone
+    theirs = reg.parse("image", {"model_name": "their-sd", "model_src": {
+        "huggingface": {"model_id": "a/b", "model_revision": "abc"},
+        "modelscope": {"model_id": "c/d"}}})
+    assert (theirs.model_id, theirs.model_revision, theirs.hubs()) == (
+        "a/b", "abc", ["huggingface", "modelscope"])
+    with pytest.raises(InvalidRequestError, match="model_src"):
+        reg.parse("image", {"model_name": "x", "model_src": {"gitee": {"model_id": "a/b"}}})
+    qwen = builtin_embedding_families()["Qwen3-Embedding-0.6B"]
+    hf = qwen.model_specs[0]
+    assert spec_on_hub(qwen.model_specs, hf, "modelscope").model_hub == "modelscope"
+    assert spec_on_hub(qwen.model_specs, hf, None) is hf
+    assert {r["model_name"] for r in reg.list("image", hub="modelscope")} >= {
+        "FLUX.1-schnell", "stable-diffusion-3.5-large"}
+
+
+def test_audio_ids_are_the_engines_own():
+    fw = pytest.importorskip("faster_whisper.utils")
+    fams = model_type_handlers()["audio"].builtins().values()
+    for fam in fams:
+        if fam.model_family == "whisper":
+            assert fam.model_id in fw._MODELS.values(), fam.model_name
+        else:  # piper-tts's URL pattern: lang/locale/name/quality/locale-name-quality.onnx
+            lang, locale, name, quality, file = fam.model_file.split("/")
+            assert file == f"{locale}-{name}-{quality}.onnx" and locale.startswith(lang)
+            assert fam.model_name == f"piper-{locale}-{name}-{quality}"
+            assert fam.voices == [name]

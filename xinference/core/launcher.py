@@ -26,6 +26,7 @@ from ..errors import (
     RequestAbortedError,
 )
 from ..model.cache_manager import check_hub
+from ..model.loader import preferred_hub
 from ..model.options import flag
 from ..model import model_type_handlers
 from ..model.registry import ModelRegistry, canonical_model_type
@@ -216,7 +217,8 @@ class Launcher:
             loader, desc = handler.plan(family, model_uid, download_hub=download_hub, **kwargs)
         else:
             loader, desc = handler.plan(family, model_uid, **kwargs)
-            loader.download_hub = download_hub
+            loader.download_hub = preferred_hub(family, download_hub)
+            desc.update(loader.weights_description())
         # The engine's own environment, if any (model/virtualenv): decided here as far as
         # the launch and the engine say, made on the worker.
         venv = plan_for_engine(loader.engine_class, *venv_opts)

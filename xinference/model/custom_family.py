@@ -10,14 +10,21 @@
 specs and :class:`CustomFamilyBase`, the pydantic base of the image, audio and video family
 schemas (name, family, abilities, ``model_id`` and/or ``model_uri``). Unknown
 fields are kept (``extra="allow"``) so a JSON written for Xinference registers unchanged.
+
+A family of one source (image, audio, video) may list its copies on other hubs in
+``model_src``, as upstream Xinference writes it: ``{"huggingface": {"model_id": ...,
+"model_revision": ...}, "modelscope": {"model_id": ...}}``; ``model_id`` / ``model_hub``
+default to its Hugging Face entry (or its first), and :meth:`CustomFamilyBase.weights_on`
+says which id a download from a given hub fetches.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar, List, Optional, Tuple
+from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
-from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationInfo, field_validator,
+                      model_validator)
 
 from ..constants import MODEL_HUBS as KNOWN_HUBS  # where ``model_id`` is looked up
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
@@ -103,9 +110,20 @@ class WeightSource(BaseModel):
         return v
 
 
+class HubCopy(BaseModel):
+    """One hub's copy of a family's weights: an entry of ``model_src``."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    model_id: str
+    model_revision: Optional[str] = None
+
+
 class CustomFamilyBase(NamedModel, WeightSource):
     """A custom registration of a non-LLM type. Subclasses set ``model_type``, the
-    abilities they know and the default ``model_family``."""
+    abilities they know and the default ``model_family``. ``model_src``: the family's
+    copies per hub (see the module docstring); ``source``: where a builtin's facts come
+    from (model card, config)."""
 
     KNOWN_ABILITIES: ClassVar[Tuple[str, ...]] = ()
 
@@ -113,6 +131,43 @@ class CustomFamilyBase(NamedModel, WeightSource):
     model_family: Optional[str] = None
     model_ability: List[str] = []
     model_description: Optional[str] = None
+    model_src: Dict[str, HubCopy] = Field(default_factory=dict)
+    source: Optional[str] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_from_model_src(cls, data: Any) -> Any:
+        src = data.get("model_src") if isinstance(data, dict) else None
+        if isinstance(src, dict) and src and not data.get("model_id") \
+                and not data.get("model_uri"):
+            hub = "huggingface" if "huggingface" in src else next(iter(src))
+            entry = src[hub] if isinstance(src[hub], dict) else {}
+            data = dict(data, model_hub=hub, model_id=entry.get("model_id"),
+                        model_revision=entry.get("model_revision"))
+        return data
+
+    @field_validator("model_src")
+    @classmethod
+    def _check_src_hubs(cls, v: Dict[str, HubCopy]) -> Dict[str, HubCopy]:
+        bad = [h for h in v if h not in KNOWN_HUBS]
+        if bad:
+            raise ValueError(f"model_src hubs must be among {list(KNOWN_HUBS)}, got {bad}")
+        return v
+
+    def hubs(self) -> List[str]:
+        """The hubs this family lists weights on: ``model_hub`` (when it has a
+        ``model_id``), then the keys of ``model_src``."""
+        own = [self.model_hub] if self.model_id else []
+        return list(dict.fromkeys(own + list(self.model_src)))
+
+    def weights_on(self, hub: str) -> Tuple[Optional[str], Optional[str]]:
+        """``(model_id, model_revision)`` a download from ``hub`` fetches: the hub's
+        ``model_src`` entry, else the family's own ``model_id`` tried on that hub (a
+        custom model whose id is the same on every hub)."""
+        copy = self.model_src.get(hub)
+        if copy is not None:
+            return copy.model_id, copy.model_revision
+        return self.model_id, self.model_revision
 
     @field_validator("model_ability")
     @classmethod

@@ -56,10 +56,13 @@ def format_validation_error(e: ValidationError) -> str:
 
 def family_hubs(fam: Any) -> set:
     """The hubs a family's weights are published on: each spec's ``model_hub`` (LLM and
-    sentence-model specs) or the family's own (image, audio, video)."""
+    sentence-model specs) or the family's own and its ``model_src`` hubs (image, audio,
+    video)."""
     specs = getattr(fam, "model_specs", None)
     if specs:
         return {getattr(s, "model_hub", "huggingface") for s in specs}
+    if hasattr(fam, "hubs"):
+        return set(fam.hubs()) or {fam.model_hub}
     return {getattr(fam, "model_hub", "huggingface")}
 
 

@@ -52,13 +52,15 @@ class SentenceModelSpec(WeightSource):
 
 
 class SentenceModelFamily(NamedModel):
-    """Fields shared by embedding and rerank families (base class, not registered itself)."""
+    """Fields shared by embedding and rerank families (base class, not registered itself);
+    ``source``: where a builtin's facts and hub ids come from."""
 
     version: int = 2
     language: List[str] = Field(default_factory=lambda: ["en"])
     model_description: Optional[str] = None
     trust_remote_code: bool = False
     model_specs: List[SentenceModelSpec]
+    source: Optional[str] = None
 
     @model_validator(mode="before")
     @classmethod

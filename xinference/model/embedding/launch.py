@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Dict, List, Optional, Tuple
 from ...errors import InvalidRequestError
 from ..engine import (EngineSpec, any_option, bool_option, check_launch_options,
                       choice_option, describe, engine_table, int_option, require_engine)
-from ..loader import ModelLoader
+from ..loader import ModelLoader, spec_on_hub
 from .family import EmbeddingModelFamily, SentenceModelFamily, SentenceModelSpec
 
 #: the sentence-transformers engine of rerank models (cross-encoders)
@@ -58,9 +58,15 @@ class SentenceModelLoader(ModelLoader):
 
     spec: SentenceModelSpec = field(kw_only=True)
 
+    def weights_source(self) -> SentenceModelSpec:
+        """``spec``, or its sibling of the same format on ``download_hub`` (see
+        :func:`~xinference.model.loader.spec_on_hub`)."""
+        return spec_on_hub(self.family.model_specs, self.spec, self.download_hub)
+
     def resolve_path(self) -> str:
-        """Local directory of the weights of ``spec``."""
-        return self._resolve(self.spec, self.spec.model_format)
+        """Local directory of the weights of :meth:`weights_source`."""
+        spec = self.weights_source()
+        return self._resolve(spec, spec.model_format)
 
 
 def _engine(family: SentenceModelFamily) -> EngineSpec:
@@ -73,9 +79,10 @@ def _engine(family: SentenceModelFamily) -> EngineSpec:
 
 
 def launchable_specs(family: SentenceModelFamily) -> List[SentenceModelSpec]:
-    """The specs a launch can use: weights are downloaded with huggingface_hub here, so a
-    ``model_hub: "modelscope"`` spec (listed in the catalog, as upstream Xinference lists
-    ModelScope ids) is used only when a family has nothing else."""
+    """The specs a launch picks from, one per format: the Hugging Face ones (a
+    ``model_hub: "modelscope"`` spec only when a family has nothing else). The launch's
+    hub (``download_hub`` / ``XINFERENCE_MODEL_SRC``) then swaps in the same format's
+    spec on that hub when it downloads (:meth:`SentenceModelLoader.weights_source`)."""
     specs = [s for s in family.model_specs if s.model_hub != "modelscope"]
     return specs or list(family.model_specs)
 
