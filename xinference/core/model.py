@@ -3,9 +3,10 @@
 It owns the engine instance, admits requests (a bounded queue: ``request_limits``; over it,
 :class:`TooManyRequestsError` at once), runs the blocking engine in a worker thread, and
 serves streams: a streamed response is produced in the background into a per-stream buffer
-and returned as a :class:`ModelStream` handle, whose chunks the REST API pulls with
-:meth:`ModelActor.next_chunks` (every chunk ready at that moment in one RPC) and relays as
-SSE.
+and returned as a :class:`ModelStream` handle. The REST API reads its SSE frames from this
+process's stream channel (:mod:`xinference.core.stream_channel`, no RPC per chunk) and
+takes the end with one pull; without a channel it pulls with :meth:`ModelActor.next_sse` /
+:meth:`ModelActor.next_chunks` (every chunk ready at that moment in one RPC).
 
 Why not xoscar's ``@xo.generator``: it costs one RPC per chunk, and its iterator handle,
 when garbage-collected, starts a thread with a new event loop and a new connection to the
