@@ -143,7 +143,8 @@ class VLLMEmbedding(LastTokenInputs, EmbeddingEngine, VLLMPooling):
 
     Launch options: :class:`VLLMPooling`'s. The family's ``end_token``, ``prompts`` /
     ``instruction_template`` and ``min_dimensions`` work as on the Transformers engine
-    (:class:`~xinference.model.embedding.llm_embedding.TransformersEmbedding`).
+    (:class:`~xinference.model.embedding.llm_embedding.TransformersEmbedding`);
+    ``bidirectional_attention`` becomes vLLM's ``hf_overrides={"is_causal": False}``.
     """
 
     def load(self) -> None:
@@ -156,8 +157,11 @@ class VLLMEmbedding(LastTokenInputs, EmbeddingEngine, VLLMPooling):
         from vllm.config import PoolerConfig
 
         tok = self._load_tokenizer()
+        extra = ({"hf_overrides": {"is_causal": False}}
+                 if self._family.bidirectional_attention else {})
         self._start(tok, runner="pooling", convert="embed",
-                    pooler_config=PoolerConfig(pooling_type="LAST", use_activation=True))
+                    pooler_config=PoolerConfig(pooling_type="LAST", use_activation=True),
+                    **extra)
         self._check_dimensions_of(self._engine.model_config.get_hidden_size())
         self._normalized = True
         self._init_inputs(tok)
