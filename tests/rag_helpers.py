@@ -7,6 +7,8 @@
 * a Qwen3-Reranker-shaped model: the same architecture and tokenizer (ChatML tokens
   ``<|im_start|>`` / ``<|im_end|>`` are in SmolLM2's vocabulary; ``<think>`` and
   ``</think>`` are added as tokens, as Qwen3's vocabulary has them);
+* a gte-Qwen2-shaped model: ``Qwen2ForCausalLM`` with the same tokenizer as the
+  Qwen3-Embedding one;
 * a bge-reranker-v2-gemma-shaped model: ``GemmaForCausalLM`` with the same tokenizer;
 * a CLIP model (``CLIPModel`` with 2-layer text and vision towers, a CLIP tokenizer over a
   hand-written vocabulary and a ``CLIPImageProcessor``), saved in sentence-transformers'
@@ -71,6 +73,16 @@ def build_qwen3_embedding(path: Path, **shape) -> str:
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     return _save_causal_lm(path, _tokenizer(True), Qwen3Config, Qwen3ForCausalLM, 11,
+                           tie_word_embeddings=True, **shape)
+
+
+def build_gte_qwen2(path: Path, **shape) -> str:
+    """A gte-Qwen2-shaped model under ``path``: ``Qwen2ForCausalLM`` with the tokenizer
+    that ends every input with ``<|endoftext|>``; gte-Qwen2 reads it with bidirectional
+    attention (its model card), which the weights do not say."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    return _save_causal_lm(path, _tokenizer(True), Qwen2Config, Qwen2ForCausalLM, 14,
                            tie_word_embeddings=True, **shape)
 
 

@@ -19,6 +19,7 @@ class with its EngineCore and worker processes checked gone.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +31,8 @@ import requests
 from xinference.client import RESTfulClient
 from xinference.errors import InvalidRequestError
 
-from .rag_helpers import build_gemma_reranker, build_qwen3_embedding, build_qwen3_reranker
+from .rag_helpers import (build_gemma_reranker, build_gte_qwen2, build_qwen3_embedding,
+                          build_qwen3_reranker)
 from .test_llm_embedding_rerank import (DOCS, EMB_FAMILY, QUERY, TASK, TEXTS, CardBgeGemma,
                                         CardEmbedding, CardQwen3Reranker, query_text)
 from .test_vllm import VLLM_CLASS, _prepared_vllm_env, _venv_dir, terminate_and_check
@@ -40,6 +42,10 @@ EMB_CLASS = "xinference.model.embedding.vllm_embedding:VLLMEmbedding"
 RERANK_CLASS = "xinference.model.rerank.vllm_rerank:VLLMRerank"
 QWEN3_RERANKER = {"model_name": "tiny-qwen3-reranker", "type": "LLM-based",
                   "llm_format": "qwen3", "max_tokens": 256}
+GTE_FAMILY = {"model_name": "tiny-gte-qwen2", "dimensions": 64, "max_tokens": 128,
+              "pooling": "last_token", "bidirectional_attention": True,
+              "prompts": {"query": f"Instruct: {TASK}\nQuery: ", "document": ""},
+              "instruction_template": "Instruct: {instruction}\nQuery: "}
 GEMMA_RERANKER = {"model_name": "tiny-gemma-reranker", "type": "LLM-based",
                   "llm_format": "bge-llm", "max_tokens": 256}
 
@@ -113,7 +119,47 @@ def paths(tmp_path_factory):
     root = tmp_path_factory.mktemp("vllm-rag")
     return {"emb": build_qwen3_embedding(root / "emb", head_dim=32),
             "qwen3": build_qwen3_reranker(root / "qwen3", head_dim=32),
-            "gemma": build_gemma_reranker(root / "gemma", head_dim=32)}
+            "gemma": build_gemma_reranker(root / "gemma", head_dim=32),
+            # Qwen2's head size is hidden / heads: 2 heads of 32
+            "gte": build_gte_qwen2(root / "gte", num_attention_heads=2,
+                                   num_key_value_heads=1, head_dim=32)}
+
+
+class CardBidirectional(CardEmbedding):
+    """gte-Qwen2's card method (last token, L2-normalised) with its bidirectional
+    attention: every token attends to every token (a full ``[1, 1, T, T]`` mask; the
+    repository's own code does this for the real model)."""
+
+    def __call__(self, text: str, max_length: int = 8192, causal: bool = False):
+        torch = self.torch
+        ids = self.tok([text], truncation=True, max_length=max_length,
+                       return_tensors="pt")["input_ids"]
+        n = ids.shape[1]
+        mask = None if causal else torch.zeros(1, 1, n, n)
+        with torch.no_grad():
+            out = self.model(input_ids=ids, attention_mask=mask).last_hidden_state[:, -1]
+        return torch.nn.functional.normalize(out, p=2, dim=1)[0].numpy()
+
+
+@pytest.fixture(scope="module")
+def gte_card(paths):
+    return CardBidirectional(paths["gte"])
+
+
+def test_transformers_engine_masks_bidirectionally_for_such_families(paths, gte_card):
+    """A ``bidirectional_attention`` family whose weights load with transformers' own
+    class: batched and padded, each vector is the bidirectional one (not the causal)."""
+    from xinference.model.embedding.family import EmbeddingModelFamily
+    from xinference.model.embedding.launch import plan_embedding_launch
+
+    fam = EmbeddingModelFamily.model_validate(dict(GTE_FAMILY, model_uri=paths["gte"]))
+    loader, _ = plan_embedding_launch(fam, "gte", max_batch_size=8, batch_wait_ms=50)
+    engine = loader.load()
+    texts = ["a", "a longer sentence with more words in it", "x y z"]
+    out = asyncio.run(engine.create_embedding(texts))
+    for t, d in zip(texts, out["data"]):
+        np.testing.assert_allclose(d["embedding"], gte_card(t), atol=TOL)
+    assert np.abs(out["data"][1]["embedding"] - gte_card(texts[1], causal=True)).max() > 1e-3
 
 
 def test_classifier_overrides_read_the_formats_score_tokens(paths):
@@ -199,6 +245,12 @@ def emb(pool_server, paths):
 @pytest.fixture(scope="module")
 def card(paths):
     return CardEmbedding(paths["emb"])
+
+
+@pytest.fixture(scope="class")
+def gte(pool_server, paths):
+    yield from _launched(pool_server, "embedding",
+                         dict(GTE_FAMILY, model_uri="file://" + paths["gte"]))
 
 
 @pytest.fixture(scope="class")
@@ -299,6 +351,23 @@ class TestEmbedding:
         assert r.status_code == code and words in r.json()["detail"], r.text
 
 
+class TestBidirectionalEmbedding:
+    def test_gte_shaped_model_attends_both_ways(self, pool_server, gte, gte_card):
+        """``bidirectional_attention`` (gte-Qwen2) reaches vLLM: the vectors are those of
+        the bidirectional computation, queries with the family's prompt too."""
+        client = _openai(pool_server.endpoint)
+        texts = ["The capital of China is Beijing.", "Explain gravity"]
+        res = client.embeddings.create(model=gte, input=texts)
+        got = np.array([d.embedding for d in res.data])
+        np.testing.assert_allclose(got, np.stack([gte_card(t) for t in texts]), atol=TOL)
+        assert np.abs(got[0] - gte_card(texts[0], causal=True)).max() > 1e-3
+        res = client.embeddings.create(model=gte, input=texts[1:],
+                                       extra_body={"prompt_name": "query"})
+        np.testing.assert_allclose(res.data[0].embedding,
+                                   gte_card(f"Instruct: {TASK}\nQuery: {texts[1]}"),
+                                   atol=TOL)
+
+
 class TestQwen3Reranker:
     def test_scores_match_the_model_card(self, pool_server, qwen3, qwen3_card):
         uid, card = qwen3, qwen3_card
@@ -361,3 +430,12 @@ class TestGemmaReranker:
                     documents=TEXTS[:2], instruction=task).json()
         for r in top["results"]:
             assert abs(r["relevance_score"] - card(QUERY, TEXTS[r["index"]], task)) < TOL
+
+
+def test_catalog_marks_gte_qwen2_bidirectional():
+    from xinference.model.embedding.family import builtin_embedding_families
+
+    fams = builtin_embedding_families()
+    assert fams["gte-Qwen2"].bidirectional_attention
+    assert fams["gte-Qwen2-1.5B-instruct"].bidirectional_attention
+    assert not fams["Qwen3-Embedding-0.6B"].bidirectional_attention

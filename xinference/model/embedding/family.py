@@ -105,7 +105,8 @@ class EmbeddingModelFamily(SentenceModelFamily):
     ``bidirectional_attention``: the model reads its input with bidirectional attention
     although its checkpoint is a causal LM's (gte-Qwen2, whose model card says so and whose
     repository code does it): the Transformers engine runs that code
-    (``trust_remote_code``); the vLLM engine asks vLLM's own model for it
+    (``trust_remote_code``), or for weights that load with transformers' own class masks
+    bidirectionally itself; the vLLM engine asks vLLM's own model for it
     (``hf_overrides={"is_causal": false}``, as vLLM's Qwen2 model documents for gte-Qwen2).
 
     ``modalities``: what the model embeds; ``["text", "image"]`` for CLIP-style models

@@ -55,6 +55,17 @@ def pad_right(rows: List[List[int]], pad_id: int):
     return ids, mask, last
 
 
+def bidirectional_mask(mask, dtype):
+    """A ``[B, 1, T, T]`` additive attention mask that lets every token attend to every
+    real token of its row (``mask``: ``[B, T]``, 1 for real tokens): what transformers
+    uses as given instead of its causal mask."""
+    import torch
+
+    keep = mask[:, None, None, :].bool().expand(-1, 1, mask.shape[1], -1)
+    out = torch.zeros(keep.shape, dtype=dtype)
+    return out.masked_fill(~keep, torch.finfo(dtype).min)
+
+
 class TransformersWeights:
     """Mixin for batched engines that load a Transformers checkpoint themselves (the LLM
     embedders here and the LLM rerankers): the ``torch_dtype`` launch option (one of
@@ -159,6 +170,9 @@ class LastTokenInputs:
 class TransformersEmbedding(TransformersWeights, LastTokenInputs, EmbeddingEngine,
                             BatchedSentenceEngine):
     """An LLM-based embedding model (family ``pooling: "last_token"``) on Transformers.
+    A family with ``bidirectional_attention`` whose weights load with transformers' own
+    class is run with a bidirectional mask (:func:`bidirectional_mask`); one whose own
+    repository code is loaded (gte-Qwen2) attends as that code does.
 
     Launch options: those of :class:`BatchedSentenceEngine` (``max_batch_size`` counts
     inputs) and ``torch_dtype`` (``float32``, ``bfloat16``, ``float16`` or ``auto``).
@@ -177,6 +191,10 @@ class TransformersEmbedding(TransformersWeights, LastTokenInputs, EmbeddingEngin
         self._check_dimensions_of(model.config.hidden_size)
         self._normalized = True
         self._init_inputs(tok)
+        # gte-Qwen2's own code (trust_remote_code) attends both ways itself; a checkpoint
+        # loaded with transformers' own class gets a bidirectional mask from here
+        self._bidirectional = (self._family.bidirectional_attention
+                               and type(model).__module__.startswith("transformers."))
         self._start_batcher(model)
 
     # ---- engine thread ---------------------------------------------------------------
@@ -187,6 +205,8 @@ class TransformersEmbedding(TransformersWeights, LastTokenInputs, EmbeddingEngin
         kind, prefix = key
         rows, whole = self._token_rows(kind, items, prefix)
         ids, mask, last = pad_right(rows, self._pad_id)
+        if self._bidirectional:
+            mask = bidirectional_mask(mask, self._model.dtype)
         with torch.inference_mode():
             hidden = self._model(input_ids=ids.to(self._device),
                                  attention_mask=mask.to(self._device)).last_hidden_state
