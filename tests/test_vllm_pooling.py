@@ -235,11 +235,20 @@ def _post(endpoint, route, **body):
     return requests.post(f"{endpoint}/v1/{route}", json=body, timeout=60)
 
 
-# One model at a time: class-scoped launches end with their class.
-@pytest.fixture(scope="class")
-def emb(pool_server, paths):
-    yield from _launched(pool_server, "embedding",
-                         dict(EMB_FAMILY, model_uri="file://" + paths["emb"]))
+def _launch_fixture(model_type: str, family: dict, key: str):
+    """A class-scoped fixture launching ``family`` (weights ``paths[key]``) on vLLM: one
+    model at a time, each launch ends with its class."""
+    @pytest.fixture(scope="class")
+    def launched(pool_server, paths):
+        yield from _launched(pool_server, model_type,
+                             dict(family, model_uri="file://" + paths[key]))
+    return launched
+
+
+emb = _launch_fixture("embedding", EMB_FAMILY, "emb")
+gte = _launch_fixture("embedding", GTE_FAMILY, "gte")
+qwen3 = _launch_fixture("rerank", QWEN3_RERANKER, "qwen3")
+gemma = _launch_fixture("rerank", GEMMA_RERANKER, "gemma")
 
 
 @pytest.fixture(scope="module")
@@ -247,27 +256,9 @@ def card(paths):
     return CardEmbedding(paths["emb"])
 
 
-@pytest.fixture(scope="class")
-def gte(pool_server, paths):
-    yield from _launched(pool_server, "embedding",
-                         dict(GTE_FAMILY, model_uri="file://" + paths["gte"]))
-
-
-@pytest.fixture(scope="class")
-def qwen3(pool_server, paths):
-    yield from _launched(pool_server, "rerank",
-                         dict(QWEN3_RERANKER, model_uri="file://" + paths["qwen3"]))
-
-
 @pytest.fixture(scope="module")
 def qwen3_card(paths):
     return CardQwen3Reranker(paths["qwen3"])
-
-
-@pytest.fixture(scope="class")
-def gemma(pool_server, paths):
-    yield from _launched(pool_server, "rerank",
-                         dict(GEMMA_RERANKER, model_uri="file://" + paths["gemma"]))
 
 
 class TestEmbedding:
