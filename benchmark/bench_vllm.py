@@ -277,7 +277,7 @@ def main() -> None:
 
     one_ratio = server["one"] / inproc["one"]
     many_ratio = server["many"] / server["one"]
-    from xinference.model.llm.engines import VLLM_VERSION
+    from xinference.model.llm.vllm.options import VLLM_VERSION
 
     gib = env_warm["bytes"] / 2**30
     cold = (f"{env_cold['create_s']:.1f} s" if env_cold else

@@ -7,6 +7,8 @@
 * a Qwen3-Reranker-shaped model: the same architecture and tokenizer (ChatML tokens
   ``<|im_start|>`` / ``<|im_end|>`` are in SmolLM2's vocabulary; ``<think>`` and
   ``</think>`` are added as tokens, as Qwen3's vocabulary has them);
+* a gte-Qwen2-shaped model: ``Qwen2ForCausalLM`` with the same tokenizer as the
+  Qwen3-Embedding one;
 * a bge-reranker-v2-gemma-shaped model: ``GemmaForCausalLM`` with the same tokenizer;
 * a CLIP model (``CLIPModel`` with 2-layer text and vision towers, a CLIP tokenizer over a
   hand-written vocabulary and a ``CLIPImageProcessor``), saved in sentence-transformers'
@@ -48,40 +50,56 @@ def _tokenizer(end_with_eot: bool):
 
 
 def _save_causal_lm(path: Path, tok, config_cls, model_cls, seed: int, **extra) -> str:
+    """``extra``: config fields, over the tiny defaults (``head_dim=32`` for vLLM's CPU
+    attention, which takes head sizes 32, 64, 80, ... only)."""
     import torch
 
-    config = config_cls(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
-                        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                        head_dim=16, max_position_embeddings=512, initializer_range=0.2,
-                        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
-                        eos_token_id=tok.eos_token_id, **extra)
+    fields = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
+                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                  head_dim=16, max_position_embeddings=512, initializer_range=0.2,
+                  pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                  eos_token_id=tok.eos_token_id)
+    fields.update(extra)
+    config = config_cls(**fields)
     torch.manual_seed(seed)
     model_cls(config).eval().save_pretrained(str(path))
     tok.save_pretrained(str(path))
     return str(path)
 
 
-def build_qwen3_embedding(path: Path) -> str:
-    """A Qwen3-Embedding-shaped model under ``path`` (see the module docstring)."""
+def build_qwen3_embedding(path: Path, **shape) -> str:
+    """A Qwen3-Embedding-shaped model under ``path`` (see the module docstring);
+    ``shape``: config fields over the tiny defaults."""
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     return _save_causal_lm(path, _tokenizer(True), Qwen3Config, Qwen3ForCausalLM, 11,
-                           tie_word_embeddings=True)
+                           tie_word_embeddings=True, **shape)
 
 
-def build_qwen3_reranker(path: Path) -> str:
+def build_gte_qwen2(path: Path, **shape) -> str:
+    """A gte-Qwen2-shaped model under ``path``: ``Qwen2ForCausalLM`` with the tokenizer
+    that ends every input with ``<|endoftext|>``; gte-Qwen2 reads it with bidirectional
+    attention (its model card), which the weights do not say."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    return _save_causal_lm(path, _tokenizer(True), Qwen2Config, Qwen2ForCausalLM, 14,
+                           tie_word_embeddings=True, **shape)
+
+
+def build_qwen3_reranker(path: Path, **shape) -> str:
     """A Qwen3-Reranker-shaped model under ``path``."""
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     return _save_causal_lm(path, _tokenizer(False), Qwen3Config, Qwen3ForCausalLM, 12,
-                           tie_word_embeddings=True)
+                           tie_word_embeddings=True, **shape)
 
 
-def build_gemma_reranker(path: Path) -> str:
+def build_gemma_reranker(path: Path, **shape) -> str:
     """A bge-reranker-v2-gemma-shaped model (Gemma architecture) under ``path``."""
     from transformers import GemmaConfig, GemmaForCausalLM
 
-    return _save_causal_lm(path, _tokenizer(False), GemmaConfig, GemmaForCausalLM, 13)
+    return _save_causal_lm(path, _tokenizer(False), GemmaConfig, GemmaForCausalLM, 13,
+                           **shape)
 
 
 def build_clip(path: Path, seed: int = 5) -> str:

@@ -191,9 +191,9 @@ def test_description_and_engine(endpoint, launched):
     desc = RESTfulClient(endpoint).describe_model("tiny-qwen3-embedding")
     assert desc["model_engine"] == "transformers" and desc["dimensions"] == 64
     engines = requests.get(f"{endpoint}/v1/engines/Qwen3-Embedding-0.6B", timeout=30).json()
-    assert list(engines) == ["transformers"]
+    assert list(engines) == ["transformers", "vLLM"]
     engines = requests.get(f"{endpoint}/v1/engines/Qwen3-Reranker-0.6B", timeout=30).json()
-    assert list(engines) == ["transformers"]
+    assert list(engines) == ["transformers", "vLLM"]
 
 
 def test_documents_and_queries_match_the_model_card(endpoint, launched, card_emb):

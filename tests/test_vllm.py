@@ -101,7 +101,7 @@ def test_lora_needs_modules_and_tensor_parallel_must_match_n_gpu():
 def test_tensor_parallel_size_defaults_to_the_gpus_the_worker_gave(monkeypatch):
     """n_gpu=k: the worker hands the process k whole GPUs (CUDA_VISIBLE_DEVICES); vLLM
     shards over all of them."""
-    from xinference.model.llm.vllm.core import _visible_gpu_count
+    from xinference.model.llm.vllm.common import visible_gpu_count as _visible_gpu_count
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
     assert _visible_gpu_count() == 2
@@ -227,20 +227,25 @@ def vllm_server(tmp_path_factory):
         pytest.fail(f"launch on vLLM failed: {r.status_code} {r.text}\n{log}")
     srv.launch_seconds = time.monotonic() - t0
     yield srv
+    try:
+        terminate_and_check(srv.endpoint, UID)
+    finally:
+        srv.stop()
+
+
+def terminate_and_check(endpoint: str, uid: str) -> None:
+    """Terminate ``uid`` and check that its model process, vLLM's EngineCore and its
+    worker are all gone, none left behind."""
     import psutil
 
     from tests.conftest import wait_gone
 
-    pid = _replica(srv.endpoint)["pid"]
+    pid = requests.get(f"{endpoint}/v1/models/{uid}", timeout=30).json()["replicas"][0]["pid"]
     pids = [pid] + [c.pid for c in psutil.Process(pid).children(recursive=True)]
-    r = requests.delete(f"{srv.endpoint}/v1/models/{UID}", timeout=120)
-    try:
-        assert r.status_code == 200, r.text
-        # the model process, vLLM's EngineCore and its worker are gone, none left behind
-        assert not wait_gone(pids, 60), [psutil.Process(p).cmdline() for p in pids
-                                         if not wait_gone([p], 0)]
-    finally:
-        srv.stop()
+    r = requests.delete(f"{endpoint}/v1/models/{uid}", timeout=120)
+    assert r.status_code == 200, r.text
+    assert not wait_gone(pids, 60), [psutil.Process(p).cmdline() for p in pids
+                                     if not wait_gone([p], 0)]
 
 
 @pytest.fixture(scope="module")

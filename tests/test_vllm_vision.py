@@ -56,7 +56,7 @@ def test_a_request_vllm_refuses_names_its_image_parts():
 
     from xinference.errors import InvalidRequestError
     from xinference.model.llm.images import ImageInput
-    from xinference.model.llm.vllm.core import _vllm_error
+    from xinference.model.llm.vllm.common import vllm_error as _vllm_error
 
     images = [ImageInput(Image.new("RGB", (8, 8)), f"messages[0].content[{j}]")
               for j in (1, 3)]

@@ -162,6 +162,25 @@ def find_engine(engines: Iterable[EngineSpec], name: str) -> EngineSpec:
         f"Unknown model_engine {name!r}; engines: {[e.name for e in engines]}")
 
 
+def pick_engine(engines: Sequence[EngineSpec], model_engine: Optional[str],
+                model_name: str) -> EngineSpec:
+    """The engine of ``engines`` (those that run the model, the default first) that a
+    launch's ``model_engine`` names (``None``: the default), case-insensitively.
+
+    Raises:
+        InvalidRequestError: it names none of them; the message lists them.
+    """
+    if model_engine is None:
+        return engines[0]
+    for engine in engines:
+        if engine.matches(model_engine):
+            return engine
+    names = [e.name for e in engines]
+    raise InvalidRequestError(
+        f"Model engine {model_engine!r} is not available for {model_name!r}; "
+        + (f"use {names[0]!r}" if len(names) == 1 else f"engines: {names}"))
+
+
 def require_engine(engine: EngineSpec, model_engine: Optional[str], model_name: str) -> None:
     """Check a launch's ``model_engine`` (``None``: any) against the one engine that runs
     the model.
@@ -169,10 +188,7 @@ def require_engine(engine: EngineSpec, model_engine: Optional[str], model_name: 
     Raises:
         InvalidRequestError: it names another engine.
     """
-    if model_engine is not None and not engine.matches(model_engine):
-        raise InvalidRequestError(
-            f"Model engine {model_engine!r} is not available for {model_name!r}; "
-            f"use {engine.name!r}")
+    pick_engine([engine], model_engine, model_name)
 
 
 def check_launch_options(engine: EngineSpec, kwargs: Mapping[str, Any], model_name: str,

@@ -104,6 +104,13 @@ class EmbeddingModelFamily(SentenceModelFamily):
     ``instruction`` (a one-sentence task description) into a prefix, ``{instruction}``
     marking where it goes.
 
+    ``bidirectional_attention``: the model reads its input with bidirectional attention
+    although its checkpoint is a causal LM's (gte-Qwen2, whose model card says so and whose
+    repository code does it): the Transformers engine runs that code
+    (``trust_remote_code``), or for weights that load with transformers' own class masks
+    bidirectionally itself; the vLLM engine asks vLLM's own model for it
+    (``hf_overrides={"is_causal": false}``, as vLLM's Qwen2 model documents for gte-Qwen2).
+
     ``modalities``: what the model embeds; ``["text", "image"]`` for CLIP-style models
     (images and text in one space). ``normalize``: L2-normalise every vector after the
     model (for models whose own modules do not; always on for ``last_token``).
@@ -115,6 +122,7 @@ class EmbeddingModelFamily(SentenceModelFamily):
     min_dimensions: Optional[int] = Field(None, gt=0)
     pooling: Optional[Literal["last_token"]] = None
     end_token: Optional[str] = None
+    bidirectional_attention: bool = False
     prompts: Optional[Dict[str, str]] = None
     instruction_template: Optional[str] = None
     modalities: List[Literal["text", "image"]] = Field(default_factory=lambda: ["text"])

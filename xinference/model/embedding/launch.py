@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from ...errors import InvalidRequestError
 from ..engine import (EngineSpec, any_option, bool_option, check_launch_options,
-                      choice_option, describe, engine_table, int_option, require_engine)
+                      choice_option, describe, engine_table, int_option, pick_engine)
+from ..llm.vllm.options import POOLING_OPTIONS, VLLM_EXCLUDES, VLLM_PACKAGES, validate_options
 from ..loader import ModelLoader, spec_on_hub
 from .family import EmbeddingModelFamily, SentenceModelFamily, SentenceModelSpec
 
@@ -47,6 +48,15 @@ TRANSFORMERS_EMBEDDING = dataclasses.replace(
 #: the Transformers engine of LLM-based rerank models (``type: "LLM-based"``)
 TRANSFORMERS_RERANK = dataclasses.replace(
     TRANSFORMERS_EMBEDDING, class_path="xinference.model.rerank.llm_reranker:LLMRerank")
+#: the vLLM engine of LLM-based embedding models (vLLM's pooling runner, last-token
+#: pooling), in the same environment as the vLLM LLM engine (same packages: same key)
+VLLM_EMBEDDING = EngineSpec(
+    "vLLM", "xinference.model.embedding.vllm_embedding:VLLMEmbedding", ("pytorch",),
+    ("vllm",), options=POOLING_OPTIONS, validate=validate_options,
+    virtualenv_packages=VLLM_PACKAGES, virtualenv_excludes=VLLM_EXCLUDES)
+#: the vLLM engine of LLM-based rerank models (the LM head's score tokens as a classifier)
+VLLM_RERANK = dataclasses.replace(
+    VLLM_EMBEDDING, class_path="xinference.model.rerank.vllm_rerank:VLLMRerank")
 
 
 @dataclass
@@ -54,9 +64,13 @@ class SentenceModelLoader(ModelLoader):
     """Launch parameters of one embedding or rerank replica (picklable); ``spec`` is the
     spec the plan picked (its format and where its weights are)."""
 
-    uses_torch: ClassVar[bool] = True
-
     spec: SentenceModelSpec = field(kw_only=True)
+
+    @property
+    def uses_torch(self) -> bool:
+        """Torch engines get ``OMP_WAIT_POLICY=PASSIVE``; vLLM sets up its CPU threads
+        itself (as for the LLM engine)."""
+        return self.engine_class not in (VLLM_EMBEDDING.class_path, VLLM_RERANK.class_path)
 
     def weights_source(self) -> SentenceModelSpec:
         """``spec``, or its sibling of the same format on ``download_hub`` (see
@@ -69,13 +83,15 @@ class SentenceModelLoader(ModelLoader):
         return self._resolve(spec, spec.model_format)
 
 
-def _engine(family: SentenceModelFamily) -> EngineSpec:
-    """The engine that runs ``family``: Transformers for LLM-based embedding
-    (``pooling: "last_token"``) and rerank (``type: "LLM-based"``) models, else
-    sentence-transformers."""
+def _engines(family: SentenceModelFamily) -> List[EngineSpec]:
+    """The engines that run ``family``, the default first: Transformers, then vLLM, for
+    LLM-based embedding (``pooling: "last_token"``) and rerank (``type: "LLM-based"``)
+    models; sentence-transformers for the others."""
     if family.model_type == "embedding":
-        return TRANSFORMERS_EMBEDDING if family.pooling else SENTENCE_EMBEDDING
-    return TRANSFORMERS_RERANK if family.type == "LLM-based" else SENTENCE_RERANK
+        return [TRANSFORMERS_EMBEDDING, VLLM_EMBEDDING] if family.pooling \
+            else [SENTENCE_EMBEDDING]
+    return [TRANSFORMERS_RERANK, VLLM_RERANK] if family.type == "LLM-based" \
+        else [SENTENCE_RERANK]
 
 
 def launchable_specs(family: SentenceModelFamily) -> List[SentenceModelSpec]:
@@ -88,10 +104,12 @@ def launchable_specs(family: SentenceModelFamily) -> List[SentenceModelSpec]:
 
 
 def sentence_engines_for_family(family: SentenceModelFamily) -> Dict[str, Any]:
-    """``GET /v1/engines/{model_name}`` for embedding and rerank families: the engine
-    that runs the family (sentence-transformers or Transformers) with a row per spec
-    (:func:`~xinference.model.engine.engine_rows`)."""
-    return engine_table([_engine(family)], family, launchable_specs(family))
+    """``GET /v1/engines/{model_name}`` for embedding and rerank families: the engines
+    that run the family (sentence-transformers; or Transformers and vLLM) with a row per
+    spec (:func:`~xinference.model.engine.engine_rows`; ``virtualenv``: the engine runs
+    in an environment of its own)."""
+    return engine_table(_engines(family), family, launchable_specs(family),
+                        lambda e: {"virtualenv": bool(e.virtualenv_packages)})
 
 
 def plan_sentence_launch(family: SentenceModelFamily, model_uid: str, *,
@@ -105,11 +123,13 @@ def plan_sentence_launch(family: SentenceModelFamily, model_uid: str, *,
     ``(loader, description)``.
 
     Raises:
-        InvalidRequestError: an engine other than the family's, a format or
-        quantization no spec has, or an unknown launch option or bad value.
+        InvalidRequestError: an engine that does not run the family or cannot run here,
+        a format or quantization no spec has, or an unknown launch option or bad value.
     """
-    engine = _engine(family)
-    require_engine(engine, model_engine, family.model_name)
+    engine = pick_engine(_engines(family), model_engine, family.model_name)
+    why = engine.available()
+    if why:
+        raise InvalidRequestError(f"Engine {engine.name} cannot run here: {why}")
     options = check_launch_options(engine, kwargs, family.model_name)
     specs = [s for s in launchable_specs(family)
              if (model_format is None or s.model_format == model_format)
@@ -129,7 +149,7 @@ def plan_sentence_launch(family: SentenceModelFamily, model_uid: str, *,
 
 def plan_embedding_launch(family: EmbeddingModelFamily, model_uid: str, **kwargs):
     """:func:`plan_sentence_launch` for an embedding family (:data:`SENTENCE_EMBEDDING`, or
-    :data:`TRANSFORMERS_EMBEDDING` for LLM-based ones)."""
+    for LLM-based ones :data:`TRANSFORMERS_EMBEDDING` or :data:`VLLM_EMBEDDING`)."""
     loader, desc = plan_sentence_launch(family, model_uid, **kwargs)
     desc.update(dimensions=family.dimensions, max_tokens=family.max_tokens,
                 model_ability=["embed"], modalities=list(family.modalities))

@@ -55,6 +55,17 @@ def pad_right(rows: List[List[int]], pad_id: int):
     return ids, mask, last
 
 
+def bidirectional_mask(mask, dtype):
+    """A ``[B, 1, T, T]`` additive attention mask that lets every token attend to every
+    real token of its row (``mask``: ``[B, T]``, 1 for real tokens): what transformers
+    uses as given instead of its causal mask."""
+    import torch
+
+    keep = mask[:, None, None, :].bool().expand(-1, 1, mask.shape[1], -1)
+    out = torch.zeros(keep.shape, dtype=dtype)
+    return out.masked_fill(~keep, torch.finfo(dtype).min)
+
+
 class TransformersWeights:
     """Mixin for batched engines that load a Transformers checkpoint themselves (the LLM
     embedders here and the LLM rerankers): the ``torch_dtype`` launch option (one of
@@ -85,33 +96,31 @@ class TransformersWeights:
         return tok, model
 
 
-class TransformersEmbedding(TransformersWeights, EmbeddingEngine, BatchedSentenceEngine):
-    """An LLM-based embedding model (family ``pooling: "last_token"``) on Transformers.
+class LastTokenInputs:
+    """The input side of last-token-pooling embedders, whatever runs the model (the
+    Transformers engine here, the vLLM engine in
+    :mod:`~xinference.model.embedding.vllm_embedding`): the token rows the model reads,
+    each ending with the family's ``end_token``, truncated to ``max_tokens``.
 
-    Launch options: those of :class:`BatchedSentenceEngine` (``max_batch_size`` counts
-    inputs) and ``torch_dtype`` (``float32``, ``bfloat16``, ``float16`` or ``auto``).
-    ``family`` is an :class:`~xinference.model.embedding.family.EmbeddingModelFamily`:
-    ``end_token`` (the token every input must end with, appended where the tokenizer does
-    not), ``prompts`` / ``instruction_template`` (query prompts) and ``min_dimensions``
-    (Matryoshka sizes) come from it.
+    An engine calls :meth:`_init_inputs` with its tokenizer once ``max_tokens`` is known;
+    it provides ``_family``, ``_model_uid`` and ``_tokenizer_lock``.
     """
 
-    concurrent_safe = True
+    _family: Any
+    _model_uid: str
+    max_tokens: int
 
-    def load(self) -> None:
-        """Load tokenizer and model (blocking; runs in the model process's engine thread)."""
-        tok, model = self._load_weights("AutoModel")
-        self.max_tokens = effective_max_length(None, tok, model.config, self._family.max_tokens)
-        self.dimensions = int(model.config.hidden_size)
-        if self.dimensions != self._family.dimensions:
-            logger.warning("%s: the family says %d dimensions, the model gives %d",
-                           self._model_uid, self._family.dimensions, self.dimensions)
+    def _init_inputs(self, tok) -> None:
+        """Read what the rows need from ``tok`` (a Hugging Face tokenizer).
+
+        Raises:
+            ValueError: the tokenizer lacks the family's ``end_token``.
+        """
+        self._tok = tok
         self._vocab_size = len(tok)
-        self._normalized = True
         self._pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
         self._end_id = self._end_token_id(tok)
         self._frame = special_token_frame(tok)
-        self._start_batcher(model)
 
     def _end_token_id(self, tok) -> Optional[int]:
         """The id of the family's ``end_token`` when the tokenizer does not already end
@@ -125,7 +134,6 @@ class TransformersEmbedding(TransformersWeights, EmbeddingEngine, BatchedSentenc
         probe = tok("a")["input_ids"]
         return None if probe and probe[-1] == end else end
 
-    # ---- engine thread ---------------------------------------------------------------
     def _token_rows(self, kind: str, items: List[Any], prefix: str
                     ) -> Tuple[List[List[int]], List[int]]:
         """Token rows the model sees and each input's whole length (to report truncation).
@@ -150,6 +158,46 @@ class TransformersEmbedding(TransformersWeights, EmbeddingEngine, BatchedSentenc
             out.append(list(r) + end)
         return out, whole
 
+    def _check_dimensions_of(self, hidden_size: int) -> None:
+        """Set ``dimensions`` to the model's ``hidden_size`` (warned when the family says
+        otherwise)."""
+        self.dimensions = int(hidden_size)
+        if self.dimensions != self._family.dimensions:
+            logger.warning("%s: the family says %d dimensions, the model gives %d",
+                           self._model_uid, self._family.dimensions, self.dimensions)
+
+
+class TransformersEmbedding(TransformersWeights, LastTokenInputs, EmbeddingEngine,
+                            BatchedSentenceEngine):
+    """An LLM-based embedding model (family ``pooling: "last_token"``) on Transformers.
+    A family with ``bidirectional_attention`` whose weights load with transformers' own
+    class is run with a bidirectional mask (:func:`bidirectional_mask`); one whose own
+    repository code is loaded (gte-Qwen2) attends as that code does.
+
+    Launch options: those of :class:`BatchedSentenceEngine` (``max_batch_size`` counts
+    inputs) and ``torch_dtype`` (``float32``, ``bfloat16``, ``float16`` or ``auto``).
+    ``family`` is an :class:`~xinference.model.embedding.family.EmbeddingModelFamily`:
+    ``end_token`` (the token every input must end with, appended where the tokenizer does
+    not), ``prompts`` / ``instruction_template`` (query prompts) and ``min_dimensions``
+    (Matryoshka sizes) come from it.
+    """
+
+    concurrent_safe = True
+
+    def load(self) -> None:
+        """Load tokenizer and model (blocking; runs in the model process's engine thread)."""
+        tok, model = self._load_weights("AutoModel")
+        self.max_tokens = effective_max_length(None, tok, model.config, self._family.max_tokens)
+        self._check_dimensions_of(model.config.hidden_size)
+        self._normalized = True
+        self._init_inputs(tok)
+        # gte-Qwen2's own code (trust_remote_code) attends both ways itself; a checkpoint
+        # loaded with transformers' own class gets a bidirectional mask from here
+        self._bidirectional = (self._family.bidirectional_attention
+                               and type(model).__module__.startswith("transformers."))
+        self._start_batcher(model)
+
+    # ---- engine thread ---------------------------------------------------------------
     def _run_batch(self, key: Tuple, items: List[Any]) -> List[Tuple[Any, int, bool]]:
         """Embed one batch; returns ``(vector, tokens_seen, truncated)`` per item."""
         import torch
@@ -157,6 +205,8 @@ class TransformersEmbedding(TransformersWeights, EmbeddingEngine, BatchedSentenc
         kind, prefix = key
         rows, whole = self._token_rows(kind, items, prefix)
         ids, mask, last = pad_right(rows, self._pad_id)
+        if self._bidirectional:
+            mask = bidirectional_mask(mask, self._model.dtype)
         with torch.inference_mode():
             hidden = self._model(input_ids=ids.to(self._device),
                                  attention_mask=mask.to(self._device)).last_hidden_state

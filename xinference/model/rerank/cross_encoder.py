@@ -14,13 +14,13 @@ from __future__ import annotations
 import logging
 from typing import List, Optional, Tuple
 
-from ..embedding.engine_utils import effective_max_length
+from ..embedding.engine_utils import BatchedSentenceEngine, effective_max_length
 from .engine_base import RerankEngine
 
 logger = logging.getLogger(__name__)
 
 
-class CrossEncoderRerank(RerankEngine):
+class CrossEncoderRerank(RerankEngine, BatchedSentenceEngine):
     """A cross-encoder rerank model (``type: normal``).
 
     Launch options: those of

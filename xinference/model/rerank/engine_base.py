@@ -1,7 +1,8 @@
 """What every rerank engine shares: reading ``documents``, cutting long documents into
 windows (``max_chunks_per_doc``), batching the (query, document) pairs of concurrent
 requests, and building the response (Xinference's ``/v1/rerank``, read by Cohere and Jina
-clients). An engine supplies ``_run_batch(instruction, pairs) -> [(score, tokens)]`` and
+clients). An engine supplies ``_score(pairs, instruction) -> [(score, tokens)]`` (the
+batched engines: ``_run_batch(instruction, pairs)`` behind their dynamic batcher) and
 ``_doc_budget(query, instruction)``; imported only in model processes.
 """
 
@@ -12,7 +13,6 @@ import uuid
 from typing import Any, Dict, List, Optional, Tuple
 
 from ...errors import InvalidRequestError
-from ..embedding.engine_utils import BatchedSentenceEngine
 
 MAX_DOCUMENTS = 10000
 
@@ -41,17 +41,26 @@ def parse_documents(documents: Any) -> List[str]:
     return out
 
 
-class RerankEngine(BatchedSentenceEngine):
-    """``rerank`` for an engine over :class:`BatchedSentenceEngine` (the dynamic batcher's
-    key is the request's ``instruction``, or None).
+class RerankEngine:
+    """``rerank`` for a rerank engine (a mixin). Over
+    :class:`~xinference.model.embedding.engine_utils.BatchedSentenceEngine` the pairs go
+    through its dynamic batcher (keyed by the request's ``instruction``, or None) to
+    ``_run_batch``; an engine that batches by itself (vLLM) overrides :meth:`_score`.
 
     Subclasses set ``supports_instruction`` when their prompt takes a request's
-    ``instruction`` and implement ``_run_batch`` and :meth:`_doc_budget`; ``max_tokens``
-    and ``_model.tokenizer`` / ``_tokenizer()`` come from their ``load``.
+    ``instruction`` and implement :meth:`_doc_budget`; ``max_tokens``, ``_model_uid`` and
+    ``_model.tokenizer`` / ``_tokenizer()`` come from their ``load``.
     """
 
     #: whether a request's ``instruction`` reaches the model's prompt
     supports_instruction = False
+    _model_uid: str
+    max_tokens: int
+
+    async def _score(self, pairs: List[Tuple[str, str]], instruction: Optional[str]
+                     ) -> List[Tuple[float, int]]:
+        """``(score, tokens_seen)`` of each (query, document) pair, in order."""
+        return await self._batcher.submit(pairs, key=instruction)
 
     def _tokenizer(self):
         return self._model.tokenizer
@@ -141,7 +150,7 @@ class RerankEngine(BatchedSentenceEngine):
                 None, self._chunks, query, docs, max_chunks_per_doc, instruction)
         else:
             pairs, owner = self._chunks(query, docs, None)
-        scored = await self._batcher.submit(pairs, key=instruction)
+        scored = await self._score(pairs, instruction)
         best: List[Optional[float]] = [None] * len(docs)
         tokens = 0
         for (score, n), i in zip(scored, owner):

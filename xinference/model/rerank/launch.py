@@ -9,7 +9,7 @@ from .family import RerankModelFamily
 
 def plan_rerank_launch(family: RerankModelFamily, model_uid: str, **kwargs):
     """Build the loader of a rerank model (a cross-encoder on sentence-transformers, or an
-    ``LLM-based`` one on Transformers); returns ``(loader, description)``.
+    ``LLM-based`` one on Transformers or vLLM); returns ``(loader, description)``.
 
     Raises:
         InvalidRequestError: the family's ``type`` is ``LLM-based layerwise`` (no engine

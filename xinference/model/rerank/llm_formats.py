@@ -14,6 +14,12 @@ A family names its format with ``llm_format``:
 
 A format object is built per tokenizer (:func:`make_format`); its methods use the
 tokenizer, so callers hold the engine's tokenizer lock.
+
+On vLLM the LM head's rows of the score tokens become a classifier (vLLM's
+``classifier_from_token`` with the format's ``vllm_method``): ``"from_2_way_softmax"`` for
+Qwen3 (one output, the "yes" logit minus the "no" logit; :meth:`LLMRerankFormat.
+classifier_logits` turns it back into logits whose softmax is the card's), and
+``"no_post_processing"`` for bge-llm (the raw "Yes" logit).
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ class LLMRerankFormat:
 
     default_instruction = ""
     score_token_ids: List[int]
+    #: how vLLM makes a classifier of the LM head's ``score_token_ids`` rows (its
+    #: ``hf_overrides`` ``method``): one raw logit per token
+    vllm_method = "no_post_processing"
 
     def __init__(self, tok):
         self.tok = tok
@@ -47,6 +56,11 @@ class LLMRerankFormat:
     def score(self, logits):
         """Scores (``[B]`` tensor) from ``logits`` (``[B, len(score_token_ids)]``)."""
         raise NotImplementedError
+
+    def classifier_logits(self, values):
+        """The logits :meth:`score` reads (``[B, len(score_token_ids)]``) from vLLM's
+        classifier outputs (``[B, labels]``, no activation) of :attr:`vllm_method`."""
+        return values
 
     def _ids(self, text: str) -> List[int]:
         return self.tok(text, add_special_tokens=False)["input_ids"]
@@ -66,6 +80,9 @@ class Qwen3RerankFormat(LLMRerankFormat):
     SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
     default_instruction = ("Given a web search query, retrieve relevant passages that "
                            "answer the query")
+    #: one output: the "yes" row minus the "no" row of the LM head, i.e. the difference
+    #: of the two logits (vLLM's conversion of the original Qwen3-Reranker)
+    vllm_method = "from_2_way_softmax"
 
     def __init__(self, tok):
         super().__init__(tok)
@@ -91,6 +108,14 @@ class Qwen3RerankFormat(LLMRerankFormat):
         import torch
 
         return torch.softmax(logits, dim=-1)[:, 1]
+
+    def classifier_logits(self, values):
+        """``[0, yes - no]`` per row: the same softmax as ``[no, yes]`` (it does not
+        change when both logits move by the same amount)."""
+        import torch
+
+        d = values[:, :1]
+        return torch.cat([torch.zeros_like(d), d], dim=-1)
 
 
 class BgeLLMRerankFormat(LLMRerankFormat):
@@ -126,6 +151,16 @@ class BgeLLMRerankFormat(LLMRerankFormat):
 
     def score(self, logits):
         return logits[:, 0]
+
+
+def apply_softcap(logits, cap: Optional[float]):
+    """Gemma 2's final logit soft-capping, ``tanh(logits / cap) * cap`` (``cap`` None or 0:
+    unchanged), as its LM head applies it."""
+    if not cap:
+        return logits
+    import torch
+
+    return torch.tanh(logits / cap) * cap
 
 
 FORMATS = {"qwen3": Qwen3RerankFormat, "bge-llm": BgeLLMRerankFormat}

