@@ -40,7 +40,7 @@ from ....errors import InvalidRequestError, ModelLoadError
 from ..core import LLM
 from ..request import RequestState
 from ..hf_processor import HFVisionMixin, is_vision_checkpoint, load_processor
-from ..hf_tokenizer import HFTokenizerMixin, generation_config, hf_eos_token_ids
+from ..hf_tokenizer import HFTokenizerMixin, generation_config
 from ..images import ImageInput
 from .options import VLLMOptions, parse_options
 
@@ -159,15 +159,13 @@ class VLLMModel(HFVisionMixin, HFTokenizerMixin, LLM):
             raise ModelLoadError(
                 f"vLLM could not load {self.model_path}: {type(e).__name__}: {e}"
                 f"{_torchvision_hint(e)}") from e
-        self._context_length = int(self._engine.model_config.max_model_len)
         if self._processor is not None and not self._engine.model_config.is_multimodal_model:
             logger.warning("%s: vLLM runs %s as a text-only model; image parts get 400",
                            self.model_uid, self.model_path)
             self._processor = None
-        self._eos_ids = hf_eos_token_ids(generation_config(self.model_path),
-                                         self._engine.model_config.hf_config,
-                                         tokenizer=self._tokenizer)
-        self._init_tokenizer_tables()
+        self._init_tokenizer_tables(self._engine.model_config.max_model_len,
+                                    generation_config(self.model_path),
+                                    self._engine.model_config.hf_config)
         self._loras = {name: LoRARequest(name, i + 1, path)
                        for i, (name, path) in enumerate(self.options.lora_modules.items())}
 
@@ -178,14 +176,6 @@ class VLLMModel(HFVisionMixin, HFTokenizerMixin, LLM):
             self._engine = None
 
     # ---- what the shared base needs ------------------------------------------------------
-    @property
-    def context_length(self) -> int:
-        return self._context_length
-
-    @property
-    def eos_token_ids(self) -> List[int]:
-        return self._eos_ids
-
     def lora_names(self) -> List[str]:
         return list(self.options.lora_modules)
 
