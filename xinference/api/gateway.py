@@ -354,12 +354,18 @@ class RESTfulAPI:
         turned into bytes here by ``encode`` and those of one pull joined: for answers
         that are not the model's own SSE (speech bytes, Anthropic events). With ``ping``
         (SSE answers), a pull waits at most :data:`PING_SECONDS` and ``ping`` is sent
-        when it brought nothing."""
+        when it brought nothing; chunks that encode to nothing (a chat chunk with only
+        the role) are no reason for a ping: the pull goes on."""
         timeout = PING_SECONDS if ping is not None else None
 
         async def pull(sid: str) -> Optional[bytes]:
-            chunks = await ref.next_chunks(sid, timeout)
-            return None if chunks is None else b"".join([encode(c) for c in chunks])
+            while True:
+                chunks = await ref.next_chunks(sid, timeout)
+                if not chunks:  # None: the end; []: waited PING_SECONDS in vain
+                    return None if chunks is None else b""
+                data = b"".join([encode(c) for c in chunks])
+                if data:
+                    return data
 
         return self._relay(ref, stream, pull, on_error, end, ping)
 
