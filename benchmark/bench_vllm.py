@@ -33,7 +33,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -134,40 +133,13 @@ class InProcess:
 
 
 # ---- server side ------------------------------------------------------------------------
-def _stream(url: str, prompt: str) -> int:
-    import requests
-
-    body = {"model": "smol-vllm", "stream": True, "max_tokens": MAX_TOKENS, "temperature": 0,
-            "ignore_eos": True, "repeat_penalty": 1.0,
-            "stream_options": {"include_usage": True},
-            "messages": [{"role": "user", "content": prompt}]}
-    tokens = None
-    with requests.post(url + "/v1/chat/completions", json=body, stream=True,
-                       timeout=900) as r:
-        r.raise_for_status()
-        for line in r.iter_lines(decode_unicode=True):
-            if line.startswith("data:") and not line.endswith("[DONE]"):
-                chunk = json.loads(line[5:])
-                if chunk.get("usage"):
-                    tokens = chunk["usage"]["completion_tokens"]
-    assert tokens is not None, "the stream carried no usage"
-    return tokens
-
-
 def _server_phase(url: str, k: int) -> dict:
-    counts = [0] * k
+    from benchmark.common import stream_chat_tokens, timed_clients
 
-    def client(i: int):
-        counts[i] = _stream(url, PROMPTS[i % len(PROMPTS)])
-
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(k)]
-    t = time.perf_counter()
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    wall = time.perf_counter() - t
-    return {"tokens": sum(counts), "wall": wall, "rate": sum(counts) / wall}
+    body = {"model": "smol-vllm", "max_tokens": MAX_TOKENS, "temperature": 0,
+            "ignore_eos": True, "repeat_penalty": 1.0}
+    return timed_clients(lambda i: stream_chat_tokens(url, dict(body, messages=[
+        {"role": "user", "content": PROMPTS[i % len(PROMPTS)]}]), timeout=900), k)
 
 
 def _venv_dir() -> Path:

@@ -90,3 +90,56 @@ def stop_server(proc, timeout: float = 30.0) -> None:
         proc.wait(timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+def stream_chat_tokens(url: str, body: dict, timeout: float = 600.0) -> int:
+    """One streamed ``POST /v1/chat/completions`` of ``body`` (``stream`` and
+    ``stream_options.include_usage`` are set here), read to the end.
+
+    Returns:
+        the stream's ``usage.completion_tokens``.
+
+    Raises:
+        requests.HTTPError: a non-2xx answer; AssertionError: no usage chunk came.
+    """
+    import json
+
+    import requests
+
+    body = dict(body, stream=True, stream_options={"include_usage": True})
+    tokens = None
+    with requests.post(url + "/v1/chat/completions", json=body, stream=True,
+                       timeout=timeout) as r:
+        r.raise_for_status()
+        for line in r.iter_lines(decode_unicode=True):
+            if line.startswith("data:") and not line.endswith("[DONE]"):
+                chunk = json.loads(line[5:])
+                if chunk.get("usage"):
+                    tokens = chunk["usage"]["completion_tokens"]
+    assert tokens is not None, "the stream carried no usage"
+    return tokens
+
+
+def timed_clients(client, clients: int) -> dict:
+    """Run ``client(i)`` (returns the tokens it got) in ``clients`` threads at once.
+
+    Returns:
+        ``{"tokens": sum over clients, "wall": seconds from the first start to the last
+        end, "rate": tokens / wall}``.
+    """
+    import threading
+    import time
+
+    counts = [0] * clients
+
+    def run(i: int) -> None:
+        counts[i] = client(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    return {"tokens": sum(counts), "wall": wall, "rate": sum(counts) / wall}

@@ -96,7 +96,7 @@ def test_max_tokens_and_stop_sequence(client, model):
     assert _text(m) == full[:full.index(word)]
 
 
-def test_streamed_message_matches_events(client, model):
+def test_streamed_message_matches_events(ep, client, model):
     msgs = [{"role": "user", "content": "Write one short sentence about the sea."}]
     with client.messages.stream(model=model, max_tokens=24, messages=msgs,
                                 extra_body=GREEDY) as s:
@@ -113,6 +113,19 @@ def test_streamed_message_matches_events(client, model):
     assert names[-2:] == ["message_delta", "message_stop"]
     assert names.count("content_block_start") == names.count("content_block_stop") == 1
     assert set(names[2:-3]) == {"content_block_delta"}
+    # The wire: an SSE response as the OpenAI routes send it, each event named.
+    with requests.post(f"{ep}/v1/messages", stream=True, timeout=120, json={
+            "model": model, "max_tokens": 8, "messages": msgs, "stream": True,
+            **GREEDY}) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"] == "text/event-stream; charset=utf-8"
+        assert r.headers["cache-control"] == "no-store"
+        assert r.headers["x-accel-buffering"] == "no"
+        events = r.content.decode().split("\n\n")
+    assert events[-1] == "" and all(e.startswith("event: ") for e in events[:-1])
+    assert [e.split("\n", 1)[0] for e in events[:2]] == [
+        "event: message_start", "event: ping"]
+    assert events[-2].startswith("event: message_stop\ndata: ")
 
 
 def test_forced_tool_use(client, model):

@@ -63,7 +63,7 @@ def ref(clip_dir):
     import torch
     from transformers import CLIPModel, CLIPProcessor
 
-    from xinference.model.embedding.request import decode_image
+    from xinference.model.images import decode_data_image
 
     model = CLIPModel.from_pretrained(f"{clip_dir}/0_CLIPModel").eval()
     proc = CLIPProcessor.from_pretrained(f"{clip_dir}/0_CLIPModel")
@@ -78,7 +78,7 @@ def ref(clip_dir):
                                                        padding=True)))
 
     def image_vec(uris):
-        images = [decode_image(u, "ref") for u in uris]
+        images = [decode_data_image(u, "ref") for u in uris]
         with torch.no_grad():
             return norm(model.get_image_features(**proc(images=images, return_tensors="pt")))
 
@@ -142,7 +142,7 @@ def test_single_image_object_and_concurrent_requests(endpoint, clip_uid, ref):
 def test_bad_images_are_400(endpoint, clip_uid):
     text_b64 = "data:image/png;base64," + base64.b64encode(b"not an image").decode()
     cases = [
-        ({"image": text_b64}, "not a readable image"),
+        ({"image": text_b64}, "not an image"),
         ({"image": "data:image/png;base64,@@@"}, "base64"),
         ({"image": "https://example.com/cat.png"}, "data:image"),
         ({"image": "/etc/passwd"}, "data:image"),
@@ -162,11 +162,14 @@ def test_bad_images_are_400(endpoint, clip_uid):
 
 
 def test_image_byte_limit(monkeypatch):
+    """The limit is the one chat images have (``xinference.model.images``), read per call."""
     from xinference.errors import InvalidRequestError
-    from xinference.model.embedding import request as reqs
+    from xinference.model import images
+    from xinference.model.embedding.request import decode_image_item
 
     uri = png_uri(4)
-    assert reqs.decode_image(uri, "input[0]").size == (50, 40)
-    monkeypatch.setattr(reqs, "MAX_IMAGE_BYTES", 100)
-    with pytest.raises(InvalidRequestError, match=r"input\[0\].image' is over 100 bytes"):
-        reqs.decode_image(uri, "input[0]")
+    assert decode_image_item(uri, "input[0]").size == (50, 40)
+    monkeypatch.setattr(images, "MAX_IMAGE_BYTES", 100)
+    with pytest.raises(InvalidRequestError,
+                       match=r"input\[0\].image: image is over the 100-byte limit"):
+        decode_image_item(uri, "input[0]")

@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from xinference.errors import InvalidRequestError
+from xinference.model import images as shared_images
 from xinference.model.llm import images as img_mod
 
 from .test_transformers import smollm2_pytorch_dir  # noqa: F401  (fixture)
@@ -145,14 +146,15 @@ def test_redirect_target_is_checked_again(image_server, monkeypatch):
 
 def test_data_uri_and_decode_errors():
     with pytest.raises(InvalidRequestError, match="p: a data URI must look like"):
-        img_mod.decode_data_uri("data:text/plain;base64,aGk=", "p")
+        shared_images.decode_data_uri("data:text/plain;base64,aGk=", "p")
     with pytest.raises(InvalidRequestError, match="not valid base64"):
-        img_mod.decode_data_uri("data:image/png;base64,@@@", "p")
+        shared_images.decode_data_uri("data:image/png;base64,@@@", "p")
     with pytest.raises(InvalidRequestError, match="not an image"):
-        img_mod.decode_image(b"hello", "p")
+        shared_images.decode_image(b"hello", "p")
     with pytest.raises(InvalidRequestError, match="unsupported image format 'TIFF'"):
-        img_mod.decode_image(png_bytes("red", fmt="TIFF"), "p")
-    img = img_mod.decode_image(png_bytes("red", size=(1024, 768)), "p", "low")
+        shared_images.decode_image(png_bytes("red", fmt="TIFF"), "p")
+    img = img_mod.shrink_for_detail(
+        shared_images.decode_image(png_bytes("red", size=(1024, 768)), "p"), "low")
     assert img.size == (512, 384) and img.mode == "RGB"
     with pytest.raises(InvalidRequestError, match="detail must be one of"):
         img_mod.image_part_source({"type": "image_url",

@@ -23,7 +23,8 @@ import pytest
 import requests
 
 from xinference.errors import InvalidRequestError
-from xinference.model.llm.images import ImageInput, decode_image
+from xinference.model.images import decode_image
+from xinference.model.llm.images import ImageInput
 from xinference.model.llm.launch import plan_llm_launch
 from xinference.model.llm.llama_cpp.core import MEDIA_MARKER, LlamaCppModel, _native_chunk
 from xinference.model.llm.llm_family import LLMFamily, builtin_llm_families

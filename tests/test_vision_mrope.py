@@ -79,7 +79,7 @@ def _prompt(engine, color):
 
 
 def _image(color):
-    from xinference.model.llm.images import decode_image
+    from xinference.model.images import decode_image
 
     return decode_image(png_bytes(color, (84, 112)), "p")
 

@@ -34,33 +34,47 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tiny_llava(tokenizer_dir: Path, out: Path) -> Path:
-    """Save the tiny LLaVA (model, tokenizer, processor, template) into ``out``."""
-    import torch
-    from transformers import (AutoTokenizer, CLIPImageProcessor, CLIPVisionConfig,
-                              LlamaConfig, LlavaConfig, LlavaForConditionalGeneration,
-                              LlavaProcessor)
+def llava_tokenizer(tokenizer_dir: Path):
+    """The tokenizer of ``tokenizer_dir`` with ``<image>`` added as a special token."""
+    from transformers import AutoTokenizer
 
-    torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
-    image_token_id = tok.convert_tokens_to_ids("<image>")
-    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                              num_attention_heads=2, image_size=56, patch_size=14,
-                              projection_dim=32)
-    text = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
-                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                       max_position_embeddings=2048, bos_token_id=tok.bos_token_id,
-                       eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    config = LlavaConfig(vision_config=vision, text_config=text,
-                         image_token_index=image_token_id,
-                         vision_feature_select_strategy="default",
-                         vision_feature_layer=-1)
-    config.initializer_range = 0.5
-    text.initializer_range = 0.5
+    return tok
+
+
+def save_llava(out: Path, tok, text_config, image_size: int, language_model=None,
+               initializer_range=None, **vision) -> Path:
+    """Build a LLaVA and save it (model, ``LlavaProcessor``, tokenizer, :data:`CHAT_TEMPLATE`)
+    into ``out``; the tests' tiny one and the vision benchmark's both come from here.
+
+    Args:
+        tok: from :func:`llava_tokenizer`.
+        text_config: the language model's config.
+        image_size: pixels per side; the CLIP vision tower uses 14 px patches and the
+            ``"default"`` feature strategy, so ``(image_size / 14) ** 2`` image tokens.
+        language_model: a causal LM whose weights are copied into the LLaVA's (random
+            weights when None).
+        initializer_range: the std of the random weights, when not the config's default.
+        vision: other ``CLIPVisionConfig`` fields (sizes, layers).
+    """
+    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlavaConfig,
+                              LlavaForConditionalGeneration, LlavaProcessor)
+
+    config = LlavaConfig(vision_config=CLIPVisionConfig(image_size=image_size, patch_size=14,
+                                                        **vision),
+                         text_config=text_config,
+                         image_token_index=tok.convert_tokens_to_ids("<image>"),
+                         vision_feature_select_strategy="default", vision_feature_layer=-1)
+    if initializer_range is not None:
+        config.initializer_range = initializer_range
+        text_config.initializer_range = initializer_range
     model = LlavaForConditionalGeneration(config).eval()
-    image_processor = CLIPImageProcessor(
-        size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56})
+    if language_model is not None:
+        model.model.language_model.load_state_dict(language_model.model.state_dict())
+        model.lm_head.load_state_dict(language_model.lm_head.state_dict())
+    image_processor = CLIPImageProcessor(size={"shortest_edge": image_size},
+                                         crop_size={"height": image_size, "width": image_size})
     processor = LlavaProcessor(image_processor=image_processor, tokenizer=tok, patch_size=14,
                                vision_feature_select_strategy="default",
                                image_token="<image>", chat_template=CHAT_TEMPLATE,
@@ -71,6 +85,22 @@ def build_tiny_llava(tokenizer_dir: Path, out: Path) -> Path:
     processor.save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+def build_tiny_llava(tokenizer_dir: Path, out: Path) -> Path:
+    """Save the tiny LLaVA (model, tokenizer, processor, template) into ``out``."""
+    import torch
+    from transformers import LlamaConfig
+
+    torch.manual_seed(0)
+    tok = llava_tokenizer(tokenizer_dir)
+    text = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
+                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                       max_position_embeddings=2048, bos_token_id=tok.bos_token_id,
+                       eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    return save_llava(out, tok, text, 56, initializer_range=0.5, hidden_size=32,
+                      intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                      projection_dim=32)
 
 
 QWEN_TEMPLATE = (

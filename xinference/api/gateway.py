@@ -20,7 +20,6 @@ import logging
 import time
 from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Tuple
 
-import orjson
 import xoscar as xo
 from fastapi import Request
 from starlette.responses import StreamingResponse
@@ -40,8 +39,17 @@ from .errors import (
 logger = logging.getLogger(__name__)
 
 PING_SECONDS = 15.0  # an SSE comment after this long without data
-# As sse-starlette sends them: no caching, no proxy buffering of the event stream.
+# No caching, no proxy buffering of the event stream.
 SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+#: the SSE comment sent after :data:`PING_SECONDS` without data
+SSE_PING = b": ping\n\n"
+
+
+def sse_response(events: AsyncIterator[bytes]) -> StreamingResponse:
+    """A ``text/event-stream`` response of already-encoded events (``events`` yields the
+    bytes that go on the wire), with :data:`SSE_HEADERS`; Starlette's ``StreamingResponse``
+    stops iterating when the client disconnects."""
+    return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 async def _unless_disconnected(request: Request, call):
@@ -204,8 +212,7 @@ class RESTfulAPI:
         ref, result = await self._call_model(method, model_uid, payload, config, request)
         if not isinstance(result, ModelStream):
             return OrjsonResponse(result)
-        return StreamingResponse(self._sse(ref, result), media_type="text/event-stream",
-                                 headers=SSE_HEADERS)
+        return sse_response(self._sse(ref, result))
 
     async def _call_model(self, method: str, model_uid: str, payload,
                           config: Dict[str, Any], request: Optional[Request] = None):
@@ -327,7 +334,7 @@ class RESTfulAPI:
         return self._relay(
             ref, stream, lambda sid: ref.next_sse(sid, PING_SECONDS),
             lambda e: b"data: " + exception_to_response(e).body + b"\n\n",
-            b"data: [DONE]\n\n", ping=b": ping\n\n", channel=True)
+            b"data: [DONE]\n\n", ping=SSE_PING, channel=True)
 
     def _byte_stream(self, ref, stream: ModelStream) -> AsyncIterator[bytes]:
         """The raw chunks (``bytes``) of a model stream, for binary answers (speech), the
@@ -340,16 +347,26 @@ class RESTfulAPI:
         return self._relay_encoded(ref, stream, lambda chunk: chunk, log)
 
     def _relay_encoded(self, ref, stream: ModelStream, encode: Callable[[Any], bytes],
-                       on_error: Callable[[Exception], bytes], end: bytes = b""
-                       ) -> AsyncIterator[bytes]:
+                       on_error: Callable[[Exception], bytes], end: bytes = b"",
+                       ping: Optional[bytes] = None) -> AsyncIterator[bytes]:
         """:meth:`_relay` over the stream's chunks as objects (``next_chunks``), each
         turned into bytes here by ``encode`` and those of one pull joined: for answers
-        that are not the model's own SSE (speech bytes, Anthropic events)."""
-        async def pull(sid: str) -> Optional[bytes]:
-            chunks = await ref.next_chunks(sid)
-            return None if chunks is None else b"".join([encode(c) for c in chunks])
+        that are not the model's own SSE (speech bytes, Anthropic events). With ``ping``
+        (SSE answers), a pull waits at most :data:`PING_SECONDS` and ``ping`` is sent
+        when it brought nothing; chunks that encode to nothing (a chat chunk with only
+        the role) are no reason for a ping: the pull goes on."""
+        timeout = PING_SECONDS if ping is not None else None
 
-        return self._relay(ref, stream, pull, on_error, end)
+        async def pull(sid: str) -> Optional[bytes]:
+            while True:
+                chunks = await ref.next_chunks(sid, timeout)
+                if not chunks:  # None: the end; []: waited PING_SECONDS in vain
+                    return None if chunks is None else b""
+                data = b"".join([encode(c) for c in chunks])
+                if data:
+                    return data
+
+        return self._relay(ref, stream, pull, on_error, end, ping)
 
     @staticmethod
     async def _close_stream(ref, stream: ModelStream) -> None:

@@ -99,6 +99,22 @@ def _fail(e: Exception):
     sys.exit(1)
 
 
+def _call(endpoint: Optional[str], api_key: Optional[str], method: str, *args, **kwargs):
+    """``RESTfulClient.<method>(*args, **kwargs)`` on ``endpoint`` (see :func:`_client`);
+    any error is printed as ``Error: ...`` and the command exits 1."""
+    try:
+        return getattr(_client(endpoint, api_key), method)(*args, **kwargs)
+    except Exception as e:
+        _fail(e)
+
+
+def _table(rows, headers: List[str]) -> None:
+    """Print ``rows`` as a plain-text table (tabulate, imported on use)."""
+    from tabulate import tabulate
+
+    click.echo(tabulate(rows, headers=headers))
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="xinference", prog_name="xinference")
 def cli():
@@ -155,17 +171,14 @@ def launch(ctx, endpoint, api_key, model_name, model_type, model_engine, model_u
     elif str(n_gpu).isdigit():
         n_gpu_value = int(n_gpu)
     gpu_list = [int(x) for x in gpu_idx.split(",")] if gpu_idx else None
-    client = _client(endpoint, api_key)
-    try:
-        uid = client.launch_model(
-            model_name=model_name, model_type=model_type, model_engine=model_engine,
-            model_uid=model_uid, model_size_in_billions=size_in_billions,
-            model_format=model_format, quantization=quantization, replica=replica,
-            n_gpu=n_gpu_value, request_limits=request_limits, model_path=model_path,
-            worker_ip=worker_ip, gpu_idx=gpu_list, **kwargs,
-        )
-    except Exception as e:
-        _fail(e)
+    uid = _call(
+        endpoint, api_key, "launch_model",
+        model_name=model_name, model_type=model_type, model_engine=model_engine,
+        model_uid=model_uid, model_size_in_billions=size_in_billions,
+        model_format=model_format, quantization=quantization, replica=replica,
+        n_gpu=n_gpu_value, request_limits=request_limits, model_path=model_path,
+        worker_ip=worker_ip, gpu_idx=gpu_list, **kwargs,
+    )
     click.echo(f"Model uid: {uid}")
 
 
@@ -173,20 +186,15 @@ def launch(ctx, endpoint, api_key, model_name, model_type, model_engine, model_u
 @_endpoint_option
 def list_models(endpoint, api_key):
     """List the running models."""
-    from tabulate import tabulate
-
-    try:
-        models = _client(endpoint, api_key).list_models()
-    except Exception as e:
-        _fail(e)
+    models = _call(endpoint, api_key, "list_models")
     rows = [
         (uid, d.get("model_type"), d.get("model_name"), d.get("model_engine", ""),
          d.get("model_format", ""), d.get("model_size_in_billions", ""),
          d.get("quantization", ""), d.get("replica", 1))
         for uid, d in models.items()
     ]
-    click.echo(tabulate(rows, headers=["UID", "Type", "Name", "Engine", "Format",
-                                       "Size (B)", "Quantization", "Replica"]))
+    _table(rows, ["UID", "Type", "Name", "Engine", "Format", "Size (B)", "Quantization",
+                  "Replica"])
 
 
 @cli.command()
@@ -196,16 +204,10 @@ def events(endpoint, api_key, model_uid):
     """Show a model's events (launch steps, progress, errors, replicas, terminate)."""
     import datetime
 
-    from tabulate import tabulate
-
-    try:
-        rows = _client(endpoint, api_key).get_model_events(model_uid)
-    except Exception as e:
-        _fail(e)
-    click.echo(tabulate(
-        [(datetime.datetime.fromtimestamp(r["event_ts"]).strftime("%Y-%m-%d %H:%M:%S"),
-          r["event_type"], r["kind"], r.get("replica_uid") or "", r["event_content"])
-         for r in rows], headers=["Time", "Type", "Kind", "Replica", "Event"]))
+    rows = _call(endpoint, api_key, "get_model_events", model_uid)
+    _table([(datetime.datetime.fromtimestamp(r["event_ts"]).strftime("%Y-%m-%d %H:%M:%S"),
+             r["event_type"], r["kind"], r.get("replica_uid") or "", r["event_content"])
+            for r in rows], ["Time", "Type", "Kind", "Replica", "Event"])
 
 
 @cli.command()
@@ -213,10 +215,7 @@ def events(endpoint, api_key, model_uid):
 @click.option("--model-uid", "-u", required=True)
 def terminate(endpoint, api_key, model_uid):
     """Terminate a running model."""
-    try:
-        _client(endpoint, api_key).terminate_model(model_uid)
-    except Exception as e:
-        _fail(e)
+    _call(endpoint, api_key, "terminate_model", model_uid)
     click.echo(f"Model {model_uid} terminated.")
 
 
@@ -232,24 +231,18 @@ def terminate(endpoint, api_key, model_uid):
               help="Only models with weights on this hub.")
 def registrations(endpoint, api_key, model_type, model_name, abilities, hub):
     """List registered models (builtin and custom)."""
-    from tabulate import tabulate
-
-    client = _client(endpoint, api_key)
-    try:
-        if model_name:
-            click.echo(json.dumps(client.get_model_registration(model_type, model_name),
-                                  indent=2))
-            return
-        regs = client.list_model_registrations(model_type, detailed=True,
-                                               ability=list(abilities), hub=hub)
-    except Exception as e:
-        _fail(e)
+    if model_name:
+        click.echo(json.dumps(_call(endpoint, api_key, "get_model_registration", model_type,
+                                    model_name), indent=2))
+        return
+    regs = _call(endpoint, api_key, "list_model_registrations", model_type, detailed=True,
+                 ability=list(abilities), hub=hub)
     rows = [
         (model_type, r["model_name"], ",".join(r.get("model_lang") or r.get("language") or []),
          ",".join(r.get("model_ability", []) or []), r["is_builtin"])
         for r in regs
     ]
-    click.echo(tabulate(rows, headers=["Type", "Name", "Language", "Ability", "Is-built-in"]))
+    _table(rows, ["Type", "Name", "Language", "Ability", "Is-built-in"])
 
 
 @cli.command("cal-model-mem")
@@ -266,12 +259,8 @@ def registrations(endpoint, api_key, model_type, model_name, abilities, hub):
 def cal_model_mem(endpoint, api_key, model_name, size_in_billions, model_format,
                   quantization, context_length, model_engine, cpu):
     """Estimate the memory a model launch needs: weights + KV cache + activations."""
-    try:
-        est = _client(endpoint, api_key).estimate_model_memory(
-            model_name, size_in_billions, model_format, quantization, context_length,
-            model_engine, cpu)
-    except Exception as e:
-        _fail(e)
+    est = _call(endpoint, api_key, "estimate_model_memory", model_name, size_in_billions,
+                model_format, quantization, context_length, model_engine, cpu)
     gib = lambda b: f"{b / 2 ** 30:.2f} GiB"  # noqa: E731
     click.echo(f"model: {est['model_name']} {est['model_format']}/"
                f"{est['model_size_in_billions']}B/{est['quantization']} on {est['engine']}, "
@@ -298,12 +287,9 @@ def register(endpoint, api_key, model_type, file_path, persist):
     """Register a custom model from a JSON file (see doc/custom_models.md)."""
     with open(file_path, encoding="utf-8") as f:
         model = f.read()
-    try:
-        _client(endpoint, api_key).register_model(model_type=model_type, model=model,
-                                                  persist=persist)
-        name = json.loads(model).get("model_name")
-    except Exception as e:
-        _fail(e)
+    _call(endpoint, api_key, "register_model", model_type=model_type, model=model,
+          persist=persist)
+    name = json.loads(model).get("model_name")  # the server has parsed it
     click.echo(f"Registered {model_type} model {name}" + (" (persisted)." if persist else "."))
 
 
@@ -314,11 +300,7 @@ def register(endpoint, api_key, model_type, file_path, persist):
 @click.option("--model-name", "-n", required=True)
 def unregister(endpoint, api_key, model_type, model_name):
     """Unregister a custom model (refused while it is running)."""
-    try:
-        _client(endpoint, api_key).unregister_model(model_type=model_type,
-                                                    model_name=model_name)
-    except Exception as e:
-        _fail(e)
+    _call(endpoint, api_key, "unregister_model", model_type=model_type, model_name=model_name)
     click.echo(f"Unregistered {model_type} model {model_name}.")
 
 
@@ -327,12 +309,7 @@ def unregister(endpoint, api_key, model_type, model_name):
 @click.option("--model-name", "-n", required=True)
 def engine(endpoint, api_key, model_name):
     """Show which engines can run a model, with formats, sizes and quantizations."""
-    from tabulate import tabulate
-
-    try:
-        engines = _client(endpoint, api_key).query_engine_by_model_name(model_name)
-    except Exception as e:
-        _fail(e)
+    engines = _call(endpoint, api_key, "query_engine_by_model_name", model_name)
     rows = [
         (name, r["model_format"], r.get("model_size_in_billions") or "", ",".join(r["quantizations"]),
          ("yes" if r.get("available") else f"no ({r.get('unavailable_reason')})")
@@ -340,8 +317,19 @@ def engine(endpoint, api_key, model_name):
             if r.get("available") and r.get("virtualenv") else ""))
         for name, specs in engines.items() for r in specs
     ]
-    click.echo(tabulate(rows, headers=["Engine", "Format", "Size (B)", "Quantizations",
-                                       "Available"]))
+    _table(rows, ["Engine", "Format", "Size (B)", "Quantizations", "Available"])
+
+
+def _typed_lines(label: str):
+    """The lines typed at the prompt ``label``, until an empty line or EOF."""
+    while True:
+        try:
+            text = click.prompt(label, default="", show_default=False)
+        except (EOFError, click.Abort):
+            return
+        if not text.strip():
+            return
+        yield text
 
 
 def _gen_config(max_tokens: Optional[int], stream: bool) -> Dict[str, Any]:
@@ -359,13 +347,7 @@ def _gen_config(max_tokens: Optional[int], stream: bool) -> Dict[str, Any]:
 def generate(endpoint, api_key, model_uid, max_tokens, stream):
     """Complete prompts interactively (one prompt per line; empty line or EOF to quit)."""
     model = _client(endpoint, api_key).get_model(model_uid)
-    while True:
-        try:
-            prompt = click.prompt("Prompt", default="", show_default=False)
-        except (EOFError, click.Abort):
-            break
-        if not prompt.strip():
-            break
+    for prompt in _typed_lines("Prompt"):
         try:
             if stream:
                 for chunk in model.generate(prompt, generate_config=_gen_config(max_tokens, True)):
@@ -393,13 +375,7 @@ def chat(endpoint, api_key, model_uid, max_tokens, stream, system_prompt):
     messages: List[Dict[str, Any]] = []
     if system_prompt:
         messages.append({"role": "system", "content": system_prompt})
-    while True:
-        try:
-            text = click.prompt("User", default="", show_default=False)
-        except (EOFError, click.Abort):
-            break
-        if not text.strip():
-            break
+    for text in _typed_lines("User"):
         messages.append({"role": "user", "content": text})
         click.echo("Assistant: ", nl=False)
         try:
@@ -451,17 +427,11 @@ def login(endpoint, username, password):
 @click.option("--worker-ip", default=None, help="Only this worker's cache.")
 def cached(endpoint, api_key, model_name, worker_ip):
     """List the model files cached under XINFERENCE_HOME/cache on each worker."""
-    from tabulate import tabulate
-
-    try:
-        rows = _client(endpoint, api_key).list_cached_models(model_name, worker_ip)
-    except Exception as e:
-        _fail(e)
-    click.echo(tabulate(
-        [(r["model_name"], r.get("model_format") or "", r.get("model_size_in_billions") or "",
-          r["model_version"], f"{r['size_bytes'] / 2 ** 20:.1f}", r["path"],
-          r.get("actor_ip_address", "")) for r in rows],
-        headers=["Name", "Format", "Size (B)", "Version", "MiB", "Path", "Worker"]))
+    rows = _call(endpoint, api_key, "list_cached_models", model_name, worker_ip)
+    _table([(r["model_name"], r.get("model_format") or "", r.get("model_size_in_billions") or "",
+             r["model_version"], f"{r['size_bytes'] / 2 ** 20:.1f}", r["path"],
+             r.get("actor_ip_address", "")) for r in rows],
+           ["Name", "Format", "Size (B)", "Version", "MiB", "Path", "Worker"])
 
 
 @cli.command("remove-cache")
@@ -500,17 +470,10 @@ def virtualenv():
 @_endpoint_option
 def virtualenv_list(endpoint, api_key):
     """List the virtual environments, their size and the models that use them."""
-    from tabulate import tabulate
-
-    try:
-        rows = _client(endpoint, api_key).list_virtualenvs()
-    except Exception as e:
-        _fail(e)
-    click.echo(tabulate(
-        [(r["key"], f"{(r.get('size') or 0) / 2 ** 20:.0f}", len(r["packages"]),
-          ", ".join(r["in_use_by"]) or "-", r.get("worker_address", ""), r["path"])
-         for r in rows],
-        headers=["Key", "MiB", "Packages", "In use by", "Worker", "Path"]))
+    rows = _call(endpoint, api_key, "list_virtualenvs")
+    _table([(r["key"], f"{(r.get('size') or 0) / 2 ** 20:.0f}", len(r["packages"]),
+             ", ".join(r["in_use_by"]) or "-", r.get("worker_address", ""), r["path"])
+            for r in rows], ["Key", "MiB", "Packages", "In use by", "Worker", "Path"])
 
 
 @virtualenv.command("remove")
@@ -518,10 +481,7 @@ def virtualenv_list(endpoint, api_key):
 @click.argument("key")
 def virtualenv_remove(endpoint, api_key, key):
     """Delete virtual environment KEY (refused while a running model uses it)."""
-    try:
-        out = _client(endpoint, api_key).remove_virtualenv(key)
-    except Exception as e:
-        _fail(e)
+    out = _call(endpoint, api_key, "remove_virtualenv", key)
     click.echo(f"Removed {key}: " + ", ".join(out["removed"].values()))
 
 
@@ -532,10 +492,7 @@ def stop_cluster(endpoint, api_key, yes):
     """Stop the whole cluster: every worker (and its models), then the supervisor."""
     if not yes:
         click.confirm("Stop the cluster and every model in it?", abort=True)
-    try:
-        out = _client(endpoint, api_key).abort_cluster()
-    except Exception as e:
-        _fail(e)
+    out = _call(endpoint, api_key, "abort_cluster")
     click.echo(f"Stopping the cluster ({len(out.get('stopped_workers', []))} remote "
                "worker(s)).")
 

@@ -9,12 +9,12 @@ from typing import Any, AsyncIterator
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
-from sse_starlette.sse import EventSourceResponse
 
 from ...core.streams import ModelStream
 from ...errors import InvalidRequestError
 from .. import anthropic as am
 from ..errors import exception_to_response
+from ..gateway import SSE_PING, sse_response
 from . import Route, Router
 
 
@@ -63,8 +63,7 @@ class AnthropicRouter(Router):
             return anthropic_error_response(e)
         if not isinstance(result, ModelStream):
             return JSONResponse(am.to_message(result, stops))
-        return EventSourceResponse(self._events(ref, result, uid, stops), sep="\n",
-                                   ping=15)
+        return sse_response(self._events(ref, result, uid, stops))
 
     async def _events(self, ref, stream: ModelStream, uid: str, stops
                       ) -> AsyncIterator[bytes]:
@@ -76,7 +75,8 @@ class AnthropicRouter(Router):
             return out.error(resp.status_code, json.loads(resp.body)["error"]["message"])
 
         failed = False
-        async for b in self.api._relay_encoded(ref, stream, out.feed, on_error):
+        async for b in self.api._relay_encoded(ref, stream, out.feed, on_error,
+                                               ping=SSE_PING):
             failed = failed or b.startswith(b"event: error")
             if b:
                 yield b

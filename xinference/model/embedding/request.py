@@ -1,7 +1,8 @@
 """What every embedding engine does with a ``POST /v1/embeddings`` request, whatever runs
 the model: reading ``input`` (text, token arrays, image items), picking the prompt prefix
 (``prompt_name`` / ``prompt`` / ``instruction``), checking ``dimensions`` and
-``encoding_format``, decoding images with limits, and building OpenAI's response.
+``encoding_format``, decoding images (with the limits of ``model/images.py``), and
+building OpenAI's response.
 
 :class:`EmbeddingEngine` is the mixin the sentence-transformers engine and the Transformers
 (LLM-based) engine share: an engine supplies ``_embed(kind, items, prefix)`` and gets
@@ -18,21 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
-import io
-import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ...errors import InvalidRequestError
+from ..images import decode_data_image, is_data_uri
 
 MAX_INPUTS = 2048  # as OpenAI: at most 2048 inputs per request
 ENCODING_FORMATS = ("float", "base64")
-#: the largest image accepted, in bytes after base64 decoding
-MAX_IMAGE_BYTES = 20 * 1024 * 1024
-#: the most pixels (width x height) an image may have; checked before it is decoded
-MAX_IMAGE_PIXELS = 40_000_000
-
-_DATA_URI = re.compile(r"^data:image/[A-Za-z0-9.+-]+;base64,", re.IGNORECASE)
 
 
 def _is_int(x: Any) -> bool:
@@ -99,40 +92,21 @@ def parse_embedding_input(input: Any) -> Tuple[str, List[Any]]:
     return kind, items
 
 
-def decode_image(value: str, where: str):
-    """A ``data:image/...;base64,`` URI as an RGB ``PIL.Image``.
+def decode_image_item(value: str, where: str):
+    """The ``image`` of the embedding item ``where`` (``input[3]``): a
+    ``data:image/...;base64,`` URI, decoded as an RGB ``PIL.Image`` under the shared limits
+    of :mod:`xinference.model.images`.
 
     Raises:
-        InvalidRequestError: not a data URI (URLs and paths are refused), bad base64, over
-        :data:`MAX_IMAGE_BYTES` or :data:`MAX_IMAGE_PIXELS`, or not an image PIL can read;
-        the message names ``where`` (``input[3]``).
+        InvalidRequestError: not a data URI (URLs and paths are refused), or see
+        :func:`~xinference.model.images.decode_data_image`; the message names
+        ``input[3].image``.
     """
-    from PIL import Image
-
-    m = _DATA_URI.match(value)
-    if not m:
+    if not is_data_uri(value):
         raise InvalidRequestError(
-            f"'{where}.image' must be a data:image/...;base64,... URI (this server does not "
+            f"{where}.image: must be a data:image/...;base64,... URI (this server does not "
             "fetch image URLs or read paths for embeddings)")
-    b64 = value[m.end():]
-    if len(b64) > (MAX_IMAGE_BYTES * 4) // 3 + 4:
-        raise InvalidRequestError(f"'{where}.image' is over {MAX_IMAGE_BYTES} bytes")
-    try:
-        raw = base64.b64decode(b64, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidRequestError(f"'{where}.image' is not valid base64") from None
-    try:
-        img = Image.open(io.BytesIO(raw))
-        w, h = img.size
-        if w * h > MAX_IMAGE_PIXELS:
-            raise InvalidRequestError(
-                f"'{where}.image' has {w}x{h} pixels; at most {MAX_IMAGE_PIXELS} pixels")
-        img.load()
-        return img.convert("RGB")
-    except InvalidRequestError:
-        raise
-    except (Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
-        raise InvalidRequestError(f"'{where}.image' is not a readable image ({e})") from None
+    return decode_data_image(value, f"{where}.image")
 
 
 def encode_vector(vec, encoding_format: str):
@@ -262,7 +236,7 @@ class EmbeddingEngine:
         if images:
             loop = asyncio.get_running_loop()
             decoded = await loop.run_in_executor(
-                None, lambda: [decode_image(items[i][1], f"input[{i}]") for i in images])
+                None, lambda: [decode_image_item(items[i][1], f"input[{i}]") for i in images])
             jobs.append((images, self._embed("image", decoded, "")))
         results = await asyncio.gather(*(j for _, j in jobs))
         for (idx, _), res in zip(jobs, results):
@@ -300,7 +274,7 @@ class EmbeddingEngine:
 
         Raises:
             InvalidRequestError: see :func:`parse_embedding_input` and
-            :func:`decode_image`, an unknown encoding format, prompt name or unsupported
+            :func:`decode_image_item`, an unknown encoding format, prompt name or unsupported
             ``dimensions``, or a token id outside the vocabulary.
         """
         from .engine_utils import check_token_ids

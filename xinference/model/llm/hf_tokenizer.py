@@ -96,17 +96,42 @@ class HFTokenizerMixin:
     """The tokenizer side of an ``LLM`` engine whose tokenizer is a Hugging Face one.
 
     The engine sets ``self._tokenizer`` in ``load()`` and then calls
-    :meth:`_init_tokenizer_tables`. Put the mixin before ``LLM`` in the bases.
+    :meth:`_init_tokenizer_tables` with its context length and the configs that name its
+    end-of-generation ids; the mixin then answers ``context_length`` and ``eos_token_ids``.
+    Put the mixin before ``LLM`` in the bases.
     """
 
     _tokenizer: Any = None
+    _context_length: int = 0
+    _eos_ids: List[int] = []
 
-    def _init_tokenizer_tables(self) -> None:
-        """Tables derived from the tokenizer: special tokens the tool parser must see
-        (rendered by the detokenizer although special), the byte table of byte-level BPE."""
+    def _init_tokenizer_tables(self, context_length: int, *eos_sources: Any) -> None:
+        """What the engine's ``load()`` learnt, and the tables derived from the tokenizer.
+
+        Args:
+            context_length: tokens the loaded model attends to (prompt plus completion).
+            eos_sources: model / generation configs whose ``eos_token_id`` (an int or a
+                list) ends a generation, besides the tokenizer's (see
+                :func:`hf_eos_token_ids`); None entries are skipped.
+
+        Also sets the special tokens the tool parser must see (rendered by the detokenizer
+        although special) and the byte table of byte-level BPE.
+        """
+        self._context_length = int(context_length)
+        self._eos_ids = hf_eos_token_ids(*eos_sources, tokenizer=self._tokenizer)
         vocab = self._tokenizer.get_vocab()
         self._keep_ids = {vocab[t] for t in self.tool_parser.visible_tokens if t in vocab}
         self._byte_decoder = byte_decoder(self._tokenizer)
+
+    @property
+    def context_length(self) -> int:
+        """Tokens the model attends to: prompt plus completion (set at load)."""
+        return self._context_length
+
+    @property
+    def eos_token_ids(self) -> List[int]:
+        """Token ids that end a generation: the configs' and the tokenizer's EOS (sorted)."""
+        return self._eos_ids
 
     def tokenize(self, text: str, add_special: bool) -> List[int]:
         return list(self._tokenizer(text, add_special_tokens=add_special)["input_ids"])

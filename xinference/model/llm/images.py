@@ -8,15 +8,16 @@ Accepted parts (OpenAI Chat Completions)::
 
 * ``data:image/<fmt>;base64,<data>`` URIs are decoded in place.
 * ``http://`` / ``https://`` URLs are fetched by the model's process with a size cap
-  (:data:`MAX_IMAGE_BYTES`), a timeout per read (:data:`FETCH_TIMEOUT_S`) and at most
-  :data:`MAX_REDIRECTS` redirects. So that the server never becomes a proxy into the network
-  it runs in, every host is resolved first and the request refused when any of its addresses
-  is loopback, link-local, private, multicast, reserved or unspecified; the connection then
-  goes to the checked address itself (no second DNS answer can swap it), and each redirect
-  is checked again. An operator lets such addresses through with the environment variable
-  ``XINFERENCE_IMAGE_FETCH_ALLOW_PRIVATE=1`` (a trusted LAN, tests).
-* The bytes must decode with Pillow as one of :data:`IMAGE_FORMATS` and have at most
-  :data:`MAX_IMAGE_PIXELS` pixels (decompression bombs); images come back as RGB.
+  (:data:`~xinference.model.images.MAX_IMAGE_BYTES`), a timeout per read
+  (:data:`FETCH_TIMEOUT_S`) and at most :data:`MAX_REDIRECTS` redirects. So that the server
+  never becomes a proxy into the network it runs in, every host is resolved first and the
+  request refused when any of its addresses is loopback, link-local, private, multicast,
+  reserved or unspecified; the connection then goes to the checked address itself (no
+  second DNS answer can swap it), and each redirect is checked again. An operator lets such
+  addresses through with the environment variable ``XINFERENCE_IMAGE_FETCH_ALLOW_PRIVATE=1``
+  (a trusted LAN, tests).
+* The bytes are decoded by :mod:`xinference.model.images` (the limits every model type
+  shares: formats, bytes, pixels); images come back as RGB.
 * ``detail``: ``"auto"`` (default) and ``"high"`` give the model the image as sent (its
   processor resizes it as the model needs); ``"low"`` first shrinks it to fit in 512x512
   (OpenAI's low-detail size), which lowers the image tokens of models whose processors keep
@@ -28,10 +29,7 @@ Every failure is an :class:`InvalidRequestError` (HTTP 400) naming the part
 
 from __future__ import annotations
 
-import base64
-import binascii
 import http.client
-import io
 import ipaddress
 import os
 import socket
@@ -41,14 +39,12 @@ from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Tuple
 
 from ...errors import InvalidRequestError
+from .. import images as shared
+from ..images import decode_data_uri, decode_image, is_data_uri
 
-MAX_IMAGE_BYTES = int(os.environ.get("XINFERENCE_IMAGE_MAX_BYTES", 20 * 1024 * 1024))
-MAX_IMAGE_PIXELS = 40_000_000
 FETCH_TIMEOUT_S = float(os.environ.get("XINFERENCE_IMAGE_FETCH_TIMEOUT", 10))
 MAX_REDIRECTS = 3
 ALLOW_PRIVATE_ENV = "XINFERENCE_IMAGE_FETCH_ALLOW_PRIVATE"
-#: Pillow format names accepted (what the model processors read)
-IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
 DETAILS = ("auto", "low", "high")
 LOW_DETAIL_SIDE = 512
 DEFAULT_MAX_IMAGES = 8
@@ -128,16 +124,18 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
         self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
 
 
-def fetch_url(url: str, where: str, *, max_bytes: int = MAX_IMAGE_BYTES,
+def fetch_url(url: str, where: str, *, max_bytes: Optional[int] = None,
               timeout: float = FETCH_TIMEOUT_S, max_redirects: int = MAX_REDIRECTS,
               allow_private_addresses: bool = False) -> bytes:
     """GET ``url`` under the rules of this module (addresses, redirects, size, time);
-    ``allow_private_addresses`` lifts the address rule (as the environment variable does).
+    ``allow_private_addresses`` lifts the address rule (as the environment variable does);
+    ``max_bytes`` defaults to :data:`~xinference.model.images.MAX_IMAGE_BYTES`.
 
     Raises:
         InvalidRequestError: a refused or unresolvable address, too many redirects, a non-2xx
         answer, a timeout, or a body over ``max_bytes``; the message starts with ``where``.
     """
+    max_bytes = shared.MAX_IMAGE_BYTES if max_bytes is None else max_bytes
     for _ in range(max_redirects + 1):
         u = urllib.parse.urlsplit(url)
         if u.scheme not in ("http", "https") or not u.hostname:
@@ -180,51 +178,10 @@ def fetch_url(url: str, where: str, *, max_bytes: int = MAX_IMAGE_BYTES,
     raise InvalidRequestError(f"{where}: image URL redirected more than {max_redirects} times")
 
 
-def decode_data_uri(uri: str, where: str, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:
-    """The bytes of a ``data:image/...;base64,...`` URI.
-
-    Raises:
-        InvalidRequestError: not a base64 ``data:image/`` URI, bad base64, over ``max_bytes``.
-    """
-    head, sep, payload = uri.partition(",")
-    if not sep or not head.startswith("data:image/") or not head.endswith(";base64"):
-        raise InvalidRequestError(
-            f"{where}: a data URI must look like data:image/<format>;base64,<data>")
-    if len(payload) * 3 // 4 > max_bytes + 3:
-        raise InvalidRequestError(f"{where}: image is over the {max_bytes}-byte limit")
-    try:
-        return base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidRequestError(f"{where}: the data URI is not valid base64") from None
-
-
-def decode_image(data: bytes, where: str, detail: str = "auto"):
-    """Decode image bytes into an RGB ``PIL.Image`` (fully loaded).
-
-    Raises:
-        InvalidRequestError: not an image, a format not in :data:`IMAGE_FORMATS`, more
-        than :data:`MAX_IMAGE_PIXELS` pixels.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        img = Image.open(io.BytesIO(data), formats=None)
-    except (UnidentifiedImageError, OSError, ValueError):
-        raise InvalidRequestError(f"{where}: the data is not an image this server can read"
-                                  ) from None
-    if img.format not in IMAGE_FORMATS:
-        raise InvalidRequestError(
-            f"{where}: unsupported image format {img.format!r}; supported: "
-            f"{list(IMAGE_FORMATS)}")
-    if img.width * img.height > MAX_IMAGE_PIXELS:
-        raise InvalidRequestError(
-            f"{where}: image is {img.width}x{img.height} pixels, over the limit of "
-            f"{MAX_IMAGE_PIXELS} pixels")
-    try:
-        img.load()
-        img = img.convert("RGB")
-    except Exception as e:  # truncated or corrupt data
-        raise InvalidRequestError(f"{where}: the image cannot be decoded: {e}") from None
+def shrink_for_detail(img, detail: str):
+    """``img`` as the model gets it for ``detail``: ``"low"`` shrinks it to fit in
+    :data:`LOW_DETAIL_SIDE` x :data:`LOW_DETAIL_SIDE` (in place, aspect kept); ``"auto"`` and
+    ``"high"`` leave it as sent."""
     if detail == "low":
         img.thumbnail((LOW_DETAIL_SIDE, LOW_DETAIL_SIDE))
     return img
@@ -262,14 +219,14 @@ def load_image_part(part: dict, where: str,
         :func:`decode_image`.
     """
     url, detail = image_part_source(part, where)
-    if url.startswith("data:"):
+    if is_data_uri(url):
         data = decode_data_uri(url, where)
     elif url.split(":", 1)[0].lower() in ("http", "https"):
         data = fetch(url, where)
     else:
         raise InvalidRequestError(
             f"{where}: image URL must be http(s) or a data:image/...;base64 URI")
-    return ImageInput(decode_image(data, where, detail), where, detail)
+    return ImageInput(shrink_for_detail(decode_image(data, where), detail), where, detail)
 
 
 def image_part_locations(messages: Any) -> List[str]:

@@ -20,7 +20,7 @@ from ....errors import InvalidRequestError, ModelLoadError
 from ...options import positive_int
 from ..core import LLM
 from ..hf_processor import HFVisionMixin
-from ..hf_tokenizer import HFTokenizerMixin, hf_eos_token_ids
+from ..hf_tokenizer import HFTokenizerMixin
 from ..request import RequestState
 
 logger = logging.getLogger(__name__)
@@ -153,9 +153,6 @@ class TransformersModel(HFVisionMixin, HFTokenizerMixin, LLM):
         config = model.config
         text_config = getattr(config, "text_config", None) or config
         max_pos = getattr(text_config, "max_position_embeddings", None)
-        self._context_length = min(self.family.context_length, max_pos or 1 << 30)
-        self._eos_ids = hf_eos_token_ids(getattr(model, "generation_config", None), config,
-                                         tokenizer=self._tokenizer)
         batchable = _plain_kv_cache(text_config)
         if not batchable:
             logger.warning("%s: the model's cache cannot be batched; one request at a time",
@@ -163,17 +160,10 @@ class TransformersModel(HFVisionMixin, HFTokenizerMixin, LLM):
         self._scheduler = BatchScheduler(model, device, max_num_seqs, batchable)
         self._vocab_size = int(model.get_output_embeddings().weight.shape[0])
         self._grammars = None  # grammar.GrammarCache, made at the first constraint
-        self._init_tokenizer_tables()
+        self._init_tokenizer_tables(min(self.family.context_length, max_pos or 1 << 30),
+                                    getattr(model, "generation_config", None), config)
 
     # ---- what the shared base needs ------------------------------------------------------
-    @property
-    def context_length(self) -> int:
-        return self._context_length
-
-    @property
-    def eos_token_ids(self) -> List[int]:
-        return self._eos_ids
-
     def encode_images(self, messages, images, params, tools):
         """Render with the processor's chat template (the family's ``chat_template`` wins,
         as for text: :meth:`render_images`) and run the processor on the prompt and the

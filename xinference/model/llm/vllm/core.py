@@ -39,7 +39,7 @@ from ....errors import InvalidRequestError, ModelLoadError
 from ..core import LLM
 from ..request import RequestState
 from ..hf_processor import HFVisionMixin, is_vision_checkpoint, load_processor
-from ..hf_tokenizer import HFTokenizerMixin, generation_config, hf_eos_token_ids
+from ..hf_tokenizer import HFTokenizerMixin, generation_config
 from .common import import_vllm, shutdown_engine, start_engine, vllm_error
 from .options import VLLMOptions, parse_options
 
@@ -139,15 +139,13 @@ class VLLMModel(HFVisionMixin, HFTokenizerMixin, LLM):
             if not hint:
                 raise
             raise ModelLoadError(f"{e.message}{hint}") from e
-        self._context_length = int(self._engine.model_config.max_model_len)
         if self._processor is not None and not self._engine.model_config.is_multimodal_model:
             logger.warning("%s: vLLM runs %s as a text-only model; image parts get 400",
                            self.model_uid, self.model_path)
             self._processor = None
-        self._eos_ids = hf_eos_token_ids(generation_config(self.model_path),
-                                         self._engine.model_config.hf_config,
-                                         tokenizer=self._tokenizer)
-        self._init_tokenizer_tables()
+        self._init_tokenizer_tables(self._engine.model_config.max_model_len,
+                                    generation_config(self.model_path),
+                                    self._engine.model_config.hf_config)
         self._loras = {name: LoRARequest(name, i + 1, path)
                        for i, (name, path) in enumerate(self.options.lora_modules.items())}
 
@@ -157,14 +155,6 @@ class VLLMModel(HFVisionMixin, HFTokenizerMixin, LLM):
         self._engine = None
 
     # ---- what the shared base needs ------------------------------------------------------
-    @property
-    def context_length(self) -> int:
-        return self._context_length
-
-    @property
-    def eos_token_ids(self) -> List[int]:
-        return self._eos_ids
-
     def lora_names(self) -> List[str]:
         return list(self.options.lora_modules)
 
