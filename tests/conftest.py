@@ -174,11 +174,14 @@ def start_server(home: Path, **kw) -> Server:
 def server(tmp_path_factory):
     """The shared server, with ``smollm2-instruct`` launched on llama.cpp."""
     srv = Server(tmp_path_factory.mktemp("xinference-home"))
-    r = requests.post(srv.endpoint + "/v1/models",
-                      json={"model_name": SMOLLM, "model_engine": "llama.cpp"}, timeout=120)
-    assert r.status_code == 200, r.text
-    yield srv
-    srv.stop()
+    try:
+        r = requests.post(srv.endpoint + "/v1/models",
+                          json={"model_name": SMOLLM, "model_engine": "llama.cpp"},
+                          timeout=120)
+        assert r.status_code == 200, r.text
+        yield srv
+    finally:  # a failed launch must not leave the server's processes running
+        srv.stop()
 
 
 @pytest.fixture(scope="session")
