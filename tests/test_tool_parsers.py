@@ -43,6 +43,13 @@ CASES = [
     ("hermes", '<tool_call>{"name": "get_weather", "arguments": {</tool_call>'
      '<tool_call>{"name": "get_time", "arguments": {"tz": "CET"}}</tool_call>',
      '<tool_call>{"name": "get_weather", "arguments": {</tool_call>', [T]),
+    # a close tag inside a JSON string does not end the block (a sampled forced call of
+    # the Transformers engine wrote this, tests/test_anthropic.py, temperature 0.7)
+    ("hermes", '<tool_call>\n{"name": "get_weather", "arguments": {"location": ");}'
+     '</tool_call>2023-10-26T22:4"}}\n</tool_call>', "",
+     [("get_weather", {"location": ");}</tool_call>2023-10-26T22:4"})]),
+    ("hermes", '<tool_call>{"name": "get_time", "arguments": {"tz": "a\\"</tool_call>'
+     '"}}</tool_call>', "", [("get_time", {"tz": 'a"</tool_call>'})]),
     # unknown function: content
     ("hermes", '<tool_call>{"name": "nope", "arguments": {}}</tool_call>',
      '<tool_call>{"name": "nope", "arguments": {}}</tool_call>', []),

@@ -116,14 +116,18 @@ class TaggedBlockStream(ToolCallStream):
         parse_block: the text between the tags -> ``(name, arguments)`` or None.
         wrappers: extra markup outside the blocks that is dropped (DeepSeek's
             ``<｜tool▁calls▁begin｜>`` / ``<｜tool▁calls▁end｜>``).
+        json_body: the block is one JSON object: a close tag inside one of its strings
+            (``{"city": "</tool_call>"}``, which a sampled constrained call can write) does
+            not close the block.
     """
 
     def __init__(self, tools, open_tag: str, close_tag: str,
                  parse_block: Callable[[str], Optional[Call]],
-                 wrappers: Sequence[str] = (), **kw):
+                 wrappers: Sequence[str] = (), json_body: bool = False, **kw):
         super().__init__(tools, **kw)
         self._open, self._close = open_tag, close_tag
         self._parse = parse_block
+        self._json_body = json_body
         self._wrappers = [w for w in wrappers if w]
         self._buf = ""
         self._inside = False
@@ -147,6 +151,9 @@ class TaggedBlockStream(ToolCallStream):
                 if j == -1:
                     self._scanned = max(0, len(self._buf) - len(self._close) + 1)
                     break
+                if self._json_body and ends_in_json_string(self._buf[:j]):
+                    self._scanned = j + len(self._close)  # part of a string: go on
+                    continue
                 block = self._buf[:j]
                 self._buf = self._buf[j + len(self._close):]
                 self._inside = False
@@ -161,6 +168,20 @@ class TaggedBlockStream(ToolCallStream):
         out.content = (self._open if self._inside else "") + self._buf
         self._buf, self._inside = "", False
         return out
+
+
+def ends_in_json_string(text: str) -> bool:
+    """Whether ``text`` (the start of a JSON document) ends inside a string literal:
+    quotes counted left to right, a backslash escaping the next character."""
+    inside = escaped = False
+    for ch in text:
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = inside
+        elif ch == '"':
+            inside = not inside
+    return inside
 
 
 class TailStream(ToolCallStream):

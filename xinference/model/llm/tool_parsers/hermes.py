@@ -29,7 +29,7 @@ class HermesToolParser(ToolParser):
     markers = (OPEN,)
 
     def new_stream(self, tools):
-        return TaggedBlockStream(tools, OPEN, CLOSE, parse_block)
+        return TaggedBlockStream(tools, OPEN, CLOSE, parse_block, json_body=True)
 
     def call_format(self, name, parameters):
         return Alternative(name_args_schema(name, parameters), f"{OPEN}\n", f"\n{CLOSE}")
