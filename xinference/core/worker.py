@@ -67,6 +67,10 @@ class _Replica:
     virtualenv: Optional[str] = None  # key of the environment whose Python runs it
 
 
+#: imported by the spare model process while it waits (see WorkerActor._new_sub_pool)
+SPARE_IMPORTS = ["xinference.core.model", "xinference.model.loader"]
+
+
 class WorkerActor(xo.StatelessActor):
     """Holds the model processes of this machine.
 
@@ -125,12 +129,15 @@ class WorkerActor(xo.StatelessActor):
 
     def _refill_spare(self):
         if os.environ.get(XINFERENCE_ENV_SPARE_PROCESS, "1") != "0" and not self._closing:
-            self._spare = asyncio.ensure_future(self._new_sub_pool({}))
+            self._spare = asyncio.ensure_future(self._new_sub_pool({}, spare=True))
 
-    async def _new_sub_pool(self, env: Dict[str, str], python: Optional[str] = None) -> str:
-        return await self._main_pool.append_sub_pool(
-            env=env, modules=["xinference.core.xoscar_setup"], start_python=python
-        )
+    async def _new_sub_pool(self, env: Dict[str, str], python: Optional[str] = None,
+                            spare: bool = False) -> str:
+        """A new model process; a spare one imports ahead, while it waits, what every model
+        process imports when its ModelActor and loader arrive (pydantic, the registry)."""
+        modules = ["xinference.core.xoscar_setup"] + (SPARE_IMPORTS if spare else [])
+        return await self._main_pool.append_sub_pool(env=env, modules=modules,
+                                                     start_python=python)
 
     async def _take_sub_pool(self, env: Dict[str, str], python: Optional[str] = None) -> str:
         """A fresh model process: the spare one when it fits (no special environment, the
