@@ -22,6 +22,7 @@ from xinference.core.resource import memory_fit_error, parse_nvidia_smi
 from xinference.core.workers import Worker, WorkerTable
 from xinference.errors import InvalidRequestError
 from xinference.model.llm.llm_family import builtin_llm_families
+from xinference.model.llm.gguf_header import SkippedStrings, read_gguf_metadata
 from xinference.model.llm.memory import ModelShape, estimate, estimate_for_family
 
 from .conftest import start_server
@@ -42,6 +43,50 @@ def test_shape_from_the_gguf_header():
     assert (s.num_hidden_layers, s.hidden_size, s.num_attention_heads,
             s.num_key_value_heads, s.head_dim, s.intermediate_size, s.vocab_size) == \
         (30, 576, 9, 3, 64, 1536, 49152)
+
+
+def test_gguf_header_reader_agrees_with_the_gguf_package():
+    """Every key of SmolLM2's header as gguf's GGUFReader reads it (arrays of strings by
+    their length only)."""
+    gguf = pytest.importorskip("gguf")
+    meta = read_gguf_metadata(str(GGUF))
+    fields = {k: f for k, f in gguf.GGUFReader(str(GGUF)).fields.items()
+              if not k.startswith("GGUF.")}
+    assert set(meta) == set(fields)
+    for key, f in fields.items():
+        if f.types[:2] == [gguf.GGUFValueType.ARRAY, gguf.GGUFValueType.STRING]:
+            assert isinstance(meta[key], SkippedStrings) and len(meta[key]) == len(f.data)
+        else:
+            assert meta[key] == pytest.approx(f.contents()), key
+
+
+def test_gguf_header_other_byte_order_per_layer_arrays_and_bad_files(tmp_path):
+    """A big-endian file with a per-layer head count (its first element is the shape's) and
+    a vocabulary of 3; a file that is not GGUF and a cut header are ValueErrors."""
+    gguf = pytest.importorskip("gguf")
+    path = tmp_path / "be.gguf"
+    w = gguf.GGUFWriter(str(path), arch="llama", endianess=gguf.GGUFEndian.BIG)
+    w.add_block_count(2)
+    w.add_embedding_length(64)
+    w.add_head_count([4, 8])
+    w.add_head_count_kv(2)
+    w.add_feed_forward_length(128)
+    w.add_token_list(["a", "bb", "ccc"])
+    w.add_token_scores([0.0, -1.0, -2.0])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.close()
+    meta = read_gguf_metadata(str(path))
+    assert meta["llama.attention.head_count"] == [4, 8]
+    assert meta["tokenizer.ggml.scores"] == [0.0, -1.0, -2.0]
+    s = ModelShape.from_gguf(str(path))
+    assert (s.num_hidden_layers, s.hidden_size, s.num_attention_heads, s.num_key_value_heads,
+            s.head_dim, s.intermediate_size, s.vocab_size) == (2, 64, 4, 2, 16, 128, 3)
+    (tmp_path / "cut.gguf").write_bytes(path.read_bytes()[:60])
+    (tmp_path / "no.gguf").write_bytes(b"not a gguf file at all, just some text")
+    for name in ("cut.gguf", "no.gguf"):
+        with pytest.raises(ValueError):
+            read_gguf_metadata(str(tmp_path / name))
 
 
 def test_formulas_on_a_published_config():

@@ -67,6 +67,10 @@ class _Replica:
     virtualenv: Optional[str] = None  # key of the environment whose Python runs it
 
 
+#: imported by the spare model process while it waits (see WorkerActor._new_sub_pool)
+SPARE_IMPORTS = ["xinference.core.model", "xinference.model.loader"]
+
+
 class WorkerActor(xo.StatelessActor):
     """Holds the model processes of this machine.
 
@@ -107,6 +111,7 @@ class WorkerActor(xo.StatelessActor):
         # A model process started ahead of time (no model in it yet): launching takes it, so
         # a launch does not wait for a Python interpreter and xoscar to start (~1 s).
         self._spare: Optional[asyncio.Task] = None
+        self._closing = False
         # While a replica's virtual environment is being made: replica_uid -> what it does
         # (launch progress "stage") and -> its InstallCancel; while a replica in an
         # environment launches: replica_uid -> (model_uid, environment key).
@@ -123,39 +128,42 @@ class WorkerActor(xo.StatelessActor):
             self._heartbeat_task = asyncio.ensure_future(self._heartbeat_loop())
 
     def _refill_spare(self):
-        if os.environ.get(XINFERENCE_ENV_SPARE_PROCESS, "1") != "0":
-            self._spare = asyncio.ensure_future(self._new_sub_pool({}))
+        if os.environ.get(XINFERENCE_ENV_SPARE_PROCESS, "1") != "0" and not self._closing:
+            self._spare = asyncio.ensure_future(self._new_sub_pool({}, spare=True))
 
-    async def _new_sub_pool(self, env: Dict[str, str], python: Optional[str] = None) -> str:
-        return await self._main_pool.append_sub_pool(
-            env=env, modules=["xinference.core.xoscar_setup"], start_python=python
-        )
+    async def _new_sub_pool(self, env: Dict[str, str], python: Optional[str] = None,
+                            spare: bool = False) -> str:
+        """A new model process; a spare one imports ahead, while it waits, what every model
+        process imports when its ModelActor and loader arrive (pydantic, the registry)."""
+        modules = ["xinference.core.xoscar_setup"] + (SPARE_IMPORTS if spare else [])
+        return await self._main_pool.append_sub_pool(env=env, modules=modules,
+                                                     start_python=python)
 
     async def _take_sub_pool(self, env: Dict[str, str], python: Optional[str] = None) -> str:
         """A fresh model process: the spare one when it fits (no special environment, the
-        worker's own Python), else a new one (on ``python``: a virtual environment's)."""
+        worker's own Python), else a new one (on ``python``: a virtual environment's). The
+        spare taken is replaced once the launch ends (see :meth:`_launch`), not now: a
+        Python interpreter starting beside the engine's load slows that load down where
+        cores are few."""
         spare, self._spare = self._spare, None
         if spare is not None and not env and python is None:
             try:
                 address = await spare
                 proc = self._main_pool.sub_processes.get(address)
                 if proc is not None and proc.returncode is None:
-                    self._refill_spare()
                     return address
             except Exception:
                 logger.warning("The spare model process failed to start; starting another")
         elif spare is not None:
             self._spare = spare
-        address = await self._new_sub_pool(env, python)
-        if self._spare is None:
-            self._refill_spare()
-        return address
+        return await self._new_sub_pool(env, python)
 
     @classmethod
     def default_uid(cls) -> str:
         return WORKER_UID
 
     async def __pre_destroy__(self):
+        self._closing = True  # a launch ending now starts no spare process
         if self._heartbeat_task is not None:
             self._heartbeat_task.cancel()
         if self._spare is not None:
@@ -284,6 +292,17 @@ class WorkerActor(xo.StatelessActor):
 
     async def _launch(self, replica_uid, model_uid, model_type, loader, model_desc,
                       request_limits, env, gpus=None, virtualenv=None):
+        try:
+            return await self._launch_in_process(replica_uid, model_uid, model_type, loader,
+                                                 model_desc, request_limits, env, gpus,
+                                                 virtualenv)
+        finally:  # the spare process taken (or none started yet) is replaced now
+            if self._spare is None:
+                self._refill_spare()
+
+    async def _launch_in_process(self, replica_uid, model_uid, model_type, loader,
+                                 model_desc, request_limits, env, gpus=None,
+                                 virtualenv=None):
         venv = await self._prepare_virtualenv(replica_uid, virtualenv)
         if venv is not None:
             self._launch_envs[replica_uid] = (model_uid, venv.key)

@@ -101,28 +101,33 @@ class ModelShape:
 
     @classmethod
     def from_gguf(cls, path: str) -> "ModelShape":
-        """From a GGUF file's header (the ``gguf`` package reads it memory-mapped).
+        """From a GGUF file's header (:func:`~.gguf_header.read_gguf_metadata`: the
+        numbers only, the vocabulary counted, not read). A per-layer array where one
+        number is expected gives its first element.
 
         Raises:
             KeyError: the header lacks a required key.
+            ValueError: not a GGUF file (see :func:`~.gguf_header.read_gguf_metadata`).
         """
-        from gguf import GGUFReader
+        from .gguf_header import read_gguf_metadata
 
-        reader = GGUFReader(path)
+        meta = read_gguf_metadata(path)
 
         def value(key: str, default: Any = None) -> Any:
-            f = reader.fields.get(key)
-            if f is None:
+            v = meta.get(key)
+            if isinstance(v, list):
+                v = v[0] if v else None
+            if v is None:
                 if default is None:
                     raise KeyError(key)
                 return default
-            return f.parts[f.data[0]].tolist()[0] if f.data else default
+            return v
 
-        arch = bytes(reader.fields["general.architecture"].parts[-1]).decode()
+        arch = meta["general.architecture"]
         heads = int(value(f"{arch}.attention.head_count"))
         hidden = int(value(f"{arch}.embedding_length"))
-        tokens = reader.fields.get("tokenizer.ggml.tokens")
-        vocab = len(tokens.data) if tokens is not None else int(value(f"{arch}.vocab_size"))
+        tokens = meta.get("tokenizer.ggml.tokens")
+        vocab = len(tokens) if tokens is not None else int(value(f"{arch}.vocab_size"))
         return cls(
             num_hidden_layers=int(value(f"{arch}.block_count")), hidden_size=hidden,
             num_attention_heads=heads,
