@@ -182,12 +182,14 @@ def tiny_llava_dir(smollm2_pytorch_dir) -> Path:  # noqa: F811
     return cached_tiny_llava(smollm2_pytorch_dir)
 
 
-def _register(endpoint, name, path):
+def _register(endpoint, name, path, model_id: str = "local/tiny-llava"):
+    """Register the tiny vision checkpoint at ``path`` as the custom chat + vision LLM
+    ``name`` (not persisted)."""
     family = {
         "version": 2, "context_length": 2048, "model_name": name, "model_lang": ["en"],
         "model_ability": ["chat", "vision"],
         "model_specs": [{"model_format": "pytorch", "model_size_in_billions": "0_01",
-                         "quantizations": ["none"], "model_id": "local/tiny-llava",
+                         "quantizations": ["none"], "model_id": model_id,
                          "model_uri": f"file://{path}"}],
     }
     r = requests.post(f"{endpoint}/v1/model_registrations/LLM",

@@ -26,7 +26,7 @@ import pytest
 import requests
 
 from .test_transformers import smollm2_pytorch_dir  # noqa: F401  (fixture)
-from .test_vision import _bad, _chat, _image_part, image_server  # noqa: F401  (fixture)
+from .test_vision import _bad, _chat, _image_part, _register, image_server  # noqa: F401  (fixture)
 from .test_vllm import _prepared_vllm_env, _venv_dir
 from .vision_helpers import IDEFICS3_PROMPT_TOKENS, cached_tiny_idefics3, data_uri, png_bytes
 
@@ -86,16 +86,7 @@ def server(tmp_path_factory, smollm2_pytorch_dir):  # noqa: F811
     srv = Server(tmp_path_factory.mktemp("vllm-vision-home"),
                  env={"XINFERENCE_VIRTUAL_ENV_DIR": str(_venv_dir())})
     try:
-        family = {
-            "version": 2, "context_length": 2048, "model_name": MODEL, "model_lang": ["en"],
-            "model_ability": ["chat", "vision"],
-            "model_specs": [{"model_format": "pytorch", "model_size_in_billions": "0_01",
-                             "quantizations": ["none"], "model_id": "local/tiny-idefics3",
-                             "model_uri": f"file://{path}"}],
-        }
-        r = requests.post(f"{srv.endpoint}/v1/model_registrations/LLM",
-                          json={"model": family, "persist": False}, timeout=30)
-        assert r.status_code == 200, r.text
+        _register(srv.endpoint, MODEL, path, model_id="local/tiny-idefics3")
         _launch(srv.endpoint, model_uid=UID, model_engine="vLLM", model_format="pytorch",
                 n_gpu=None, cpu_kvcache_space=1, max_model_len=2048, max_images=3)
     except BaseException:
