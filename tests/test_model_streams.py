@@ -285,3 +285,29 @@ def test_a_stream_channel_ignores_garbage_and_unknown_tokens():
         actor._channel.close()
 
     asyncio.run(main())
+
+
+def test_an_unreachable_stream_channel_is_skipped_and_not_retried_at_once():
+    """The gateway's side: a channel that refuses the connection leaves the stream to the
+    RPC pulls, and its address is not tried again for a while."""
+    import socket
+
+    from xinference.api import gateway
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    stream = ModelStream("sid", f"127.0.0.1:{port}", "0" * 32)
+
+    async def main():
+        assert await gateway._open_channel(stream) is None
+        assert stream.channel in gateway._unreachable
+        before = gateway._unreachable[stream.channel]
+        assert await gateway._open_channel(stream) is None
+        assert gateway._unreachable[stream.channel] == before  # skipped, not tried again
+
+    try:
+        asyncio.run(main())
+    finally:
+        gateway._unreachable.pop(stream.channel, None)

@@ -161,14 +161,29 @@ class ModelRefCache:
         self._next.pop(model_uid, None)
 
 
+#: seconds a stream channel may take to connect (a firewall that drops packets between
+#: hosts must not hold a stream for TCP's own timeout)
+CHANNEL_CONNECT_SECONDS = 3.0
+#: a channel address that could not be reached is not tried again for this long
+CHANNEL_RETRY_SECONDS = 60.0
+_unreachable: Dict[str, float] = {}  # channel address -> when it failed
+
+
 async def _open_channel(stream: ModelStream):
     """``(reader, writer)`` of ``stream``'s channel, its token sent; None when it cannot
-    be reached (the stream is then pulled by RPC)."""
+    be reached (the stream is then pulled by RPC; the address is skipped for
+    :data:`CHANNEL_RETRY_SECONDS`)."""
+    failed = _unreachable.get(stream.channel)
+    if failed is not None and time.monotonic() - failed < CHANNEL_RETRY_SECONDS:
+        return None
     host, _, port = stream.channel.rpartition(":")
     try:
-        reader, writer = await asyncio.open_connection(host.strip("[]"), int(port))
-    except (OSError, ValueError) as e:
-        logger.info("Stream channel %s unreachable (%s): pulling by RPC", stream.channel, e)
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host.strip("[]"), int(port)), CHANNEL_CONNECT_SECONDS)
+    except (OSError, ValueError, asyncio.TimeoutError) as e:
+        logger.warning("Stream channel %s unreachable (%s): streams from it are pulled "
+                       "by RPC", stream.channel, type(e).__name__)
+        _unreachable[stream.channel] = time.monotonic()
         return None
     writer.write(f"{stream.token} {PING_SECONDS}\n".encode("ascii"))
     return reader, writer

@@ -14,8 +14,10 @@ relays what it reads without parsing. The channel carries data only: when the st
 or raises the error, as before. An unknown token, a silent client (5 s) or a line over 128
 bytes is dropped without an answer.
 
-When the channel cannot be used (connection refused, a proxy in between, the
-``XINFERENCE_STREAM_CHANNEL=0`` switch), the gateway pulls over RPC as before: the same bytes.
+When the channel cannot be used (connection refused or not made within 3 s, e.g. a
+firewall between hosts that lets only the pool ports through; the
+``XINFERENCE_STREAM_CHANNEL=0`` switch), the gateway pulls over RPC as before: the same
+bytes; an unreachable channel address is not tried again for 60 s.
 """
 
 from __future__ import annotations
