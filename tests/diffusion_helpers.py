@@ -69,22 +69,14 @@ def _write_tokenizer_files(d: Path) -> None:
 def _text_parts(tmp: Path, seed: int):
     """``(tokenizer, text_encoder)``: a CLIP tokenizer over the hand-written files and a
     2-layer, 32-wide CLIP text encoder with random weights."""
-    import torch
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTokenizer
 
     tok_dir = tmp / "_tokenizer_src"
     tok_dir.mkdir(parents=True, exist_ok=True)
     _write_tokenizer_files(tok_dir)
     tokenizer = CLIPTokenizer(str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt"),
                               model_max_length=77)
-    torch.manual_seed(seed)
-    config = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37,
-                            num_attention_heads=4, num_hidden_layers=2,
-                            max_position_embeddings=77, projection_dim=32,
-                            bos_token_id=tokenizer.bos_token_id,
-                            eos_token_id=tokenizer.eos_token_id,
-                            pad_token_id=tokenizer.pad_token_id)
-    return tokenizer, CLIPTextModel(config).eval()
+    return tokenizer, _clip_encoder(seed, tokenizer)
 
 
 def _vae(seed: int, **config):

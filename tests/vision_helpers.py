@@ -34,6 +34,17 @@ CHAT_TEMPLATE = (
 )
 
 
+
+def _save(out: Path, model, processor, tok) -> Path:
+    """Write a tiny vision checkpoint (weights, processor, tokenizer with the chat
+    template) to ``out``; returns ``out``."""
+    tok.chat_template = CHAT_TEMPLATE
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
 def llava_tokenizer(tokenizer_dir: Path):
     """The tokenizer of ``tokenizer_dir`` with ``<image>`` added as a special token."""
     from transformers import AutoTokenizer
@@ -79,12 +90,7 @@ def save_llava(out: Path, tok, text_config, image_size: int, language_model=None
                                vision_feature_select_strategy="default",
                                image_token="<image>", chat_template=CHAT_TEMPLATE,
                                num_additional_image_tokens=1)
-    tok.chat_template = CHAT_TEMPLATE
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    return _save(out, model, processor, tok)
 
 
 def build_tiny_llava(tokenizer_dir: Path, out: Path) -> Path:
@@ -202,12 +208,7 @@ def build_tiny_idefics3(tokenizer_dir: Path, out: Path) -> Path:
     processor = Idefics3Processor(image_processor=ip, tokenizer=tok,
                                   image_seq_len=IDEFICS3_IMAGE_TOKENS,
                                   chat_template=CHAT_TEMPLATE)
-    tok.chat_template = CHAT_TEMPLATE
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    return _save(out, model, processor, tok)
 
 
 def _cached(kind: str, tokenizer_dir: Path, marker: str) -> Path:
