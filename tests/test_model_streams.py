@@ -311,3 +311,147 @@ def test_an_unreachable_stream_channel_is_skipped_and_not_retried_at_once():
         asyncio.run(main())
     finally:
         gateway._unreachable.pop(stream.channel, None)
+
+
+# ---- push mode: chunks written from the engine's thread ----------------------------------
+class PushEngine(OpenAIStreams):
+    """An LLM-like engine whose streams are the real :class:`ChunkStream` over an
+    :class:`AsyncDeltaStream`: ``chat`` returns it at once and a thread emits ``n`` text
+    deltas (after ``gate``), the last with ``finish_reason``; ``fail_at`` emits an error
+    there instead."""
+
+    def __init__(self):
+        self.gate = threading.Event()
+        self.threads = set()  # the threads that built the chunks
+
+    async def chat(self, messages, config):
+        from xinference.model.llm.request import AsyncDeltaStream, Delta
+        from xinference.model.llm.responses import CompletionBuilder
+
+        n = int(config.get("n", 5))
+        deltas = AsyncDeltaStream(1)
+        builder = CompletionBuilder("m", include_usage=False)
+        chunks = builder.chunks
+
+        def recording(d):  # the thread that builds each chunk
+            self.threads.add(threading.get_ident())
+            return chunks(d)
+
+        builder.chunks = recording
+
+        def produce():
+            self.gate.wait(5)
+            for i in range(n):
+                if config.get("fail_at") == i:
+                    deltas.emit(ValueError("engine broke"))
+                    return
+                deltas.emit([Delta(f"t{i} ", "stop" if i == n - 1 else None)])
+
+        threading.Thread(target=produce, daemon=True).start()
+        return builder.astream(deltas)
+
+
+def _texts(sse: bytes):
+    import json
+
+    return [json.loads(line[6:])["choices"][0]["text"]
+            for line in sse.split(b"\n\n") if line.startswith(b"data: ")]
+
+
+def test_pushed_chunks_go_from_the_engine_thread_to_the_channel_in_order():
+    """Once the gateway is attached, the chunks are built and written in the emitting
+    thread: the loop is not woken per token (a few wake-ups for 300 tokens), every frame
+    arrives in order, and the end still comes by the final pull."""
+    async def main():
+        engine = PushEngine()
+        actor = await loaded_actor(engine)
+        await actor.start_channel("127.0.0.1")
+        handle = await actor.chat([], {"stream": True, "n": 300})
+        loop = asyncio.get_running_loop()
+        reading = asyncio.ensure_future(_channel_read(handle))
+        await asyncio.sleep(0.2)  # attached, in push mode
+        calls = []
+        real = loop.call_soon_threadsafe
+        loop.call_soon_threadsafe = lambda cb, *a, **kw: (calls.append(cb), real(cb, *a, **kw))[1]
+        engine.gate.set()
+        got = await reading
+        assert _texts(got) == [f"t{i} " for i in range(300)]
+        assert await actor.next_sse(handle.stream_id) is None
+        assert len(calls) < 10  # the end (and the engine thread's own), not one per token
+        assert threading.get_ident() not in engine.threads
+        actor._channel.close()
+
+    asyncio.run(main())
+
+
+def test_pushed_chunks_queued_before_the_channel_and_an_error_after_them():
+    """Chunks produced before the gateway connects are written first; an engine error
+    after some pushed chunks is raised by the final pull."""
+    async def main():
+        engine = PushEngine()
+        engine.gate.set()
+        actor = await loaded_actor(engine)
+        await actor.start_channel("127.0.0.1")
+        handle = await actor.chat([], {"stream": True, "n": 50, "fail_at": 40})
+        await asyncio.sleep(0.2)  # the thread has emitted up to the error meanwhile
+        assert _texts(await _channel_read(handle)) == [f"t{i} " for i in range(40)]
+        with pytest.raises(ValueError, match="engine broke"):
+            await actor.next_sse(handle.stream_id)
+        actor._channel.close()
+
+    asyncio.run(main())
+
+
+def test_pushed_chunks_after_the_channel_drops_go_to_the_pulls():
+    """The gateway drops the channel mid-stream: the chunks the engine thread pushes
+    after that are queued for RPC pulls, in order; nothing is lost or doubled."""
+    async def main():
+        engine = PushEngine()
+        actor = await loaded_actor(engine)
+        await actor.start_channel("127.0.0.1")
+        handle = await actor.chat([], {"stream": True, "n": 6})
+        host, port = handle.channel.rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(f"{handle.token} 15\n".encode())
+        await asyncio.sleep(0.2)
+        writer.close()
+        await asyncio.sleep(0.2)  # the model process sees the channel end
+        engine.gate.set()
+        got = b""
+        while (data := await actor.next_sse(handle.stream_id, 5)) is not None:
+            got += data
+        assert _texts(got) == [f"t{i} " for i in range(6)]
+        actor._channel.close()
+
+    asyncio.run(main())
+
+
+def test_a_channel_writer_falls_back_to_the_transport_when_the_socket_is_full():
+    """Frames sent from another thread faster than the reader takes them: once the
+    socket's buffer is full the rest goes through the transport, in order, none lost."""
+    from xinference.core.stream_channel import ChannelWriter
+
+    async def main():
+        accepted = asyncio.get_running_loop().create_future()
+        server = await asyncio.start_server(
+            lambda r, w: accepted.set_result((r, w)), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        _, model_side = await accepted
+        chan = ChannelWriter(model_side.transport)
+        assert chan.go_direct()
+        frames = [b"data: %06d %s\n\n" % (i, b"x" * 4000) for i in range(2000)]  # ~8 MB
+        sent = threading.Thread(target=lambda: [chan.write(f) for f in frames])
+        sent.start()
+        got = bytearray()
+        while len(got) < sum(map(len, frames)):
+            got += await asyncio.wait_for(reader.read(1 << 16), 10)
+        sent.join()
+        assert bytes(got) == b"".join(frames)
+        assert chan._sock is None  # the full buffer ended direct sending
+        chan.close()
+        assert not chan.write(b"late")
+        writer.close()
+        server.close()
+
+    asyncio.run(main())

@@ -169,24 +169,84 @@ CHANNEL_RETRY_SECONDS = 60.0
 _unreachable: Dict[str, float] = {}  # channel address -> when it failed
 
 
-async def _open_channel(stream: ModelStream):
-    """``(reader, writer)`` of ``stream``'s channel, its token sent; None when it cannot
-    be reached (the stream is then pulled by RPC; the address is skipped for
+class _ChannelReader(asyncio.Protocol):
+    """The gateway's end of a stream channel: what arrived since the last :meth:`read`, in
+    one piece (no stream-reader buffering or limits on the per-token path)."""
+
+    def __init__(self):
+        self._parts: List[bytes] = []
+        self._waiter: Optional[asyncio.Future] = None
+        self._ended = False
+        self._error: Optional[BaseException] = None
+        self.transport: Optional[asyncio.Transport] = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        self._parts.append(data)
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._ended = True
+        self._wake()
+        return False  # close the transport
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        self._ended = True
+        self._error = exc
+        self._wake()
+
+    async def read(self) -> bytes:
+        """The bytes received since the last read (waits for some); ``b""`` at the end.
+
+        Raises:
+            OSError: the connection broke (the bytes received before it come first)."""
+        if not self._parts and not self._ended:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        parts = self._parts
+        if parts:
+            data = parts[0] if len(parts) == 1 else b"".join(parts)
+            parts.clear()
+            return data
+        if self._error is not None:
+            raise self._error
+        return b""
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def _open_channel(stream: ModelStream) -> Optional[_ChannelReader]:
+    """The open channel of ``stream`` (its token sent), or None when it cannot be reached
+    (the stream is then pulled by RPC; the address is skipped for
     :data:`CHANNEL_RETRY_SECONDS`)."""
     failed = _unreachable.get(stream.channel)
     if failed is not None and time.monotonic() - failed < CHANNEL_RETRY_SECONDS:
         return None
     host, _, port = stream.channel.rpartition(":")
+    loop = asyncio.get_running_loop()
     try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host.strip("[]"), int(port)), CHANNEL_CONNECT_SECONDS)
+        transport, conn = await asyncio.wait_for(
+            loop.create_connection(_ChannelReader, host.strip("[]"), int(port)),
+            CHANNEL_CONNECT_SECONDS)
     except (OSError, ValueError, asyncio.TimeoutError) as e:
         logger.warning("Stream channel %s unreachable (%s): streams from it are pulled "
                        "by RPC", stream.channel, type(e).__name__)
         _unreachable[stream.channel] = time.monotonic()
         return None
-    writer.write(f"{stream.token} {PING_SECONDS}\n".encode("ascii"))
-    return reader, writer
+    transport.write(f"{stream.token} {PING_SECONDS}\n".encode("ascii"))
+    return conn
 
 
 class RESTfulAPI:
@@ -307,16 +367,16 @@ class RESTfulAPI:
             conn = await _open_channel(stream)
         try:
             if conn is not None:
-                read = conn[0].read
+                read = conn.read
                 try:
                     while True:
-                        data = await read(65536)
+                        data = await read()
                         if not data:
                             break
                         yield data
                 except OSError as e:  # the rest is queued for the pulls
                     logger.info("Stream channel %s broke (%s)", stream.channel, e)
-                conn[1].close()
+                conn.close()
                 conn = None
             while True:
                 data = await pull(sid)
@@ -332,7 +392,7 @@ class RESTfulAPI:
                 yield tail
         except BaseException:  # cancelled or closed: the client disconnected
             if conn is not None:
-                conn[1].close()
+                conn.close()
             task = asyncio.ensure_future(self._close_stream(ref, stream))
             self._closing.add(task)  # a reference until it is done
             task.add_done_callback(self._closing.discard)

@@ -134,11 +134,11 @@ class ModelActor(xo.StatelessActor):
             return
         self._channel = server
 
-    def _attach_channel(self, token: str, transport) -> Optional[StreamBuffer]:
+    def _attach_channel(self, token: str, writer) -> Optional[StreamBuffer]:
         st = self._by_token.pop(token, None)
         if st is not None:
             st.token = None
-            st.attach(transport)
+            st.attach(writer)
         return st
 
     def describe(self) -> Dict[str, Any]:
@@ -317,6 +317,7 @@ class ModelActor(xo.StatelessActor):
     def _pump(self, source: AsyncIterator, req: AdmittedRequest) -> ModelStream:
         """Stream an async engine's iterator: a task moves its chunks into the buffer."""
         handle, st = self._open(lambda: task.cancel(), req)
+        st.source = source  # it may push its chunks once a channel is attached
 
         async def pump():
             outcome = "error"

@@ -9,7 +9,10 @@ listener (:class:`StreamChannelServer`, on the host of its actor pool); a stream
 (128 random bits, delivered over the signed actor RPC only). The gateway connects, sends
 ``<token> <ping_seconds>\\n``, and from then on the model process writes each chunk as the
 SSE frame that goes on the wire (``data: <json>\\n\\n``) the moment it is produced; the gateway
-relays what it reads without parsing. The channel carries data only: when the stream ends
+relays what it reads without parsing. Streams that can push (an LLM's chunks, see
+:class:`~xinference.model.llm.responses.ChunkStream`) write their frames from the engine's
+thread, straight to the connection's socket (:class:`ChannelWriter`): the model process's
+event loop is not woken per token. The channel carries data only: when the stream ends
 (or fails) the model process closes it, and the gateway's one final RPC pull returns the end
 or raises the error, as before. An unknown token, a silent client (5 s) or a line over 128
 bytes is dropped without an answer.
@@ -26,7 +29,9 @@ import asyncio
 import logging
 import os
 import secrets
-from typing import Callable, Optional
+import socket
+import threading
+from typing import Callable, List, Optional
 
 logger = logging.getLogger(__name__)
 
@@ -47,18 +52,103 @@ def new_token() -> str:
     return secrets.token_hex(16)
 
 
+class ChannelWriter:
+    """Writes one stream's SSE frames to its channel connection: on the event loop through
+    the connection's transport, or, after :meth:`go_direct`, from any thread through a
+    duplicate of its socket (non-blocking sends under a lock, so frames stay whole and in
+    order). A send the socket cannot take whole (the gateway reads slower than the model
+    writes) ends direct sending: that frame's rest and every later frame go through the
+    transport, which buffers them, in order.
+
+    Create it on the event loop of ``transport``.
+    """
+
+    def __init__(self, transport: asyncio.Transport):
+        self._transport = transport
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._lock = threading.Lock()
+        self._sock: Optional[socket.socket] = None  # set while sending directly
+        self._pending: List[bytes] = []  # for the loop to write, in order
+        self._scheduled = False
+        self.closed = False
+
+    def go_direct(self) -> bool:
+        """Let :meth:`write` send from any thread; False (nothing changed) when the
+        transport holds unsent data or its socket cannot be duplicated. Event loop only."""
+        if self._sock is not None:
+            return True
+        raw = self._transport.get_extra_info("socket")
+        if raw is None or self._transport.get_write_buffer_size():
+            return False
+        try:
+            sock = socket.socket(fileno=os.dup(raw.fileno()))
+        except OSError:
+            return False
+        sock.setblocking(False)
+        self._sock = sock
+        return True
+
+    def write(self, data: bytes) -> bool:
+        """Send ``data`` (whole frames); False when the writer is closed (nothing sent)."""
+        with self._lock:
+            if self.closed:
+                return False
+            if self._sock is not None and not self._pending:
+                try:
+                    sent = self._sock.send(data)
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                except OSError:  # the connection broke: the transport finds out too
+                    sent = 0
+                if sent == len(data):
+                    return True
+                data = data[sent:]
+                self._sock.close()  # from now on the transport writes, in order
+                self._sock = None
+            self._pending.append(data)
+            if threading.get_ident() == self._loop_thread:
+                self._flush_locked()
+            elif not self._scheduled:
+                self._scheduled = True
+                self._loop.call_soon_threadsafe(self._flush)
+        return True
+
+    def _flush(self) -> None:
+        with self._lock:
+            self._scheduled = False
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        if self._pending and not self.closed:
+            self._transport.write(b"".join(self._pending))
+        self._pending.clear()
+
+    def close(self) -> None:
+        """Write what is pending and close the connection (idempotent; event loop only)."""
+        with self._lock:
+            if self.closed:
+                return
+            self._flush_locked()
+            self.closed = True
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
+        self._transport.close()
+
+
 class StreamChannelServer:
     """The model process's listener for stream channels.
 
     Args:
-        attach: ``attach(token, transport, ping_seconds)`` gives the stream of ``token``
-            the connection's transport to write its frames to; returns an object with
+        attach: ``attach(token, writer)`` gives the stream of ``token`` the connection's
+            :class:`ChannelWriter` to write its frames to; returns an object with
             ``detach()`` (called when the connection ends) and ``written`` (a count of
             frames written, read for keep-alives), or None for an unknown token (the
             connection is then closed).
     """
 
-    def __init__(self, attach: Callable[[str, asyncio.Transport], Optional[object]]):
+    def __init__(self, attach: Callable[[str, ChannelWriter], Optional[object]]):
         self._attach = attach
         self._server: Optional[asyncio.AbstractServer] = None
         self.address: Optional[str] = None
@@ -82,17 +172,18 @@ class StreamChannelServer:
             self._server = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        sink = None
+        sink = chan = None
         try:
             line = await asyncio.wait_for(reader.readline(), HANDSHAKE_SECONDS)
             parts = line.decode("ascii", "replace").split()
             if not line.endswith(b"\n") or len(line) > MAX_LINE or len(parts) != 2:
                 return
             token, ping = parts[0], float(parts[1])
-            sink = self._attach(token, writer.transport)
+            chan = ChannelWriter(writer.transport)
+            sink = self._attach(token, chan)
             if sink is None:
                 return
-            await self._hold(reader, writer, sink, max(ping, 1.0))
+            await self._hold(reader, chan, sink, max(ping, 1.0))
         except (asyncio.TimeoutError, ValueError, asyncio.LimitOverrunError,
                 ConnectionError):
             pass
@@ -101,23 +192,25 @@ class StreamChannelServer:
         finally:
             if sink is not None:
                 sink.detach()
+            if chan is not None:
+                chan.close()
             writer.close()
 
     @staticmethod
-    async def _hold(reader, writer, sink, ping: float) -> None:
+    async def _hold(reader, chan: ChannelWriter, sink, ping: float) -> None:
         """Keep the connection while the stream writes to it: until the gateway closes it
-        (EOF) or the stream ends (the sink closes the transport). A keep-alive comment
-        goes out after ``ping`` seconds without a frame (one timer per period, not per
+        (EOF) or the stream ends (the sink closes the writer). A keep-alive comment goes
+        out after ``ping`` seconds without a frame (one timer per period, not per
         token)."""
         eof = asyncio.ensure_future(reader.read())
         try:
             seen = sink.written
-            while not eof.done() and not writer.transport.is_closing():
+            while not eof.done() and not chan.closed:
                 await asyncio.wait([eof], timeout=ping)
-                if eof.done() or writer.transport.is_closing():
+                if eof.done() or chan.closed:
                     break
                 if sink.written == seen:
-                    writer.transport.write(b": ping\n\n")
+                    chan.write(b": ping\n\n")
                 seen = sink.written
         finally:
             eof.cancel()

@@ -83,55 +83,90 @@ class StreamBuffer:
         self.last: Optional[Dict[str, Any]] = None  # the last chunk put
         self.touched = time.monotonic()
         self.token: Optional[str] = None  # the stream channel's token, until attached
-        self._sink = None  # the channel's transport while the gateway reads it
+        #: what produces the chunks; with a ``direct(write)`` method (see
+        #: :class:`~xinference.model.llm.responses.ChunkStream`) it can push them from
+        #: the engine's thread once a channel is attached
+        self.source: Any = None
+        self._sink = None  # the channel's writer while the gateway reads it
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
         self.written = 0  # frames written to the channel
 
-    def attach(self, transport) -> None:
-        """Write this stream's chunks as SSE frames to ``transport`` from now on: the ones
+    def attach(self, sink) -> None:
+        """Write this stream's chunks as SSE frames to ``sink`` (a
+        :class:`~xinference.core.stream_channel.ChannelWriter`) from now on: the ones
         queued now at once, later ones as they are put. An end or an error stays queued
-        for the gateway's final pull, and the transport is closed when it is reached."""
+        for the gateway's final pull, and the sink is closed when it is reached. When the
+        sink can be written from any thread and the source can push (``direct``), the
+        chunks go from the engine's thread to the channel without waking the event loop
+        (event loop thread only)."""
         frames = []
         items = self.items
         while items and isinstance(items[0], dict):
             frames.append(sse_frame(items.popleft()))
         if frames:
-            transport.write(b"".join(frames))
+            sink.write(b"".join(frames))
             self.written += 1
         if items:  # the end (or an error, or a non-chunk item) is next: pull it by RPC
-            transport.close()
-        else:
-            self._sink = transport
+            sink.close()
+            return
+        self._sink = sink
+        self._loop = asyncio.get_running_loop()
+        direct = getattr(self.source, "direct", None)
+        if direct is not None and sink.go_direct():
+            direct(self.put_chunk)
 
     def detach(self) -> None:
         """The channel ended: later chunks are queued for RPC pulls again."""
         self._sink = None
+
+    def _keep(self, chunk: Dict[str, Any]) -> bool:
+        """Account a chunk (time to first output, usage); False for the usage chunk that
+        only the metrics asked for (dropped)."""
+        req = self.req
+        if req is not None:
+            if req.ttft is None and self._has_output is not None \
+                    and self._has_output(chunk):
+                req.ttft = time.monotonic() - req.started
+            if chunk.get("usage") is not None:
+                req.usage = chunk["usage"]
+                if req.strip_usage and self._is_usage is not None and self._is_usage(chunk):
+                    return False
+        return True
+
+    def put_chunk(self, chunk: Dict[str, Any]) -> None:
+        """Deliver a chunk from the source's push mode, in any thread: written to the
+        channel, or (the channel is gone) queued on the event loop for RPC pulls."""
+        if self.final or not self._keep(chunk):
+            return
+        self.last = chunk
+        sink = self._sink
+        if sink is not None and sink.write(sse_frame(chunk)):
+            self.written += 1
+            return
+        self._loop.call_soon_threadsafe(self._queue, chunk)
 
     def put(self, item: Any) -> None:
         """Queue a chunk, ``STREAM_END`` or an exception (event loop thread only)."""
         if self.final:
             return
         if isinstance(item, dict):
-            req = self.req
-            if req is not None:
-                if req.ttft is None and self._has_output is not None \
-                        and self._has_output(item):
-                    req.ttft = time.monotonic() - req.started
-                if item.get("usage") is not None:
-                    req.usage = item["usage"]
-                    if req.strip_usage and self._is_usage is not None \
-                            and self._is_usage(item):
-                        return
+            if not self._keep(item):
+                return
             self.last = item
             sink = self._sink
-            if sink is not None:
-                sink.write(sse_frame(item))
+            if sink is not None and sink.write(sse_frame(item)):
                 self.written += 1
                 return
         elif item is STREAM_END or isinstance(item, BaseException):
             self.final = True
-        if self._sink is not None:  # the end, or not a chunk: the channel is done
-            self._sink.close()
+        if self._sink is not None and not isinstance(item, dict):
+            self._sink.close()  # the end, or not a chunk: the channel is done
             self._sink = None
+        self._queue(item)
+
+    def _queue(self, item: Any) -> None:
+        if self.final and isinstance(item, dict):
+            return  # a pushed chunk that arrived after the end
         self.items.append(item)
         w = self._waiter
         if w is not None:

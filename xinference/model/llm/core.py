@@ -451,14 +451,7 @@ class LLM(OpenAIStreams, abc.ABC):
             finally:
                 cancel()
 
-        async def chunks():
-            try:
-                async for c in req.builder.astream(stream):
-                    yield c
-            finally:
-                cancel()
-
-        return chunks()
+        return req.builder.astream(stream, on_close=cancel)
 
     # ---- OpenAI-shaped entry points -------------------------------------------------------
     async def generate(self, prompt: str, generate_config: Optional[Dict[str, Any]] = None

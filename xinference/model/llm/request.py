@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import random
+import threading
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .params import GenerationParams
 from .text import IncrementalDetokenizer, StopStringMatcher
@@ -155,6 +156,9 @@ class RequestState:
         return out
 
 
+_END = object()  # the loop's marker: every choice finished while the deltas went direct
+
+
 class AsyncDeltaStream:
     """The asyncio side of a running request: an async iterator of the deltas of its ``n``
     choices that ends after each has sent the delta carrying ``finish_reason`` and re-raises
@@ -165,6 +169,9 @@ class AsyncDeltaStream:
     deque; the loop is woken (``call_soon_threadsafe``: a write to its self-pipe and a
     callback) only when no wake-up is pending already, so items emitted while the loop is
     busy cost it one wake-up together, not one each.
+
+    :meth:`go_direct` hands the deltas to a function instead, called in the emitting
+    thread: the loop is then woken once, at the end (or for an error), not per token.
     """
 
     def __init__(self, n: int = 1):
@@ -175,10 +182,17 @@ class AsyncDeltaStream:
         self._wake_pending = False
         self._done = False
         self._left = n  # choices that have not sent their final delta
+        self._lock = threading.Lock()  # emit against go_direct
+        self._direct: Optional[Callable[[Delta], None]] = None
 
     def emit(self, item: Any) -> None:
         """A list of deltas or an exception, from any thread."""
-        self._items.append(item)  # deque.append is atomic
+        with self._lock:
+            if self._direct is not None and not isinstance(item, BaseException):
+                item = self._consume(item if isinstance(item, list) else [item])
+                if item is None:
+                    return
+            self._items.append(item)
         if self._wake_pending:  # the loop will see this item on the pending wake-up
             return
         self._wake_pending = True
@@ -186,6 +200,41 @@ class AsyncDeltaStream:
             self._loop.call_soon_threadsafe(self._wake)
         except RuntimeError:  # the consumer's loop is closed: nobody is listening
             pass
+
+    def _consume(self, deltas: List["Delta"]) -> Any:
+        """Direct mode (lock held): each delta to the consumer; ``_END`` once the last
+        choice has finished (for the loop), else None."""
+        for d in deltas:
+            self._direct(d)
+            if d.finish_reason is not None:
+                self._left -= 1
+        return _END if self._left <= 0 else None
+
+    def go_direct(self, consume: Callable[["Delta"], None],
+                  before: Callable[[], None]) -> bool:
+        """From now on, call ``consume(delta)`` in the thread that emits each delta (under
+        this stream's lock, so in order) instead of queueing it for the loop; the async
+        iterator then only ends (after the last final delta) or raises (an engine error).
+        Under the lock, first ``before()`` runs (the consumer's own backlog), then the
+        deltas queued and not yet read are consumed. Call it on the loop, between reads.
+        Returns False (nothing changed) when the stream has already ended or holds an
+        error."""
+        with self._lock:
+            queued = list(self._ready)
+            for item in self._items:
+                queued.extend(item if isinstance(item, list) else [item])
+            if self._done or any(isinstance(i, BaseException) for i in queued):
+                return False
+            before()
+            self._ready.clear()
+            self._items.clear()
+            self._direct = consume
+            end = self._consume(queued)
+            if end is not None:
+                self._items.append(end)
+        if self._items:
+            self._wake()
+        return True
 
     def _wake(self) -> None:
         self._wake_pending = False  # before the consumer drains: later items wake again
@@ -216,6 +265,9 @@ class AsyncDeltaStream:
             finally:
                 self._waiter = None
         item = ready.popleft()
+        if item is _END:
+            self._done = True
+            raise StopAsyncIteration
         if isinstance(item, BaseException):
             self._done = True
             raise item

@@ -17,9 +17,10 @@ completion", "The chat completion chunk object").
 from __future__ import annotations
 
 import abc
+import collections
 import time
 import uuid
-from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Tuple
+from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Optional, Tuple
 
 from .request import Delta
 from .text import ParsedDelta
@@ -175,20 +176,88 @@ class ResponseBuilder(abc.ABC):
             self.add(d)
         return self.response()
 
-    async def astream(self, deltas: AsyncIterator[Delta]) -> AsyncIterator[Dict[str, Any]]:
-        for c in self.start():
-            yield c
-        merge = DeltaCoalescer(self.stream_interval)
-        async for d in deltas:
-            d = merge.push(d)
-            if d is not None:
-                for c in self.chunks(d):
-                    yield c
+    def astream(self, deltas: AsyncIterator[Delta],
+                on_close: Optional[Callable[[], None]] = None) -> "ChunkStream":
+        """The stream's chunks as an async iterator (see :class:`ChunkStream`)."""
+        return ChunkStream(self, deltas, on_close)
 
     async def acollect(self, deltas: AsyncIterator[Delta]) -> Dict[str, Any]:
         async for d in deltas:
             self.add(d)
         return self.response()
+
+
+class ChunkStream:
+    """The chunks of a streamed request, as an async iterator: the builder's opening
+    chunks (:meth:`ResponseBuilder.start`), then those of each delta (merged per
+    ``stream_interval``, :class:`DeltaCoalescer`) as the deltas arrive.
+
+    :meth:`direct` switches it to push mode: from then on each chunk is handed to a
+    function in the thread that produced its delta (an engine thread), so that the event
+    loop is not woken per token; iterating then only ends (or raises an engine error).
+    ``on_close()`` runs once when the stream ends, fails or is closed (it stops the
+    engine's requests; a no-op when they finished).
+
+    Args:
+        builder: the request's :class:`ResponseBuilder`.
+        deltas: its :class:`~.request.AsyncDeltaStream` (push mode needs its
+            ``go_direct``; any async iterator of deltas otherwise).
+    """
+
+    def __init__(self, builder: ResponseBuilder, deltas: AsyncIterator[Delta],
+                 on_close: Optional[Callable[[], None]] = None):
+        self._builder = builder
+        self._deltas = deltas
+        self._merge = DeltaCoalescer(builder.stream_interval)
+        self._pending = collections.deque(builder.start())
+        self._on_close = on_close
+
+    def _chunks(self, d: Delta) -> List[Dict[str, Any]]:
+        d = self._merge.push(d)
+        return self._builder.chunks(d) if d is not None else []
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> Dict[str, Any]:
+        pending = self._pending
+        while not pending:
+            try:
+                d = await self._deltas.__anext__()
+            except BaseException:  # the end, an engine error, or cancelled
+                self._close()
+                raise
+            pending.extend(self._chunks(d))
+        return pending.popleft()
+
+    def direct(self, write: Callable[[Dict[str, Any]], None]) -> bool:
+        """Hand every chunk not yet read, and each later one, to ``write(chunk)``: the
+        ones waiting now at once (in this thread: call it on the loop, between reads),
+        later ones in the thread that emits their delta, in order. Returns False when
+        push mode is not possible (the deltas cannot go direct, or already ended or
+        failed); the iterator then goes on as before."""
+        go = getattr(self._deltas, "go_direct", None)
+        if go is None:
+            return False
+
+        def backlog() -> None:
+            while self._pending:
+                write(self._pending.popleft())
+
+        def consume(d: Delta) -> None:
+            for c in self._chunks(d):
+                write(c)
+
+        return go(consume, backlog)
+
+    def _close(self) -> None:
+        close, self._on_close = self._on_close, None
+        if close is not None:
+            close()
+
+    async def aclose(self) -> None:
+        """Stop the stream (its engine requests)."""
+        self._close()
 
 
 class CompletionBuilder(ResponseBuilder):
