@@ -188,6 +188,22 @@ def cpu(proc) -> float:
     return t.user + t.system
 
 
+def request_threads_cpu(proc) -> float:
+    """CPU seconds of ``proc``'s llama.cpp request threads (named ``llama-request``): each
+    runs its request through xllamacpp's callback and, per token, the shared pipeline
+    (detokenising, stop strings, parsers) and, for streams, builds, encodes and writes
+    the chunk."""
+    total = 0.0
+    for t in proc.threads():
+        try:
+            with open(f"/proc/{proc.pid}/task/{t.id}/comm") as f:
+                if f.read().startswith("llama-request"):
+                    total += t.user_time + t.system_time
+        except OSError:
+            pass
+    return total
+
+
 def event_loop_cpu(proc) -> float:
     """CPU seconds of ``proc``'s main thread (its event loop: RPC handling, chunk
     building, SSE encoding), leaving out the engine's threads."""
@@ -201,17 +217,36 @@ class CpuMeter:
     """CPU spent per token by the serving path, summed over measured calls: ``api`` (the
     API process, which also holds the supervisor and worker), ``loop`` (the model
     process's main thread), ``model`` (the whole model process, llama.cpp included) and
-    ``lib`` (this process while the in-process library serves the same kind of call)."""
+    ``lib`` (this process while the in-process library serves the same kind of call).
+
+    :meth:`idle` measures what the API process and the model's main thread spend with no
+    request at all (periodic work: health checks, xoscar's watch of the parent process);
+    :meth:`ms` reports that share of the figures as ``background``."""
 
     def __init__(self, api, model):
         self.api, self.model, self.me = api, model, psutil.Process()
-        self.sums = dict(api=0.0, loop=0.0, model=0.0, lib=0.0)
+        self.sums = dict(api=0.0, loop=0.0, model=0.0, lib=0.0, requests=0.0)
         self.tokens = dict(server=0, lib=0)
+        self.wall = 0.0  # seconds spent in measured server calls
+        self.idle_rate = 0.0  # CPU seconds per second of API + main thread, idle
+
+    def idle(self, seconds: float = 3.0) -> float:
+        """Measure the idle CPU rate of the API process plus the model's main thread over
+        ``seconds`` without requests; returns it in ms per second."""
+        a, l, t0 = cpu(self.api), event_loop_cpu(self.model), time.perf_counter()
+        time.sleep(seconds)
+        spent = cpu(self.api) - a + event_loop_cpu(self.model) - l
+        self.idle_rate = spent / (time.perf_counter() - t0)
+        return 1000 * self.idle_rate
 
     def server(self, call):
         """Run ``call()`` (returns a row whose [1] is tokens) on the server, counting."""
         a, l, m = cpu(self.api), event_loop_cpu(self.model), cpu(self.model)
+        r = request_threads_cpu(self.model)
+        t0 = time.perf_counter()
         row = call()
+        self.wall += time.perf_counter() - t0
+        self.sums["requests"] += request_threads_cpu(self.model) - r
         self.sums["api"] += cpu(self.api) - a
         self.sums["loop"] += event_loop_cpu(self.model) - l
         self.sums["model"] += cpu(self.model) - m
@@ -227,12 +262,18 @@ class CpuMeter:
         return row
 
     def ms(self) -> Dict[str, float]:
-        """ms per token: ``api``, ``loop``, ``path`` (api + loop), ``overhead`` (API +
-        model process per server token minus this process per library token)."""
+        """ms per token: ``api``, ``loop``, ``path`` (api + loop), ``requests`` (the model
+        process's request threads, see :func:`request_threads_cpu`), ``background`` (the
+        idle rate of api + loop over the measured calls' wall time, per token: the part
+        of ``path`` that does not come from the tokens), ``overhead`` (API + model process
+        per server token minus this process per library token)."""
         s, t = self.sums, self.tokens
-        per = {k: 1000 * v / max(1, t["server"]) for k, v in s.items() if k != "lib"}
+        n = max(1, t["server"])
+        per = {k: 1000 * v / n for k, v in s.items() if k != "lib"}
         lib = 1000 * s["lib"] / max(1, t["lib"])
         return dict(api=per["api"], loop=per["loop"], path=per["api"] + per["loop"],
+                    requests=per["requests"],
+                    background=1000 * self.idle_rate * self.wall / n,
                     overhead=per["api"] + per["model"] - lib)
 
 
@@ -288,7 +329,7 @@ def main():
     # One stream: the server (default launch options, then stream_interval=4) and the
     # library in-process alternate prompt by prompt, so a change of background load hits
     # both sides alike; then 8 concurrent streams, alternating round by round.
-    results, cpu_ms, ref_rows = {}, {}, []
+    results, cpu_ms, ref_rows, idle_ms = {}, {}, [], {}
     agg: Dict[str, list] = {}
     ref_failed = "not installed (`pip install llama-cpp-python`, a source build)"
     for interval in (1, STREAM_INTERVAL):
@@ -298,6 +339,8 @@ def main():
         xllamacpp_stream(lib, "warm up")
         api = psutil.Process(proc.pid)  # the API (with supervisor and worker) process
         meter = CpuMeter(api, model_process(api))
+        idle_ms[interval] = meter.idle()
+        print(f"idle: API + model main thread {idle_ms[interval]:.1f} ms CPU/s", flush=True)
         server_rows, inproc_rows = [], []
         for _ in range(ROUNDS):
             for prompt in PROMPTS:
@@ -309,6 +352,7 @@ def main():
               results[interval], "CPU ms/token", cpu_ms[interval], flush=True)
         if interval == 1:
             meter8 = CpuMeter(api, meter.model)
+            meter8.idle_rate = meter.idle_rate
             agg = {k: [] for k in ("1", "2", "4", "8", "lib8")}
             server = lambda prompt, ignore_eos: server_stream(url, prompt, ignore_eos)  # noqa: E731
             in_proc = lambda prompt, ignore_eos: xllamacpp_stream(lib, prompt, ignore_eos)  # noqa: E731
@@ -360,7 +404,9 @@ def main():
                       (f"one stream, stream_interval={STREAM_INTERVAL}",
                        cpu_ms[STREAM_INTERVAL])):
         rows.append(f"| CPU per streamed token, {label}: API + model event loop | "
-                    f"{ms['path']:.3f} ms (API {ms['api']:.3f}, loop {ms['loop']:.3f}) | | "
+                    f"{ms['path']:.3f} ms (API {ms['api']:.3f}, loop {ms['loop']:.3f}; "
+                    f"idle background {ms['background']:.3f}); request threads "
+                    f"{ms['requests']:.3f} | | "
                     f"server - library: {ms['overhead']:.3f} ms | <= 0.3 ms |")
     if ref_rows:
         r_ttft, r_tps = summarize(ref_rows)
@@ -385,6 +431,12 @@ and callback (xllamacpp `handle_chat_completions`, stream). Server and library a
 prompt by prompt (one stream) and round by round (8 streams). Concurrent rows:
 fixed-length streams (`ignore_eos`), tokens/s over wall clock. CPU per token: the API
 process plus the model process's main thread (its event loop), over the server's tokens;
+"idle background" is what these two spend with no request at all ({idle_ms[1]:.1f} ms per
+second, measured before the streams: health checks, xoscar's check of the model process's
+parent every 0.1 s), over the streams' wall time, per token: the part of the figure that
+the tokens do not cost. "Request threads": the model process's llama.cpp request threads
+(xllamacpp's callback, the shared per-token pipeline and, for streams, building, encoding
+and writing each chunk to the stream channel), not part of the target's figure.
 "server - library" is the API and the whole model process per server token minus this
 process per in-process token (the CPU the serving path adds to llama.cpp's own). Start-up
 and launch: median of {REPEATS} fresh servers.

@@ -57,6 +57,24 @@ STREAM_READ_TIMEOUT = 3600
 PENALTY_LAST_N = 64
 
 
+
+#: the operating system's name of the threads that run requests (and, for streams, build
+#: and write their chunks): visible in ``top -H``, ``ps -L`` and ``/proc/<pid>/task/*/comm``
+REQUEST_THREAD_NAME = "llama-request"
+
+
+def _name_os_thread(name: str) -> None:
+    """Give the calling thread ``name`` (15 bytes at most) for the operating system too
+    (Linux ``prctl(PR_SET_NAME)``; elsewhere nothing happens)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc.prctl(15, name.encode()[:15], 0, 0, 0)  # 15: PR_SET_NAME
+    except (OSError, AttributeError):
+        pass
+
+
 class LlamaCppModel(LLM):
     """A GGUF model served by llama.cpp's server with continuous batching.
 
@@ -178,8 +196,8 @@ class LlamaCppModel(LLM):
             self.supports_images and bos
             and self.tokenize("", add_special=True)[:1] == self.tokenize(bos, False)[:1])
         self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=max(2 * self.n_parallel, 8), thread_name_prefix="llama-request"
-        )
+            max_workers=max(2 * self.n_parallel, 8), thread_name_prefix="llama-request",
+            initializer=_name_os_thread, initargs=(REQUEST_THREAD_NAME,))
 
     def _open(self, method: str, path: str, body: Optional[dict], timeout: float
               ) -> Tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
