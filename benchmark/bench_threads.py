@@ -10,7 +10,8 @@ load hits all alike:
 
 * one stream: decode tokens/s of a fixed-length greedy stream (``ignore_eos``);
 * eight concurrent streams: aggregate tokens/s over wall clock;
-* time to first token of a long prompt (about 1,500 tokens), where ``n_batch`` matters.
+* time to first token of a long prompt (about 1,500 tokens), where ``n_batch`` matters;
+  each such prompt opens differently, so that no slot's prompt cache shortens the prefill.
 
 The server's own CPU (API process and model process event loop) runs on the same cores as
 llama.cpp's threads, so with every core busy decoding, each token's serving work preempts
@@ -47,9 +48,17 @@ MAX_TOKENS = 24 if QUICK else int(os.environ.get("BENCH_MAX_TOKENS", "128"))
 ROUNDS = 1 if QUICK else int(os.environ.get("BENCH_ROUNDS", "3"))
 STREAMS = 8
 PROMPT = "Write a long story about a lighthouse keeper and the sea."
-LONG_PROMPT = ("Summarize the following notes. " + " ".join(
+LONG_NOTES = " ".join(
     f"Note {i}: the keeper lit the lamp at dusk and logged the ships that passed."
-    for i in range(12 if QUICK else 100)))
+    for i in range(12 if QUICK else 100))
+_long_prompts = iter(range(1 << 30))
+
+
+def long_prompt() -> str:
+    """The long prompt, opening with a number never used before: llama.cpp's prompt cache
+    (a slot keeps the tokens of its last prompt) cannot reuse any of it, so the time to
+    first token is a whole prefill every time."""
+    return f"Request {next(_long_prompts)}. Summarize the following notes. {LONG_NOTES}"
 
 
 def stream(url: str, model: str, prompt: str, max_tokens: int) -> Tuple[float, int, float]:
@@ -86,7 +95,7 @@ def measure(url: str, model: str) -> Dict[str, float]:
         rows = list(pool.map(lambda _: stream(url, model, PROMPT, MAX_TOKENS),
                              range(STREAMS)))
     eight = sum(r[1] for r in rows) / (time.perf_counter() - t0)
-    ttft = stream(url, model, LONG_PROMPT, 4)[0]
+    ttft = stream(url, model, long_prompt(), 4)[0]
     return {"one": one, "eight": eight, "ttft": ttft}
 
 
@@ -121,7 +130,8 @@ def main() -> None:
 Machine: {machine()}; load average {', '.join(f'{x:.2f}' for x in load_start)} at the start,
 {', '.join(f'{x:.2f}' for x in load_end)} at the end.{quick} SmolLM2-135M-Instruct Q4_1,
 greedy fixed-length streams of {MAX_TOKENS} tokens, {STREAMS} concurrent streams for the
-aggregate, a prompt of about {len(LONG_PROMPT) // 4} tokens for the time to first token;
+aggregate, a prompt of about {len(long_prompt()) // 4} tokens for the time to first token
+(a new one each time: no prompt-cache reuse);
 median of {ROUNDS} round(s), configurations in rotating order, all served by one server at
 once (the serving path's CPU counted).
 
