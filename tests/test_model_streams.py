@@ -196,13 +196,27 @@ def test_delta_stream_wakes_the_loop_once_for_items_emitted_meanwhile():
 
 
 # ---- the stream channel (xinference.core.stream_channel) --------------------------------
-async def _channel_read(handle, ping: float = 15.0, first: bytes = b"") -> bytes:
-    """Everything the stream's channel sends until the model process closes it."""
+async def _channel_open(handle, ping: float = 15.0):
+    """``(reader, writer)`` of the stream's channel, its token line sent."""
     host, port = handle.channel.rsplit(":", 1)
     reader, writer = await asyncio.open_connection(host, int(port))
     writer.write(f"{handle.token} {ping}\n".encode())
+    return reader, writer
+
+
+async def _channel_read(handle, ping: float = 15.0) -> bytes:
+    """Everything the stream's channel sends until the model process closes it."""
+    reader, writer = await _channel_open(handle, ping)
     got = await asyncio.wait_for(reader.read(), 10)
     writer.close()
+    return got
+
+
+async def _pull_rest(actor, stream_id: str) -> bytes:
+    """The stream's SSE bytes by RPC pulls, to its end."""
+    got = b""
+    while (data := await actor.next_sse(stream_id, 5)) is not None:
+        got += data
     return got
 
 
@@ -254,18 +268,14 @@ def test_a_quiet_stream_channel_sends_keep_alives_and_a_dropped_one_falls_back_t
         await actor.start_channel("127.0.0.1")
         handle = await actor.chat([], {"stream": True, "n": 3})
         await asyncio.get_running_loop().run_in_executor(None, engine.started.wait, 5)
-        host, port = handle.channel.rsplit(":", 1)
-        reader, writer = await asyncio.open_connection(host, int(port))
-        writer.write(f"{handle.token} 1\n".encode())
+        reader, writer = await _channel_open(handle, 1)
         assert await asyncio.wait_for(reader.readexactly(15), 5) == b'data: {"i":0}\n\n'
         assert await asyncio.wait_for(reader.readexactly(8), 5) == b": ping\n\n"
         writer.close()
         await asyncio.sleep(0.2)  # the model process sees the channel end
         engine.gate.set()
-        got = b""
-        while (data := await actor.next_sse(handle.stream_id, 5)) is not None:
-            got += data
-        assert got == b'data: {"i":1}\n\ndata: {"i":2}\n\n'
+        assert await _pull_rest(actor, handle.stream_id) == \
+            b'data: {"i":1}\n\ndata: {"i":2}\n\n'
         actor._channel.close()
 
     asyncio.run(main())
@@ -384,17 +394,19 @@ def test_pushed_chunks_go_from_the_engine_thread_to_the_channel_in_order():
     asyncio.run(main())
 
 
-def test_pushed_chunks_queued_before_the_channel_and_an_error_after_them():
-    """Chunks produced before the gateway connects are written first; an engine error
-    after some pushed chunks is raised by the final pull."""
+def test_an_engine_error_while_pushing_ends_the_channel_and_is_raised_by_the_pull():
+    """In push mode an engine error goes to the event loop: the channel closes after the
+    chunks pushed before it, and the final pull raises the error."""
     async def main():
         engine = PushEngine()
-        engine.gate.set()
         actor = await loaded_actor(engine)
         await actor.start_channel("127.0.0.1")
         handle = await actor.chat([], {"stream": True, "n": 50, "fail_at": 40})
-        await asyncio.sleep(0.2)  # the thread has emitted up to the error meanwhile
-        assert _texts(await _channel_read(handle)) == [f"t{i} " for i in range(40)]
+        reading = asyncio.ensure_future(_channel_read(handle))
+        await asyncio.sleep(0.2)  # attached before the engine starts: every chunk pushed
+        engine.gate.set()
+        assert _texts(await reading) == [f"t{i} " for i in range(40)]
+        assert threading.get_ident() not in engine.threads
         with pytest.raises(ValueError, match="engine broke"):
             await actor.next_sse(handle.stream_id)
         actor._channel.close()
@@ -410,17 +422,13 @@ def test_pushed_chunks_after_the_channel_drops_go_to_the_pulls():
         actor = await loaded_actor(engine)
         await actor.start_channel("127.0.0.1")
         handle = await actor.chat([], {"stream": True, "n": 6})
-        host, port = handle.channel.rsplit(":", 1)
-        reader, writer = await asyncio.open_connection(host, int(port))
-        writer.write(f"{handle.token} 15\n".encode())
-        await asyncio.sleep(0.2)
+        _, writer = await _channel_open(handle)
+        await asyncio.sleep(0.2)  # attached, in push mode
         writer.close()
         await asyncio.sleep(0.2)  # the model process sees the channel end
         engine.gate.set()
-        got = b""
-        while (data := await actor.next_sse(handle.stream_id, 5)) is not None:
-            got += data
-        assert _texts(got) == [f"t{i} " for i in range(6)]
+        assert _texts(await _pull_rest(actor, handle.stream_id)) == \
+            [f"t{i} " for i in range(6)]
         actor._channel.close()
 
     asyncio.run(main())

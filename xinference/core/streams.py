@@ -133,29 +133,30 @@ class StreamBuffer:
                     return False
         return True
 
-    def put_chunk(self, chunk: Dict[str, Any]) -> None:
-        """Deliver a chunk from the source's push mode, in any thread: written to the
-        channel, or (the channel is gone) queued on the event loop for RPC pulls."""
-        if self.final or not self._keep(chunk):
-            return
+    def _deliver(self, chunk: Dict[str, Any]) -> bool:
+        """Account ``chunk`` and write it to the channel when one is attached; False when
+        it is still to be queued for the pulls."""
+        if not self._keep(chunk):
+            return True  # dropped
         self.last = chunk
         sink = self._sink
         if sink is not None and sink.write(sse_frame(chunk)):
             self.written += 1
-            return
-        self._loop.call_soon_threadsafe(self._queue, chunk)
+            return True
+        return False
+
+    def put_chunk(self, chunk: Dict[str, Any]) -> None:
+        """Deliver a chunk from the source's push mode, in any thread: written to the
+        channel, or (the channel is gone) queued on the event loop for RPC pulls."""
+        if not self.final and not self._deliver(chunk):
+            self._loop.call_soon_threadsafe(self._queue, chunk)
 
     def put(self, item: Any) -> None:
         """Queue a chunk, ``STREAM_END`` or an exception (event loop thread only)."""
         if self.final:
             return
         if isinstance(item, dict):
-            if not self._keep(item):
-                return
-            self.last = item
-            sink = self._sink
-            if sink is not None and sink.write(sse_frame(item)):
-                self.written += 1
+            if self._deliver(item):
                 return
         elif item is STREAM_END or isinstance(item, BaseException):
             self.final = True
