@@ -193,11 +193,13 @@ def request_threads_cpu(proc) -> float:
     runs its request through xllamacpp's callback and, per token, the shared pipeline
     (detokenising, stop strings, parsers) and, for streams, builds, encodes and writes
     the chunk."""
+    from xinference.model.llm.llama_cpp.core import REQUEST_THREAD_NAME
+
     total = 0.0
     for t in proc.threads():
         try:
             with open(f"/proc/{proc.pid}/task/{t.id}/comm") as f:
-                if f.read().startswith("llama-request"):
+                if f.read().startswith(REQUEST_THREAD_NAME):
                     total += t.user_time + t.system_time
         except OSError:
             pass

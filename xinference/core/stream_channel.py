@@ -97,9 +97,7 @@ class ChannelWriter:
             if self._sock is not None and not self._pending:
                 try:
                     sent = self._sock.send(data)
-                except (BlockingIOError, InterruptedError):
-                    sent = 0
-                except OSError:  # the connection broke: the transport finds out too
+                except OSError:  # full (EAGAIN), or broken: the transport finds out too
                     sent = 0
                 if sent == len(data):
                     return True

@@ -220,14 +220,12 @@ class AsyncDeltaStream:
         Returns False (nothing changed) when the stream has already ended or holds an
         error."""
         with self._lock:
+            self._move_items()
             queued = list(self._ready)
-            for item in self._items:
-                queued.extend(item if isinstance(item, list) else [item])
             if self._done or any(isinstance(i, BaseException) for i in queued):
                 return False
             before()
             self._ready.clear()
-            self._items.clear()
             self._direct = consume
             end = self._consume(queued)
             if end is not None:
@@ -235,6 +233,17 @@ class AsyncDeltaStream:
         if self._items:
             self._wake()
         return True
+
+    def _move_items(self) -> None:
+        """Emitted items (lists of deltas, errors, ``_END``) into the read queue, one by
+        one."""
+        items, ready = self._items, self._ready
+        while items:
+            item = items.popleft()
+            if isinstance(item, list):
+                ready.extend(item)
+            else:
+                ready.append(item)
 
     def _wake(self) -> None:
         self._wake_pending = False  # before the consumer drains: later items wake again
@@ -250,14 +259,8 @@ class AsyncDeltaStream:
             raise StopAsyncIteration
         ready = self._ready
         while not ready:
-            items = self._items
-            if items:
-                while items:
-                    item = items.popleft()
-                    if isinstance(item, list):
-                        ready.extend(item)
-                    else:
-                        ready.append(item)
+            if self._items:
+                self._move_items()
                 continue
             self._waiter = self._loop.create_future()
             try:

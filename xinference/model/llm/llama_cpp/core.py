@@ -57,7 +57,6 @@ STREAM_READ_TIMEOUT = 3600
 PENALTY_LAST_N = 64
 
 
-
 #: the operating system's name of the threads that run requests (and, for streams, build
 #: and write their chunks): visible in ``top -H``, ``ps -L`` and ``/proc/<pid>/task/*/comm``
 REQUEST_THREAD_NAME = "llama-request"
@@ -196,7 +195,7 @@ class LlamaCppModel(LLM):
             self.supports_images and bos
             and self.tokenize("", add_special=True)[:1] == self.tokenize(bos, False)[:1])
         self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=max(2 * self.n_parallel, 8), thread_name_prefix="llama-request",
+            max_workers=max(2 * self.n_parallel, 8), thread_name_prefix=REQUEST_THREAD_NAME,
             initializer=_name_os_thread, initargs=(REQUEST_THREAD_NAME,))
 
     def _open(self, method: str, path: str, body: Optional[dict], timeout: float
